@@ -1,0 +1,286 @@
+package api
+
+import (
+	"fmt"
+	"sort"
+	"time"
+)
+
+// HostState is the lifecycle state of a host as the coordinator sees it.
+type HostState string
+
+// Host states.
+const (
+	HostReady    HostState = "ready"
+	HostDown     HostState = "down"
+	HostDraining HostState = "draining"
+)
+
+// Host is a machine running one agent.
+type Host struct {
+	ID            string            `json:"id"`
+	Address       string            `json:"address"`
+	AgentAddr     string            `json:"agent_addr,omitempty"`
+	MemoryMB      int               `json:"memory_mb"`
+	Labels        map[string]string `json:"labels,omitempty"`
+	State         HostState         `json:"state"`
+	RegisteredAt  time.Time         `json:"registered_at"`
+	LastHeartbeat time.Time         `json:"last_heartbeat,omitempty"`
+}
+
+// Zone is the host's zone label, empty when unlabelled.
+func (h Host) Zone() string { return h.Labels["zone"] }
+
+// PlanKind tells a single-node plan from a highly available one.
+type PlanKind string
+
+// Plan kinds.
+const (
+	PlanStarter  PlanKind = "starter"
+	PlanBusiness PlanKind = "business"
+)
+
+// Plan is an entry of the plans catalog, e.g. redis-business-1024.
+type Plan struct {
+	Name     string   `json:"name"`
+	Kind     PlanKind `json:"kind"`
+	MemoryMB int      `json:"memory_mb"`
+	Backups  bool     `json:"backups"`
+}
+
+// Redis is how many redis members the plan runs.
+func (p Plan) Redis() int {
+	if p.Kind == PlanBusiness {
+		return 2
+	}
+	return 1
+}
+
+// Sentinels is how many sentinel members the plan runs.
+func (p Plan) Sentinels() int {
+	if p.Kind == PlanBusiness {
+		return 3
+	}
+	return 0
+}
+
+// HAProxies is how many haproxy members the plan runs.
+func (p Plan) HAProxies() int {
+	if p.Kind == PlanBusiness {
+		return 2
+	}
+	return 0
+}
+
+// Engine is a Redis-compatible server implementation.
+type Engine string
+
+// Engines.
+const (
+	EngineRedis  Engine = "redis"
+	EngineValkey Engine = "valkey"
+)
+
+// Role is what a member runs.
+type Role string
+
+// Member roles.
+const (
+	RoleRedis    Role = "redis"
+	RoleSentinel Role = "sentinel"
+	RoleHAProxy  Role = "haproxy"
+)
+
+// EngineVersion is an entry of the engine catalog.
+type EngineVersion struct {
+	Engine  Engine          `json:"engine"`
+	Version string          `json:"version"`
+	Images  map[Role]string `json:"images"`
+	Default bool            `json:"default,omitempty"`
+}
+
+// Key is the catalog key of an engine version, e.g. "redis-7.0.15".
+func (e EngineVersion) Key() string { return fmt.Sprintf("%s-%s", e.Engine, e.Version) }
+
+// Persistence modes.
+const (
+	PersistenceRDB = "rdb"
+	PersistenceAOF = "aof"
+)
+
+// Settings are an addon's user-facing switches.
+type Settings struct {
+	Persistence string `json:"persistence"`
+	CacheMode   bool   `json:"cache_mode"`
+	ForceTLS    bool   `json:"force_tls"`
+}
+
+// DefaultSettings are the settings of a new addon (DESIGN.md §2).
+func DefaultSettings() Settings { return Settings{Persistence: PersistenceRDB} }
+
+// AddonStatus is where an addon is in its life.
+type AddonStatus string
+
+// Addon statuses.
+const (
+	AddonProvisioning AddonStatus = "provisioning"
+	AddonRunning      AddonStatus = "running"
+	AddonUpdating     AddonStatus = "updating"
+	AddonRemoving     AddonStatus = "removing"
+	AddonError        AddonStatus = "error"
+)
+
+// AddonType is the only addon type cacheplane serves.
+const AddonType = "redis"
+
+// Member is one running service of an addon on one host.
+type Member struct {
+	ID        string `json:"id"`
+	Role      Role   `json:"role"`
+	HostID    string `json:"host_id"`
+	Address   string `json:"address,omitempty"`
+	Port      int    `json:"port,omitempty"`
+	RedisRole string `json:"redis_role,omitempty"` // primary or replica, for role redis
+	State     string `json:"state,omitempty"`
+}
+
+// Addon is one caching database. Password is never part of list views.
+type Addon struct {
+	ID         string      `json:"id"`
+	App        string      `json:"app"`
+	Type       string      `json:"type"`
+	Plan       string      `json:"plan"`
+	Engine     Engine      `json:"engine"`
+	Version    string      `json:"version"`
+	Password   string      `json:"password,omitempty"`
+	Settings   Settings    `json:"settings"`
+	Status     AddonStatus `json:"status"`
+	Members    []Member    `json:"members,omitempty"`
+	Entrypoint string      `json:"entrypoint,omitempty"`
+	CreatedAt  time.Time   `json:"created_at"`
+	UpdatedAt  time.Time   `json:"updated_at"`
+	// RequestID is the idempotency key of the request that created the addon.
+	RequestID string `json:"request_id,omitempty"`
+}
+
+// Redacted returns a copy without the password, for list views and logs.
+func (a Addon) Redacted() Addon {
+	a.Password = ""
+	a.Members = append([]Member(nil), a.Members...)
+	return a
+}
+
+// OperationKind names a durable, stepwise change to an addon.
+type OperationKind string
+
+// Operation kinds.
+const (
+	OpProvision      OperationKind = "provision"
+	OpPlanChange     OperationKind = "plan-change"
+	OpUpgrade        OperationKind = "upgrade"
+	OpSettingsChange OperationKind = "settings-change"
+	OpRemove         OperationKind = "remove"
+	OpReplaceMember  OperationKind = "replace-member"
+	OpRestore        OperationKind = "restore"
+)
+
+// OperationState is the progress of an operation or of one of its steps.
+type OperationState string
+
+// Operation and step states.
+const (
+	OpPending OperationState = "pending"
+	OpRunning OperationState = "running"
+	OpDone    OperationState = "done"
+	OpFailed  OperationState = "failed"
+)
+
+// Step is one recorded step of an operation.
+type Step struct {
+	Name       string         `json:"name"`
+	State      OperationState `json:"state"`
+	Detail     string         `json:"detail,omitempty"`
+	StartedAt  time.Time      `json:"started_at,omitempty"`
+	FinishedAt time.Time      `json:"finished_at,omitempty"`
+}
+
+// Operation is a durable, stepwise change to an addon; each step is committed
+// as done before the next starts.
+type Operation struct {
+	ID        string         `json:"id"`
+	AddonID   string         `json:"addon_id"`
+	App       string         `json:"app"`
+	Kind      OperationKind  `json:"kind"`
+	State     OperationState `json:"state"`
+	Steps     []Step         `json:"steps"`
+	Error     string         `json:"error,omitempty"`
+	CreatedAt time.Time      `json:"created_at"`
+	UpdatedAt time.Time      `json:"updated_at"`
+}
+
+// CurrentStep returns the index of the first step not done, or len(Steps).
+func (o Operation) CurrentStep() int {
+	for i, s := range o.Steps {
+		if s.State != OpDone {
+			return i
+		}
+	}
+	return len(o.Steps)
+}
+
+// BackupStatus is the state of a backup.
+type BackupStatus string
+
+// Backup statuses.
+const (
+	BackupRunning BackupStatus = "running"
+	BackupDone    BackupStatus = "done"
+	BackupError   BackupStatus = "error"
+)
+
+// Backup is the record of one dump of an addon.
+type Backup struct {
+	ID        string       `json:"id"`
+	AddonID   string       `json:"addon_id"`
+	CreatedAt time.Time    `json:"created_at"`
+	SizeBytes int64        `json:"size_bytes"`
+	Status    BackupStatus `json:"status"`
+	Kind      string       `json:"kind"` // periodic or manual
+	MemberID  string       `json:"member_id,omitempty"`
+	Checksum  string       `json:"checksum,omitempty"`
+	StoreKey  string       `json:"store_key,omitempty"`
+}
+
+// CoordinatorMember is one member of the coordinator cluster.
+type CoordinatorMember struct {
+	ID       string `json:"id"`
+	RaftAddr string `json:"raft_addr"`
+	HTTPAddr string `json:"http_addr,omitempty"`
+	Suffrage string `json:"suffrage,omitempty"`
+	Leader   bool   `json:"leader"`
+}
+
+// ClusterStatus is the answer of the members endpoint.
+type ClusterStatus struct {
+	Members     []CoordinatorMember `json:"members"`
+	LeaderID    string              `json:"leader_id,omitempty"`
+	AppliedIdx  uint64              `json:"applied_index"`
+	ServedBy    string              `json:"served_by"`
+	ServedState string              `json:"served_state"`
+}
+
+// EnvVar is one environment variable handed to an app.
+type EnvVar struct {
+	Name  string `json:"name"`
+	Value string `json:"value"`
+}
+
+// SortPlans orders plans by kind (starter first) then memory.
+func SortPlans(ps []Plan) {
+	sort.Slice(ps, func(i, j int) bool {
+		if ps[i].Kind != ps[j].Kind {
+			return ps[i].Kind > ps[j].Kind // "starter" > "business"
+		}
+		return ps[i].MemoryMB < ps[j].MemoryMB
+	})
+}

@@ -1,0 +1,200 @@
+package api
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"regexp"
+	"sort"
+	"strings"
+)
+
+// MaxRequestBytes bounds every admin request body.
+const MaxRequestBytes = 64 << 10
+
+var (
+	appNameRe   = regexp.MustCompile(`^[a-z][a-z0-9-]{1,46}[a-z0-9]$`)
+	memberIDRe  = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$`)
+	requestIDRe = regexp.MustCompile(`^[A-Za-z0-9_.:-]{1,128}$`)
+)
+
+// ValidateAppName checks an app name: 3 to 48 characters, lowercase letters,
+// digits and hyphens, starting with a letter and not ending with a hyphen.
+func ValidateAppName(name string) error {
+	if name == "" {
+		return Invalidf("app name is missing: pass --app APP")
+	}
+	if !appNameRe.MatchString(name) || strings.Contains(name, "--") {
+		return Invalidf("app name %q is malformed: use 3 to 48 lowercase letters, digits and single hyphens, starting with a letter (e.g. my-app)", name)
+	}
+	return nil
+}
+
+// ValidateMemberID checks a coordinator or host id.
+func ValidateMemberID(kind, id string) error {
+	if id == "" {
+		return Invalidf("%s id is missing", kind)
+	}
+	if !memberIDRe.MatchString(id) {
+		return Invalidf("%s id %q is malformed: use up to 63 letters, digits, '.', '_' or '-'", kind, id)
+	}
+	return nil
+}
+
+// AddonCreateRequest asks for a new addon.
+type AddonCreateRequest struct {
+	App       string `json:"app"`
+	Type      string `json:"type"`
+	Plan      string `json:"plan"`
+	Engine    Engine `json:"engine,omitempty"`
+	Version   string `json:"version,omitempty"`
+	RequestID string `json:"request_id,omitempty"`
+}
+
+// Validate checks the request against the catalogs and fills defaults
+// (engine and version). It never changes anything else.
+func (r *AddonCreateRequest) Validate(plans []Plan, engines []EngineVersion) error {
+	if err := ValidateAppName(r.App); err != nil {
+		return err
+	}
+	if r.Type == "" {
+		return Invalidf("addon type is missing: the only type is %q", AddonType)
+	}
+	if r.Type != AddonType {
+		return Invalidf("unknown addon type %q: the only type is %q", r.Type, AddonType)
+	}
+	if r.Plan == "" {
+		return Invalidf("plan is missing; valid plans: %s", planNames(plans))
+	}
+	if _, ok := FindPlan(plans, r.Plan); !ok {
+		return Invalidf("unknown plan %q; valid plans: %s", r.Plan, planNames(plans))
+	}
+	if r.RequestID != "" && !requestIDRe.MatchString(r.RequestID) {
+		return Invalidf("request id %q is malformed", r.RequestID)
+	}
+	ev, err := ResolveEngine(engines, r.Engine, r.Version)
+	if err != nil {
+		return err
+	}
+	r.Engine, r.Version = ev.Engine, ev.Version
+	return nil
+}
+
+// FindPlan looks a plan up by name.
+func FindPlan(plans []Plan, name string) (Plan, bool) {
+	for _, p := range plans {
+		if p.Name == name {
+			return p, true
+		}
+	}
+	return Plan{}, false
+}
+
+func planNames(plans []Plan) string {
+	ps := append([]Plan(nil), plans...)
+	SortPlans(ps)
+	names := make([]string, len(ps))
+	for i, p := range ps {
+		names[i] = p.Name
+	}
+	return strings.Join(names, ", ")
+}
+
+// ResolveEngine picks the catalog entry for engine/version; empty values pick
+// the default engine and, for an engine, its newest listed version.
+func ResolveEngine(engines []EngineVersion, engine Engine, version string) (EngineVersion, error) {
+	var keys []string
+	var match *EngineVersion
+	for i := range engines {
+		e := engines[i]
+		keys = append(keys, e.Key())
+		switch {
+		case engine == "" && version == "" && e.Default:
+			match = &engines[i]
+		case engine == "" && version != "" && e.Version == version && match == nil:
+			match = &engines[i]
+		case engine == e.Engine && (version == "" || version == e.Version):
+			match = &engines[i]
+		}
+	}
+	sort.Strings(keys)
+	if match == nil {
+		what := string(engine)
+		if version != "" {
+			what = strings.TrimPrefix(what+"-"+version, "-")
+		}
+		if what == "" {
+			what = "default engine"
+		}
+		return EngineVersion{}, Invalidf("unknown engine version %q; available: %s", what, strings.Join(keys, ", "))
+	}
+	return *match, nil
+}
+
+// JoinRequest asks the cluster to add a coordinator as a voter.
+type JoinRequest struct {
+	ID       string `json:"id"`
+	RaftAddr string `json:"raft_addr"`
+	HTTPAddr string `json:"http_addr"`
+}
+
+// Validate checks the ids and addresses.
+func (r *JoinRequest) Validate() error {
+	if err := ValidateMemberID("coordinator", r.ID); err != nil {
+		return err
+	}
+	if err := ValidateHostPort("raft address", r.RaftAddr); err != nil {
+		return err
+	}
+	return ValidateHostPort("http address", r.HTTPAddr)
+}
+
+// JoinPeerRequest asks the local coordinator to join the cluster that the
+// coordinator at Peer (its HTTP address) belongs to.
+type JoinPeerRequest struct {
+	Peer string `json:"peer"`
+}
+
+// Validate checks the peer address.
+func (r *JoinPeerRequest) Validate() error { return ValidateHostPort("peer address", r.Peer) }
+
+// ValidateHostPort checks a host:port with a numeric port.
+func ValidateHostPort(what, addr string) error {
+	if addr == "" {
+		return Invalidf("%s is missing", what)
+	}
+	i := strings.LastIndex(addr, ":")
+	if i <= 0 || i == len(addr)-1 {
+		return Invalidf("%s %q is not host:port", what, addr)
+	}
+	var port int
+	if _, err := fmt.Sscanf(addr[i+1:], "%d", &port); err != nil || port <= 0 || port > 65535 || fmt.Sprint(port) != addr[i+1:] {
+		return Invalidf("%s %q has no valid port", what, addr)
+	}
+	return nil
+}
+
+// Decode reads one JSON object from r into v: bounded in size, unknown fields
+// refused, trailing data refused. Every failure is an ErrInvalid.
+func Decode(r io.Reader, v any) error {
+	body, err := io.ReadAll(io.LimitReader(r, MaxRequestBytes+1))
+	if err != nil {
+		return Invalidf("reading request body: %v", err)
+	}
+	if len(body) > MaxRequestBytes {
+		return Invalidf("request body is larger than %d bytes", MaxRequestBytes)
+	}
+	if len(bytes.TrimSpace(body)) == 0 {
+		return Invalidf("request body is empty: expected a JSON object")
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return Invalidf("request body is not valid JSON for this call: %v", err)
+	}
+	if dec.More() {
+		return Invalidf("request body has data after the JSON object")
+	}
+	return nil
+}
