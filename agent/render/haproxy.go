@@ -1,0 +1,225 @@
+package render
+
+import "strings"
+
+// HAProxy figures.
+const (
+	// DefaultMaxConn is how many concurrent client connections an addon's
+	// entrypoint accepts (DESIGN.md §3).
+	DefaultMaxConn = 2000
+
+	// maxConnMargin: the frontend accepts this many connections above the
+	// addon's limit only to close them at once (a clean refusal), and the
+	// process accepts as many again for the stats socket and the agent.
+	maxConnMargin = 64
+
+	// Health check of the redis members: every 200 ms, one success marks a
+	// server up, one failure marks it down (failover through the entrypoint
+	// in ~1.5 s after the primary's death, notes/feasibility.md).
+	checkInter = "200ms"
+	// checkTimeout bounds a check's answer (after the connect). A hung
+	// primary is failed over by Sentinel after down-after (1.5 s) anyway;
+	// marking it down sooner would only cut sessions of a primary that is
+	// merely slow (a long command, a fork), so the timeout matches it.
+	checkTimeout = "1500ms"
+	// connectTimeout: a refused or lost connect is retried after
+	// min(timeout connect, 1 s); 100 ms took failover from ~3.1 s to ~2.5 s.
+	connectTimeout = "100ms"
+)
+
+// HAProxyServer is one redis member behind the entrypoint.
+type HAProxyServer struct {
+	Name string // member id; letters, digits, '_', '.', '-'
+	Addr string
+	Port int
+}
+
+// HAProxyInput is everything an addon's haproxy.cfg depends on.
+type HAProxyInput struct {
+	// AddonID names the frontend and backend.
+	AddonID string
+	// Entrypoint is the addon's stable address and port, where clients
+	// connect.
+	Entrypoint Endpoint
+	// SourceAddr is this HAProxy's host address: connections to the redis
+	// members (traffic and checks) leave from it.
+	SourceAddr string
+	// Servers are the addon's redis members, primary or replica: the role
+	// check routes to the one that says role:master.
+	Servers []HAProxyServer
+	// Password authenticates the role check.
+	Password string
+	// MaxConn is the addon's connection limit; 0 means DefaultMaxConn.
+	MaxConn int
+	// StatsSocket is an optional path of an admin-level stats socket for
+	// the agent (show stat, set server ...); empty means none.
+	StatsSocket string
+}
+
+func (in HAProxyInput) validate() error {
+	const f = "haproxy.cfg"
+	if err := checkName(f, "addon id", in.AddonID); err != nil {
+		return err
+	}
+	if err := checkEndpoint(f, "entrypoint", in.Entrypoint); err != nil {
+		return err
+	}
+	if err := checkIP(f, "source address", in.SourceAddr); err != nil {
+		return err
+	}
+	if len(in.Servers) == 0 {
+		return invalidf(f, "no redis server")
+	}
+	seen := map[string]bool{}
+	for _, s := range in.Servers {
+		if err := checkName(f, "server name", s.Name); err != nil {
+			return err
+		}
+		if seen[s.Name] {
+			return invalidf(f, "server name %q is used twice", s.Name)
+		}
+		seen[s.Name] = true
+		if err := checkEndpoint(f, "server "+s.Name, Endpoint{s.Addr, s.Port}); err != nil {
+			return err
+		}
+	}
+	if err := checkPassword(f, in.Password); err != nil {
+		return err
+	}
+	if in.MaxConn < 0 || in.MaxConn > 1_000_000 {
+		return invalidf(f, "max connections %d out of range 0-1000000", in.MaxConn)
+	}
+	if in.StatsSocket != "" {
+		if err := checkPath(f, "stats socket", in.StatsSocket); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// HAProxyGlobalMaxConn is the process-wide maxconn of an entrypoint whose
+// addon limit is maxConn (0 = DefaultMaxConn).
+func HAProxyGlobalMaxConn(maxConn int) int {
+	if maxConn == 0 {
+		maxConn = DefaultMaxConn
+	}
+	return maxConn + 2*maxConnMargin
+}
+
+// HAProxyOpenFiles is the RLIMIT_NOFILE an entrypoint with addon limit
+// maxConn needs: two sockets per connection (client and server) plus
+// listeners, checks and the stats socket. HAProxy raises its own limit when
+// it runs as root; otherwise the unit or container must grant this much,
+// or HAProxy refuses to start ("Cannot raise FD limit").
+func HAProxyOpenFiles(maxConn int) uint64 {
+	return uint64(2*HAProxyGlobalMaxConn(maxConn) + 256)
+}
+
+// HAProxy renders the haproxy.cfg of one entrypoint HAProxy of an addon. The
+// file holds the password (in the health check): the agent writes it with
+// mode 0600. HAProxy runs in the foreground (haproxy -db -f FILE, or -W for
+// reloads) and logs server state changes on stdout.
+//
+// Routing: TCP mode, one backend with every redis member; a tcp-check
+// authenticates, asks INFO replication and sends QUIT right behind it, so a
+// replica's check fails as soon as it answers role:slave and closes (no wait
+// for the check timeout); only the member answering role:master is up.
+// `balance first` sends every connection to the first up server, so even a
+// moment with two masters never splits one app's writes across both.
+// on-marked-down shutdown-sessions cuts the sessions of a primary that
+// stopped being one, so clients reconnect to the new primary.
+//
+// Connection limit: the frontend accepts up to MaxConn+64 connections and
+// closes (tcp-request connection reject) every one beyond MaxConn the moment
+// it is accepted: the next client is refused cleanly instead of waiting in
+// the kernel's backlog, which is what HAProxy does at its maxconn. The
+// process maxconn is higher still (HAProxyGlobalMaxConn).
+//
+// Timeouts: there is no client or server inactivity timeout. Redis itself
+// closes idle clients after `timeout 150` but never a client blocked in
+// BLPOP/XREAD BLOCK or a Pub/Sub subscriber; any finite proxy timeout would
+// (HAProxy's maximum is ~24.8 days; 30 s was seen cutting a 40 s BLPOP),
+// and apps must see Redis's semantics. Dead peers are found by TCP
+// keepalive on both sides instead (probes after 60 s idle, every 10 s,
+// 3 failures: a vanished client or server frees its slot within ~90 s),
+// and half-closed connections by client-fin/server-fin. HAProxy warns
+// "missing timeouts" at start for this; it is intended. The connect timeout
+// is 100 ms (members are on the local network) and retries redispatch.
+func HAProxy(in HAProxyInput) (string, error) {
+	if err := in.validate(); err != nil {
+		return "", err
+	}
+	limit := in.MaxConn
+	if limit == 0 {
+		limit = DefaultMaxConn
+	}
+	fe, be := "fe_"+in.AddonID, "be_"+in.AddonID
+
+	var c conf
+	c.comment(false,
+		"haproxy.cfg rendered by cacheplane (agent/render) for addon "+in.AddonID+"; do not edit.",
+		"Holds the addon's password (health check): keep the file mode 0600.",
+	)
+	c.blank()
+	c.line("global")
+	c.indented("maxconn", itoa(HAProxyGlobalMaxConn(limit)))
+	c.indented("log", "stdout", "format", "raw", "daemon", "notice")
+	if in.StatsSocket != "" {
+		c.indented("stats", "socket", in.StatsSocket, "mode", "600", "level", "admin")
+	}
+	c.blank()
+	c.line("defaults")
+	c.indented("mode", "tcp")
+	c.indented("log", "global")
+	c.indented("timeout", "connect", connectTimeout)
+	c.indented("timeout", "check", checkTimeout)
+	c.comment(true,
+		"No timeout client/server on purpose: a BLPOP or an idle subscriber stays",
+		"open as long as Redis keeps it; TCP keepalive finds dead peers.",
+	)
+	c.indented("timeout", "client-fin", "30s")
+	c.indented("timeout", "server-fin", "30s")
+	c.blank()
+	c.line("frontend", fe)
+	c.indented("bind", in.Entrypoint.String())
+	c.indented("maxconn", itoa(limit+maxConnMargin))
+	c.comment(true, "At most "+itoa(limit)+" clients: the next one is accepted and closed at once.")
+	c.indented("tcp-request", "connection", "reject", "if", "{", "fe_conn", "gt", itoa(limit), "}")
+	c.indented("option", "clitcpka")
+	c.indented("clitcpka-idle", "60s")
+	c.indented("clitcpka-intvl", "10s")
+	c.indented("clitcpka-cnt", "3")
+	c.indented("default_backend", be)
+	c.blank()
+	c.line("backend", be)
+	c.indented("balance", "first")
+	c.indented("retries", "3")
+	c.indented("option", "redispatch", "1")
+	c.indented("option", "srvtcpka")
+	c.indented("srvtcpka-idle", "60s")
+	c.indented("srvtcpka-intvl", "10s")
+	c.indented("srvtcpka-cnt", "3")
+	c.indented("source", bracketIPv6(in.SourceAddr))
+	c.comment(true, "Up only while the member answers role:master; QUIT right after INFO so a replica fails at once.")
+	c.indented("option", "tcp-check")
+	c.indented("tcp-check", "connect")
+	c.indented("tcp-check", "send", `"AUTH `+in.Password+`\r\n"`)
+	c.indented("tcp-check", "expect", "string", "+OK")
+	c.indented("tcp-check", "send", `"INFO replication\r\n"`)
+	c.indented("tcp-check", "send", `"QUIT\r\n"`)
+	c.indented("tcp-check", "expect", "string", "role:master")
+	c.indented("default-server", "check", "inter", checkInter, "rise", "1", "fall", "1", "on-marked-down", "shutdown-sessions")
+	for _, s := range in.Servers {
+		c.indented("server", s.Name, Endpoint{s.Addr, s.Port}.String())
+	}
+	return c.String(), nil
+}
+
+// bracketIPv6 writes an IPv6 address the way HAProxy's address parser reads
+// it without a port ("[::1]"; a bare "::1" is taken as host ":" port).
+func bracketIPv6(addr string) string {
+	if strings.Contains(addr, ":") {
+		return "[" + addr + "]"
+	}
+	return addr
+}

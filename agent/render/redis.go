@@ -1,0 +1,328 @@
+package render
+
+import (
+	"github.com/cacheplane/cacheplane/api"
+)
+
+// Names of the database files in a redis member's data dir (the engines'
+// defaults, spelled out in every redis.conf; sysstats.DataDirSize reads the
+// same names).
+const (
+	RDBFileName = "dump.rdb"
+	AOFDirName  = "appendonlydir"
+	AOFFileName = "appendonly.aof"
+)
+
+// Redis figures fixed by the product (DESIGN.md §3).
+const (
+	RedisDatabases   = 5   // databases 0-4
+	RedisIdleTimeout = 150 // seconds; idle clients are closed after it
+)
+
+// RDBSaveRules are the snapshot rules "seconds changes", one `save` line each.
+var RDBSaveRules = [][2]int{{900, 1}, {300, 10}, {60, 10000}}
+
+// RedisInput is everything a redis.conf depends on.
+type RedisInput struct {
+	// Engine is redis or valkey; empty means redis. Both get the same file
+	// today: Valkey 8 accepts every directive below under the same name.
+	Engine api.Engine
+	// BindAddr is the host's address: redis listens on it only, and its
+	// outgoing connections (replication) leave from it (bind-source-addr).
+	BindAddr string
+	Port     int
+	// AnnounceIP is the address announced to the primary and hence to
+	// Sentinel (replica-announce-ip); empty means BindAddr.
+	AnnounceIP string
+	// DataDir is the member's data dir as seen by redis (inside the
+	// container when one is used).
+	DataDir string
+	// Password of the addon's one user, also used to authenticate to the
+	// primary (masterauth).
+	Password string
+	// PlanMemoryMB is the plan's memory: maxmemory, in cache mode or not.
+	PlanMemoryMB int
+	Settings     api.Settings
+	// ReplicaOf is the current primary for a replica, the zero Endpoint for
+	// a primary. A member that restarts is rendered with the current
+	// primary here, so it never comes back as a primary on its own.
+	ReplicaOf Endpoint
+}
+
+func (in RedisInput) validate() error {
+	const f = "redis.conf"
+	switch in.Engine {
+	case "", api.EngineRedis, api.EngineValkey:
+	default:
+		return invalidf(f, "unknown engine %q (want %s or %s)", in.Engine, api.EngineRedis, api.EngineValkey)
+	}
+	if err := checkIP(f, "bind address", in.BindAddr); err != nil {
+		return err
+	}
+	if err := checkPort(f, "port", in.Port); err != nil {
+		return err
+	}
+	if in.AnnounceIP != "" {
+		if err := checkIP(f, "announce ip", in.AnnounceIP); err != nil {
+			return err
+		}
+	}
+	if err := checkPath(f, "data dir", in.DataDir); err != nil {
+		return err
+	}
+	if err := checkPassword(f, in.Password); err != nil {
+		return err
+	}
+	if in.PlanMemoryMB < 1 {
+		return invalidf(f, "plan memory %d MB must be at least 1", in.PlanMemoryMB)
+	}
+	if _, err := persistence(f, in.Settings); err != nil {
+		return err
+	}
+	if !in.ReplicaOf.IsZero() {
+		if err := checkEndpoint(f, "primary", in.ReplicaOf); err != nil {
+			return err
+		}
+		if in.ReplicaOf.Addr == in.BindAddr && in.ReplicaOf.Port == in.Port {
+			return invalidf(f, "a redis cannot be a replica of itself (%s)", in.ReplicaOf)
+		}
+	}
+	return nil
+}
+
+// persistence normalises the persistence setting ("" is the default, rdb) and
+// refuses what is not rendered (TLS).
+func persistence(file string, s api.Settings) (string, error) {
+	if s.ForceTLS {
+		return "", ErrTLSNotImplemented
+	}
+	switch s.Persistence {
+	case "", api.PersistenceRDB:
+		return api.PersistenceRDB, nil
+	case api.PersistenceAOF:
+		return api.PersistenceAOF, nil
+	}
+	return "", invalidf(file, "unknown persistence %q (want %s or %s)", s.Persistence, api.PersistenceRDB, api.PersistenceAOF)
+}
+
+func maxmemory(planMB int) string { return itoa(planMB) + "mb" }
+
+func evictionPolicy(cacheMode bool) string {
+	if cacheMode {
+		return "allkeys-lru"
+	}
+	return "noeviction"
+}
+
+// Redis renders the redis.conf of one redis member (primary or replica) of an
+// addon. The file holds the password: the agent writes it with mode 0600.
+//
+// Choices, beside the product's figures (databases 5, timeout 150, one user,
+// RDB rules, AOF with appendfsync always, cache mode):
+//   - The one user is declared with an ACL `user default on >PW ~* &* +@all`
+//     line (Redis ≥ 6.2 and Valkey accept it in redis.conf; `&*` needs 6.2),
+//     not requirepass: the file then says exactly what ACL LIST shows.
+//     masterauth is the same password, rendered on every node, so a primary
+//     demoted by Sentinel authenticates to its new primary.
+//   - maxmemory is the plan memory in both modes. In cache mode the policy is
+//     allkeys-lru; otherwise noeviction, so a write at the limit gets Redis's
+//     "OOM command not allowed" error and nothing is lost. The container
+//     limit is higher (ContainerMemoryLimitBytes) so the kernel never
+//     OOM-kills the process.
+//   - RDB rules stay on in AOF mode: AOF (appendfsync always) is the
+//     durability, the RDB snapshot is the restart fallback and what backups
+//     copy; Redis's docs recommend both for PostgreSQL-like safety, and
+//     switching rdb<->aof live is then one CONFIG SET (LiveSettingsChange).
+//     appendfsync always is rendered in RDB mode too (it is inert while
+//     appendonly is no).
+//   - min-replicas-to-write stays 0 (off): with one replica, 1 would turn the
+//     replica's loss, replacement, resize or upgrade into a write outage of
+//     the primary, and starter plans have no replica at all. The write-loss
+//     window of a partitioned primary is bounded instead by Sentinel's
+//     down-after (1.5 s) and HAProxy's role check.
+//   - replica-serve-stale-data yes (the default): apps reach only the primary
+//     through the entrypoint; a replica is read by the agent (INFO, backups),
+//     which must keep working while its link is down. replica-read-only yes.
+//   - repl-diskless-sync-delay 0: a full sync is streamed from a fork
+//     (diskless, the 7.0 default) and Redis waits 5 s by default for more
+//     replicas to share it; an addon has one replica, so the wait only
+//     delayed every initial sync and every resync after a failover by 5 s.
+//   - protected-mode no: redis binds one address and always requires auth.
+//   - daemonize no and logfile "": the runtime supervises the process and
+//     collects stdout.
+//   - bind-source-addr (Redis ≥ 7.0) and replica-announce-ip are the host's
+//     address: on simulated hosts sharing the loopback interface, redis would
+//     otherwise connect from and announce 127.0.0.1.
+func Redis(in RedisInput) (string, error) {
+	if err := in.validate(); err != nil {
+		return "", err
+	}
+	mode, _ := persistence("redis.conf", in.Settings)
+	engine := in.Engine
+	if engine == "" {
+		engine = api.EngineRedis
+	}
+	announce := in.AnnounceIP
+	if announce == "" {
+		announce = in.BindAddr
+	}
+	role := "primary"
+	if !in.ReplicaOf.IsZero() {
+		role = "replica of " + in.ReplicaOf.String()
+	}
+
+	var c conf
+	c.comment(false,
+		"redis.conf rendered by cacheplane (agent/render); the agent rewrites it, do not edit.",
+		"Holds the addon's password: keep the file mode 0600.",
+		"engine: "+string(engine)+"; role at render time: "+role+
+			"; persistence: "+mode+"; cache mode: "+onOff(in.Settings.CacheMode)+".",
+	)
+	c.blank()
+
+	c.comment(false, "Network: the host's address only; auth is always on.")
+	c.line("bind", in.BindAddr)
+	c.line("port", itoa(in.Port))
+	c.line("protected-mode", "no")
+	c.line("bind-source-addr", in.BindAddr)
+	c.line("timeout", itoa(RedisIdleTimeout))
+	c.line("tcp-keepalive", "300")
+	c.blank()
+
+	c.comment(false, "Process: supervised by the runtime, logs on stdout.")
+	c.line("daemonize", "no")
+	c.line("supervised", "no")
+	c.line("logfile", `""`)
+	c.line("loglevel", "notice")
+	c.line("always-show-logo", "no")
+	c.line("databases", itoa(RedisDatabases))
+	c.blank()
+
+	c.comment(false, "Security: one user, no other can be created.")
+	c.line("user", "default", "on", ">"+in.Password, "~*", "&*", "+@all")
+	c.line("masterauth", in.Password)
+	c.blank()
+
+	c.comment(false, "Memory: maxmemory is the plan memory.")
+	c.line("maxmemory", maxmemory(in.PlanMemoryMB))
+	if in.Settings.CacheMode {
+		c.comment(false, "Cache mode: least recently used keys are evicted at the limit.")
+	} else {
+		c.comment(false, "Not a cache: writes at the limit get an OOM error, no key is ever evicted.")
+	}
+	c.line("maxmemory-policy", evictionPolicy(in.Settings.CacheMode))
+	c.blank()
+
+	c.comment(false, "Persistence: RDB snapshots always; AOF on top when asked.")
+	c.line("dir", in.DataDir)
+	c.line("dbfilename", RDBFileName)
+	for _, r := range RDBSaveRules {
+		c.line("save", itoa(r[0]), itoa(r[1]))
+	}
+	c.line("stop-writes-on-bgsave-error", "yes")
+	if mode == api.PersistenceAOF {
+		c.comment(false, "AOF: every command that changes the dataset is written synchronously.")
+		c.line("appendonly", "yes")
+	} else {
+		c.line("appendonly", "no")
+	}
+	c.line("appendfilename", `"`+AOFFileName+`"`)
+	c.line("appenddirname", `"`+AOFDirName+`"`)
+	c.line("appendfsync", "always")
+	c.line("aof-use-rdb-preamble", "yes")
+	c.blank()
+
+	c.comment(false, "Replication.")
+	c.line("replica-announce-ip", announce)
+	if !in.ReplicaOf.IsZero() {
+		c.line("replicaof", in.ReplicaOf.Addr, itoa(in.ReplicaOf.Port))
+	}
+	c.comment(false, "One replica per addon: stream a full sync at once instead of waiting 5 s for more.")
+	c.line("repl-diskless-sync", "yes")
+	c.line("repl-diskless-sync-delay", "0")
+	c.line("replica-serve-stale-data", "yes")
+	c.line("replica-read-only", "yes")
+	c.line("min-replicas-to-write", "0")
+	return c.String(), nil
+}
+
+func onOff(b bool) string {
+	if b {
+		return "on"
+	}
+	return "off"
+}
+
+// Container memory headroom (see ContainerMemoryLimitBytes).
+const (
+	// MemoryLimitFactor multiplies the plan memory.
+	MemoryLimitFactor = 2
+	// MemoryLimitFixedMB is added on top.
+	MemoryLimitFixedMB = 64
+)
+
+// ContainerMemoryLimitBytes is the cgroup memory limit of a redis member of a
+// plan with planMB of memory: 2 × plan + 64 MiB.
+//
+// maxmemory (= plan) bounds only the dataset as Redis counts it (used_memory,
+// less replica output and AOF buffers). The process's RSS, which the cgroup
+// counts, exceeds it by allocator fragmentation, the replica output buffers
+// and AOF buffers, client query/output buffers (up to 2,000 connections
+// through the entrypoint), the replication backlog, Lua and the binary's own
+// ~10 MB; and every BGSAVE, AOF rewrite and full sync forks a child in the
+// same cgroup whose copy-on-write pages grow with the write rate — Redis's
+// docs warn a write-heavy instance "may use up to 2 times the memory
+// normally used" while saving. Outside cache mode a full addon must answer
+// with an OOM error, never be OOM-killed, so the limit covers that worst
+// case: twice the plan, plus a fixed 64 MiB for the small plans where the
+// fixed overheads dominate. The limit is a cap, not a reservation: placement
+// counts plan memory. Set the swap limit equal to it so redis never swaps.
+func ContainerMemoryLimitBytes(planMB int) int64 {
+	if planMB < 0 {
+		planMB = 0
+	}
+	return (int64(planMB)*MemoryLimitFactor + MemoryLimitFixedMB) << 20
+}
+
+// LiveSettingsChange returns the commands that switch a running redis from
+// settings from to settings to (both valid) without a restart, in the order to send them;
+// each is a full command ("CONFIG", "SET", parameter, value), ready for
+// go-redis's Do. It returns nil when nothing changes live.
+//
+//   - rdb -> aof: appendfsync always, then appendonly yes. Redis starts an
+//     AOF rewrite in the background; the switch is complete when INFO
+//     persistence shows aof_rewrite_in_progress:0 (and
+//     aof_rewrite_scheduled:0) with aof_last_bgrewrite_status:ok.
+//   - aof -> rdb: appendonly no (RDB rules were on all along).
+//   - cache mode on/off: maxmemory (the plan) then maxmemory-policy
+//     allkeys-lru / noeviction. Turning cache mode off on a full cache makes
+//     the next writes fail with OOM until keys are deleted or the plan grows.
+//
+// The agent must also re-render redis.conf with the new settings, so a
+// restart keeps them. ForceTLS cannot change live (RestartRequired).
+func LiveSettingsChange(from, to api.Settings, planMB int) [][]string {
+	oldMode, _ := persistence("redis.conf", api.Settings{Persistence: from.Persistence})
+	newMode, _ := persistence("redis.conf", api.Settings{Persistence: to.Persistence})
+	var cmds [][]string
+	set := func(param, value string) {
+		cmds = append(cmds, []string{"CONFIG", "SET", param, value})
+	}
+	if oldMode != newMode {
+		if newMode == api.PersistenceAOF {
+			set("appendfsync", "always")
+			set("appendonly", "yes")
+		} else {
+			set("appendonly", "no")
+		}
+	}
+	if from.CacheMode != to.CacheMode {
+		set("maxmemory", maxmemory(planMB))
+		set("maxmemory-policy", evictionPolicy(to.CacheMode))
+	}
+	return cmds
+}
+
+// RestartRequired reports whether going from settings from to settings to
+// needs the redis process restarted with a re-rendered redis.conf rather
+// than LiveSettingsChange: only a ForceTLS change does.
+func RestartRequired(from, to api.Settings) bool { return from.ForceTLS != to.ForceTLS }

@@ -1,0 +1,347 @@
+package render
+
+import (
+	"errors"
+	"flag"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/cacheplane/cacheplane/api"
+)
+
+var update = flag.Bool("update", false, "rewrite testdata/*.golden from the current output")
+
+// testPassword looks like a real one: 64 URL-safe characters.
+const testPassword = "pw_0123456789-abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWX"
+
+func starter() RedisInput {
+	return RedisInput{
+		Engine:       api.EngineRedis,
+		BindAddr:     "127.0.0.11",
+		Port:         6379,
+		DataDir:      "/var/lib/cacheplane/members/my-app-3030-r1/data",
+		Password:     testPassword,
+		PlanMemoryMB: 1024,
+		Settings:     api.DefaultSettings(),
+	}
+}
+
+func sentinelInput() SentinelInput {
+	return SentinelInput{
+		BindAddr:   "127.0.0.13",
+		Port:       26379,
+		DataDir:    "/var/lib/cacheplane/members/my-app-3030-s3/data",
+		MasterName: "my-app-3030",
+		Primary:    Endpoint{"127.0.0.11", 6379},
+		Password:   testPassword,
+	}
+}
+
+func haproxyInput() HAProxyInput {
+	return HAProxyInput{
+		AddonID:    "my-app-3030",
+		Entrypoint: Endpoint{"127.0.0.20", 30300},
+		SourceAddr: "127.0.0.13",
+		Servers: []HAProxyServer{
+			{Name: "my-app-3030-r1", Addr: "127.0.0.11", Port: 6379},
+			{Name: "my-app-3030-r2", Addr: "127.0.0.12", Port: 6379},
+		},
+		Password: testPassword,
+	}
+}
+
+type goldenCase struct {
+	name   string
+	render func() (string, error)
+}
+
+func goldenCases() []goldenCase {
+	redis := func(mod func(*RedisInput)) func() (string, error) {
+		return func() (string, error) {
+			in := starter()
+			mod(&in)
+			return Redis(in)
+		}
+	}
+	return []goldenCase{
+		{"redis-starter-rdb", redis(func(*RedisInput) {})},
+		{"redis-starter-aof", redis(func(in *RedisInput) { in.Settings.Persistence = api.PersistenceAOF })},
+		{"redis-cache-mode", redis(func(in *RedisInput) { in.Settings.CacheMode = true; in.PlanMemoryMB = 256 })},
+		{"redis-replica", redis(func(in *RedisInput) {
+			in.BindAddr = "127.0.0.12"
+			in.DataDir = "/var/lib/cacheplane/members/my-app-3030-r2/data"
+			in.ReplicaOf = Endpoint{"127.0.0.11", 6379}
+		})},
+		{"valkey-starter", redis(func(in *RedisInput) { in.Engine = api.EngineValkey })},
+		{"sentinel", func() (string, error) { return Sentinel(sentinelInput()) }},
+		{"haproxy", func() (string, error) { return HAProxy(haproxyInput()) }},
+		{"haproxy-maxconn-stats", func() (string, error) {
+			in := haproxyInput()
+			in.MaxConn = 500
+			in.StatsSocket = "/run/cacheplane/my-app-3030/haproxy.sock"
+			return HAProxy(in)
+		}},
+	}
+}
+
+func TestGolden(t *testing.T) {
+	for _, tc := range goldenCases() {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := tc.render()
+			if err != nil {
+				t.Fatal(err)
+			}
+			path := filepath.Join("testdata", tc.name+".golden")
+			if *update {
+				if err := os.MkdirAll("testdata", 0o755); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatalf("%v (run go test ./agent/render -update)", err)
+			}
+			if got != string(want) {
+				t.Errorf("%s differs from the golden file (run go test ./agent/render -update and review the diff):\n%s", path, got)
+			}
+		})
+	}
+}
+
+func TestRedisDirectives(t *testing.T) {
+	has := func(t *testing.T, conf string, lines ...string) {
+		t.Helper()
+		set := map[string]bool{}
+		for _, l := range strings.Split(conf, "\n") {
+			set[l] = true
+		}
+		for _, l := range lines {
+			if !set[l] {
+				t.Errorf("missing line %q", l)
+			}
+		}
+	}
+	conf, err := Redis(starter())
+	if err != nil {
+		t.Fatal(err)
+	}
+	has(t, conf,
+		"databases 5", "timeout 150", "user default on >"+testPassword+" ~* &* +@all",
+		"masterauth "+testPassword, "save 900 1", "save 300 10", "save 60 10000",
+		"appendonly no", "maxmemory 1024mb", "maxmemory-policy noeviction",
+		"bind 127.0.0.11", "bind-source-addr 127.0.0.11", "replica-announce-ip 127.0.0.11",
+		"protected-mode no", "daemonize no", `logfile ""`, "dbfilename dump.rdb",
+		"min-replicas-to-write 0")
+	if strings.Contains(conf, "replicaof") {
+		t.Error("a primary has a replicaof line")
+	}
+
+	in := starter()
+	in.Settings = api.Settings{Persistence: api.PersistenceAOF, CacheMode: true}
+	in.ReplicaOf = Endpoint{"127.0.0.12", 7000}
+	in.AnnounceIP = "10.0.0.5"
+	conf, err = Redis(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	has(t, conf, "appendonly yes", "appendfsync always", "maxmemory-policy allkeys-lru",
+		"replicaof 127.0.0.12 7000", "replica-announce-ip 10.0.0.5", "bind-source-addr 127.0.0.11")
+}
+
+func TestInvalidInputs(t *testing.T) {
+	redis := func(mod func(*RedisInput)) error {
+		in := starter()
+		mod(&in)
+		_, err := Redis(in)
+		return err
+	}
+	sentinel := func(mod func(*SentinelInput)) error {
+		in := sentinelInput()
+		mod(&in)
+		_, err := Sentinel(in)
+		return err
+	}
+	haproxy := func(mod func(*HAProxyInput)) error {
+		in := haproxyInput()
+		mod(&in)
+		_, err := HAProxy(in)
+		return err
+	}
+	cases := []struct {
+		name string
+		err  error
+	}{
+		{"redis engine", redis(func(in *RedisInput) { in.Engine = "memcached" })},
+		{"redis no bind", redis(func(in *RedisInput) { in.BindAddr = "" })},
+		{"redis bind hostname", redis(func(in *RedisInput) { in.BindAddr = "localhost" })},
+		{"redis bind any", redis(func(in *RedisInput) { in.BindAddr = "0.0.0.0" })},
+		{"redis port", redis(func(in *RedisInput) { in.Port = 0 })},
+		{"redis port high", redis(func(in *RedisInput) { in.Port = 65536 })},
+		{"redis announce", redis(func(in *RedisInput) { in.AnnounceIP = "x" })},
+		{"redis relative dir", redis(func(in *RedisInput) { in.DataDir = "data" })},
+		{"redis dir space", redis(func(in *RedisInput) { in.DataDir = "/var/lib/my data" })},
+		{"redis dir unclean", redis(func(in *RedisInput) { in.DataDir = "/var/lib/../data" })},
+		{"redis no password", redis(func(in *RedisInput) { in.Password = "" })},
+		{"redis password space", redis(func(in *RedisInput) { in.Password = "secret with space" })},
+		{"redis password quote", redis(func(in *RedisInput) { in.Password = `secret"quote` })},
+		{"redis password dollar", redis(func(in *RedisInput) { in.Password = "secret$HOME" })},
+		{"redis password newline", redis(func(in *RedisInput) { in.Password = "secret\nsave 1 1" })},
+		{"redis memory", redis(func(in *RedisInput) { in.PlanMemoryMB = 0 })},
+		{"redis persistence", redis(func(in *RedisInput) { in.Settings.Persistence = "none" })},
+		{"redis replica of itself", redis(func(in *RedisInput) { in.ReplicaOf = Endpoint{in.BindAddr, in.Port} })},
+		{"redis replica no port", redis(func(in *RedisInput) { in.ReplicaOf = Endpoint{Addr: "127.0.0.12"} })},
+		{"sentinel master name", sentinel(func(in *SentinelInput) { in.MasterName = "my app" })},
+		{"sentinel no primary", sentinel(func(in *SentinelInput) { in.Primary = Endpoint{} })},
+		{"sentinel password", sentinel(func(in *SentinelInput) { in.Password = "a b" })},
+		{"sentinel dir", sentinel(func(in *SentinelInput) { in.DataDir = "" })},
+		{"haproxy no servers", haproxy(func(in *HAProxyInput) { in.Servers = nil })},
+		{"haproxy duplicate server", haproxy(func(in *HAProxyInput) { in.Servers[1].Name = in.Servers[0].Name })},
+		{"haproxy server name", haproxy(func(in *HAProxyInput) { in.Servers[0].Name = "r 1" })},
+		{"haproxy source", haproxy(func(in *HAProxyInput) { in.SourceAddr = "" })},
+		{"haproxy entrypoint", haproxy(func(in *HAProxyInput) { in.Entrypoint.Port = -1 })},
+		{"haproxy maxconn", haproxy(func(in *HAProxyInput) { in.MaxConn = -5 })},
+		{"haproxy addon id", haproxy(func(in *HAProxyInput) { in.AddonID = "-x" })},
+		{"haproxy stats socket", haproxy(func(in *HAProxyInput) { in.StatsSocket = "rel/sock" })},
+		{"haproxy password", haproxy(func(in *HAProxyInput) { in.Password = `back\slash` })},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.err == nil {
+				t.Fatal("accepted")
+			}
+			if !errors.Is(tc.err, api.ErrInvalid) {
+				t.Errorf("error %q does not wrap api.ErrInvalid", tc.err)
+			}
+			for _, secret := range []string{testPassword, "secret"} {
+				if strings.Contains(tc.err.Error(), secret) {
+					t.Errorf("error %q repeats the password", tc.err)
+				}
+			}
+		})
+	}
+}
+
+func TestForceTLSNotImplemented(t *testing.T) {
+	in := starter()
+	in.Settings.ForceTLS = true
+	if _, err := Redis(in); !errors.Is(err, ErrTLSNotImplemented) {
+		t.Fatalf("err = %v, want ErrTLSNotImplemented", err)
+	}
+}
+
+func TestDefaultsFilled(t *testing.T) {
+	in := starter()
+	in.Engine = ""
+	in.Settings.Persistence = ""
+	a, err := Redis(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := Redis(starter())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a != b {
+		t.Error("empty engine and persistence do not render as redis and rdb")
+	}
+}
+
+func TestLiveSettingsChange(t *testing.T) {
+	rdb := api.Settings{Persistence: api.PersistenceRDB}
+	aof := api.Settings{Persistence: api.PersistenceAOF}
+	cache := api.Settings{Persistence: api.PersistenceRDB, CacheMode: true}
+	aofCache := api.Settings{Persistence: api.PersistenceAOF, CacheMode: true}
+	cs := func(p, v string) []string { return []string{"CONFIG", "SET", p, v} }
+	cases := []struct {
+		name     string
+		from, to api.Settings
+		want     [][]string
+	}{
+		{"same", rdb, rdb, nil},
+		{"default is rdb", api.Settings{}, rdb, nil},
+		{"rdb to aof", rdb, aof, [][]string{cs("appendfsync", "always"), cs("appendonly", "yes")}},
+		{"aof to rdb", aof, rdb, [][]string{cs("appendonly", "no")}},
+		{"cache on", rdb, cache, [][]string{cs("maxmemory", "512mb"), cs("maxmemory-policy", "allkeys-lru")}},
+		{"cache off", cache, rdb, [][]string{cs("maxmemory", "512mb"), cs("maxmemory-policy", "noeviction")}},
+		{"both", rdb, aofCache, [][]string{
+			cs("appendfsync", "always"), cs("appendonly", "yes"),
+			cs("maxmemory", "512mb"), cs("maxmemory-policy", "allkeys-lru"),
+		}},
+		{"tls is not live", rdb, api.Settings{Persistence: api.PersistenceRDB, ForceTLS: true}, nil},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got := LiveSettingsChange(tc.from, tc.to, 512)
+			if !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("got %q, want %q", got, tc.want)
+			}
+		})
+	}
+	if !RestartRequired(rdb, api.Settings{Persistence: api.PersistenceRDB, ForceTLS: true}) {
+		t.Error("a TLS change does not require a restart")
+	}
+	if RestartRequired(rdb, aofCache) {
+		t.Error("persistence and cache mode changes require a restart")
+	}
+}
+
+func TestContainerMemoryLimit(t *testing.T) {
+	for _, tc := range []struct {
+		planMB int
+		want   int64
+	}{
+		{25, (2*25 + 64) << 20},
+		{1024, (2*1024 + 64) << 20},
+		{0, 64 << 20},
+	} {
+		if got := ContainerMemoryLimitBytes(tc.planMB); got != tc.want {
+			t.Errorf("ContainerMemoryLimitBytes(%d) = %d, want %d", tc.planMB, got, tc.want)
+		}
+		if tc.planMB > 0 && ContainerMemoryLimitBytes(tc.planMB) <= int64(tc.planMB)<<20 {
+			t.Errorf("limit for %d MB is not above maxmemory", tc.planMB)
+		}
+	}
+}
+
+func TestHAProxyLimits(t *testing.T) {
+	if got := HAProxyGlobalMaxConn(0); got != DefaultMaxConn+2*maxConnMargin {
+		t.Errorf("HAProxyGlobalMaxConn(0) = %d", got)
+	}
+	if got := HAProxyOpenFiles(2000); got < 2*2000 {
+		t.Errorf("HAProxyOpenFiles(2000) = %d, below two sockets per connection", got)
+	}
+	conf, err := HAProxy(haproxyInput())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"    maxconn 2128", "    maxconn 2064", "{ fe_conn gt 2000 }", "    timeout connect 100ms",
+		"    source 127.0.0.13", "    bind 127.0.0.20:30300", "    server my-app-3030-r2 127.0.0.12:6379",
+		`    tcp-check expect string role:master`,
+	} {
+		if !strings.Contains(conf, want+"\n") {
+			t.Errorf("haproxy.cfg lacks %q", want)
+		}
+	}
+	if strings.Contains(conf, "timeout client ") || strings.Contains(conf, "timeout server ") {
+		t.Error("haproxy.cfg has an inactivity timeout that would cut a BLPOP")
+	}
+	in := haproxyInput()
+	in.Entrypoint = Endpoint{"::1", 30300}
+	in.Servers[0].Addr = "::1"
+	in.SourceAddr = "::1"
+	conf, err = HAProxy(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(conf, "bind [::1]:30300\n") || !strings.Contains(conf, "my-app-3030-r1 [::1]:6379\n") ||
+		!strings.Contains(conf, "source [::1]\n") {
+		t.Errorf("IPv6 addresses are not bracketed:\n%s", conf)
+	}
+}

@@ -1,0 +1,133 @@
+package render
+
+import "time"
+
+// Sentinel figures.
+const (
+	// SentinelQuorum is how many of an addon's three sentinels must agree
+	// that the primary is down.
+	SentinelQuorum = 2
+
+	// SentinelDownAfter is down-after-milliseconds. Measured on 2-vCPU
+	// machines (shared/notes/feasibility.md): 1000 and 500 fail over faster
+	// but sometimes make the sentinels flag the just-promoted primary down
+	// too, exactly down-after after the switch (Sentinel's first PING to a
+	// new master goes out at min(down-after, 1 s)), and start a spurious
+	// second failover that then blocks real ones for 2 × failover-timeout;
+	// 1500 was the lowest value clean in 15 runs (1.93 s to a writable
+	// primary through HAProxy). A process death the runtime reports needs no
+	// wait at all: the agent sends SENTINEL FAILOVER at once.
+	SentinelDownAfter = 1500 * time.Millisecond
+
+	// SentinelFailoverTimeout is failover-timeout. Sentinel's default (3 min)
+	// is tuned for large replica sets. Ours is one replica on the same
+	// network: the promotion is seen within about 1 s (Sentinel polls a
+	// replica's INFO every second during a failover) and reconfiguring the
+	// one other node is immediate, so 10 s is a wide margin on a loaded
+	// host. It also bounds the bad cases: an aborted or spurious failover
+	// blocks the next automatic one for 2 × failover-timeout (20 s, not
+	// 6 min), and a replica found following the wrong primary is corrected
+	// after failover-timeout.
+	SentinelFailoverTimeout = 10 * time.Second
+
+	// SentinelParallelSyncs is parallel-syncs: one replica resyncs at a time.
+	SentinelParallelSyncs = 1
+)
+
+// SentinelInput is everything a sentinel.conf depends on.
+type SentinelInput struct {
+	// BindAddr is the host's address: the sentinel listens on it, connects
+	// from it (bind-source-addr) and announces it (unless AnnounceIP).
+	BindAddr   string
+	Port       int
+	AnnounceIP string // empty means BindAddr
+	// DataDir is the sentinel's working directory.
+	DataDir string
+	// MasterName names the monitored primary; the addon id.
+	MasterName string
+	// Primary is the addon's primary at render time.
+	Primary Endpoint
+	// Password authenticates the sentinel to the redis members (auth-pass).
+	Password string
+}
+
+func (in SentinelInput) validate() error {
+	const f = "sentinel.conf"
+	if err := checkIP(f, "bind address", in.BindAddr); err != nil {
+		return err
+	}
+	if err := checkPort(f, "port", in.Port); err != nil {
+		return err
+	}
+	if in.AnnounceIP != "" {
+		if err := checkIP(f, "announce ip", in.AnnounceIP); err != nil {
+			return err
+		}
+	}
+	if err := checkPath(f, "data dir", in.DataDir); err != nil {
+		return err
+	}
+	if err := checkName(f, "master name", in.MasterName); err != nil {
+		return err
+	}
+	if err := checkEndpoint(f, "primary", in.Primary); err != nil {
+		return err
+	}
+	return checkPassword(f, in.Password)
+}
+
+// Sentinel renders the sentinel.conf of one of an addon's three sentinels.
+// The file holds the password: the agent writes it with mode 0600.
+//
+// Sentinel rewrites its own config file (its id, the current primary, the
+// known replicas and sentinels, the epochs), and refuses to start when it
+// cannot write it: the agent writes the file once, when the member is
+// created, into a writable place, and never overwrites it afterwards — a
+// re-rendered file would make the sentinel forget the current epoch and
+// primary. Changing the primary by hand goes through SENTINEL commands, not
+// through this file.
+//
+// Hostnames are off (resolve-hostnames/announce-hostnames no): every address
+// is an IP, so a failover never depends on DNS. announce-ip and
+// bind-source-addr are the host's address: on simulated hosts sharing the
+// loopback interface the sentinels would otherwise record 127.0.0.1 for each
+// other. The sentinel itself requires no password (it holds no data); the
+// network boundary protects its port.
+func Sentinel(in SentinelInput) (string, error) {
+	if err := in.validate(); err != nil {
+		return "", err
+	}
+	announce := in.AnnounceIP
+	if announce == "" {
+		announce = in.BindAddr
+	}
+	name := in.MasterName
+
+	var c conf
+	c.comment(false,
+		"sentinel.conf rendered by cacheplane (agent/render), written once at create:",
+		"redis-sentinel rewrites it from then on. Holds the addon's password: mode 0600.",
+	)
+	c.blank()
+	c.line("bind", in.BindAddr)
+	c.line("port", itoa(in.Port))
+	c.line("protected-mode", "no")
+	c.line("bind-source-addr", in.BindAddr)
+	c.line("daemonize", "no")
+	c.line("logfile", `""`)
+	c.line("dir", in.DataDir)
+	c.blank()
+	c.line("sentinel", "announce-ip", announce)
+	c.line("sentinel", "resolve-hostnames", "no")
+	c.line("sentinel", "announce-hostnames", "no")
+	c.line("sentinel", "deny-scripts-reconfig", "yes")
+	c.blank()
+	c.line("sentinel", "monitor", name, in.Primary.Addr, itoa(in.Primary.Port), itoa(SentinelQuorum))
+	c.line("sentinel", "auth-pass", name, in.Password)
+	c.comment(false, "1500 ms: lower values made a just-promoted primary look down too (notes/feasibility.md).")
+	c.line("sentinel", "down-after-milliseconds", name, itoa(int(SentinelDownAfter/time.Millisecond)))
+	c.comment(false, "10 s: one replica on a local network; bounds the 2 x failover-timeout block after a failed attempt.")
+	c.line("sentinel", "failover-timeout", name, itoa(int(SentinelFailoverTimeout/time.Millisecond)))
+	c.line("sentinel", "parallel-syncs", name, itoa(SentinelParallelSyncs))
+	return c.String(), nil
+}
