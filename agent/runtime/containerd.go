@@ -294,6 +294,7 @@ func (d *Containerd) Start(ctx context.Context, s Spec) error {
 	if err := validate(s); err != nil {
 		return err
 	}
+	begin := time.Now()
 	cctx, cancel := d.call(ctx, 0)
 	defer cancel()
 	c, err := d.client.LoadContainer(cctx, s.ID)
@@ -371,7 +372,7 @@ func (d *Containerd) Start(ctx context.Context, s Spec) error {
 		return fmt.Errorf("start %s: start task: %w", s.ID, err)
 	}
 	d.track(s.ID, task.Pid())
-	d.log.Info("member started", "id", s.ID, "pid", task.Pid(), "image", s.Image)
+	d.log.Info("member started", "id", s.ID, "pid", task.Pid(), "image", s.Image, "took", time.Since(begin))
 	return nil
 }
 

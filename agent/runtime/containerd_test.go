@@ -1,15 +1,20 @@
 package runtime_test
 
 import (
+	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -23,6 +28,9 @@ var imageDir string
 
 func TestMain(m *testing.M) {
 	os.Exit(func() int {
+		if os.Getenv(helperEnv) != "" {
+			return m.Run() // the helper agent uses the parent's images
+		}
 		dir, err := os.MkdirTemp("", "cacheplane-runtime-images-")
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
@@ -147,4 +155,140 @@ func TestNewContainerdExplainsMissingDaemon(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "is containerd running?") {
 		t.Fatalf("err = %v, want a hint to start containerd", err)
 	}
+}
+
+// The agent is killed with SIGKILL (no Close, nothing flushed) while its
+// member runs; a new driver re-attaches without restarting redis.
+const helperEnv = "CACHEPLANE_RUNTIME_HELPER"
+
+type helperConfig struct {
+	Config runtime.Config
+	Spec   runtime.Spec
+}
+
+// TestHelperAgentProcess is the "agent" TestReattachAfterAgentKill9 runs
+// as a child process; without the environment variable it does nothing.
+func TestHelperAgentProcess(t *testing.T) {
+	raw := os.Getenv(helperEnv)
+	if raw == "" {
+		return
+	}
+	var hc helperConfig
+	if err := json.Unmarshal([]byte(raw), &hc); err != nil {
+		t.Fatal(err)
+	}
+	hc.Config.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	d, err := runtime.NewContainerd(ctx, hc.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Start(ctx, hc.Spec); err != nil {
+		t.Fatal(err)
+	}
+	st, err := d.Inspect(ctx, hc.Spec.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Printf("READY %d\n", st.Pid)
+	<-ctx.Done() // killed long before
+}
+
+func TestReattachAfterAgentKill9(t *testing.T) {
+	requireContainerd(t)
+	h := &harness{ns: map[*testing.T]*nsState{}}
+	cfg := h.config(t)
+	port := freePort(t)
+	dir := t.TempDir()
+	spec := runtime.Spec{
+		ID: "kill9", Addon: "a1", Member: "m1", Role: "redis", Image: runtimetest.Image,
+		Args: []string{"/usr/bin/redis-server", "--bind", "127.0.0.1", "--port", strconv.Itoa(port),
+			"--dir", dir, "--save", "", "--appendonly", "no", "--protected-mode", "no"},
+		DataDir: dir, MemoryLimitBytes: 256 << 20, SpecHash: "h1",
+	}
+	hcCfg := cfg
+	hcCfg.Logger = nil
+	raw, err := json.Marshal(helperConfig{Config: hcCfg, Spec: spec})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperAgentProcess$", "-test.count=1")
+	cmd.Env = append(os.Environ(), helperEnv+"="+string(raw))
+	cmd.Stderr = testWriter{t}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	var pid int
+	sc := bufio.NewScanner(out)
+	for sc.Scan() {
+		if _, err := fmt.Sscanf(sc.Text(), "READY %d", &pid); err == nil {
+			break
+		}
+	}
+	if pid == 0 {
+		t.Fatalf("helper agent did not start the member (%v)", sc.Err())
+	}
+	runID := redisInfo(t, port, "run_id")
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err == nil {
+		t.Fatal("helper agent exited cleanly; want killed")
+	}
+
+	d := h.newRuntime(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	sts, err := d.List(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(sts) != 1 || sts[0].ID != spec.ID || sts[0].State != runtime.StateRunning || sts[0].Pid != pid ||
+		sts[0].Addon != "a1" || sts[0].Member != "m1" || sts[0].SpecHash != "h1" {
+		t.Fatalf("after the agent's kill -9, list = %+v; want %s running as pid %d", sts, spec.ID, pid)
+	}
+	start := time.Now()
+	if err := d.Start(ctx, spec); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("re-attach (Start of a running member) took %s", time.Since(start))
+	if st, err := d.Inspect(ctx, spec.ID); err != nil || st.Pid != pid {
+		t.Fatalf("after re-attach: %+v, %v; want pid %d", st, err, pid)
+	}
+	if got := redisInfo(t, port, "run_id"); got != runID {
+		t.Fatalf("redis restarted: run_id %s -> %s", runID, got)
+	}
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+func redisInfo(t *testing.T, port int, field string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "redis-cli", "-h", "127.0.0.1", "-p", strconv.Itoa(port), "INFO", "server").CombinedOutput()
+	if err != nil {
+		t.Fatalf("redis-cli INFO: %v: %s", err, out)
+	}
+	for _, l := range strings.Split(string(out), "\n") {
+		if k, v, ok := strings.Cut(strings.TrimSpace(l), ":"); ok && k == field {
+			return v
+		}
+	}
+	t.Fatalf("INFO has no %s: %s", field, out)
+	return ""
 }
