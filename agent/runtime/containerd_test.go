@@ -234,7 +234,11 @@ func TestReattachAfterAgentKill9(t *testing.T) {
 	if pid == 0 {
 		t.Fatalf("helper agent did not start the member (%v)", sc.Err())
 	}
-	runID := redisInfo(t, port, "run_id")
+	var runID string
+	runtimetest.WaitFor(t, 30*time.Second, func() (err error) {
+		runID, err = redisInfo(port, "run_id")
+		return err
+	})
 	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
@@ -261,8 +265,8 @@ func TestReattachAfterAgentKill9(t *testing.T) {
 	if st, err := d.Inspect(ctx, spec.ID); err != nil || st.Pid != pid {
 		t.Fatalf("after re-attach: %+v, %v; want pid %d", st, err, pid)
 	}
-	if got := redisInfo(t, port, "run_id"); got != runID {
-		t.Fatalf("redis restarted: run_id %s -> %s", runID, got)
+	if got, err := redisInfo(port, "run_id"); err != nil || got != runID {
+		t.Fatalf("redis restarted: run_id %s -> %s (%v)", runID, got, err)
 	}
 }
 
@@ -276,19 +280,17 @@ func freePort(t *testing.T) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-func redisInfo(t *testing.T, port int, field string) string {
-	t.Helper()
+func redisInfo(port int, field string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	out, err := exec.CommandContext(ctx, "redis-cli", "-h", "127.0.0.1", "-p", strconv.Itoa(port), "INFO", "server").CombinedOutput()
 	if err != nil {
-		t.Fatalf("redis-cli INFO: %v: %s", err, out)
+		return "", fmt.Errorf("redis-cli INFO: %w: %s", err, out)
 	}
 	for _, l := range strings.Split(string(out), "\n") {
 		if k, v, ok := strings.Cut(strings.TrimSpace(l), ":"); ok && k == field {
-			return v
+			return v, nil
 		}
 	}
-	t.Fatalf("INFO has no %s: %s", field, out)
-	return ""
+	return "", fmt.Errorf("INFO has no %s: %s", field, out)
 }
