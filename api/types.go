@@ -284,3 +284,23 @@ func SortPlans(ps []Plan) {
 		return ps[i].MemoryMB < ps[j].MemoryMB
 	})
 }
+
+// AddonCreateResponse answers an addons-add.
+type AddonCreateResponse struct {
+	Addon       Addon  `json:"addon"`
+	OperationID string `json:"operation_id,omitempty"`
+	Message     string `json:"message"`
+}
+
+// AddonRemoveResponse answers an addons-remove.
+type AddonRemoveResponse struct {
+	Operation Operation `json:"operation"`
+	Message   string    `json:"message"`
+}
+
+// EnvResponse is an app's environment.
+type EnvResponse struct {
+	App     string   `json:"app"`
+	AddonID string   `json:"addon_id"`
+	Vars    []EnvVar `json:"vars"`
+}

@@ -1,0 +1,236 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+)
+
+// Client talks to a coordinator: over its admin unix socket (NewClient) or
+// its peer API (NewPeerClient). Every call honours ctx. Calls that fail
+// because no leader is available (503) or the socket is briefly unreachable
+// are retried until RetryFor has passed: that spans a leader election.
+type Client struct {
+	base     string
+	socket   string
+	token    string
+	hc       *http.Client
+	RetryFor time.Duration
+}
+
+// NewClient returns a client for the admin socket at path.
+func NewClient(socket string) *Client {
+	tr := &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", socket)
+		},
+		MaxIdleConnsPerHost: 16,
+		IdleConnTimeout:     30 * time.Second,
+	}
+	return &Client{base: "http://cacheplane", socket: socket, hc: &http.Client{Transport: tr, Timeout: 60 * time.Second}, RetryFor: 15 * time.Second}
+}
+
+// NewPeerClient returns a client for a coordinator's peer API at host:port.
+func NewPeerClient(addr, token string) *Client {
+	tr := &http.Transport{
+		DialContext:         (&net.Dialer{Timeout: 2 * time.Second}).DialContext,
+		MaxIdleConnsPerHost: 16,
+		IdleConnTimeout:     30 * time.Second,
+	}
+	return &Client{base: "http://" + addr, token: token, hc: &http.Client{Transport: tr, Timeout: 60 * time.Second}, RetryFor: 15 * time.Second}
+}
+
+// ErrNoSocket means nothing listens on the admin socket.
+var ErrNoSocket = errors.New("no coordinator listening")
+
+func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
+	var body []byte
+	if in != nil {
+		var err error
+		if body, err = json.Marshal(in); err != nil {
+			return fmt.Errorf("encode request: %w", err)
+		}
+	}
+	deadline := time.Now().Add(c.RetryFor)
+	backoff := 50 * time.Millisecond
+	for {
+		err := c.once(ctx, method, path, body, out)
+		if err == nil || !retryable(err) || time.Now().Add(backoff).After(deadline) {
+			return err
+		}
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("%w (gave up: %v)", err, ctx.Err())
+		case <-t.C:
+		}
+		if backoff < time.Second {
+			backoff *= 2
+		}
+	}
+}
+
+func retryable(err error) bool {
+	return errors.Is(err, ErrNoLeader) || errors.Is(err, ErrNotLeader)
+}
+
+func (c *Client) once(ctx context.Context, method, path string, body []byte, out any) error {
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, rd)
+	if err != nil {
+		return fmt.Errorf("build request: %w", err)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		if c.socket != "" {
+			var ne *net.OpError
+			if errors.As(err, &ne) && ne.Op == "dial" {
+				return fmt.Errorf("%w on %s (is cacheplane-coordinator running? pass --socket or set CACHEPLANE_SOCKET): %v", ErrNoSocket, c.socket, unwrapSyscall(err))
+			}
+		}
+		return fmt.Errorf("%s %s: %w", method, path, err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return fmt.Errorf("%s %s: read answer: %w", method, path, err)
+	}
+	if resp.StatusCode >= 300 {
+		var eb ErrorBody
+		if json.Unmarshal(data, &eb) != nil || eb.Error == "" {
+			eb = ErrorBody{Error: fmt.Sprintf("%s %s: %s: %s", method, path, resp.Status, strings.TrimSpace(string(data))), Code: "internal"}
+		}
+		return &RemoteError{Status: resp.StatusCode, Code: eb.Code, Message: eb.Error}
+	}
+	if out != nil {
+		if err := json.Unmarshal(data, out); err != nil {
+			return fmt.Errorf("%s %s: decode answer: %w", method, path, err)
+		}
+	}
+	return nil
+}
+
+func unwrapSyscall(err error) error {
+	var se *os.SyscallError
+	if errors.As(err, &se) {
+		return se.Err
+	}
+	return err
+}
+
+// Plans lists the plans catalog.
+func (c *Client) Plans(ctx context.Context) ([]Plan, error) {
+	var out []Plan
+	return out, c.do(ctx, http.MethodGet, "/v1/plans", nil, &out)
+}
+
+// Engines lists the engine catalog.
+func (c *Client) Engines(ctx context.Context) ([]EngineVersion, error) {
+	var out []EngineVersion
+	return out, c.do(ctx, http.MethodGet, "/v1/engines", nil, &out)
+}
+
+// Hosts lists the hosts.
+func (c *Client) Hosts(ctx context.Context) ([]Host, error) {
+	var out []Host
+	return out, c.do(ctx, http.MethodGet, "/v1/hosts", nil, &out)
+}
+
+// Addons lists the addons, of one app when app is not empty.
+func (c *Client) Addons(ctx context.Context, app string, stale bool) ([]Addon, error) {
+	q := url.Values{}
+	if app != "" {
+		q.Set("app", app)
+	}
+	if stale {
+		q.Set("stale", "true")
+	}
+	var out []Addon
+	return out, c.do(ctx, http.MethodGet, "/v1/addons?"+q.Encode(), nil, &out)
+}
+
+// Addon returns one addon.
+func (c *Client) Addon(ctx context.Context, id string) (Addon, error) {
+	var out Addon
+	return out, c.do(ctx, http.MethodGet, "/v1/addons/"+url.PathEscape(id), nil, &out)
+}
+
+// AddonCreate adds an addon. A request id makes retries idempotent; one is
+// generated when empty.
+func (c *Client) AddonCreate(ctx context.Context, req AddonCreateRequest) (AddonCreateResponse, error) {
+	if req.RequestID == "" {
+		req.RequestID = NewRequestID()
+	}
+	var out AddonCreateResponse
+	return out, c.do(ctx, http.MethodPost, "/v1/addons", req, &out)
+}
+
+// AddonRemove starts the removal of an app's addon.
+func (c *Client) AddonRemove(ctx context.Context, app, id string) (AddonRemoveResponse, error) {
+	var out AddonRemoveResponse
+	return out, c.do(ctx, http.MethodDelete, "/v1/addons/"+url.PathEscape(id)+"?app="+url.QueryEscape(app), nil, &out)
+}
+
+// Env returns an app's environment variables.
+func (c *Client) Env(ctx context.Context, app string) (EnvResponse, error) {
+	var out EnvResponse
+	return out, c.do(ctx, http.MethodGet, "/v1/env?app="+url.QueryEscape(app), nil, &out)
+}
+
+// Operations lists operations, filtered by app and addon when not empty.
+func (c *Client) Operations(ctx context.Context, app, addon string) ([]Operation, error) {
+	q := url.Values{}
+	if app != "" {
+		q.Set("app", app)
+	}
+	if addon != "" {
+		q.Set("addon", addon)
+	}
+	var out []Operation
+	return out, c.do(ctx, http.MethodGet, "/v1/operations?"+q.Encode(), nil, &out)
+}
+
+// Cluster returns the coordinator cluster as the contacted member sees it.
+func (c *Client) Cluster(ctx context.Context) (ClusterStatus, error) {
+	var out ClusterStatus
+	return out, c.do(ctx, http.MethodGet, "/v1/cluster", nil, &out)
+}
+
+// Join asks the contacted coordinator to join the cluster of peer.
+func (c *Client) Join(ctx context.Context, peer string) (string, error) {
+	var out map[string]string
+	err := c.do(ctx, http.MethodPost, "/v1/cluster/join", JoinPeerRequest{Peer: peer}, &out)
+	return out["message"], err
+}
+
+// AddMember adds a coordinator as a voter (peer API).
+func (c *Client) AddMember(ctx context.Context, req JoinRequest) error {
+	return c.do(ctx, http.MethodPost, "/v1/cluster/members", req, nil)
+}
+
+// RemoveMember removes a coordinator from the cluster.
+func (c *Client) RemoveMember(ctx context.Context, id string) (string, error) {
+	var out map[string]string
+	err := c.do(ctx, http.MethodDelete, "/v1/cluster/members/"+url.PathEscape(id), nil, &out)
+	return out["message"], err
+}

@@ -1,0 +1,203 @@
+package cli
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/cacheplane/cacheplane/api"
+)
+
+func plansCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "addons-plans [redis]",
+		Short: "List the plans an addon can have",
+		Args:  cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 1 && args[0] != api.AddonType {
+				return api.Invalidf("unknown addon type %q: the only type is %q", args[0], api.AddonType)
+			}
+			ctx, cancel := g.ctx(cmd)
+			defer cancel()
+			plans, err := g.client().Plans(ctx)
+			if err != nil {
+				return err
+			}
+			if g.json {
+				return printJSON(cmd.OutOrStdout(), plans)
+			}
+			rows := make([][]string, 0, len(plans))
+			for _, p := range plans {
+				ha := "no"
+				if p.Kind == api.PlanBusiness {
+					ha = "yes (2 redis, 3 sentinels, 2 haproxy)"
+				}
+				rows = append(rows, []string{p.Name, fmt.Sprintf("%d MB", p.MemoryMB), ha, yesNo(p.Backups)})
+			}
+			return printTable(cmd.OutOrStdout(), []string{"PLAN", "MEMORY", "HIGH AVAILABILITY", "BACKUPS"}, rows)
+		},
+	}
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
+}
+
+func addonsAddCmd(g *globals) *cobra.Command {
+	var app, version, requestID string
+	cmd := &cobra.Command{
+		Use:     "addons-add --app APP redis PLAN",
+		Short:   "Add a caching database to an app",
+		Example: "  cacheplane addons-add --app my-app redis redis-starter-256",
+		Args: func(_ *cobra.Command, args []string) error {
+			if len(args) != 2 {
+				return api.Invalidf("addons-add takes the addon type and the plan: addons-add --app APP redis PLAN (see addons-plans)")
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			req := api.AddonCreateRequest{App: app, Type: args[0], Plan: args[1], RequestID: requestID}
+			if version != "" {
+				if e, v, ok := strings.Cut(version, "-"); ok {
+					req.Engine, req.Version = api.Engine(e), v
+				} else if version == string(api.EngineRedis) || version == string(api.EngineValkey) {
+					req.Engine = api.Engine(version)
+				} else {
+					req.Version = version
+				}
+			}
+			ctx, cancel := g.ctx(cmd)
+			defer cancel()
+			res, err := g.client().AddonCreate(ctx, req)
+			if err != nil {
+				return err
+			}
+			if g.json {
+				return printJSON(cmd.OutOrStdout(), res)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "-----> %s\n", res.Message)
+			fmt.Fprintf(cmd.OutOrStdout(), "       Engine %s %s. Follow it with: cacheplane operations --app %s\n", res.Addon.Engine, res.Addon.Version, res.Addon.App)
+			fmt.Fprintf(cmd.OutOrStdout(), "       Once running, get its URL with: cacheplane env --app %s\n", res.Addon.App)
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&app, "app", "a", "", "app name")
+	cmd.Flags().StringVar(&version, "engine", "", "engine and version, e.g. redis-7.0.15 or valkey (default: the catalog's default)")
+	cmd.Flags().StringVar(&requestID, "request-id", "", "idempotency key: retrying with the same key never adds twice")
+	return cmd
+}
+
+func addonsCmd(g *globals) *cobra.Command {
+	var app string
+	var stale bool
+	cmd := &cobra.Command{
+		Use:   "addons [--app APP]",
+		Short: "List addons (of one app with --app)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if app != "" {
+				if err := api.ValidateAppName(app); err != nil {
+					return err
+				}
+			}
+			ctx, cancel := g.ctx(cmd)
+			defer cancel()
+			addons, err := g.client().Addons(ctx, app, stale)
+			if err != nil {
+				return err
+			}
+			if g.json {
+				return printJSON(cmd.OutOrStdout(), addons)
+			}
+			if len(addons) == 0 {
+				if app != "" {
+					fmt.Fprintf(cmd.OutOrStdout(), "No addon for app %s. Add one with: cacheplane addons-add --app %s redis PLAN\n", app, app)
+				} else {
+					fmt.Fprintln(cmd.OutOrStdout(), "No addon yet.")
+				}
+				return nil
+			}
+			rows := make([][]string, 0, len(addons))
+			header := []string{"ADDON", "ID", "PLAN", "STATUS"}
+			if app == "" {
+				header = []string{"APP", "ADDON", "ID", "PLAN", "STATUS"}
+			}
+			for _, a := range addons {
+				row := []string{"Redis", a.ID, a.Plan, string(a.Status)}
+				if app == "" {
+					row = append([]string{a.App}, row...)
+				}
+				rows = append(rows, row)
+			}
+			return printTable(cmd.OutOrStdout(), header, rows)
+		},
+	}
+	cmd.Flags().StringVarP(&app, "app", "a", "", "app name")
+	cmd.Flags().BoolVar(&stale, "stale", false, "read this member's own state instead of asking the leader")
+	return cmd
+}
+
+func addonsRemoveCmd(g *globals) *cobra.Command {
+	var app string
+	cmd := &cobra.Command{
+		Use:   "addons-remove --app APP ADDON_ID",
+		Short: "Remove an addon: stops its members and deletes its data",
+		Args: func(_ *cobra.Command, args []string) error {
+			if len(args) != 1 {
+				return api.Invalidf("addons-remove takes the addon id: addons-remove --app APP ADDON_ID (see addons --app APP)")
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := api.ValidateAppName(app); err != nil {
+				return err
+			}
+			ctx, cancel := g.ctx(cmd)
+			defer cancel()
+			res, err := g.client().AddonRemove(ctx, app, args[0])
+			if err != nil {
+				return err
+			}
+			if g.json {
+				return printJSON(cmd.OutOrStdout(), res)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "-----> %s\n", res.Message)
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&app, "app", "a", "", "app name")
+	return cmd
+}
+
+func envCmd(g *globals) *cobra.Command {
+	var app string
+	cmd := &cobra.Command{
+		Use:   "env --app APP",
+		Short: "Print the app's environment: REDIS_URL and <PREFIX>_REDIS_URL",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := api.ValidateAppName(app); err != nil {
+				return err
+			}
+			ctx, cancel := g.ctx(cmd)
+			defer cancel()
+			env, err := g.client().Env(ctx, app)
+			if err != nil {
+				return err
+			}
+			if g.json {
+				return printJSON(cmd.OutOrStdout(), env)
+			}
+			for _, v := range env.Vars {
+				fmt.Fprintf(cmd.OutOrStdout(), "%s=%s\n", v.Name, v.Value)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&app, "app", "a", "", "app name")
+	return cmd
+}

@@ -1,0 +1,84 @@
+package cli
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/spf13/cobra"
+
+	"github.com/cacheplane/cacheplane/coordinator"
+)
+
+func serveCmd(g *globals) *cobra.Command {
+	var (
+		id, dataDir, raftAddr, httpAddr, tokenFile, logLevel string
+		bootstrap                                            bool
+	)
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run a coordinator member (Raft, admin socket, peer API)",
+		Long: `Run a coordinator member in the foreground.
+
+The first member of a new cluster starts with --bootstrap; others start
+without it and are added with "cacheplane join PEER_HTTP_ADDR" on their own
+admin socket. Configuration comes from --config (JSON; every field optional,
+defaults in coordinator.DefaultConfig), then these flags override it.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			path, explicit := g.configPath()
+			cfg, err := coordinator.LoadConfigFile(path, explicit)
+			if err != nil {
+				return err
+			}
+			f := cmd.Flags()
+			if f.Changed("id") {
+				cfg.ID = id
+			}
+			if f.Changed("data-dir") {
+				cfg.DataDir = dataDir
+			}
+			if f.Changed("raft-addr") {
+				cfg.RaftAddr = raftAddr
+			}
+			if f.Changed("http-addr") {
+				cfg.HTTPAddr = httpAddr
+			}
+			if g.socket != "" {
+				cfg.Socket = g.socket
+			}
+			if f.Changed("bootstrap") {
+				cfg.Bootstrap = bootstrap
+			}
+			if f.Changed("cluster-token-file") {
+				cfg.ClusterTokenFile = tokenFile
+			}
+			if f.Changed("log-level") {
+				cfg.LogLevel = logLevel
+			}
+			if err := cfg.Validate(); err != nil {
+				return err
+			}
+			log := coordinator.NewLogger(os.Stderr, cfg.LogLevel)
+			c, err := coordinator.Start(cfg, log, os.Stderr)
+			if err != nil {
+				return err
+			}
+			<-cmd.Context().Done()
+			log.Info("shutting down")
+			if err := c.Close(); err != nil {
+				return fmt.Errorf("shutdown: %w", err)
+			}
+			return nil
+		},
+	}
+	d := coordinator.DefaultConfig()
+	f := cmd.Flags()
+	f.StringVar(&id, "id", d.ID, "member id, stable across restarts")
+	f.StringVar(&dataDir, "data-dir", d.DataDir, "Raft log, stable store and snapshots")
+	f.StringVar(&raftAddr, "raft-addr", d.RaftAddr, "Raft bind and advertise address")
+	f.StringVar(&httpAddr, "http-addr", d.HTTPAddr, "peer API address (forwarding, joins)")
+	f.BoolVar(&bootstrap, "bootstrap", false, "form a new one-member cluster if this member has no Raft state")
+	f.StringVar(&tokenFile, "cluster-token-file", "", "file holding the token peers must present")
+	f.StringVar(&logLevel, "log-level", d.LogLevel, "debug, info, warn or error")
+	return cmd
+}

@@ -1,0 +1,109 @@
+package coordinator
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/cacheplane/cacheplane/api"
+)
+
+// CommandType is the first byte of every Raft log entry. The list is
+// append-only: a value is never renumbered or reused, so a newer coordinator
+// applies an older log. Types with IgnoreUnknownFlag set may be skipped by an
+// older coordinator that does not know them; all others make it stop.
+type CommandType uint8
+
+// IgnoreUnknownFlag marks a command that older coordinators may ignore.
+const IgnoreUnknownFlag CommandType = 128
+
+// Command types. Append only.
+const (
+	CmdCoordinatorUpsert CommandType = 1
+	CmdCoordinatorRemove CommandType = 2
+	CmdCatalogSet        CommandType = 3
+	CmdHostUpsert        CommandType = 4
+	CmdAddonCreate       CommandType = 5
+	CmdAddonRemove       CommandType = 6
+	CmdOperationUpdate   CommandType = 7
+	CmdAddonDelete       CommandType = 8
+)
+
+var commandNames = map[CommandType]string{
+	CmdCoordinatorUpsert: "coordinator-upsert",
+	CmdCoordinatorRemove: "coordinator-remove",
+	CmdCatalogSet:        "catalog-set",
+	CmdHostUpsert:        "host-upsert",
+	CmdAddonCreate:       "addon-create",
+	CmdAddonRemove:       "addon-remove",
+	CmdOperationUpdate:   "operation-update",
+	CmdAddonDelete:       "addon-delete",
+}
+
+func (t CommandType) String() string {
+	if n, ok := commandNames[t]; ok {
+		return n
+	}
+	return fmt.Sprintf("command-%d", uint8(t))
+}
+
+// Command payloads. Fields are only ever added; the JSON encoding lets an
+// older entry decode into a newer struct (missing fields are zero).
+
+// CoordinatorUpsertCmd records a coordinator member's addresses.
+type CoordinatorUpsertCmd struct {
+	Member api.CoordinatorMember `json:"member"`
+}
+
+// CoordinatorRemoveCmd forgets a coordinator member.
+type CoordinatorRemoveCmd struct {
+	ID string `json:"id"`
+}
+
+// CatalogSetCmd replaces the plans and engine catalogs.
+type CatalogSetCmd struct {
+	Plans   []api.Plan          `json:"plans"`
+	Engines []api.EngineVersion `json:"engines"`
+}
+
+// HostUpsertCmd registers or updates a host.
+type HostUpsertCmd struct {
+	Host api.Host `json:"host"`
+}
+
+// AddonCreateCmd records a new addon and its provision operation. The leader
+// fills IDs, password and times before the entry is proposed.
+type AddonCreateCmd struct {
+	Addon     api.Addon     `json:"addon"`
+	Operation api.Operation `json:"operation"`
+}
+
+// AddonRemoveCmd starts the removal of an addon.
+type AddonRemoveCmd struct {
+	AddonID   string        `json:"addon_id"`
+	App       string        `json:"app"`
+	Operation api.Operation `json:"operation"`
+	At        time.Time     `json:"at"`
+}
+
+// OperationUpdateCmd replaces an operation's state and steps, optionally
+// with the addon's new status.
+type OperationUpdateCmd struct {
+	Operation   api.Operation   `json:"operation"`
+	AddonStatus api.AddonStatus `json:"addon_status,omitempty"`
+}
+
+// AddonDeleteCmd forgets an addon once its removal is done.
+type AddonDeleteCmd struct {
+	AddonID string    `json:"addon_id"`
+	At      time.Time `json:"at"`
+}
+
+// Encode turns a command into a log entry: one type byte, then JSON.
+func Encode(t CommandType, payload any) ([]byte, error) {
+	body, err := json.Marshal(payload)
+	if err != nil {
+		return nil, fmt.Errorf("encode %s: %w", t, err)
+	}
+	return append([]byte{byte(t)}, body...), nil
+}

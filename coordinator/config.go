@@ -1,0 +1,167 @@
+package coordinator
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/cacheplane/cacheplane/api"
+)
+
+// DefaultConfigPath is where the coordinator and the CLI look for the
+// configuration file when none is named.
+const DefaultConfigPath = "/etc/cacheplane/coordinator.json"
+
+// DefaultSocketPath is the admin socket when the config names none.
+const DefaultSocketPath = "/run/cacheplane/admin.sock"
+
+// Duration is a time.Duration that reads and writes as "500ms" in JSON.
+type Duration time.Duration
+
+// MarshalJSON writes the duration as a string.
+func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
+
+// UnmarshalJSON reads "500ms" or a number of nanoseconds.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		var n int64
+		if err2 := json.Unmarshal(b, &n); err2 != nil {
+			return fmt.Errorf("duration: want a string like \"500ms\": %w", err)
+		}
+		*d = Duration(n)
+		return nil
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("duration %q: %w", s, err)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// Config is the coordinator daemon's configuration. Every default is in
+// DefaultConfig; flags override the file.
+type Config struct {
+	// ID names this member in the Raft configuration; stable across restarts.
+	ID string `json:"id"`
+	// DataDir holds raft.db (log + stable store) and snapshots/.
+	DataDir string `json:"data_dir"`
+	// RaftAddr is the address Raft binds and advertises (host:port).
+	RaftAddr string `json:"raft_addr"`
+	// HTTPAddr is the peer API: forwarded requests and joins (host:port).
+	HTTPAddr string `json:"http_addr"`
+	// Socket is the admin socket path (mode 0600).
+	Socket string `json:"socket"`
+	// Bootstrap makes this member form a new 1-member cluster when it has no
+	// Raft state yet. Harmless on restart. Leave off on members that join.
+	Bootstrap bool `json:"bootstrap"`
+	// ClusterToken, when set, must be presented by peers on the peer API.
+	// All members of a cluster share it. ClusterTokenFile reads it from a file.
+	ClusterToken     string `json:"cluster_token,omitempty"`
+	ClusterTokenFile string `json:"cluster_token_file,omitempty"`
+	// EnvPrefix names the second URL variable: <PREFIX>_REDIS_URL.
+	EnvPrefix string `json:"env_prefix"`
+	// Raft timing. The defaults suit a LAN: a dead leader is replaced in
+	// about one to two seconds.
+	HeartbeatTimeout   Duration `json:"heartbeat_timeout"`
+	ElectionTimeout    Duration `json:"election_timeout"`
+	LeaderLeaseTimeout Duration `json:"leader_lease_timeout"`
+	SnapshotInterval   Duration `json:"snapshot_interval"`
+	SnapshotThreshold  uint64   `json:"snapshot_threshold"`
+	// ApplyTimeout bounds one write through Raft.
+	ApplyTimeout Duration `json:"apply_timeout"`
+	// LogLevel is debug, info, warn or error; logs are JSON on stderr.
+	LogLevel string `json:"log_level"`
+}
+
+// DefaultConfig returns every default.
+func DefaultConfig() Config {
+	return Config{
+		ID:                 hostnameOr("coordinator-1"),
+		DataDir:            "/var/lib/cacheplane/coordinator",
+		RaftAddr:           "127.0.0.1:7400",
+		HTTPAddr:           "127.0.0.1:7401",
+		Socket:             DefaultSocketPath,
+		EnvPrefix:          "CACHEPLANE",
+		HeartbeatTimeout:   Duration(500 * time.Millisecond),
+		ElectionTimeout:    Duration(500 * time.Millisecond),
+		LeaderLeaseTimeout: Duration(250 * time.Millisecond),
+		SnapshotInterval:   Duration(2 * time.Minute),
+		SnapshotThreshold:  8192,
+		ApplyTimeout:       Duration(10 * time.Second),
+		LogLevel:           "info",
+	}
+}
+
+func hostnameOr(def string) string {
+	if h, err := os.Hostname(); err == nil && h != "" {
+		return h
+	}
+	return def
+}
+
+// LoadConfigFile reads a JSON config file over the defaults. A missing file
+// at the default path is not an error; a missing named file is.
+func LoadConfigFile(path string, explicit bool) (Config, error) {
+	cfg := DefaultConfig()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		if os.IsNotExist(err) && !explicit {
+			return cfg, nil
+		}
+		return cfg, fmt.Errorf("read config %s: %w", path, err)
+	}
+	if err := api.Decode(strings.NewReader(string(data)), &cfg); err != nil {
+		return cfg, fmt.Errorf("config %s: %s", path, api.Message(err))
+	}
+	return cfg, nil
+}
+
+// Validate checks the config and resolves the token file.
+func (c *Config) Validate() error {
+	if err := api.ValidateMemberID("coordinator", c.ID); err != nil {
+		return fmt.Errorf("config: %s", api.Message(err))
+	}
+	if c.DataDir == "" {
+		return fmt.Errorf("config: data_dir is empty")
+	}
+	if err := api.ValidateHostPort("raft_addr", c.RaftAddr); err != nil {
+		return fmt.Errorf("config: %s", api.Message(err))
+	}
+	if err := api.ValidateHostPort("http_addr", c.HTTPAddr); err != nil {
+		return fmt.Errorf("config: %s", api.Message(err))
+	}
+	if c.Socket == "" {
+		c.Socket = filepath.Join(c.DataDir, "admin.sock")
+	}
+	if c.ClusterToken == "" && c.ClusterTokenFile != "" {
+		b, err := os.ReadFile(c.ClusterTokenFile)
+		if err != nil {
+			return fmt.Errorf("config: cluster_token_file: %w", err)
+		}
+		c.ClusterToken = strings.TrimSpace(string(b))
+	}
+	if c.HeartbeatTimeout <= 0 || c.ElectionTimeout <= 0 || c.LeaderLeaseTimeout <= 0 {
+		return fmt.Errorf("config: raft timeouts must be positive")
+	}
+	if c.LeaderLeaseTimeout > c.HeartbeatTimeout {
+		return fmt.Errorf("config: leader_lease_timeout (%s) must not exceed heartbeat_timeout (%s)",
+			time.Duration(c.LeaderLeaseTimeout), time.Duration(c.HeartbeatTimeout))
+	}
+	if c.ApplyTimeout <= 0 {
+		return fmt.Errorf("config: apply_timeout must be positive")
+	}
+	if c.EnvPrefix == "" {
+		return fmt.Errorf("config: env_prefix is empty")
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		return fmt.Errorf("config: log_level %q: use debug, info, warn or error", c.LogLevel)
+	}
+	return nil
+}

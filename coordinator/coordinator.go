@@ -1,0 +1,137 @@
+package coordinator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/cacheplane/cacheplane/api"
+)
+
+// Coordinator is one running member: Raft store, admin socket, peer API and
+// the leadership loop.
+type Coordinator struct {
+	cfg    Config
+	log    *slog.Logger
+	store  *Store
+	server *Server
+
+	adminLn, peerLn net.Listener
+	adminSrv        *http.Server
+	peerSrv         *http.Server
+
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// Start opens the store and starts serving. Stop it with Close.
+func Start(cfg Config, log *slog.Logger, raftLog io.Writer) (*Coordinator, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	// Listen on the peer address first: a second coordinator on the same
+	// address fails before touching the Raft files.
+	peerLn, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		return nil, fmt.Errorf("listen on http_addr %s: %w", cfg.HTTPAddr, err)
+	}
+	store, err := OpenStore(cfg, log.With("component", "raft"), raftLog)
+	if err != nil {
+		peerLn.Close()
+		return nil, err
+	}
+	adminLn, err := listenSocket(cfg.Socket)
+	if err != nil {
+		peerLn.Close()
+		_ = store.Close()
+		return nil, err
+	}
+	c := &Coordinator{cfg: cfg, log: log, store: store, adminLn: adminLn, peerLn: peerLn}
+	c.server = newServer(cfg, store, log.With("component", "api"))
+	c.adminSrv = &http.Server{Handler: c.server.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	c.peerSrv = &http.Server{Handler: c.server.PeerHandler(), ReadHeaderTimeout: 10 * time.Second}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	c.cancel = cancel
+	lead := &leadership{
+		store: store, log: log.With("component", "leader"),
+		self: api.CoordinatorMember{ID: cfg.ID, RaftAddr: cfg.RaftAddr, HTTPAddr: cfg.HTTPAddr},
+		controllers: []Controller{
+			&removeController{store: store, log: log.With("component", "remove"), now: time.Now},
+		},
+	}
+	c.wg.Add(3)
+	go func() { defer c.wg.Done(); lead.run(ctx) }()
+	go func() { defer c.wg.Done(); c.serve(c.adminSrv, adminLn, "admin socket") }()
+	go func() { defer c.wg.Done(); c.serve(c.peerSrv, peerLn, "peer api") }()
+	log.Info("coordinator started", "id", cfg.ID, "raft_addr", cfg.RaftAddr, "http_addr", cfg.HTTPAddr, "socket", cfg.Socket)
+	return c, nil
+}
+
+func (c *Coordinator) serve(srv *http.Server, ln net.Listener, what string) {
+	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		c.log.Error("server stopped", "what", what, "err", err)
+	}
+}
+
+// Store exposes the Raft store (tests, controllers).
+func (c *Coordinator) Store() *Store { return c.store }
+
+// Close stops serving and shuts Raft down; the member stays in the cluster.
+func (c *Coordinator) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = c.adminSrv.Shutdown(ctx)
+	_ = c.peerSrv.Shutdown(ctx)
+	c.cancel()
+	err := c.store.Close()
+	c.wg.Wait()
+	_ = os.Remove(c.cfg.Socket)
+	return err
+}
+
+// listenSocket listens on a unix socket that only its owner can use (0600,
+// in a 0700 directory when it creates one). A stale socket file left by a
+// crash is replaced; a live one is an error.
+func listenSocket(path string) (net.Listener, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("admin socket dir: %w", err)
+	}
+	if _, err := os.Stat(path); err == nil {
+		conn, derr := net.DialTimeout("unix", path, time.Second)
+		if derr == nil {
+			conn.Close()
+			return nil, fmt.Errorf("admin socket %s: another coordinator is listening there", path)
+		}
+		if err := os.Remove(path); err != nil {
+			return nil, fmt.Errorf("remove stale admin socket %s: %w", path, err)
+		}
+	}
+	old := syscall.Umask(0o177)
+	ln, err := net.Listen("unix", path)
+	syscall.Umask(old)
+	if err != nil {
+		return nil, fmt.Errorf("listen on admin socket %s: %w", path, err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("chmod admin socket: %w", err)
+	}
+	return ln, nil
+}
+
+// NewLogger returns the daemon's JSON logger at level.
+func NewLogger(w io.Writer, level string) *slog.Logger {
+	var l slog.Level
+	_ = l.UnmarshalText([]byte(level))
+	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: l}))
+}

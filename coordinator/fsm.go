@@ -1,0 +1,295 @@
+package coordinator
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/cacheplane/cacheplane/api"
+)
+
+// errIDTaken means the leader drew an id already in use; it draws again.
+var errIDTaken = fmt.Errorf("%w: id taken", api.ErrConflict)
+
+// FSM applies committed Raft entries to State. Apply is deterministic: it
+// reads no clock and no randomness (the leader chose IDs and times before
+// proposing). An entry that cannot be decoded, or of an unknown type without
+// the ignore flag, panics: applying a log this binary does not understand
+// would silently fork the state. A business failure (duplicate, unknown
+// addon) is returned as the entry's response and changes nothing.
+type FSM struct {
+	log *slog.Logger
+
+	mu      sync.RWMutex
+	state   *State
+	index   uint64
+	changed chan struct{} // closed and replaced after every applied batch
+}
+
+// NewFSM returns an empty FSM.
+func NewFSM(log *slog.Logger) *FSM {
+	return &FSM{log: log, state: newState(), changed: make(chan struct{})}
+}
+
+var (
+	_ raft.FSM         = (*FSM)(nil)
+	_ raft.BatchingFSM = (*FSM)(nil)
+)
+
+// Apply applies one entry.
+func (f *FSM) Apply(l *raft.Log) any {
+	return f.ApplyBatch([]*raft.Log{l})[0]
+}
+
+// ApplyBatch applies several entries under one lock and one wake-up.
+func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
+	out := make([]any, len(logs))
+	ch := func() chan struct{} {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		for i, l := range logs {
+			if l.Type == raft.LogCommand {
+				out[i] = f.applyOne(l.Data)
+			}
+			if l.Index > f.index {
+				f.index = l.Index
+			}
+		}
+		ch := f.changed
+		f.changed = make(chan struct{})
+		return ch
+	}()
+	close(ch)
+	return out
+}
+
+func (f *FSM) applyOne(data []byte) any {
+	if len(data) == 0 {
+		panic("fsm: empty log entry")
+	}
+	t, body := CommandType(data[0]), data[1:]
+	decode := func(v any) {
+		if err := json.Unmarshal(body, v); err != nil {
+			panic(fmt.Sprintf("fsm: cannot decode %s entry: %v", t, err))
+		}
+	}
+	switch t {
+	case CmdCoordinatorUpsert:
+		var c CoordinatorUpsertCmd
+		decode(&c)
+		return f.applyCoordinatorUpsert(c)
+	case CmdCoordinatorRemove:
+		var c CoordinatorRemoveCmd
+		decode(&c)
+		delete(f.state.Coordinators, c.ID)
+		return nil
+	case CmdCatalogSet:
+		var c CatalogSetCmd
+		decode(&c)
+		f.state.Plans, f.state.Engines = c.Plans, c.Engines
+		return nil
+	case CmdHostUpsert:
+		var c HostUpsertCmd
+		decode(&c)
+		f.state.Hosts[c.Host.ID] = c.Host
+		return nil
+	case CmdAddonCreate:
+		var c AddonCreateCmd
+		decode(&c)
+		return f.applyAddonCreate(c)
+	case CmdAddonRemove:
+		var c AddonRemoveCmd
+		decode(&c)
+		return f.applyAddonRemove(c)
+	case CmdOperationUpdate:
+		var c OperationUpdateCmd
+		decode(&c)
+		return f.applyOperationUpdate(c)
+	case CmdAddonDelete:
+		var c AddonDeleteCmd
+		decode(&c)
+		return f.applyAddonDelete(c)
+	}
+	if t&IgnoreUnknownFlag != 0 {
+		f.log.Warn("ignoring unknown optional command", "type", uint8(t))
+		return nil
+	}
+	panic(fmt.Sprintf("fsm: unknown command type %d: this coordinator is older than the log; upgrade it", uint8(t)))
+}
+
+func (f *FSM) applyCoordinatorUpsert(c CoordinatorUpsertCmd) any {
+	if c.Member.ID == "" {
+		return api.Invalidf("coordinator id is empty")
+	}
+	c.Member.Leader = false // derived from Raft at read time, never stored
+	f.state.Coordinators[c.Member.ID] = c.Member
+	return nil
+}
+
+func (f *FSM) applyAddonCreate(c AddonCreateCmd) any {
+	a := c.Addon
+	if existing, ok := f.state.addonByApp(a.App); ok {
+		if a.RequestID != "" && existing.RequestID == a.RequestID {
+			return existing // the same request, retried: idempotent
+		}
+		return fmt.Errorf("%w: app %s already has a redis addon (%s, %s); remove it first or change its plan",
+			api.ErrConflict, a.App, existing.ID, existing.Plan)
+	}
+	if _, ok := f.state.Addons[a.ID]; ok {
+		return fmt.Errorf("%w: addon %s", errIDTaken, a.ID)
+	}
+	if _, ok := f.state.Operations[c.Operation.ID]; ok {
+		return fmt.Errorf("%w: operation %s", errIDTaken, c.Operation.ID)
+	}
+	f.state.Addons[a.ID] = a
+	f.state.Operations[c.Operation.ID] = c.Operation
+	return a
+}
+
+func (f *FSM) applyAddonRemove(c AddonRemoveCmd) any {
+	a, ok := f.state.Addons[c.AddonID]
+	if !ok || (c.App != "" && a.App != c.App) {
+		return fmt.Errorf("%w: app %s has no addon %s", api.ErrNotFound, c.App, c.AddonID)
+	}
+	if a.Status == api.AddonRemoving {
+		for _, o := range f.state.Operations {
+			if o.AddonID == a.ID && o.Kind == api.OpRemove && o.State != api.OpDone && o.State != api.OpFailed {
+				return o // already being removed: idempotent
+			}
+		}
+	}
+	if _, ok := f.state.Operations[c.Operation.ID]; ok {
+		return fmt.Errorf("%w: operation id %s is taken", api.ErrConflict, c.Operation.ID)
+	}
+	// Operations in flight for this addon are superseded by the removal.
+	for id, o := range f.state.Operations {
+		if o.AddonID == a.ID && (o.State == api.OpPending || o.State == api.OpRunning) {
+			o.State = api.OpFailed
+			o.Error = "superseded by removal " + c.Operation.ID
+			o.UpdatedAt = c.At
+			f.state.Operations[id] = o
+		}
+	}
+	a.Status = api.AddonRemoving
+	a.UpdatedAt = c.At
+	f.state.Addons[a.ID] = a
+	f.state.Operations[c.Operation.ID] = c.Operation
+	return c.Operation
+}
+
+func (f *FSM) applyOperationUpdate(c OperationUpdateCmd) any {
+	old, ok := f.state.Operations[c.Operation.ID]
+	if !ok {
+		return fmt.Errorf("%w: operation %s", api.ErrNotFound, c.Operation.ID)
+	}
+	if old.State == api.OpDone || old.State == api.OpFailed {
+		return fmt.Errorf("%w: operation %s is already %s", api.ErrConflict, old.ID, old.State)
+	}
+	f.state.Operations[c.Operation.ID] = c.Operation
+	if c.AddonStatus != "" {
+		if a, ok := f.state.Addons[c.Operation.AddonID]; ok {
+			a.Status = c.AddonStatus
+			a.UpdatedAt = c.Operation.UpdatedAt
+			f.state.Addons[a.ID] = a
+		}
+	}
+	return nil
+}
+
+func (f *FSM) applyAddonDelete(c AddonDeleteCmd) any {
+	if _, ok := f.state.Addons[c.AddonID]; !ok {
+		return nil // already gone: idempotent
+	}
+	delete(f.state.Addons, c.AddonID)
+	for id, b := range f.state.Backups {
+		if b.AddonID == c.AddonID {
+			delete(f.state.Backups, id)
+		}
+	}
+	return nil
+}
+
+// Snapshot captures the state; Persist writes it beside Apply.
+func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	data, err := json.Marshal(f.state)
+	if err != nil {
+		return nil, fmt.Errorf("snapshot state: %w", err)
+	}
+	return &fsmSnapshot{data: data}, nil
+}
+
+// Restore replaces the state with a snapshot's.
+func (f *FSM) Restore(rc io.ReadCloser) error {
+	defer rc.Close()
+	s := newState()
+	if err := json.NewDecoder(rc).Decode(s); err != nil {
+		return fmt.Errorf("restore snapshot: %w", err)
+	}
+	if s.Version > snapshotVersion {
+		return fmt.Errorf("restore snapshot: version %d is newer than this coordinator understands (%d)", s.Version, snapshotVersion)
+	}
+	s.Version = snapshotVersion
+	fill := newState()
+	if s.Coordinators == nil {
+		s.Coordinators = fill.Coordinators
+	}
+	if s.Hosts == nil {
+		s.Hosts = fill.Hosts
+	}
+	if s.Addons == nil {
+		s.Addons = fill.Addons
+	}
+	if s.Operations == nil {
+		s.Operations = fill.Operations
+	}
+	if s.Backups == nil {
+		s.Backups = fill.Backups
+	}
+	f.mu.Lock()
+	f.state = s
+	ch := f.changed
+	f.changed = make(chan struct{})
+	f.mu.Unlock()
+	close(ch)
+	return nil
+}
+
+type fsmSnapshot struct{ data []byte }
+
+func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
+	if _, err := sink.Write(s.data); err != nil {
+		_ = sink.Cancel()
+		return fmt.Errorf("persist snapshot: %w", err)
+	}
+	return sink.Close()
+}
+
+func (s *fsmSnapshot) Release() {}
+
+// Read runs fn with the state under the read lock. fn must not keep
+// references to maps or slices of the state.
+func (f *FSM) Read(fn func(s *State, index uint64)) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	fn(f.state, f.index)
+}
+
+// Index is the last applied log index.
+func (f *FSM) Index() uint64 {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.index
+}
+
+// Changed returns a channel closed at the next change after the caller's read.
+func (f *FSM) Changed() <-chan struct{} {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.changed
+}

@@ -1,0 +1,131 @@
+package coordinator
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/cacheplane/cacheplane/api"
+)
+
+// Controller is leader-only work. Run starts after the leader's barrier and
+// must return when ctx is cancelled (leadership lost or shutdown). It keeps
+// no state of its own between runs: everything it needs is in the FSM, so a
+// new leader resumes where the old one stopped.
+type Controller interface {
+	Name() string
+	Run(ctx context.Context)
+}
+
+// leadership starts the controllers on winning leadership and stops them on
+// losing it.
+type leadership struct {
+	store       *Store
+	log         *slog.Logger
+	self        api.CoordinatorMember
+	controllers []Controller
+}
+
+func (l *leadership) run(ctx context.Context) {
+	var (
+		cancel context.CancelFunc
+		wg     sync.WaitGroup
+	)
+	stop := func() {
+		if cancel != nil {
+			cancel()
+			wg.Wait()
+			cancel = nil
+			l.store.setReady(false)
+			l.log.Info("leader controllers stopped")
+		}
+	}
+	defer stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case isLeader := <-l.store.LeaderCh():
+			stop()
+			if !isLeader {
+				continue
+			}
+			lctx, lcancel := context.WithCancel(ctx)
+			cancel = lcancel
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				l.lead(lctx, &wg)
+			}()
+		}
+	}
+}
+
+// lead establishes leadership (barrier, own address, catalogs) and starts
+// every controller.
+func (l *leadership) lead(ctx context.Context, wg *sync.WaitGroup) {
+	start := time.Now()
+	for {
+		if err := l.store.Barrier(5 * time.Second); err == nil {
+			break
+		} else if !l.store.isRaftLeader() || ctx.Err() != nil {
+			return
+		} else {
+			l.log.Warn("leader barrier failed; retrying", "err", err)
+		}
+	}
+	if err := l.establish(ctx); err != nil {
+		if ctx.Err() == nil {
+			l.log.Error("cannot establish leadership", "err", err)
+		}
+		return
+	}
+	l.store.setReady(true)
+	l.log.Info("leading the cluster", "took", time.Since(start).String())
+	for _, c := range l.controllers {
+		wg.Add(1)
+		go func(c Controller) {
+			defer wg.Done()
+			c.Run(ctx)
+		}(c)
+	}
+}
+
+func (l *leadership) establish(ctx context.Context) error {
+	var (
+		recorded       api.CoordinatorMember
+		needCatalog    bool
+		haveSelfRecord bool
+	)
+	l.store.FSM().Read(func(s *State, _ uint64) {
+		recorded, haveSelfRecord = s.Coordinators[l.self.ID]
+		needCatalog = len(s.Plans) == 0 || len(s.Engines) == 0
+	})
+	if !haveSelfRecord || recorded.HTTPAddr != l.self.HTTPAddr || recorded.RaftAddr != l.self.RaftAddr {
+		if _, err := l.store.Apply(ctx, CmdCoordinatorUpsert, CoordinatorUpsertCmd{Member: l.self}); err != nil {
+			return err
+		}
+	}
+	if needCatalog {
+		if _, err := l.store.Apply(ctx, CmdCatalogSet, CatalogSetCmd{Plans: api.DefaultPlans(), Engines: api.DefaultEngines()}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// waitChange blocks until the FSM changes, the poll interval passes, or ctx
+// ends. It returns false when ctx ended.
+func waitChange(ctx context.Context, ch <-chan struct{}, poll time.Duration) bool {
+	t := time.NewTimer(poll)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-ch:
+		return true
+	case <-t.C:
+		return true
+	}
+}

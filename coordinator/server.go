@@ -1,0 +1,476 @@
+package coordinator
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/big"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/cacheplane/cacheplane/api"
+)
+
+// Headers used between coordinators.
+const (
+	headerForwarded = "X-Cacheplane-Forwarded"
+	headerServedBy  = "X-Cacheplane-Served-By"
+)
+
+// Server serves the admin API (unix socket) and the peer API (TCP). Both
+// carry the same routes; the peer API also checks the cluster token.
+type Server struct {
+	cfg   Config
+	store *Store
+	log   *slog.Logger
+	now   func() time.Time
+	fwd   *http.Transport
+}
+
+func newServer(cfg Config, store *Store, log *slog.Logger) *Server {
+	return &Server{
+		cfg: cfg, store: store, log: log, now: time.Now,
+		fwd: &http.Transport{
+			DialContext:           (&net.Dialer{Timeout: 2 * time.Second}).DialContext,
+			ResponseHeaderTimeout: 30 * time.Second,
+			MaxIdleConnsPerHost:   64,
+			IdleConnTimeout:       30 * time.Second,
+		},
+	}
+}
+
+// Handler returns the API routes.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/health", s.handleHealth)
+	mux.HandleFunc("GET /v1/cluster", s.handleClusterStatus)
+	mux.HandleFunc("POST /v1/cluster/join", s.handleJoinPeer)
+	mux.Handle("POST /v1/cluster/members", s.write(s.handleAddMember))
+	mux.Handle("DELETE /v1/cluster/members/{id}", s.write(s.handleRemoveMember))
+	mux.Handle("GET /v1/plans", s.read(s.handlePlans))
+	mux.Handle("GET /v1/engines", s.read(s.handleEngines))
+	mux.Handle("GET /v1/hosts", s.read(s.handleHosts))
+	mux.Handle("GET /v1/addons", s.read(s.handleAddons))
+	mux.Handle("GET /v1/addons/{id}", s.read(s.handleAddon))
+	mux.Handle("POST /v1/addons", s.write(s.handleAddonCreate))
+	mux.Handle("DELETE /v1/addons/{id}", s.write(s.handleAddonRemove))
+	mux.Handle("GET /v1/env", s.read(s.handleEnv))
+	mux.Handle("GET /v1/operations", s.read(s.handleOperations))
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, fmt.Errorf("%w: no such endpoint %s %s", api.ErrNotFound, r.Method, r.URL.Path))
+	})
+	return mux
+}
+
+// PeerHandler wraps Handler with the cluster token check.
+func (s *Server) PeerHandler() http.Handler {
+	h := s.Handler()
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if s.cfg.ClusterToken != "" {
+			got := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
+			if subtle.ConstantTimeCompare([]byte(got), []byte(s.cfg.ClusterToken)) != 1 {
+				writeError(w, fmt.Errorf("%w: missing or wrong cluster token", api.ErrUnauthorized))
+				return
+			}
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+type handlerFunc func(w http.ResponseWriter, r *http.Request) error
+
+// write runs h on the leader; a follower forwards the request.
+func (s *Server) write(h handlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !s.store.IsLeader() {
+			s.forward(w, r)
+			return
+		}
+		w.Header().Set(headerServedBy, s.cfg.ID)
+		if err := h(w, r); err != nil {
+			writeError(w, err)
+		}
+	})
+}
+
+// read runs h on a caught-up leader (consistent) or, with ?stale=true, on
+// this member's own state.
+func (s *Server) read(h handlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Get("stale") != "true" {
+			if !s.store.IsLeader() {
+				s.forward(w, r)
+				return
+			}
+			if err := s.store.ConsistentRead(r.Context()); err != nil {
+				writeError(w, err)
+				return
+			}
+		}
+		w.Header().Set(headerServedBy, s.cfg.ID)
+		if err := h(w, r); err != nil {
+			writeError(w, err)
+		}
+	})
+}
+
+// forward proxies a request to the leader's peer API.
+func (s *Server) forward(w http.ResponseWriter, r *http.Request) {
+	if r.Header.Get(headerForwarded) != "" {
+		writeError(w, fmt.Errorf("%w: %s is not the leader (forwarded request not forwarded again)", api.ErrNotLeader, s.cfg.ID))
+		return
+	}
+	leaderID, addr := s.store.Leader()
+	if leaderID == "" || addr == "" || leaderID == s.cfg.ID {
+		writeError(w, fmt.Errorf("%w: no coordinator leader is elected right now; retry in a moment", api.ErrNoLeader))
+		return
+	}
+	target := &url.URL{Scheme: "http", Host: addr}
+	p := &httputil.ReverseProxy{
+		Transport: s.fwd,
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.SetURL(target)
+			pr.Out.Header.Set(headerForwarded, s.cfg.ID)
+			if s.cfg.ClusterToken != "" {
+				pr.Out.Header.Set("Authorization", "Bearer "+s.cfg.ClusterToken)
+			}
+		},
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			s.log.Warn("forward to leader failed", "leader", leaderID, "path", r.URL.Path, "err", err)
+			writeError(w, fmt.Errorf("%w: the leader %s did not answer (%v); a write may or may not have been applied: retry it (requests with a request id are idempotent)",
+				api.ErrNoLeader, leaderID, err))
+		},
+	}
+	p.ServeHTTP(w, r)
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func writeError(w http.ResponseWriter, err error) {
+	writeJSON(w, api.HTTPStatus(err), api.ErrorBody{Error: api.Message(err), Code: api.ErrorCode(err)})
+}
+
+func (s *Server) handleHealth(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]any{"id": s.cfg.ID, "leader": s.store.IsLeader()})
+}
+
+func (s *Server) handleClusterStatus(w http.ResponseWriter, _ *http.Request) {
+	st, err := s.store.Status()
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, st)
+}
+
+// handleJoinPeer makes this member ask the peer to add it to the cluster.
+func (s *Server) handleJoinPeer(w http.ResponseWriter, r *http.Request) {
+	var req api.JoinPeerRequest
+	if err := api.Decode(r.Body, &req); err != nil {
+		writeError(w, err)
+		return
+	}
+	if err := req.Validate(); err != nil {
+		writeError(w, err)
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
+	defer cancel()
+	c := api.NewPeerClient(req.Peer, s.cfg.ClusterToken)
+	join := api.JoinRequest{ID: s.cfg.ID, RaftAddr: s.cfg.RaftAddr, HTTPAddr: s.cfg.HTTPAddr}
+	if err := c.AddMember(ctx, join); err != nil {
+		var re *api.RemoteError
+		if !errors.As(err, &re) {
+			err = fmt.Errorf("%w: cannot reach coordinator at %s: %v", api.ErrNoLeader, req.Peer, err)
+		}
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"message": fmt.Sprintf("%s joined the cluster of %s", s.cfg.ID, req.Peer)})
+}
+
+func (s *Server) handleAddMember(w http.ResponseWriter, r *http.Request) error {
+	var req api.JoinRequest
+	if err := api.Decode(r.Body, &req); err != nil {
+		return err
+	}
+	if err := req.Validate(); err != nil {
+		return err
+	}
+	if err := s.store.AddVoter(r.Context(), req); err != nil {
+		return err
+	}
+	s.log.Info("coordinator joined", "id", req.ID, "raft_addr", req.RaftAddr)
+	writeJSON(w, http.StatusOK, map[string]string{"message": "added " + req.ID})
+	return nil
+}
+
+func (s *Server) handleRemoveMember(w http.ResponseWriter, r *http.Request) error {
+	id := r.PathValue("id")
+	if err := api.ValidateMemberID("coordinator", id); err != nil {
+		return err
+	}
+	if err := s.store.RemoveServer(r.Context(), id); err != nil {
+		return err
+	}
+	s.log.Info("coordinator left", "id", id)
+	writeJSON(w, http.StatusOK, map[string]string{"message": "removed " + id})
+	return nil
+}
+
+func (s *Server) handlePlans(w http.ResponseWriter, _ *http.Request) error {
+	var plans []api.Plan
+	s.store.FSM().Read(func(st *State, _ uint64) { plans = append(plans, st.Plans...) })
+	api.SortPlans(plans)
+	writeJSON(w, http.StatusOK, plans)
+	return nil
+}
+
+func (s *Server) handleEngines(w http.ResponseWriter, _ *http.Request) error {
+	var engines []api.EngineVersion
+	s.store.FSM().Read(func(st *State, _ uint64) { engines = append(engines, st.Engines...) })
+	writeJSON(w, http.StatusOK, engines)
+	return nil
+}
+
+func (s *Server) handleHosts(w http.ResponseWriter, _ *http.Request) error {
+	var hosts []api.Host
+	s.store.FSM().Read(func(st *State, _ uint64) { hosts = sortedHosts(st.Hosts) })
+	writeJSON(w, http.StatusOK, hosts)
+	return nil
+}
+
+func (s *Server) handleAddons(w http.ResponseWriter, r *http.Request) error {
+	app := r.URL.Query().Get("app")
+	if app != "" {
+		if err := api.ValidateAppName(app); err != nil {
+			return err
+		}
+	}
+	out := []api.Addon{}
+	s.store.FSM().Read(func(st *State, _ uint64) {
+		for _, a := range sortedAddons(st.Addons) {
+			if app == "" || a.App == app {
+				out = append(out, a.Redacted())
+			}
+		}
+	})
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+func (s *Server) handleAddon(w http.ResponseWriter, r *http.Request) error {
+	id := r.PathValue("id")
+	var (
+		a  api.Addon
+		ok bool
+	)
+	s.store.FSM().Read(func(st *State, _ uint64) { a, ok = st.Addons[id] })
+	if !ok {
+		return fmt.Errorf("%w: no addon %s", api.ErrNotFound, id)
+	}
+	writeJSON(w, http.StatusOK, a.Redacted())
+	return nil
+}
+
+func (s *Server) handleAddonCreate(w http.ResponseWriter, r *http.Request) error {
+	var req api.AddonCreateRequest
+	if err := api.Decode(r.Body, &req); err != nil {
+		return err
+	}
+	var (
+		plans    []api.Plan
+		engines  []api.EngineVersion
+		existing api.Addon
+		exists   bool
+	)
+	s.store.FSM().Read(func(st *State, _ uint64) {
+		plans = append(plans, st.Plans...)
+		engines = append(engines, st.Engines...)
+		existing, exists = st.addonByApp(req.App)
+	})
+	if err := req.Validate(plans, engines); err != nil {
+		return err
+	}
+	if exists && (req.RequestID == "" || existing.RequestID != req.RequestID) {
+		return fmt.Errorf("%w: app %s already has a redis addon (%s, %s); remove it first or change its plan",
+			api.ErrConflict, req.App, existing.ID, existing.Plan)
+	}
+	plan, _ := api.FindPlan(plans, req.Plan)
+	for attempt := 0; ; attempt++ {
+		cmd, err := s.newAddon(req, plan)
+		if err != nil {
+			return err
+		}
+		res, err := s.store.Apply(r.Context(), CmdAddonCreate, cmd)
+		if errors.Is(err, errIDTaken) && attempt < 10 {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		a := res.(api.Addon)
+		status, opID := http.StatusCreated, cmd.Operation.ID
+		if a.ID != cmd.Addon.ID { // idempotent replay of an earlier request
+			status, opID = http.StatusOK, ""
+		}
+		s.log.Info("addon added", "addon", a.ID, "app", a.App, "plan", a.Plan)
+		writeJSON(w, status, api.AddonCreateResponse{
+			Addon: a.Redacted(), OperationID: opID,
+			Message: fmt.Sprintf("Addon %s (%s) is being provisioned for app %s", a.ID, a.Plan, a.App),
+		})
+		return nil
+	}
+}
+
+// newAddon builds the create command: the leader picks ids, password and
+// times here so that Apply stays deterministic.
+func (s *Server) newAddon(req api.AddonCreateRequest, plan api.Plan) (AddonCreateCmd, error) {
+	n, err := rand.Int(rand.Reader, big.NewInt(9000))
+	if err != nil {
+		return AddonCreateCmd{}, fmt.Errorf("addon id: %w", err)
+	}
+	pw, err := NewPassword()
+	if err != nil {
+		return AddonCreateCmd{}, err
+	}
+	opID, err := newOperationID()
+	if err != nil {
+		return AddonCreateCmd{}, err
+	}
+	now := s.now().UTC()
+	a := api.Addon{
+		ID: fmt.Sprintf("%s-%d", req.App, 1000+n.Int64()), App: req.App, Type: api.AddonType,
+		Plan: plan.Name, Engine: req.Engine, Version: req.Version, Password: pw,
+		Settings: api.DefaultSettings(), Status: api.AddonProvisioning,
+		CreatedAt: now, UpdatedAt: now, RequestID: req.RequestID,
+	}
+	op := api.Operation{
+		ID: opID, AddonID: a.ID, App: a.App, Kind: api.OpProvision, State: api.OpPending,
+		Steps: ProvisionSteps(), CreatedAt: now, UpdatedAt: now,
+	}
+	return AddonCreateCmd{Addon: a, Operation: op}, nil
+}
+
+// ProvisionSteps is the step list of a provision operation.
+func ProvisionSteps() []api.Step {
+	return []api.Step{
+		{Name: "place members", State: api.OpPending},
+		{Name: "start members", State: api.OpPending},
+		{Name: "wait healthy", State: api.OpPending},
+		{Name: "mark running", State: api.OpPending},
+	}
+}
+
+// NewPassword returns 64 URL-safe characters from crypto/rand.
+func NewPassword() (string, error) {
+	b := make([]byte, 48)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("generate password: %w", err)
+	}
+	return base64.RawURLEncoding.EncodeToString(b), nil
+}
+
+func newOperationID() (string, error) {
+	b := make([]byte, 6)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("operation id: %w", err)
+	}
+	return "op-" + hex.EncodeToString(b), nil
+}
+
+func (s *Server) handleAddonRemove(w http.ResponseWriter, r *http.Request) error {
+	id := r.PathValue("id")
+	app := r.URL.Query().Get("app")
+	if app == "" {
+		return api.Invalidf("app name is missing: pass --app APP")
+	}
+	if err := api.ValidateAppName(app); err != nil {
+		return err
+	}
+	opID, err := newOperationID()
+	if err != nil {
+		return err
+	}
+	now := s.now().UTC()
+	op := api.Operation{ID: opID, AddonID: id, App: app, Kind: api.OpRemove, State: api.OpPending,
+		Steps: removeSteps(), CreatedAt: now, UpdatedAt: now}
+	res, err := s.store.Apply(r.Context(), CmdAddonRemove, AddonRemoveCmd{AddonID: id, App: app, Operation: op, At: now})
+	if err != nil {
+		return err
+	}
+	got := res.(api.Operation)
+	s.log.Info("addon removal started", "addon", id, "app", app, "op", got.ID)
+	writeJSON(w, http.StatusAccepted, api.AddonRemoveResponse{Operation: got,
+		Message: fmt.Sprintf("Addon %s is being removed (operation %s)", id, got.ID)})
+	return nil
+}
+
+func (s *Server) handleEnv(w http.ResponseWriter, r *http.Request) error {
+	app := r.URL.Query().Get("app")
+	if err := api.ValidateAppName(app); err != nil {
+		return err
+	}
+	var (
+		a  api.Addon
+		ok bool
+	)
+	s.store.FSM().Read(func(st *State, _ uint64) { a, ok = st.addonByApp(app) })
+	if !ok {
+		return fmt.Errorf("%w: app %s has no redis addon; add one with: cacheplane addons-add --app %s redis PLAN", api.ErrNotFound, app, app)
+	}
+	if a.Entrypoint == "" {
+		return fmt.Errorf("%w: addon %s is %s and has no address yet; its URL is known once its members are placed",
+			api.ErrConflict, a.ID, a.Status)
+	}
+	u := RedisURL(a)
+	writeJSON(w, http.StatusOK, api.EnvResponse{App: app, AddonID: a.ID, Vars: []api.EnvVar{
+		{Name: "REDIS_URL", Value: u},
+		{Name: s.cfg.EnvPrefix + "_REDIS_URL", Value: u},
+	}})
+	return nil
+}
+
+// RedisURL is the addon's connection URL.
+func RedisURL(a api.Addon) string {
+	scheme := "redis"
+	if a.Settings.ForceTLS {
+		scheme = "rediss"
+	}
+	return (&url.URL{Scheme: scheme, User: url.UserPassword("", a.Password), Host: a.Entrypoint}).String()
+}
+
+func (s *Server) handleOperations(w http.ResponseWriter, r *http.Request) error {
+	q := r.URL.Query()
+	app, addon := q.Get("app"), q.Get("addon")
+	if app != "" {
+		if err := api.ValidateAppName(app); err != nil {
+			return err
+		}
+	}
+	out := []api.Operation{}
+	s.store.FSM().Read(func(st *State, _ uint64) {
+		for _, o := range sortedOperations(st.Operations) {
+			if (app == "" || o.App == app) && (addon == "" || o.AddonID == addon) {
+				o.Steps = append([]api.Step(nil), o.Steps...)
+				out = append(out, o)
+			}
+		}
+	})
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}

@@ -1,0 +1,76 @@
+package coordinator
+
+import (
+	"sort"
+
+	"github.com/cacheplane/cacheplane/api"
+)
+
+// snapshotVersion is written into every snapshot; Restore refuses a newer one.
+const snapshotVersion = 1
+
+// State is the whole FSM state. It is only mutated by fsm.apply*; readers get
+// copies through the FSM's accessors.
+type State struct {
+	Version      int                              `json:"version"`
+	Coordinators map[string]api.CoordinatorMember `json:"coordinators"`
+	Plans        []api.Plan                       `json:"plans"`
+	Engines      []api.EngineVersion              `json:"engines"`
+	Hosts        map[string]api.Host              `json:"hosts"`
+	Addons       map[string]api.Addon             `json:"addons"`
+	Operations   map[string]api.Operation         `json:"operations"`
+	Backups      map[string]api.Backup            `json:"backups"`
+}
+
+func newState() *State {
+	return &State{
+		Version:      snapshotVersion,
+		Coordinators: map[string]api.CoordinatorMember{},
+		Hosts:        map[string]api.Host{},
+		Addons:       map[string]api.Addon{},
+		Operations:   map[string]api.Operation{},
+		Backups:      map[string]api.Backup{},
+	}
+}
+
+// addonByApp returns the redis addon of an app, if any.
+func (s *State) addonByApp(app string) (api.Addon, bool) {
+	for _, a := range s.Addons {
+		if a.App == app {
+			return a, true
+		}
+	}
+	return api.Addon{}, false
+}
+
+func sortedAddons(m map[string]api.Addon) []api.Addon {
+	out := make([]api.Addon, 0, len(m))
+	for _, a := range m {
+		out = append(out, a)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+func sortedOperations(m map[string]api.Operation) []api.Operation {
+	out := make([]api.Operation, 0, len(m))
+	for _, o := range m {
+		out = append(out, o)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if !out[i].CreatedAt.Equal(out[j].CreatedAt) {
+			return out[i].CreatedAt.Before(out[j].CreatedAt)
+		}
+		return out[i].ID < out[j].ID
+	})
+	return out
+}
+
+func sortedHosts(m map[string]api.Host) []api.Host {
+	out := make([]api.Host, 0, len(m))
+	for _, h := range m {
+		out = append(out, h)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
