@@ -67,7 +67,8 @@ func requireContainerd(t *testing.T) {
 // harness gives every test its own containerd namespace and log dir, and
 // purges them when the test ends.
 type harness struct {
-	mu sync.Mutex
+	socket string // "" = runtime.DefaultSocket
+	mu     sync.Mutex
 	ns map[*testing.T]*nsState
 	n  int
 }
@@ -90,6 +91,7 @@ func (h *harness) config(t *testing.T) runtime.Config {
 		name = name[len(name)-40:]
 	}
 	cfg := runtime.Config{
+		Socket:    h.socket,
 		Namespace: fmt.Sprintf("cptest-%d-%d-%s", os.Getpid(), h.n, strings.Trim(name, "-.")),
 		ImageDir:  imageDir,
 		LogDir:    filepath.Join(t.TempDir(), "logs"),
@@ -119,7 +121,9 @@ func (h *harness) config(t *testing.T) runtime.Config {
 
 func (h *harness) newRuntime(t *testing.T) *runtime.Containerd {
 	t.Helper()
-	requireContainerd(t)
+	if h.socket == "" {
+		requireContainerd(t)
+	}
 	cfg := h.config(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -293,4 +297,122 @@ func redisInfo(port int, field string) (string, error) {
 		}
 	}
 	return "", fmt.Errorf("INFO has no %s: %s", field, out)
+}
+
+// privateContainerd runs a containerd of the test's own (state, root and
+// socket in temporary directories), so the test can crash and restart it
+// without disturbing the machine's daemon. It returns the socket and a
+// function that SIGKILLs the daemon (shims and tasks survive) and starts it
+// again.
+func privateContainerd(t *testing.T) (socket string, crashAndRestart func()) {
+	t.Helper()
+	bin, err := exec.LookPath("containerd")
+	if err != nil {
+		t.Fatalf("containerd binary not found: %v", err)
+	}
+	// Short paths: unix socket paths are limited to 108 bytes.
+	dir, err := os.MkdirTemp("", "cptcd-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	socket = filepath.Join(dir, "c.sock")
+	config := filepath.Join(dir, "config.toml")
+	if err := os.WriteFile(config, []byte("version = 2\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	logf, err := os.Create(filepath.Join(dir, "containerd.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cmd *exec.Cmd
+	start := func() {
+		cmd = exec.Command(bin, "--config", config, "--address", socket,
+			"--root", filepath.Join(dir, "root"), "--state", filepath.Join(dir, "state"))
+		cmd.Stdout, cmd.Stderr = logf, logf
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		runtimetest.WaitFor(t, 30*time.Second, func() error {
+			c, err := net.DialTimeout("unix", socket, time.Second)
+			if err != nil {
+				return fmt.Errorf("private containerd does not answer: %w", err)
+			}
+			return c.Close()
+		})
+	}
+	kill := func() {
+		_ = cmd.Process.Signal(syscall.SIGKILL) // the daemon only, not the group: shims must survive
+		_ = cmd.Wait()
+	}
+	start()
+	t.Cleanup(func() {
+		kill()
+		logf.Close()
+		_ = exec.Command("umount", "-R", filepath.Join(dir, "root")).Run()
+		if err := os.RemoveAll(dir); err != nil {
+			t.Logf("remove %s: %v", dir, err)
+		}
+	})
+	return socket, func() { kill(); start() }
+}
+
+// A crash of containerd is not a member's death: tasks keep running, no
+// exit is reported (task.Wait would report 255 here), and the driver's
+// watcher resumes so the next real death is reported.
+func TestExitsAcrossContainerdRestart(t *testing.T) {
+	socket, crashAndRestart := privateContainerd(t)
+	h := &harness{socket: socket, ns: map[*testing.T]*nsState{}}
+	d := h.newRuntime(t)
+	port := freePort(t)
+	dir := t.TempDir()
+	spec := runtime.Spec{
+		ID: "survivor", Addon: "a1", Member: "m1", Role: "redis", Image: runtimetest.Image,
+		Args: []string{"/usr/bin/redis-server", "--bind", "127.0.0.1", "--port", strconv.Itoa(port),
+			"--dir", dir, "--save", "", "--appendonly", "no", "--protected-mode", "no"},
+		DataDir: dir, SpecHash: "h1",
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := d.Start(ctx, spec); err != nil {
+		t.Fatal(err)
+	}
+	st, err := d.Inspect(ctx, spec.ID)
+	if err != nil || st.State != runtime.StateRunning {
+		t.Fatalf("inspect: %+v, %v", st, err)
+	}
+	var runID string
+	runtimetest.WaitFor(t, 30*time.Second, func() (err error) {
+		runID, err = redisInfo(port, "run_id")
+		return err
+	})
+
+	crashAndRestart()
+
+	runtimetest.WaitFor(t, 30*time.Second, func() error {
+		got, err := d.Inspect(ctx, spec.ID)
+		if err != nil {
+			return err
+		}
+		if got.State != runtime.StateRunning || got.Pid != st.Pid {
+			return fmt.Errorf("after containerd restart: %+v, want running pid %d", got, st.Pid)
+		}
+		return nil
+	})
+	if got, err := redisInfo(port, "run_id"); err != nil || got != runID {
+		t.Fatalf("redis restarted with containerd: run_id %s -> %s (%v)", runID, got, err)
+	}
+	if err := syscall.Kill(st.Pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	timer := time.NewTimer(30 * time.Second)
+	defer timer.Stop()
+	select {
+	case e := <-d.Exits():
+		if e.ID != spec.ID || e.Pid != st.Pid || e.ExitCode != 137 {
+			t.Fatalf("first exit reported %+v; want only the kill of %s pid %d (137)", e, spec.ID, st.Pid)
+		}
+	case <-timer.C:
+		t.Fatal("the kill after containerd's restart was not reported")
+	}
 }
