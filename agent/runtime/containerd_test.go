@@ -69,8 +69,8 @@ func requireContainerd(t *testing.T) {
 type harness struct {
 	socket string // "" = runtime.DefaultSocket
 	mu     sync.Mutex
-	ns map[*testing.T]*nsState
-	n  int
+	ns     map[*testing.T]*nsState
+	n      int
 }
 
 type nsState struct {
