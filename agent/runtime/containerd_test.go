@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	goruntime "runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -415,4 +416,40 @@ func TestExitsAcrossContainerdRestart(t *testing.T) {
 	case <-timer.C:
 		t.Fatal("the kill after containerd's restart was not reported")
 	}
+}
+
+// Close stops the driver's goroutines (the exit watcher and its event
+// stream) and closes Exits; it leaves members alone (the suite checks that).
+func TestCloseLeaksNoGoroutines(t *testing.T) {
+	requireContainerd(t)
+	h := &harness{ns: map[*testing.T]*nsState{}}
+	cfg := h.config(t)
+	before := goruntime.NumGoroutine()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for i := 0; i < 3; i++ {
+		d, err := runtime.NewContainerd(ctx, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := d.List(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := d.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := <-d.Exits(); ok {
+			t.Fatal("Exits not closed by Close")
+		}
+		if err := d.Close(); err != nil {
+			t.Fatalf("second Close: %v", err)
+		}
+	}
+	runtimetest.WaitFor(t, 10*time.Second, func() error {
+		if n := goruntime.NumGoroutine(); n > before {
+			buf := make([]byte, 1<<16)
+			return fmt.Errorf("%d goroutines after Close, %d before:\n%s", n, before, buf[:goruntime.Stack(buf, true)])
+		}
+		return nil
+	})
 }

@@ -144,8 +144,10 @@ type Runtime interface {
 	// to stdout/stderr since it was last started by Start.
 	LastLogLines(id string, n int) ([]string, error)
 	// Exits reports deaths of member processes this driver did not cause
-	// (a certain death: the agent may force a failover at once). The
-	// channel is closed by Close.
+	// (a certain death: the agent may force a failover at once), each
+	// once. A crash or restart of the runtime itself is no death. The
+	// agent must keep draining it (a full channel holds up the watcher);
+	// Close closes it.
 	Exits() <-chan Exit
 	// Close releases the driver for agent shutdown. It never stops a task.
 	Close() error
