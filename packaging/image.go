@@ -3,7 +3,6 @@ package packaging
 import (
 	"archive/tar"
 	"bytes"
-	"compress/gzip"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -23,7 +22,7 @@ const (
 	MediaTypeIndex    = "application/vnd.oci.image.index.v1+json"
 	MediaTypeManifest = "application/vnd.oci.image.manifest.v1+json"
 	MediaTypeConfig   = "application/vnd.oci.image.config.v1+json"
-	MediaTypeLayer    = "application/vnd.oci.image.layer.v1.tar+gzip"
+	MediaTypeLayer    = "application/vnd.oci.image.layer.v1.tar"
 
 	// AnnotationRefName is the OCI tag annotation ("7.0").
 	AnnotationRefName = "org.opencontainers.image.ref.name"
@@ -112,24 +111,15 @@ func Build(img Image) (*Built, error) {
 		}
 	}
 
-	// The layer: uncompressed tar (its digest is the diff ID), then gzip
-	// (no name, no mtime in the header, so the bytes are reproducible).
-	var layerTar bytes.Buffer
-	if err := fs.writeTar(&layerTar); err != nil {
+	// The layer is an uncompressed tar: these images never cross a
+	// network, importing skips decompression, and the digest does not
+	// depend on a compressor's output (which may change between Go
+	// releases), only on the files.
+	var layer bytes.Buffer
+	if err := fs.writeTar(&layer); err != nil {
 		return nil, fmt.Errorf("image %s: layer: %w", img.Ref, err)
 	}
-	diffID := digestOf(layerTar.Bytes())
-	var layerGz bytes.Buffer
-	zw, err := gzip.NewWriterLevel(&layerGz, gzip.BestSpeed)
-	if err != nil {
-		return nil, err
-	}
-	if _, err := zw.Write(layerTar.Bytes()); err != nil {
-		return nil, err
-	}
-	if err := zw.Close(); err != nil {
-		return nil, err
-	}
+	diffID := digestOf(layer.Bytes())
 
 	created := Epoch.Format(time.RFC3339)
 	config := map[string]any{
@@ -154,7 +144,7 @@ func Build(img Image) (*Built, error) {
 		"schemaVersion": 2,
 		"mediaType":     MediaTypeManifest,
 		"config":        descriptor(MediaTypeConfig, configJSON, nil, nil),
-		"layers":        []any{descriptor(MediaTypeLayer, layerGz.Bytes(), nil, nil)},
+		"layers":        []any{descriptor(MediaTypeLayer, layer.Bytes(), nil, nil)},
 	}
 	manifestJSON, err := json.Marshal(manifest)
 	if err != nil {
@@ -177,7 +167,7 @@ func Build(img Image) (*Built, error) {
 	}
 
 	blobs := map[string][]byte{}
-	for _, b := range [][]byte{configJSON, layerGz.Bytes(), manifestJSON} {
+	for _, b := range [][]byte{configJSON, layer.Bytes(), manifestJSON} {
 		blobs[strings.TrimPrefix(digestOf(b), "sha256:")] = b
 	}
 	var out bytes.Buffer

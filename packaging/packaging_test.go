@@ -3,7 +3,6 @@ package packaging
 import (
 	"archive/tar"
 	"bytes"
-	"compress/gzip"
 	"encoding/json"
 	"io"
 	"os"
@@ -154,13 +153,9 @@ func TestLayoutAndLayer(t *testing.T) {
 	if len(manifest.Layers) != 1 || len(config.RootFS.DiffIDs) != 1 {
 		t.Fatalf("want one layer, manifest %+v config %+v", manifest.Layers, config.RootFS)
 	}
-	zr, err := gzip.NewReader(bytes.NewReader(blob(t, files, manifest.Layers[0].Digest)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	layer, err := io.ReadAll(zr)
-	if err != nil {
-		t.Fatal(err)
+	layer := blob(t, files, manifest.Layers[0].Digest)
+	if manifest.Layers[0].MediaType != MediaTypeLayer {
+		t.Fatalf("layer media type %s", manifest.Layers[0].MediaType)
 	}
 	if got := digestOf(layer); got != config.RootFS.DiffIDs[0] {
 		t.Fatalf("diff id %s, layer digest %s", config.RootFS.DiffIDs[0], got)

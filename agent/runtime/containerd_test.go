@@ -21,6 +21,7 @@ import (
 
 	"github.com/cacheplane/cacheplane/agent/runtime"
 	"github.com/cacheplane/cacheplane/agent/runtime/runtimetest"
+	"github.com/cacheplane/cacheplane/api"
 	"github.com/cacheplane/cacheplane/packaging"
 )
 
@@ -38,18 +39,13 @@ func TestMain(m *testing.M) {
 			return 1
 		}
 		defer os.RemoveAll(dir)
-		var want []packaging.Image
-		for _, img := range packaging.DefaultImages() {
-			if img.Ref == runtimetest.Image {
-				want = append(want, img)
-			}
-		}
 		start := time.Now()
-		if _, err := packaging.WriteDir(dir, want, nil, nil); err != nil {
+		ix, err := packaging.WriteDir(dir, packaging.DefaultImages(), packaging.OptionalImage, nil)
+		if err != nil {
 			fmt.Fprintln(os.Stderr, "build test images:", err)
 			return 1
 		}
-		fmt.Fprintf(os.Stderr, "built %s in %s\n", runtimetest.Image, time.Since(start).Round(time.Millisecond))
+		fmt.Fprintf(os.Stderr, "built %d images in %s\n", len(ix.Images), time.Since(start).Round(time.Millisecond))
 		imageDir = dir
 		return m.Run()
 	}())
@@ -452,4 +448,76 @@ func TestCloseLeaksNoGoroutines(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// The sentinel and haproxy images run: redis-sentinel keeps its name (the
+// Debian binary switches on argv[0]) and haproxy proxies to a redis member.
+func TestSentinelAndHAProxyImagesRun(t *testing.T) {
+	requireContainerd(t)
+	h := &harness{ns: map[*testing.T]*nsState{}}
+	d := h.newRuntime(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	redisPort, sentinelPort, proxyPort := freePort(t), freePort(t), freePort(t)
+	redisDir, sentinelDir, proxyDir := t.TempDir(), t.TempDir(), t.TempDir()
+	write := func(name, content string) {
+		if err := os.WriteFile(name, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(filepath.Join(sentinelDir, "sentinel.conf"), fmt.Sprintf(
+		"bind 127.0.0.1\nport %d\nsentinel monitor m1 127.0.0.1 %d 1\n", sentinelPort, redisPort))
+	write(filepath.Join(proxyDir, "haproxy.cfg"), fmt.Sprintf(`global
+    maxconn 100
+defaults
+    mode tcp
+    timeout connect 1s
+    timeout client 30s
+    timeout server 30s
+frontend redis
+    bind 127.0.0.1:%d
+    default_backend primary
+backend primary
+    server r1 127.0.0.1:%d
+`, proxyPort, redisPort))
+	specs := []runtime.Spec{
+		{ID: "redis", Role: "redis", Image: api.ImageRedis7, DataDir: redisDir, SpecHash: "1",
+			Args: []string{"/usr/bin/redis-server", "--bind", "127.0.0.1", "--port", strconv.Itoa(redisPort),
+				"--dir", redisDir, "--save", "", "--protected-mode", "no"}},
+		{ID: "sentinel", Role: "sentinel", Image: api.ImageSentinel7, DataDir: sentinelDir, SpecHash: "1",
+			Args: []string{"/usr/bin/redis-sentinel", filepath.Join(sentinelDir, "sentinel.conf")}},
+		{ID: "haproxy", Role: "haproxy", Image: api.ImageHAProxy, DataDir: proxyDir, SpecHash: "1",
+			Args: []string{"/usr/sbin/haproxy", "-db", "-f", filepath.Join(proxyDir, "haproxy.cfg")}},
+	}
+	for _, s := range specs {
+		if err := d.Start(ctx, s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	runtimetest.WaitFor(t, 30*time.Second, func() error {
+		mode, err := redisInfo(sentinelPort, "redis_mode")
+		if err != nil {
+			return err
+		}
+		if mode != "sentinel" {
+			return fmt.Errorf("redis_mode %q on the sentinel port, want sentinel", mode)
+		}
+		return nil
+	})
+	runtimetest.WaitFor(t, 30*time.Second, func() error {
+		mode, err := redisInfo(proxyPort, "redis_mode") // through haproxy
+		if err != nil {
+			return err
+		}
+		if mode != "standalone" {
+			return fmt.Errorf("redis_mode %q through haproxy, want standalone", mode)
+		}
+		return nil
+	})
+	for _, s := range specs {
+		if st, err := d.Inspect(ctx, s.ID); err != nil || st.State != runtime.StateRunning {
+			lines, _ := d.LastLogLines(s.ID, 20)
+			t.Fatalf("%s: %+v, %v; log: %q", s.ID, st, err, lines)
+		}
+	}
 }
