@@ -234,3 +234,26 @@ func (c *Client) RemoveMember(ctx context.Context, id string) (string, error) {
 	err := c.do(ctx, http.MethodDelete, "/v1/cluster/members/"+url.PathEscape(id), nil, &out)
 	return out["message"], err
 }
+
+// Register announces a host (agent API).
+func (c *Client) Register(ctx context.Context, h Host) (Host, error) {
+	var out Host
+	return out, c.do(ctx, http.MethodPost, "/v1/agent/register", RegisterRequest{Host: h}, &out)
+}
+
+// Heartbeat reports a host's members (agent API).
+func (c *Client) Heartbeat(ctx context.Context, req HeartbeatRequest) (HeartbeatResponse, error) {
+	var out HeartbeatResponse
+	return out, c.do(ctx, http.MethodPost, "/v1/agent/heartbeat", req, &out)
+}
+
+// Assignments is the blocking query for a host's members: it returns when
+// the FSM index passes index or after wait.
+func (c *Client) Assignments(ctx context.Context, hostID string, index uint64, wait time.Duration) (Assignments, error) {
+	q := url.Values{}
+	q.Set("host", hostID)
+	q.Set("index", fmt.Sprint(index))
+	q.Set("wait", wait.String())
+	var out Assignments
+	return out, c.do(ctx, http.MethodGet, "/v1/agent/assignments?"+q.Encode(), nil, &out)
+}

@@ -1,0 +1,115 @@
+package api
+
+import "time"
+
+// Agent API: the calls an agent makes to any coordinator member (forwarded to
+// the leader). Paths:
+//
+//	POST /v1/agent/register     RegisterRequest  → Host
+//	POST /v1/agent/heartbeat    HeartbeatRequest → HeartbeatResponse
+//	GET  /v1/agent/assignments?host=ID&index=N&wait=30s → Assignments
+//
+// The assignments call is a blocking query (Consul style): it answers at once
+// when the FSM index is past N, else when something changes or wait passes.
+
+// RegisterRequest announces a host. Re-registering is idempotent and keeps
+// the host's state.
+type RegisterRequest struct {
+	Host Host `json:"host"`
+}
+
+// Validate checks the host fields an agent must send.
+func (r *RegisterRequest) Validate() error {
+	if err := ValidateMemberID("host", r.Host.ID); err != nil {
+		return err
+	}
+	if r.Host.Address == "" {
+		return Invalidf("host %s: address is missing", r.Host.ID)
+	}
+	if r.Host.MemoryMB <= 0 {
+		return Invalidf("host %s: memory_mb must be positive", r.Host.ID)
+	}
+	return nil
+}
+
+// Member states as agents report them.
+const (
+	MemberPending  = "pending"  // assigned, not started yet
+	MemberStarting = "starting" // process up, not answering yet
+	MemberRunning  = "running"  // process up and answering (redis PING with auth)
+	MemberFailed   = "failed"   // could not start, or exited; Detail says why
+	MemberStopped  = "stopped"
+)
+
+// MemberStatus is one member as its agent sees it.
+type MemberStatus struct {
+	MemberID  string    `json:"member_id"`
+	AddonID   string    `json:"addon_id"`
+	Role      Role      `json:"role"`
+	State     string    `json:"state"`
+	Detail    string    `json:"detail,omitempty"` // reason, with the last log lines on failure
+	Pid       int       `json:"pid,omitempty"`
+	StartedAt time.Time `json:"started_at,omitempty"`
+	// Redis only: role as the server reports it (master/slave) and offsets.
+	RedisRole  string `json:"redis_role,omitempty"`
+	ReplOffset int64  `json:"repl_offset,omitempty"`
+	// SpecHash is the hash of the assignment the member runs.
+	SpecHash string `json:"spec_hash,omitempty"`
+	// Stats are the member's figures (sysstats report), opaque here.
+	Stats map[string]any `json:"stats,omitempty"`
+}
+
+// HeartbeatRequest carries a host's member statuses and figures.
+type HeartbeatRequest struct {
+	HostID  string         `json:"host_id"`
+	Members []MemberStatus `json:"members"`
+	Stats   map[string]any `json:"stats,omitempty"`
+	// Unknown lists members running on the host that the coordinator did
+	// not assign (the agent removes them; this is for the operator's view).
+	Unknown []string `json:"unknown,omitempty"`
+}
+
+// Validate checks the host id.
+func (r *HeartbeatRequest) Validate() error { return ValidateMemberID("host", r.HostID) }
+
+// HeartbeatResponse tells the agent what the coordinator knows of its host.
+type HeartbeatResponse struct {
+	State HostState `json:"state"`
+	// Index is the FSM index; an agent whose last assignments index is
+	// lower may re-query at once.
+	Index uint64 `json:"index"`
+}
+
+// Assignment is one member an agent must run, with everything it needs to
+// render the member's configuration. Password is a secret: never log it.
+type Assignment struct {
+	MemberID     string   `json:"member_id"`
+	AddonID      string   `json:"addon_id"`
+	App          string   `json:"app"`
+	Role         Role     `json:"role"`
+	Address      string   `json:"address"` // the host address to bind
+	Port         int      `json:"port"`
+	Engine       Engine   `json:"engine"`
+	Version      string   `json:"version"`
+	Image        string   `json:"image"`
+	PlanMemoryMB int      `json:"plan_memory_mb"`
+	Password     string   `json:"password"`
+	Settings     Settings `json:"settings"`
+	// ReplicaOf is the current primary (host:port) for a redis member that
+	// must start as a replica; empty for the primary or a starter.
+	ReplicaOf string `json:"replica_of,omitempty"`
+	// Sentinel: the monitored primary and the master name.
+	MasterName string `json:"master_name,omitempty"`
+	Primary    string `json:"primary,omitempty"`
+	// HAProxy: the entrypoint to serve, the redis servers, the connection cap.
+	Entrypoint string   `json:"entrypoint,omitempty"`
+	Servers    []string `json:"servers,omitempty"`
+	MaxConn    int      `json:"max_conn,omitempty"`
+}
+
+// Assignments answers the blocking query.
+type Assignments struct {
+	HostID      string       `json:"host_id"`
+	Index       uint64       `json:"index"`
+	Assignments []Assignment `json:"assignments"`
+}
