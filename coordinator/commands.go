@@ -27,6 +27,7 @@ const (
 	CmdAddonRemove       CommandType = 6
 	CmdOperationUpdate   CommandType = 7
 	CmdAddonDelete       CommandType = 8
+	CmdAddonPlaced       CommandType = 9
 )
 
 var commandNames = map[CommandType]string{
@@ -38,6 +39,7 @@ var commandNames = map[CommandType]string{
 	CmdAddonRemove:       "addon-remove",
 	CmdOperationUpdate:   "operation-update",
 	CmdAddonDelete:       "addon-delete",
+	CmdAddonPlaced:       "addon-placed",
 }
 
 func (t CommandType) String() string {
@@ -106,4 +108,14 @@ func Encode(t CommandType, payload any) ([]byte, error) {
 		return nil, fmt.Errorf("encode %s: %w", t, err)
 	}
 	return append([]byte{byte(t)}, body...), nil
+}
+
+// AddonPlacedCmd records where an addon's members run (MembersPlaced in
+// DESIGN.md) together with the operation step that placed them. The
+// entrypoint is only set when the addon has none: it never changes.
+type AddonPlacedCmd struct {
+	AddonID    string        `json:"addon_id"`
+	Members    []api.Member  `json:"members"`
+	Entrypoint string        `json:"entrypoint"`
+	Operation  api.Operation `json:"operation"`
 }

@@ -72,6 +72,9 @@ type Config struct {
 	LeaderLeaseTimeout Duration `json:"leader_lease_timeout"`
 	SnapshotInterval   Duration `json:"snapshot_interval"`
 	SnapshotThreshold  uint64   `json:"snapshot_threshold"`
+	// HostDownAfter marks a host down when its agent has not sent a
+	// heartbeat for this long.
+	HostDownAfter Duration `json:"host_down_after"`
 	// ApplyTimeout bounds one write through Raft.
 	ApplyTimeout Duration `json:"apply_timeout"`
 	// LogLevel is debug, info, warn or error; logs are JSON on stderr.
@@ -93,6 +96,7 @@ func DefaultConfig() Config {
 		SnapshotInterval:   Duration(2 * time.Minute),
 		SnapshotThreshold:  8192,
 		ApplyTimeout:       Duration(10 * time.Second),
+		HostDownAfter:      Duration(5 * time.Second),
 		LogLevel:           "info",
 	}
 }
@@ -151,6 +155,9 @@ func (c *Config) Validate() error {
 	if c.LeaderLeaseTimeout > c.HeartbeatTimeout {
 		return fmt.Errorf("config: leader_lease_timeout (%s) must not exceed heartbeat_timeout (%s)",
 			time.Duration(c.LeaderLeaseTimeout), time.Duration(c.HeartbeatTimeout))
+	}
+	if c.HostDownAfter <= 0 {
+		return fmt.Errorf("config: host_down_after must be positive")
 	}
 	if c.ApplyTimeout <= 0 {
 		return fmt.Errorf("config: apply_timeout must be positive")

@@ -56,7 +56,8 @@ func Start(cfg Config, log *slog.Logger, raftLog io.Writer) (*Coordinator, error
 		return nil, err
 	}
 	c := &Coordinator{cfg: cfg, log: log, store: store, adminLn: adminLn, peerLn: peerLn}
-	c.server = newServer(cfg, store, log.With("component", "api"))
+	obs := newObserved()
+	c.server = newServer(cfg, store, obs, log.With("component", "api"))
 	c.adminSrv = &http.Server{Handler: c.server.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	c.peerSrv = &http.Server{Handler: c.server.PeerHandler(), ReadHeaderTimeout: 10 * time.Second}
 
@@ -66,7 +67,9 @@ func Start(cfg Config, log *slog.Logger, raftLog io.Writer) (*Coordinator, error
 		store: store, log: log.With("component", "leader"),
 		self: api.CoordinatorMember{ID: cfg.ID, RaftAddr: cfg.RaftAddr, HTTPAddr: cfg.HTTPAddr},
 		controllers: []Controller{
-			&removeController{store: store, log: log.With("component", "remove"), now: time.Now},
+			&removeController{store: store, obs: obs, log: log.With("component", "remove"), now: time.Now},
+			&hostsController{store: store, obs: obs, log: log.With("component", "hosts"), now: time.Now, downAfter: time.Duration(cfg.HostDownAfter)},
+			&provisionController{store: store, obs: obs, log: log.With("component", "provision"), now: time.Now, ping: pingRedis},
 		},
 	}
 	c.wg.Add(3)

@@ -113,6 +113,10 @@ func (f *FSM) applyOne(data []byte) any {
 		var c AddonDeleteCmd
 		decode(&c)
 		return f.applyAddonDelete(c)
+	case CmdAddonPlaced:
+		var c AddonPlacedCmd
+		decode(&c)
+		return f.applyAddonPlaced(c)
 	}
 	if t&IgnoreUnknownFlag != 0 {
 		f.log.Warn("ignoring unknown optional command", "type", uint8(t))
@@ -197,6 +201,27 @@ func (f *FSM) applyOperationUpdate(c OperationUpdateCmd) any {
 			f.state.Addons[a.ID] = a
 		}
 	}
+	return nil
+}
+
+func (f *FSM) applyAddonPlaced(c AddonPlacedCmd) any {
+	a, ok := f.state.Addons[c.AddonID]
+	if !ok {
+		return fmt.Errorf("%w: addon %s", api.ErrNotFound, c.AddonID)
+	}
+	if a.Status == api.AddonRemoving {
+		return fmt.Errorf("%w: addon %s is being removed", api.ErrConflict, c.AddonID)
+	}
+	if old, ok := f.state.Operations[c.Operation.ID]; !ok || old.State == api.OpDone || old.State == api.OpFailed {
+		return fmt.Errorf("%w: operation %s is not active", api.ErrConflict, c.Operation.ID)
+	}
+	a.Members = append([]api.Member(nil), c.Members...)
+	if a.Entrypoint == "" {
+		a.Entrypoint = c.Entrypoint
+	}
+	a.UpdatedAt = c.Operation.UpdatedAt
+	f.state.Addons[a.ID] = a
+	f.state.Operations[c.Operation.ID] = c.Operation
 	return nil
 }
 

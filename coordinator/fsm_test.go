@@ -103,6 +103,15 @@ func TestApplyEachCommand(t *testing.T) {
 					t.Fatal("operation/addons status not updated")
 				}
 			}},
+		{"addon placed", CmdAddonPlaced, AddonPlacedCmd{AddonID: "base-app-1000", Entrypoint: "127.0.0.11:20000",
+			Members: []api.Member{{ID: "base-app-1000-redis-0", Role: api.RoleRedis, HostID: "h1", Port: 20000, RedisRole: "primary"}},
+			Operation: api.Operation{ID: "op-base-app-1000", AddonID: "base-app-1000", App: "base-app", Kind: api.OpProvision, State: api.OpRunning, UpdatedAt: t0}},
+			func(t *testing.T, s *State, _ any) {
+				a := s.Addons["base-app-1000"]
+				if a.Entrypoint != "127.0.0.11:20000" || len(a.Members) != 1 || s.Operations["op-base-app-1000"].State != api.OpRunning {
+					t.Fatalf("addon after placement = %+v", a)
+				}
+			}},
 		{"addon delete", CmdAddonDelete, AddonDeleteCmd{AddonID: "base-app-1000", At: t0},
 			func(t *testing.T, s *State, _ any) {
 				if _, ok := s.Addons["base-app-1000"]; ok {

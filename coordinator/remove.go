@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"time"
 
@@ -20,11 +21,14 @@ func removeSteps() []api.Step {
 	return []api.Step{{Name: StepStopMembers, State: api.OpPending}, {Name: StepDeleteData, State: api.OpPending}, {Name: StepForget, State: api.OpPending}}
 }
 
-// removeController finishes remove operations of addons that have no placed
-// members (nothing runs anywhere). Addons with members are left to the agent
-// controllers, which stop containers first.
+// removeController drives remove operations: the addon, marked removing,
+// has left every agent's assignments, so agents destroy its members and
+// their data; the controller waits until each host has reported after the
+// step began without the member (a down host counts as done: its agent
+// removes unassigned members when it returns), then forgets the addon.
 type removeController struct {
 	store *Store
+	obs   *observed
 	log   *slog.Logger
 	now   func() time.Time
 }
@@ -33,38 +37,55 @@ func (c *removeController) Name() string { return "remove" }
 
 func (c *removeController) Run(ctx context.Context) {
 	for {
-		ch := c.store.FSM().Changed()
+		fsmCh, obsCh := c.store.FSM().Changed(), c.obs.Changed()
 		for _, op := range c.pending() {
 			if err := c.advance(ctx, op); err != nil && ctx.Err() == nil {
-				c.log.Warn("remove step failed; will retry", "op", op.ID, "addon", op.AddonID, "err", err)
+				c.log.Warn("remove step failed; will retry", "op", op.op.ID, "addon", op.op.AddonID, "err", err)
 			}
 		}
-		if !waitChange(ctx, ch, 5*time.Second) {
+		t := time.NewTimer(time.Second)
+		select {
+		case <-ctx.Done():
+			t.Stop()
 			return
+		case <-fsmCh:
+		case <-obsCh:
+		case <-t.C:
 		}
+		t.Stop()
 	}
 }
 
-// pending returns remove operations whose addon has no members.
-func (c *removeController) pending() []api.Operation {
-	var out []api.Operation
+type removal struct {
+	op      api.Operation
+	members []api.Member
+	hosts   map[string]api.Host
+}
+
+func (c *removeController) pending() []removal {
+	var out []removal
 	c.store.FSM().Read(func(s *State, _ uint64) {
 		for _, op := range sortedOperations(s.Operations) {
 			if op.Kind != api.OpRemove || (op.State != api.OpPending && op.State != api.OpRunning) {
 				continue
 			}
-			if a, ok := s.Addons[op.AddonID]; ok && len(a.Members) > 0 {
-				continue
-			}
 			op.Steps = append([]api.Step(nil), op.Steps...)
-			out = append(out, op)
+			r := removal{op: op, hosts: map[string]api.Host{}}
+			if a, ok := s.Addons[op.AddonID]; ok {
+				r.members = append(r.members, a.Members...)
+			}
+			for _, m := range r.members {
+				r.hosts[m.HostID] = s.Hosts[m.HostID]
+			}
+			out = append(out, r)
 		}
 	})
 	return out
 }
 
-// advance commits the next step of op.
-func (c *removeController) advance(ctx context.Context, op api.Operation) error {
+// advance commits the next step of a removal, or records why it waits.
+func (c *removeController) advance(ctx context.Context, r removal) error {
+	op := r.op
 	now := c.now().UTC()
 	i := op.CurrentStep()
 	if i >= len(op.Steps) {
@@ -74,22 +95,53 @@ func (c *removeController) advance(ctx context.Context, op api.Operation) error 
 		return err
 	}
 	step := &op.Steps[i]
-	if step.Name == StepForget {
+	if step.StartedAt.IsZero() {
+		step.StartedAt = now
+		step.State = api.OpRunning
+		op.State = api.OpRunning
+		op.UpdatedAt = now
+		_, err := c.store.Apply(ctx, CmdOperationUpdate, OperationUpdateCmd{Operation: op})
+		return err
+	}
+	detail := ""
+	switch step.Name {
+	case StepStopMembers, StepDeleteData:
+		if len(r.members) == 0 {
+			detail = "no members were placed"
+			break
+		}
+		var waiting []string
+		for _, m := range r.members {
+			if r.hosts[m.HostID].State == api.HostDown {
+				continue
+			}
+			if !c.obs.hostReported(m.HostID, step.StartedAt) {
+				waiting = append(waiting, m.ID+" on "+m.HostID)
+				continue
+			}
+			if ms, still := c.obs.member(m.HostID, m.ID); still && ms.State != api.MemberStopped {
+				waiting = append(waiting, m.ID+" on "+m.HostID)
+			}
+		}
+		if len(waiting) > 0 {
+			return nil // re-checked at the next heartbeat
+		}
+		detail = fmt.Sprintf("%d members gone", len(r.members))
+		if step.Name == StepDeleteData {
+			detail = "data directories deleted with their members"
+		}
+	case StepForget:
 		if _, err := c.store.Apply(ctx, CmdAddonDelete, AddonDeleteCmd{AddonID: op.AddonID, At: now}); err != nil {
 			return err
 		}
 	}
 	step.State = api.OpDone
-	if step.StartedAt.IsZero() {
-		step.StartedAt = now
-	}
 	step.FinishedAt = now
-	if step.Name != StepForget {
-		step.Detail = "no members were placed"
-	}
+	step.Detail = detail
 	op.State = api.OpRunning
 	if i == len(op.Steps)-1 {
 		op.State = api.OpDone
+		c.log.Info("addon removed", "addon", op.AddonID)
 	}
 	op.UpdatedAt = now
 	_, err := c.store.Apply(ctx, CmdOperationUpdate, OperationUpdateCmd{Operation: op})

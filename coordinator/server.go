@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/cacheplane/cacheplane/api"
+	"github.com/cacheplane/cacheplane/scheduler"
 )
 
 // Headers used between coordinators.
@@ -35,14 +36,15 @@ type Server struct {
 	log   *slog.Logger
 	now   func() time.Time
 	fwd   *http.Transport
+	obs   *observed
 }
 
-func newServer(cfg Config, store *Store, log *slog.Logger) *Server {
+func newServer(cfg Config, store *Store, obs *observed, log *slog.Logger) *Server {
 	return &Server{
-		cfg: cfg, store: store, log: log, now: time.Now,
+		cfg: cfg, store: store, log: log, now: time.Now, obs: obs,
 		fwd: &http.Transport{
 			DialContext:           (&net.Dialer{Timeout: 2 * time.Second}).DialContext,
-			ResponseHeaderTimeout: 30 * time.Second,
+			ResponseHeaderTimeout: maxWait + 15*time.Second, // blocking queries
 			MaxIdleConnsPerHost:   64,
 			IdleConnTimeout:       30 * time.Second,
 		},
@@ -66,6 +68,9 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("DELETE /v1/addons/{id}", s.write(s.handleAddonRemove))
 	mux.Handle("GET /v1/env", s.read(s.handleEnv))
 	mux.Handle("GET /v1/operations", s.read(s.handleOperations))
+	mux.Handle("POST /v1/agent/register", s.write(s.handleRegister))
+	mux.Handle("POST /v1/agent/heartbeat", s.write(s.handleHeartbeat))
+	mux.Handle("GET /v1/agent/assignments", s.read(s.handleAssignments))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, fmt.Errorf("%w: no such endpoint %s %s", api.ErrNotFound, r.Method, r.URL.Path))
 	})
@@ -311,6 +316,19 @@ func (s *Server) handleAddonCreate(w http.ResponseWriter, r *http.Request) error
 			api.ErrConflict, req.App, existing.ID, existing.Plan)
 	}
 	plan, _ := api.FindPlan(plans, req.Plan)
+	// With hosts registered, refuse at once what cannot be placed; with
+	// none yet, accept: the operation waits for the first hosts.
+	var st scheduler.State
+	s.store.FSM().Read(func(fs *State, _ uint64) { st = schedulerState(fs) })
+	if len(st.Hosts) > 0 && !exists {
+		if _, _, err := scheduler.Place(st, scheduler.Request{AddonID: req.App + "-0000", Plan: plan}); err != nil {
+			var ce *scheduler.CapacityError
+			if errors.As(err, &ce) {
+				return fmt.Errorf("%w: cannot add %s for %s: %s", api.ErrNoCapacity, plan.Name, req.App, ce.Message)
+			}
+			return err
+		}
+	}
 	for attempt := 0; ; attempt++ {
 		cmd, err := s.newAddon(req, plan)
 		if err != nil {

@@ -1,0 +1,223 @@
+package coordinator
+
+import (
+	"fmt"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/cacheplane/cacheplane/api"
+)
+
+// Blocking query bounds.
+const (
+	defaultWait = 30 * time.Second
+	maxWait     = 60 * time.Second
+)
+
+func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) error {
+	var req api.RegisterRequest
+	if err := api.Decode(r.Body, &req); err != nil {
+		return err
+	}
+	if err := req.Validate(); err != nil {
+		return err
+	}
+	h := req.Host
+	now := s.now().UTC()
+	var (
+		old    api.Host
+		exists bool
+	)
+	s.store.FSM().Read(func(st *State, _ uint64) { old, exists = st.Hosts[h.ID] })
+	h.State = api.HostReady
+	h.RegisteredAt = now
+	if exists {
+		h.RegisteredAt = old.RegisteredAt
+		if old.State == api.HostDraining {
+			h.State = api.HostDraining
+		}
+	}
+	h.LastHeartbeat = now
+	if !exists || !sameHost(old, h) {
+		if _, err := s.store.Apply(r.Context(), CmdHostUpsert, HostUpsertCmd{Host: h}); err != nil {
+			return err
+		}
+		s.log.Info("host registered", "host", h.ID, "address", h.Address, "memory_mb", h.MemoryMB, "state", h.State)
+	}
+	s.obs.record(api.HeartbeatRequest{HostID: h.ID}, s.now())
+	writeJSON(w, http.StatusOK, h)
+	return nil
+}
+
+// sameHost compares what registration may change (not heartbeat times).
+func sameHost(a, b api.Host) bool {
+	if a.Address != b.Address || a.AgentAddr != b.AgentAddr || a.MemoryMB != b.MemoryMB || a.State != b.State || len(a.Labels) != len(b.Labels) {
+		return false
+	}
+	for k, v := range a.Labels {
+		if b.Labels[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+func (s *Server) handleHeartbeat(w http.ResponseWriter, r *http.Request) error {
+	var req api.HeartbeatRequest
+	if err := api.Decode(r.Body, &req); err != nil {
+		return err
+	}
+	if err := req.Validate(); err != nil {
+		return err
+	}
+	var (
+		h   api.Host
+		ok  bool
+		idx uint64
+	)
+	s.store.FSM().Read(func(st *State, i uint64) { h, ok = st.Hosts[req.HostID]; idx = i })
+	if !ok {
+		return fmt.Errorf("%w: host %s is not registered; register first", api.ErrNotFound, req.HostID)
+	}
+	s.obs.record(req, s.now())
+	if h.State == api.HostDown {
+		h.State = api.HostReady
+		h.LastHeartbeat = s.now().UTC()
+		if _, err := s.store.Apply(r.Context(), CmdHostUpsert, HostUpsertCmd{Host: h}); err != nil {
+			return err
+		}
+		s.log.Info("host is back", "host", h.ID)
+	}
+	writeJSON(w, http.StatusOK, api.HeartbeatResponse{State: h.State, Index: idx})
+	return nil
+}
+
+// handleAssignments is the agents' blocking query.
+func (s *Server) handleAssignments(w http.ResponseWriter, r *http.Request) error {
+	q := r.URL.Query()
+	hostID := q.Get("host")
+	if err := api.ValidateMemberID("host", hostID); err != nil {
+		return err
+	}
+	var index uint64
+	if v := q.Get("index"); v != "" {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			return api.Invalidf("index %q is not a number", v)
+		}
+		index = n
+	}
+	wait := defaultWait
+	if v := q.Get("wait"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 0 {
+			return api.Invalidf("wait %q is not a duration like 30s", v)
+		}
+		wait = min(d, maxWait)
+	}
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	for {
+		ch := s.store.FSM().Changed()
+		var (
+			out   api.Assignments
+			known bool
+		)
+		s.store.FSM().Read(func(st *State, idx uint64) {
+			_, known = st.Hosts[hostID]
+			out = api.Assignments{HostID: hostID, Index: idx, Assignments: assignmentsFor(st, hostID)}
+		})
+		if !known {
+			return fmt.Errorf("%w: host %s is not registered; register first", api.ErrNotFound, hostID)
+		}
+		if out.Index > index {
+			writeJSON(w, http.StatusOK, out)
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-timer.C:
+			writeJSON(w, http.StatusOK, out)
+			return nil
+		case <-r.Context().Done():
+			return r.Context().Err()
+		}
+	}
+}
+
+// assignmentsFor lists the members hostID must run. Addons being removed
+// are left out: their agents destroy the members.
+func assignmentsFor(st *State, hostID string) []api.Assignment {
+	host := st.Hosts[hostID]
+	out := []api.Assignment{}
+	for _, a := range sortedAddons(st.Addons) {
+		if a.Status == api.AddonRemoving {
+			continue
+		}
+		plan, _ := api.FindPlan(st.Plans, a.Plan)
+		ev, _ := api.ResolveEngine(st.Engines, a.Engine, a.Version)
+		primary, hasPrimary := primaryOf(a)
+		var servers []string
+		for _, m := range a.Members {
+			if m.Role == api.RoleRedis {
+				servers = append(servers, memberAddr(st, m))
+			}
+		}
+		for _, m := range a.Members {
+			if m.HostID != hostID {
+				continue
+			}
+			as := api.Assignment{
+				MemberID: m.ID, AddonID: a.ID, App: a.App, Role: m.Role,
+				Address: host.Address, Port: m.Port, Engine: a.Engine, Version: a.Version,
+				Image: ev.Images[m.Role], PlanMemoryMB: plan.MemoryMB, Password: a.Password, Settings: a.Settings,
+			}
+			switch m.Role {
+			case api.RoleRedis:
+				if hasPrimary && primary.ID != m.ID {
+					as.ReplicaOf = memberAddr(st, primary)
+				}
+			case api.RoleSentinel:
+				as.MasterName = a.ID
+				if hasPrimary {
+					as.Primary = memberAddr(st, primary)
+				}
+			case api.RoleHAProxy:
+				as.Entrypoint = net.JoinHostPort(host.Address, strconv.Itoa(m.Port))
+				as.Servers = servers
+				as.MaxConn = DefaultMaxConn
+			}
+			out = append(out, as)
+		}
+	}
+	return out
+}
+
+// DefaultMaxConn is the per-addon connection cap of the entrypoint.
+const DefaultMaxConn = 2000
+
+// primaryOf returns the addon's current primary redis member.
+func primaryOf(a api.Addon) (api.Member, bool) {
+	for _, m := range a.Members {
+		if m.Role == api.RoleRedis && m.RedisRole == "primary" {
+			return m, true
+		}
+	}
+	for _, m := range a.Members {
+		if m.Role == api.RoleRedis {
+			return m, true
+		}
+	}
+	return api.Member{}, false
+}
+
+// memberAddr is the member's host:port.
+func memberAddr(st *State, m api.Member) string {
+	addr := m.Address
+	if addr == "" {
+		addr = st.Hosts[m.HostID].Address
+	}
+	return net.JoinHostPort(addr, strconv.Itoa(m.Port))
+}

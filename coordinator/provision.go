@@ -1,0 +1,222 @@
+package coordinator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/cacheplane/cacheplane/api"
+	"github.com/cacheplane/cacheplane/scheduler"
+)
+
+// Provision step names (ProvisionSteps).
+const (
+	StepPlace       = "place members"
+	StepStart       = "start members"
+	StepWaitHealthy = "wait healthy"
+	StepMarkRunning = "mark running"
+)
+
+// provisionController drives provision operations step by step. Each step is
+// committed before the next starts; a new leader resumes from the FSM. A
+// step that has to wait (capacity, agents starting members) records why in
+// its detail and is retried on the next FSM change or heartbeat.
+type provisionController struct {
+	store *Store
+	obs   *observed
+	log   *slog.Logger
+	now   func() time.Time
+	// ping checks the entrypoint answers with the addon's password.
+	ping func(ctx context.Context, addr, password string) error
+}
+
+func (c *provisionController) Name() string { return "provision" }
+
+func (c *provisionController) Run(ctx context.Context) {
+	for {
+		fsmCh, obsCh := c.store.FSM().Changed(), c.obs.Changed()
+		for _, op := range c.active() {
+			if err := c.advance(ctx, op); err != nil && ctx.Err() == nil {
+				c.log.Warn("provision step failed; will retry", "op", op.ID, "addon", op.AddonID, "err", err)
+			}
+		}
+		t := time.NewTimer(500 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-fsmCh:
+		case <-obsCh:
+		case <-t.C:
+		}
+		t.Stop()
+	}
+}
+
+func (c *provisionController) active() []api.Operation {
+	var out []api.Operation
+	c.store.FSM().Read(func(s *State, _ uint64) {
+		for _, op := range sortedOperations(s.Operations) {
+			if op.Kind == api.OpProvision && (op.State == api.OpPending || op.State == api.OpRunning) {
+				op.Steps = append([]api.Step(nil), op.Steps...)
+				out = append(out, op)
+			}
+		}
+	})
+	return out
+}
+
+// advance does what the current step needs and commits its outcome.
+func (c *provisionController) advance(ctx context.Context, op api.Operation) error {
+	i := op.CurrentStep()
+	if i >= len(op.Steps) {
+		return c.commit(ctx, op, api.OpDone, "")
+	}
+	var (
+		addon api.Addon
+		ok    bool
+		st    scheduler.State
+	)
+	c.store.FSM().Read(func(s *State, _ uint64) {
+		addon, ok = s.Addons[op.AddonID]
+		st = schedulerState(s)
+	})
+	if !ok {
+		return c.fail(ctx, op, i, "the addon no longer exists")
+	}
+	now := c.now().UTC()
+	step := &op.Steps[i]
+	if step.StartedAt.IsZero() {
+		step.StartedAt = now
+	}
+	switch step.Name {
+	case StepPlace:
+		plan, found := api.FindPlan(st.Plans, addon.Plan)
+		if !found {
+			return c.fail(ctx, op, i, fmt.Sprintf("plan %s is not in the catalog", addon.Plan))
+		}
+		p, _, err := scheduler.Place(st, scheduler.Request{AddonID: addon.ID, Plan: plan})
+		if err != nil {
+			if errors.Is(err, api.ErrNoCapacity) {
+				return c.wait(ctx, op, i, "waiting for capacity: "+api.Message(err))
+			}
+			return c.fail(ctx, op, i, api.Message(err))
+		}
+		c.done(&op, i, now, fmt.Sprintf("%d members placed; entrypoint %s", len(p.Members), p.Entrypoint))
+		_, err = c.store.Apply(ctx, CmdAddonPlaced, AddonPlacedCmd{AddonID: addon.ID, Members: p.Members, Entrypoint: p.Entrypoint, Operation: op})
+		if err == nil {
+			c.log.Info("addon placed", "addon", addon.ID, "entrypoint", p.Entrypoint, "members", len(p.Members))
+		}
+		return err
+	case StepStart:
+		var waiting []string
+		for _, m := range addon.Members {
+			ms, seen := c.obs.member(m.HostID, m.ID)
+			switch {
+			case seen && ms.State == api.MemberFailed:
+				return c.fail(ctx, op, i, fmt.Sprintf("member %s on host %s failed: %s", m.ID, m.HostID, ms.Detail))
+			case seen && ms.State == api.MemberRunning:
+			default:
+				state := "not reported yet"
+				if seen {
+					state = ms.State
+				}
+				waiting = append(waiting, fmt.Sprintf("%s on %s (%s)", m.ID, m.HostID, state))
+			}
+		}
+		if len(waiting) > 0 {
+			return c.wait(ctx, op, i, "waiting for "+strings.Join(waiting, ", "))
+		}
+		c.done(&op, i, now, fmt.Sprintf("%d members running", len(addon.Members)))
+		return c.commit(ctx, op, api.OpRunning, "")
+	case StepWaitHealthy:
+		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		err := c.ping(pctx, addon.Entrypoint, addon.Password)
+		cancel()
+		if err != nil {
+			return c.wait(ctx, op, i, fmt.Sprintf("entrypoint %s does not answer yet: %v", addon.Entrypoint, err))
+		}
+		c.done(&op, i, now, "entrypoint "+addon.Entrypoint+" answers PING")
+		return c.commit(ctx, op, api.OpRunning, "")
+	case StepMarkRunning:
+		c.done(&op, i, now, "")
+		op.State = api.OpDone
+		op.UpdatedAt = now
+		_, err := c.store.Apply(ctx, CmdOperationUpdate, OperationUpdateCmd{Operation: op, AddonStatus: api.AddonRunning})
+		if err == nil {
+			c.log.Info("addon running", "addon", addon.ID, "took", now.Sub(op.CreatedAt).Round(time.Millisecond).String())
+		}
+		return err
+	}
+	return c.fail(ctx, op, i, "unknown step "+step.Name)
+}
+
+func (c *provisionController) done(op *api.Operation, i int, now time.Time, detail string) {
+	op.Steps[i].State = api.OpDone
+	op.Steps[i].FinishedAt = now
+	op.Steps[i].Detail = detail
+	op.State = api.OpRunning
+	op.UpdatedAt = now
+}
+
+// wait records why step i waits, only when the reason changed.
+func (c *provisionController) wait(ctx context.Context, op api.Operation, i int, detail string) error {
+	if op.Steps[i].Detail == detail && op.Steps[i].State == api.OpRunning {
+		return nil
+	}
+	op.Steps[i].State = api.OpRunning
+	op.Steps[i].Detail = detail
+	op.State = api.OpRunning
+	op.UpdatedAt = c.now().UTC()
+	_, err := c.store.Apply(ctx, CmdOperationUpdate, OperationUpdateCmd{Operation: op})
+	return err
+}
+
+func (c *provisionController) fail(ctx context.Context, op api.Operation, i int, reason string) error {
+	now := c.now().UTC()
+	if i < len(op.Steps) {
+		op.Steps[i].State = api.OpFailed
+		op.Steps[i].Detail = reason
+		op.Steps[i].FinishedAt = now
+	}
+	op.State = api.OpFailed
+	op.Error = reason
+	op.UpdatedAt = now
+	c.log.Warn("provision failed", "op", op.ID, "addon", op.AddonID, "reason", reason)
+	_, err := c.store.Apply(ctx, CmdOperationUpdate, OperationUpdateCmd{Operation: op, AddonStatus: api.AddonError})
+	return err
+}
+
+func (c *provisionController) commit(ctx context.Context, op api.Operation, state api.OperationState, status api.AddonStatus) error {
+	op.State = state
+	op.UpdatedAt = c.now().UTC()
+	_, err := c.store.Apply(ctx, CmdOperationUpdate, OperationUpdateCmd{Operation: op, AddonStatus: status})
+	return err
+}
+
+// schedulerState is the scheduler's read-only view of the FSM state; the
+// caller holds the read lock.
+func schedulerState(s *State) scheduler.State {
+	st := scheduler.State{Hosts: sortedHosts(s.Hosts), Plans: append([]api.Plan(nil), s.Plans...)}
+	for _, a := range sortedAddons(s.Addons) {
+		a.Members = append([]api.Member(nil), a.Members...)
+		a.Password = ""
+		st.Addons = append(st.Addons, a)
+	}
+	return st
+}
+
+// pingRedis dials addr, authenticates and sends PING, within ctx.
+func pingRedis(ctx context.Context, addr, password string) error {
+	c := redis.NewClient(&redis.Options{
+		Addr: addr, Password: password, DialTimeout: time.Second, ReadTimeout: time.Second,
+		WriteTimeout: time.Second, MaxRetries: -1, PoolSize: 1, DisableIdentity: true,
+	})
+	defer c.Close()
+	return c.Ping(ctx).Err()
+}
