@@ -786,10 +786,20 @@ func (d *Containerd) Stats(ctx context.Context, id string) (Stats, error) {
 	if err != nil {
 		return Stats{}, fmt.Errorf("stats %s: decode metrics: %w", id, err)
 	}
-	s := Stats{At: time.Now()}
+	at := time.Now()
 	if m.Timestamp != nil {
-		s.At = m.Timestamp.AsTime()
+		at = m.Timestamp.AsTime()
 	}
+	st, err := statsFrom(v, at)
+	if err != nil {
+		return Stats{}, fmt.Errorf("stats %s: %w", id, err)
+	}
+	return st, nil
+}
+
+// statsFrom converts containerd's cgroup v1 or v2 metrics.
+func statsFrom(v any, at time.Time) (Stats, error) {
+	s := Stats{At: at}
 	switch v := v.(type) {
 	case *v1stats.Metrics:
 		if v.CPU != nil && v.CPU.Usage != nil {
@@ -818,15 +828,13 @@ func (d *Containerd) Stats(ctx context.Context, id string) (Stats, error) {
 			s.RSSBytes = mem.Anon
 			s.MemoryLimitBytes = limit(mem.UsageLimit)
 			s.SwapBytes = mem.SwapUsage
-			if sl := limit(mem.SwapLimit); sl != 0 || mem.SwapLimit == 0 {
-				s.SwapLimitBytes = s.MemoryLimitBytes + sl
-			}
-			if s.MemoryLimitBytes == 0 {
-				s.SwapLimitBytes = 0
+			// memory.swap.max is swap alone; report memory+swap as v1 does.
+			if s.MemoryLimitBytes != 0 && mem.SwapLimit < unlimited {
+				s.SwapLimitBytes = s.MemoryLimitBytes + mem.SwapLimit
 			}
 		}
 	default:
-		return Stats{}, fmt.Errorf("stats %s: unknown metrics type %T", id, v)
+		return Stats{}, fmt.Errorf("unknown metrics type %T", v)
 	}
 	return s, nil
 }
@@ -944,11 +952,15 @@ func (d *Containerd) watch() {
 		ch, errs := d.client.Subscribe(sctx, filter)
 		d.reconcile()
 		ticker := time.NewTicker(reconcileEvery)
+		subscribed := time.Now()
 		err := d.consume(ch, errs, ticker.C)
 		ticker.Stop()
 		scancel()
 		if d.ctx.Err() != nil {
 			return
+		}
+		if time.Since(subscribed) > reconcileEvery {
+			backoff = 100 * time.Millisecond // it worked for a while
 		}
 		d.log.Warn("containerd event stream broken, re-subscribing", "err", err, "backoff", backoff)
 		t := time.NewTimer(backoff)
