@@ -150,9 +150,9 @@ func (c *Client) Engines(ctx context.Context) ([]EngineVersion, error) {
 	return out, c.do(ctx, http.MethodGet, "/v1/engines", nil, &out)
 }
 
-// Hosts lists the hosts.
-func (c *Client) Hosts(ctx context.Context) ([]Host, error) {
-	var out []Host
+// Hosts lists the hosts with their figures and memory commitments.
+func (c *Client) Hosts(ctx context.Context) ([]HostView, error) {
+	var out []HostView
 	return out, c.do(ctx, http.MethodGet, "/v1/hosts", nil, &out)
 }
 
@@ -256,4 +256,10 @@ func (c *Client) Assignments(ctx context.Context, hostID string, index uint64, w
 	q.Set("wait", wait.String())
 	var out Assignments
 	return out, c.do(ctx, http.MethodGet, "/v1/agent/assignments?"+q.Encode(), nil, &out)
+}
+
+// AddonStats returns the dashboard figures of an app's addon.
+func (c *Client) AddonStats(ctx context.Context, app string) (AddonStats, error) {
+	var out AddonStats
+	return out, c.do(ctx, http.MethodGet, "/v1/stats?app="+url.QueryEscape(app), nil, &out)
 }

@@ -32,9 +32,15 @@ func hostsCmd(g *globals) *cobra.Command {
 			}
 			rows := make([][]string, 0, len(hosts))
 			for _, h := range hosts {
-				rows = append(rows, []string{h.ID, h.Address, string(h.State), fmt.Sprintf("%d MB", h.MemoryMB), labels(h.Labels), ago(h.LastHeartbeat)})
+				cpu, mem := "-", "-"
+				if f := h.Figures; f != nil {
+					cpu = fmt.Sprintf("%.1f%%", f.CPUPercent)
+					mem = bytes(f.MemoryUsedBytes) + " / " + bytes(f.MemoryTotalBytes)
+				}
+				rows = append(rows, []string{h.ID, h.Address, string(h.State), fmt.Sprintf("%d MB", h.MemoryMB),
+					fmt.Sprintf("%d MB", h.CommittedMB), fmt.Sprintf("%d MB", h.FreeMB), fmt.Sprint(h.Members), cpu, mem, labels(h.Labels), ago(h.LastHeartbeat)})
 			}
-			return printTable(cmd.OutOrStdout(), []string{"HOST", "ADDRESS", "STATE", "MEMORY", "LABELS", "LAST HEARTBEAT"}, rows)
+			return printTable(cmd.OutOrStdout(), []string{"HOST", "ADDRESS", "STATE", "CAPACITY", "COMMITTED", "FREE", "MEMBERS", "CPU", "MEMORY USED", "LABELS", "LAST HEARTBEAT"}, rows)
 		},
 	}
 }

@@ -82,6 +82,7 @@ func (s *Server) handleHeartbeat(w http.ResponseWriter, r *http.Request) error {
 		return fmt.Errorf("%w: host %s is not registered; register first", api.ErrNotFound, req.HostID)
 	}
 	s.obs.record(req, s.now())
+	s.stats.record(req, s.now())
 	if h.State == api.HostDown {
 		h.State = api.HostReady
 		h.LastHeartbeat = s.now().UTC()

@@ -57,9 +57,16 @@ func Start(cfg Config, log *slog.Logger, raftLog io.Writer) (*Coordinator, error
 	}
 	c := &Coordinator{cfg: cfg, log: log, store: store, adminLn: adminLn, peerLn: peerLn}
 	obs := newObserved()
-	c.server = newServer(cfg, store, obs, log.With("component", "api"))
+	m := newMetrics()
+	m.reg.MustRegister(newStateCollector(store, cfg.ID))
+	store.applySeconds = m.applySeconds
+	stats := newStatsHistory()
+	c.server = newServer(cfg, store, obs, stats, log.With("component", "api"))
 	c.adminSrv = &http.Server{Handler: c.server.Handler(), ReadHeaderTimeout: 10 * time.Second}
-	c.peerSrv = &http.Server{Handler: c.server.PeerHandler(), ReadHeaderTimeout: 10 * time.Second}
+	peer := http.NewServeMux()
+	peer.Handle("GET /metrics", m.handler())
+	peer.Handle("/", c.server.PeerHandler())
+	c.peerSrv = &http.Server{Handler: peer, ReadHeaderTimeout: 10 * time.Second}
 
 	ctx, cancel := context.WithCancel(context.Background())
 	c.cancel = cancel
@@ -67,7 +74,7 @@ func Start(cfg Config, log *slog.Logger, raftLog io.Writer) (*Coordinator, error
 		store: store, log: log.With("component", "leader"),
 		self: api.CoordinatorMember{ID: cfg.ID, RaftAddr: cfg.RaftAddr, HTTPAddr: cfg.HTTPAddr},
 		controllers: []Controller{
-			&removeController{store: store, obs: obs, log: log.With("component", "remove"), now: time.Now},
+			&removeController{store: store, obs: obs, stats: stats, log: log.With("component", "remove"), now: time.Now},
 			&hostsController{store: store, obs: obs, log: log.With("component", "hosts"), now: time.Now, downAfter: time.Duration(cfg.HostDownAfter)},
 			&provisionController{store: store, obs: obs, log: log.With("component", "provision"), now: time.Now, ping: pingRedis},
 		},

@@ -29,6 +29,7 @@ func removeSteps() []api.Step {
 type removeController struct {
 	store *Store
 	obs   *observed
+	stats *statsHistory
 	log   *slog.Logger
 	now   func() time.Time
 }
@@ -133,6 +134,9 @@ func (c *removeController) advance(ctx context.Context, r removal) error {
 	case StepForget:
 		if _, err := c.store.Apply(ctx, CmdAddonDelete, AddonDeleteCmd{AddonID: op.AddonID, At: now}); err != nil {
 			return err
+		}
+		for _, m := range r.members {
+			c.stats.drop(m.ID)
 		}
 	}
 	step.State = api.OpDone

@@ -37,11 +37,12 @@ type Server struct {
 	now   func() time.Time
 	fwd   *http.Transport
 	obs   *observed
+	stats *statsHistory
 }
 
-func newServer(cfg Config, store *Store, obs *observed, log *slog.Logger) *Server {
+func newServer(cfg Config, store *Store, obs *observed, stats *statsHistory, log *slog.Logger) *Server {
 	return &Server{
-		cfg: cfg, store: store, log: log, now: time.Now, obs: obs,
+		cfg: cfg, store: store, log: log, now: time.Now, obs: obs, stats: stats,
 		fwd: &http.Transport{
 			DialContext:           (&net.Dialer{Timeout: 2 * time.Second}).DialContext,
 			ResponseHeaderTimeout: maxWait + 15*time.Second, // blocking queries
@@ -64,6 +65,7 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("GET /v1/hosts", s.read(s.handleHosts))
 	mux.Handle("GET /v1/addons", s.read(s.handleAddons))
 	mux.Handle("GET /v1/addons/{id}", s.read(s.handleAddon))
+	mux.Handle("GET /v1/stats", s.read(s.handleAddonStats))
 	mux.Handle("POST /v1/addons", s.write(s.handleAddonCreate))
 	mux.Handle("DELETE /v1/addons/{id}", s.write(s.handleAddonRemove))
 	mux.Handle("GET /v1/env", s.read(s.handleEnv))
@@ -253,9 +255,59 @@ func (s *Server) handleEngines(w http.ResponseWriter, _ *http.Request) error {
 }
 
 func (s *Server) handleHosts(w http.ResponseWriter, _ *http.Request) error {
-	var hosts []api.Host
-	s.store.FSM().Read(func(st *State, _ uint64) { hosts = sortedHosts(st.Hosts) })
-	writeJSON(w, http.StatusOK, hosts)
+	var out []api.HostView
+	s.store.FSM().Read(func(st *State, _ uint64) {
+		used, count := map[string]int{}, map[string]int{}
+		for _, a := range st.Addons {
+			plan, _ := api.FindPlan(st.Plans, a.Plan)
+			for _, m := range a.Members {
+				used[m.HostID] += scheduler.Reservation(m.Role, plan)
+				count[m.HostID]++
+			}
+		}
+		for _, h := range sortedHosts(st.Hosts) {
+			out = append(out, api.HostView{Host: h, CommittedMB: used[h.ID], FreeMB: h.MemoryMB - used[h.ID], Members: count[h.ID]})
+		}
+	})
+	for i := range out {
+		out[i].Figures = s.stats.host(out[i].ID)
+		if seen := s.obs.lastSeen(out[i].ID); !seen.IsZero() {
+			out[i].LastHeartbeat = seen.UTC()
+		}
+	}
+	if out == nil {
+		out = []api.HostView{}
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+// handleAddonStats answers addons-stats: per member, the latest figures and
+// the last hour (one point a minute).
+func (s *Server) handleAddonStats(w http.ResponseWriter, r *http.Request) error {
+	app := r.URL.Query().Get("app")
+	if err := api.ValidateAppName(app); err != nil {
+		return err
+	}
+	var (
+		a  api.Addon
+		ok bool
+	)
+	s.store.FSM().Read(func(st *State, _ uint64) { a, ok = st.addonByApp(app) })
+	if !ok {
+		return fmt.Errorf("%w: app %s has no redis addon", api.ErrNotFound, app)
+	}
+	out := api.AddonStats{AddonID: a.ID, App: a.App, Plan: a.Plan, Members: []api.MemberStats{}}
+	since := s.now().Add(-time.Hour)
+	for _, m := range a.Members {
+		ms := api.MemberStats{MemberID: m.ID, Role: m.Role, HostID: m.HostID}
+		if st, seen := s.obs.member(m.HostID, m.ID); seen {
+			ms.State = st.State
+		}
+		ms.Latest, ms.History = s.stats.member(m.ID, since)
+		out.Members = append(out.Members, ms)
+	}
+	writeJSON(w, http.StatusOK, out)
 	return nil
 }
 

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 
@@ -29,6 +30,9 @@ type Store struct {
 	raft      *raft.Raft
 	transport *raft.NetworkTransport
 	bolt      *raftboltdb.BoltStore
+
+	// applySeconds, when set, observes every Apply's latency.
+	applySeconds *prometheus.HistogramVec
 
 	// ready is true on the leader once its barrier has applied every earlier
 	// entry; only then does it serve writes and consistent reads.
@@ -153,8 +157,13 @@ func (s *Store) Apply(ctx context.Context, t CommandType, payload any) (any, err
 	if timeout <= 0 {
 		return nil, ctx.Err()
 	}
+	start := time.Now()
 	f := s.raft.Apply(data, timeout)
-	if err := f.Error(); err != nil {
+	err = f.Error()
+	if s.applySeconds != nil {
+		s.applySeconds.WithLabelValues(t.String()).Observe(time.Since(start).Seconds())
+	}
+	if err != nil {
 		switch {
 		case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipLost),
 			errors.Is(err, raft.ErrLeadershipTransferInProgress), errors.Is(err, raft.ErrRaftShutdown):
@@ -289,3 +298,6 @@ func (s *Store) setReady(v bool) { s.ready.Store(v) }
 
 // isRaftLeader is the raw Raft state, before the barrier.
 func (s *Store) isRaftLeader() bool { return s.raft.State() == raft.Leader }
+
+// timeSince is time.Since, a variable for tests.
+var timeSince = time.Since

@@ -1,0 +1,236 @@
+package coordinator
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/cacheplane/cacheplane/api"
+	"github.com/cacheplane/cacheplane/internal/testutil"
+)
+
+func startTestCoordinator(t *testing.T, ip string) (*Coordinator, Config) {
+	t.Helper()
+	dir := t.TempDir()
+	cfg := DefaultConfig()
+	cfg.ID = "c1"
+	cfg.DataDir = filepath.Join(dir, "data")
+	cfg.Socket = filepath.Join(dir, "admin.sock")
+	cfg.RaftAddr = testutil.Addr(t, ip)
+	cfg.HTTPAddr = testutil.Addr(t, ip)
+	cfg.Bootstrap = true
+	cfg.ClusterToken = "test-token"
+	cfg.HostDownAfter = Duration(600 * time.Millisecond)
+	c, err := Start(cfg, testutil.Logger(t), testutil.Writer(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	admin := api.NewClient(cfg.Socket)
+	testutil.WaitFor(t, 10*time.Second, func() error {
+		_, err := admin.Plans(context.Background())
+		return err
+	})
+	return c, cfg
+}
+
+// startRedis runs a real redis-server the way an agent would for an
+// assignment (the agent is not the subject here).
+func startRedis(t *testing.T, as api.Assignment) {
+	t.Helper()
+	dir := t.TempDir()
+	conf := fmt.Sprintf("bind %s\nport %d\ndir %s\nuser default on >%s ~* &* +@all\nsave \"\"\n", as.Address, as.Port, dir, as.Password)
+	path := filepath.Join(dir, "redis.conf")
+	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("redis-server", path)
+	cmd.Stdout, cmd.Stderr = testutil.Writer(t), testutil.Writer(t)
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start redis-server (make deps installs it): %v", err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+}
+
+func TestProvisionRemoveAndHostLiveness(t *testing.T) {
+	c, cfg := startTestCoordinator(t, "127.0.0.41")
+	ctx := context.Background()
+	admin := api.NewClient(cfg.Socket)
+	peer := api.NewPeerClient(cfg.HTTPAddr, cfg.ClusterToken)
+
+	// The peer API refuses a wrong token.
+	if _, err := api.NewPeerClient(cfg.HTTPAddr, "wrong").Register(ctx, api.Host{ID: "h1", Address: "127.0.0.42", MemoryMB: 1024}); api.HTTPStatus(err) != http.StatusUnauthorized {
+		t.Fatalf("wrong token: %v; want 401", err)
+	}
+	if _, err := peer.Register(ctx, api.Host{ID: "h1", Address: "127.0.0.42", MemoryMB: 1024, Labels: map[string]string{"zone": "a"}}); err != nil {
+		t.Fatal(err)
+	}
+	first, err := peer.Assignments(ctx, "h1", 0, time.Second)
+	if err != nil || len(first.Assignments) != 0 {
+		t.Fatalf("assignments before any addon = %+v, %v", first, err)
+	}
+
+	// A plan that cannot fit is refused at once, with the largest free memory.
+	_, err = admin.AddonCreate(ctx, api.AddonCreateRequest{App: "big-app", Type: "redis", Plan: "redis-starter-8192"})
+	if api.HTTPStatus(err) != http.StatusUnprocessableEntity || !strings.Contains(api.Message(err), "largest free: 1024 MB on h1") {
+		t.Fatalf("oversized addon: %v", err)
+	}
+
+	// The blocking query wakes up on the placement, well before its wait.
+	type result struct {
+		a   api.Assignments
+		err error
+	}
+	woke := make(chan result, 1)
+	go func() {
+		a, err := peer.Assignments(ctx, "h1", first.Index, 20*time.Second)
+		woke <- result{a, err}
+	}()
+	res, err := admin.AddonCreate(ctx, api.AddonCreateRequest{App: "my-app", Type: "redis", Plan: "redis-starter-256"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var as api.Assignment
+	testutil.WaitFor(t, 10*time.Second, func() error {
+		var r result
+		select {
+		case r = <-woke:
+		default:
+			return fmt.Errorf("blocking query has not answered")
+		}
+		if r.err != nil {
+			t.Fatal(r.err)
+		}
+		if len(r.a.Assignments) == 0 { // woke on the create, before placement
+			a, err := peer.Assignments(ctx, "h1", r.a.Index, 20*time.Second)
+			woke <- result{a, err}
+			return fmt.Errorf("no assignment yet")
+		}
+		as = r.a.Assignments[0]
+		return nil
+	})
+	if as.AddonID != res.Addon.ID || as.Role != api.RoleRedis || as.Address != "127.0.0.42" || len(as.Password) != 64 || as.Image != api.ImageRedis7 {
+		t.Fatalf("assignment = %+v", as)
+	}
+
+	// The agent starts redis and reports it running; the addon becomes running.
+	startRedis(t, as)
+	beat := func(members ...api.MemberStatus) {
+		t.Helper()
+		if _, err := peer.Heartbeat(ctx, api.HeartbeatRequest{HostID: "h1", Members: members}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	running := api.MemberStatus{MemberID: as.MemberID, AddonID: as.AddonID, Role: as.Role, State: api.MemberRunning,
+		Stats: map[string]any{"memory": map[string]any{"current_bytes": 1 << 20, "highest_bytes": 2 << 20}}}
+	testutil.WaitFor(t, 15*time.Second, func() error {
+		beat(running)
+		a, err := admin.Addon(ctx, res.Addon.ID)
+		if err != nil {
+			return err
+		}
+		if a.Status != api.AddonRunning {
+			return fmt.Errorf("status %s", a.Status)
+		}
+		return nil
+	})
+	env, err := admin.Env(ctx, "my-app")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(env.Vars) != 2 || env.Vars[0].Name != "REDIS_URL" || env.Vars[1].Name != "CACHEPLANE_REDIS_URL" || env.Vars[0].Value != env.Vars[1].Value {
+		t.Fatalf("env = %+v", env)
+	}
+	opt, err := redis.ParseURL(env.Vars[0].Value)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc := redis.NewClient(opt)
+	defer rc.Close()
+	if err := rc.Set(ctx, "k", "v", 0).Err(); err != nil {
+		t.Fatalf("write through REDIS_URL: %v", err)
+	}
+	ops, _ := admin.Operations(ctx, "my-app", "")
+	if len(ops) != 1 || ops[0].State != api.OpDone || ops[0].CurrentStep() != len(ops[0].Steps) {
+		t.Fatalf("operations = %+v", ops)
+	}
+	st, err := admin.AddonStats(ctx, "my-app")
+	if err != nil || len(st.Members) != 1 || st.Members[0].Latest == nil || st.Members[0].Latest.MemoryHighestBytes != 2<<20 {
+		t.Fatalf("stats = %+v, %v", st, err)
+	}
+
+	// Silence marks the host down; a heartbeat brings it back.
+	hostState := func() api.HostState {
+		hs, err := admin.Hosts(ctx)
+		if err != nil || len(hs) != 1 {
+			t.Fatalf("hosts = %+v, %v", hs, err)
+		}
+		return hs[0].State
+	}
+	testutil.WaitFor(t, 5*time.Second, func() error {
+		if s := hostState(); s != api.HostDown {
+			return fmt.Errorf("host is %s", s)
+		}
+		return nil
+	})
+	beat(running)
+	if s := hostState(); s != api.HostReady {
+		t.Fatalf("host after heartbeat is %s", s)
+	}
+
+	// Metrics parse and tell the truth.
+	resp, err := http.Get("http://" + cfg.HTTPAddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		t.Fatalf("metrics do not parse: %v", err)
+	}
+	if v := families["cacheplane_raft_is_leader"].GetMetric()[0].GetGauge().GetValue(); v != 1 {
+		t.Fatalf("raft_is_leader = %v", v)
+	}
+	if families["cacheplane_raft_apply_duration_seconds"] == nil || families["cacheplane_addons"] == nil {
+		t.Fatal("apply latency or addons missing from /metrics")
+	}
+
+	// Removal: the member leaves the assignments; once the host reports it
+	// gone, the addon is forgotten.
+	if _, err := admin.AddonRemove(ctx, "my-app", res.Addon.ID); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, 5*time.Second, func() error {
+		a, err := peer.Assignments(ctx, "h1", 0, 0)
+		if err != nil {
+			return err
+		}
+		if len(a.Assignments) != 0 {
+			return fmt.Errorf("still assigned: %+v", a.Assignments)
+		}
+		return nil
+	})
+	testutil.WaitFor(t, 10*time.Second, func() error {
+		beat()
+		addons, err := admin.Addons(ctx, "", false)
+		if err != nil {
+			return err
+		}
+		if len(addons) != 0 {
+			return fmt.Errorf("addons left: %+v", addons)
+		}
+		return nil
+	})
+	_ = c
+}

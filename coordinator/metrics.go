@@ -1,0 +1,123 @@
+package coordinator
+
+import (
+	"net/http"
+
+	"github.com/hashicorp/raft"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/cacheplane/cacheplane/api"
+)
+
+// metrics are the coordinator's Prometheus figures. Gauges are read from the
+// FSM and Raft at scrape time; the apply latency is observed in Store.Apply.
+type metrics struct {
+	reg          *prometheus.Registry
+	applySeconds *prometheus.HistogramVec
+}
+
+func newMetrics() *metrics {
+	m := &metrics{
+		reg: prometheus.NewRegistry(),
+		applySeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: "cacheplane", Subsystem: "raft", Name: "apply_duration_seconds",
+			Help:    "Time from proposing a command to its application on the leader, by command.",
+			Buckets: []float64{.0005, .001, .002, .005, .01, .02, .05, .1, .25, .5, 1, 2.5, 5},
+		}, []string{"command"}),
+	}
+	m.reg.MustRegister(m.applySeconds, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+func (m *metrics) handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
+}
+
+// stateCollector reports Raft and FSM figures at scrape time.
+type stateCollector struct {
+	store *Store
+	id    string
+
+	raftState, leader, applied, lastContact, peers, hosts, addons, ops *prometheus.Desc
+}
+
+func newStateCollector(s *Store, id string) *stateCollector {
+	d := func(name, help string, labels ...string) *prometheus.Desc {
+		return prometheus.NewDesc("cacheplane_"+name, help, labels, prometheus.Labels{"coordinator": id})
+	}
+	return &stateCollector{
+		store:       s,
+		id:          id,
+		raftState:   d("raft_state", "1 for this member's current Raft state.", "state"),
+		leader:      d("raft_is_leader", "1 when this member is the leader and has caught up."),
+		applied:     d("raft_applied_index", "Last log index applied to the FSM."),
+		lastContact: d("raft_last_contact_seconds", "Seconds since this member last heard from the leader (0 on the leader)."),
+		peers:       d("raft_peers", "Members in the Raft configuration."),
+		hosts:       d("hosts", "Hosts by state.", "state"),
+		addons:      d("addons", "Addons by status.", "status"),
+		ops:         d("operations", "Operations by kind and state.", "kind", "state"),
+	}
+}
+
+func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.raftState, c.leader, c.applied, c.lastContact, c.peers, c.hosts, c.addons, c.ops} {
+		ch <- d
+	}
+}
+
+func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
+	r := c.store.raft
+	cur := r.State()
+	for _, st := range []raft.RaftState{raft.Follower, raft.Candidate, raft.Leader, raft.Shutdown} {
+		v := 0.0
+		if st == cur {
+			v = 1
+		}
+		ch <- prometheus.MustNewConstMetric(c.raftState, prometheus.GaugeValue, v, st.String())
+	}
+	leader := 0.0
+	if c.store.IsLeader() {
+		leader = 1
+	}
+	ch <- prometheus.MustNewConstMetric(c.leader, prometheus.GaugeValue, leader)
+	ch <- prometheus.MustNewConstMetric(c.applied, prometheus.GaugeValue, float64(c.store.FSM().Index()))
+	lc := 0.0
+	if cur != raft.Leader {
+		if t := r.LastContact(); !t.IsZero() {
+			lc = timeSince(t).Seconds()
+		}
+	}
+	ch <- prometheus.MustNewConstMetric(c.lastContact, prometheus.GaugeValue, lc)
+	if f := r.GetConfiguration(); f.Error() == nil {
+		ch <- prometheus.MustNewConstMetric(c.peers, prometheus.GaugeValue, float64(len(f.Configuration().Servers)))
+	}
+	hosts := map[api.HostState]int{api.HostReady: 0, api.HostDown: 0, api.HostDraining: 0}
+	addons := map[api.AddonStatus]int{api.AddonProvisioning: 0, api.AddonRunning: 0, api.AddonUpdating: 0, api.AddonRemoving: 0, api.AddonError: 0}
+	type kk struct {
+		k api.OperationKind
+		s api.OperationState
+	}
+	ops := map[kk]int{}
+	c.store.FSM().Read(func(s *State, _ uint64) {
+		for _, h := range s.Hosts {
+			hosts[h.State]++
+		}
+		for _, a := range s.Addons {
+			addons[a.Status]++
+		}
+		for _, o := range s.Operations {
+			ops[kk{o.Kind, o.State}]++
+		}
+	})
+	for st, n := range hosts {
+		ch <- prometheus.MustNewConstMetric(c.hosts, prometheus.GaugeValue, float64(n), string(st))
+	}
+	for st, n := range addons {
+		ch <- prometheus.MustNewConstMetric(c.addons, prometheus.GaugeValue, float64(n), string(st))
+	}
+	for k, n := range ops {
+		ch <- prometheus.MustNewConstMetric(c.ops, prometheus.GaugeValue, float64(n), string(k.k), string(k.s))
+	}
+}

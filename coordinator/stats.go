@@ -1,0 +1,172 @@
+package coordinator
+
+import (
+	"encoding/json"
+	"sync"
+	"time"
+
+	"github.com/cacheplane/cacheplane/api"
+	"github.com/cacheplane/cacheplane/sysstats"
+)
+
+// History bounds: one point a minute for a day, per member and per host.
+const (
+	historyResolution = time.Minute
+	historyPoints     = 24 * 60
+)
+
+// statsHistory keeps the latest figures and a bounded per-minute history of
+// every member and host, in memory (figures are high-churn observations and
+// never go through the Raft log). The leader fills it from heartbeats.
+type statsHistory struct {
+	mu      sync.Mutex
+	members map[string]*memberSeries
+	hosts   map[string]api.HostFigures
+}
+
+type memberSeries struct {
+	latest api.MemberFigures
+	points []api.StatsPoint // ring, oldest first after trim
+}
+
+func newStatsHistory() *statsHistory {
+	return &statsHistory{members: map[string]*memberSeries{}, hosts: map[string]api.HostFigures{}}
+}
+
+// record stores a heartbeat's figures.
+func (h *statsHistory) record(req api.HeartbeatRequest, at time.Time) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if f, ok := hostFigures(req.Stats, at); ok {
+		h.hosts[req.HostID] = f
+	}
+	for _, m := range req.Members {
+		f, ok := memberFigures(m.Stats, at)
+		if !ok {
+			continue
+		}
+		s := h.members[m.MemberID]
+		if s == nil {
+			s = &memberSeries{}
+			h.members[m.MemberID] = s
+		}
+		s.latest = f
+		s.add(api.StatsPoint{At: at.Truncate(historyResolution), CPUPercent: f.CPUPercent, MemoryBytes: f.MemoryBytes, SwapBytes: f.SwapBytes})
+	}
+}
+
+// add folds a sample into the current minute (keeping the minute's highest
+// memory and swap, and its last CPU figure) or starts a new minute.
+func (s *memberSeries) add(p api.StatsPoint) {
+	if n := len(s.points); n > 0 && s.points[n-1].At.Equal(p.At) {
+		last := &s.points[n-1]
+		last.CPUPercent = p.CPUPercent
+		last.MemoryBytes = max(last.MemoryBytes, p.MemoryBytes)
+		last.SwapBytes = max(last.SwapBytes, p.SwapBytes)
+		return
+	}
+	s.points = append(s.points, p)
+	if len(s.points) > historyPoints {
+		s.points = append(s.points[:0:0], s.points[len(s.points)-historyPoints:]...)
+	}
+}
+
+// member returns a member's latest figures and the points since since.
+func (h *statsHistory) member(id string, since time.Time) (*api.MemberFigures, []api.StatsPoint) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	s, ok := h.members[id]
+	if !ok {
+		return nil, nil
+	}
+	latest := s.latest
+	var pts []api.StatsPoint
+	for _, p := range s.points {
+		if !p.At.Before(since) {
+			pts = append(pts, p)
+		}
+	}
+	return &latest, pts
+}
+
+func (h *statsHistory) host(id string) *api.HostFigures {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	f, ok := h.hosts[id]
+	if !ok {
+		return nil
+	}
+	return &f
+}
+
+// drop forgets members that no longer exist.
+func (h *statsHistory) drop(ids ...string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, id := range ids {
+		delete(h.members, id)
+	}
+}
+
+// decodeReport turns the agent's opaque report map into a sysstats report.
+func decodeReport(m map[string]any, v any) bool {
+	if len(m) == 0 {
+		return false
+	}
+	b, err := json.Marshal(m)
+	if err != nil {
+		return false
+	}
+	return json.Unmarshal(b, v) == nil
+}
+
+func memberFigures(m map[string]any, at time.Time) (api.MemberFigures, bool) {
+	var r sysstats.MemberReport
+	if !decodeReport(m, &r) {
+		return api.MemberFigures{}, false
+	}
+	f := api.MemberFigures{At: at}
+	if !r.CollectedAt.IsZero() {
+		f.At = r.CollectedAt
+	}
+	if r.CPU != nil {
+		f.CPUPercent = r.CPU.Percent
+	}
+	if r.Memory != nil {
+		f.MemoryBytes, f.MemoryHighestBytes, f.MemoryFreeBytes, f.MemoryLimitBytes = r.Memory.CurrentBytes, r.Memory.HighestBytes, r.Memory.FreeBytes, r.Memory.LimitBytes
+	}
+	if r.Swap != nil {
+		f.SwapBytes, f.SwapHighestBytes, f.SwapFreeBytes = r.Swap.CurrentBytes, r.Swap.HighestBytes, r.Swap.FreeBytes
+	}
+	if r.Disk != nil {
+		f.DiskBytes = r.Disk.TotalBytes
+	}
+	return f, true
+}
+
+func hostFigures(m map[string]any, at time.Time) (api.HostFigures, bool) {
+	var r sysstats.HostReport
+	if !decodeReport(m, &r) {
+		return api.HostFigures{}, false
+	}
+	f := api.HostFigures{At: at}
+	if !r.CollectedAt.IsZero() {
+		f.At = r.CollectedAt
+	}
+	if r.CPU != nil {
+		f.CPUPercent = r.CPU.Percent
+	}
+	if r.Memory != nil {
+		f.MemoryTotalBytes, f.MemoryUsedBytes, f.MemoryFreeBytes = r.Memory.TotalBytes, r.Memory.UsedBytes, r.Memory.AvailableBytes
+	}
+	if r.Swap != nil {
+		f.SwapTotalBytes, f.SwapUsedBytes, f.SwapFreeBytes = r.Swap.TotalBytes, r.Swap.UsedBytes, r.Swap.FreeBytes
+	}
+	if r.Load != nil {
+		f.Load1 = r.Load.Load1
+	}
+	if r.Disk != nil {
+		f.DiskFreeBytes = r.Disk.FreeBytes
+	}
+	return f, true
+}

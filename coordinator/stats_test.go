@@ -1,0 +1,44 @@
+package coordinator
+
+import (
+	"testing"
+	"time"
+
+	"github.com/cacheplane/cacheplane/api"
+)
+
+func TestStatsHistoryFoldsMinutesAndBounds(t *testing.T) {
+	h := newStatsHistory()
+	beat := func(at time.Time, mem uint64, cpu float64) {
+		h.record(api.HeartbeatRequest{HostID: "h1", Members: []api.MemberStatus{{MemberID: "m1", Stats: map[string]any{
+			"cpu": map[string]any{"percent": cpu}, "memory": map[string]any{"current_bytes": mem, "highest_bytes": mem * 2},
+		}}}}, at)
+	}
+	base := time.Date(2026, 11, 24, 10, 0, 0, 0, time.UTC)
+	beat(base, 100, 1)
+	beat(base.Add(20*time.Second), 300, 2) // same minute: highest memory kept, last CPU
+	beat(base.Add(40*time.Second), 200, 3)
+	beat(base.Add(time.Minute), 50, 4)
+	latest, pts := h.member("m1", base)
+	if latest == nil || latest.MemoryBytes != 50 || latest.MemoryHighestBytes != 100 {
+		t.Fatalf("latest = %+v", latest)
+	}
+	if len(pts) != 2 || pts[0].MemoryBytes != 300 || pts[0].CPUPercent != 3 || pts[1].MemoryBytes != 50 {
+		t.Fatalf("points = %+v", pts)
+	}
+	for i := 0; i < historyPoints+10; i++ {
+		beat(base.Add(time.Duration(i+2)*time.Minute), uint64(i), 0)
+	}
+	if _, pts := h.member("m1", time.Time{}); len(pts) != historyPoints {
+		t.Fatalf("history holds %d points; want at most %d", len(pts), historyPoints)
+	}
+	h.drop("m1")
+	if l, _ := h.member("m1", time.Time{}); l != nil {
+		t.Fatal("forgotten member still has figures")
+	}
+	// A heartbeat without figures leaves the history alone.
+	h.record(api.HeartbeatRequest{HostID: "h1", Members: []api.MemberStatus{{MemberID: "m2"}}}, base)
+	if l, _ := h.member("m2", time.Time{}); l != nil {
+		t.Fatal("figures invented for a member that sent none")
+	}
+}
