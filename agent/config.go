@@ -1,0 +1,244 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/shirou/gopsutil/v3/mem"
+
+	"github.com/cacheplane/cacheplane/agent/runtime"
+	"github.com/cacheplane/cacheplane/api"
+)
+
+// DefaultConfigPath is where cacheplane-agent looks for its configuration
+// file when none is named.
+const DefaultConfigPath = "/etc/cacheplane/agent.json"
+
+// Duration is a time.Duration that reads and writes as "500ms" in JSON.
+type Duration time.Duration
+
+// MarshalJSON writes the duration as a string.
+func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
+
+// UnmarshalJSON reads "500ms" or a number of nanoseconds.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		var n int64
+		if err2 := json.Unmarshal(b, &n); err2 != nil {
+			return fmt.Errorf("duration: want a string like \"500ms\": %w", err)
+		}
+		*d = Duration(n)
+		return nil
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("duration %q: %w", s, err)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// Config is the agent daemon's configuration. Every default is in
+// DefaultConfig; flags override the file; Validate fills what is derived
+// (namespace, memory, token) and checks the rest.
+type Config struct {
+	// HostID names this host in the fleet; stable across restarts.
+	HostID string `json:"host_id"`
+	// Address is the host's address: members bind to it and the
+	// coordinator hands it out in entrypoints and replication links.
+	Address string `json:"address"`
+	// Labels describe the host to the scheduler; "zone" spreads members.
+	Labels map[string]string `json:"labels,omitempty"`
+	// MemoryMB is the memory the scheduler may place on this host; 0 means
+	// detect (the host's total memory).
+	MemoryMB int `json:"memory_mb"`
+	// Coordinators are peer API addresses (host:port) of coordinator
+	// members. Any member forwards to the leader; the agent moves to the
+	// next address when one cannot be reached.
+	Coordinators []string `json:"coordinators"`
+	// ClusterToken is presented to the coordinators; ClusterTokenFile
+	// reads it from a file (preferred: keeps it out of the config).
+	ClusterToken     string `json:"cluster_token,omitempty"`
+	ClusterTokenFile string `json:"cluster_token_file,omitempty"`
+	// DataDir holds members/<member-id>/ (configs, 0600, and data) and
+	// logs/ (each member's stdout and stderr).
+	DataDir string `json:"data_dir"`
+	// ContainerdSocket is containerd's address.
+	ContainerdSocket string `json:"containerd_socket"`
+	// Namespace is this agent's containerd namespace; empty means
+	// "cacheplane-<host_id>".
+	Namespace string `json:"namespace"`
+	// ImageDir holds the locally built images (packaging/, `make images`);
+	// missing images are imported from it.
+	ImageDir string `json:"image_dir"`
+	// HeartbeatInterval is how often the agent reports its members.
+	HeartbeatInterval Duration `json:"heartbeat_interval"`
+	// AssignmentsWait is how long one blocking assignments query may wait.
+	AssignmentsWait Duration `json:"assignments_wait"`
+	// RestartDelay is how long an assigned member that exited stays down
+	// before the agent starts it again; it doubles (up to MaxRestartDelay)
+	// while the member keeps failing. It is also the window in which the
+	// coordinator may fail an HA addon over and re-assign the member as a
+	// replica before it comes back.
+	RestartDelay    Duration `json:"restart_delay"`
+	MaxRestartDelay Duration `json:"max_restart_delay"`
+	// LogLevel is debug, info, warn or error; logs are JSON on stderr.
+	LogLevel string `json:"log_level"`
+}
+
+// DefaultConfig returns every default.
+func DefaultConfig() Config {
+	return Config{
+		HostID:            hostnameOr("host-1"),
+		Address:           "127.0.0.1",
+		Coordinators:      []string{"127.0.0.1:7401"},
+		DataDir:           "/var/lib/cacheplane/agent",
+		ContainerdSocket:  runtime.DefaultSocket,
+		ImageDir:          "/usr/share/cacheplane/images",
+		HeartbeatInterval: Duration(time.Second),
+		AssignmentsWait:   Duration(30 * time.Second),
+		RestartDelay:      Duration(2 * time.Second),
+		MaxRestartDelay:   Duration(time.Minute),
+		LogLevel:          "info",
+	}
+}
+
+func hostnameOr(def string) string {
+	if h, err := os.Hostname(); err == nil && api.ValidateMemberID("host", h) == nil {
+		return h
+	}
+	return def
+}
+
+// LoadConfigFile reads a JSON config file over the defaults. A missing file
+// at the default path is not an error; a missing named file is.
+func LoadConfigFile(path string, explicit bool) (Config, error) {
+	cfg := DefaultConfig()
+	f, err := os.Open(path)
+	if err != nil {
+		if os.IsNotExist(err) && !explicit {
+			return cfg, nil
+		}
+		return cfg, fmt.Errorf("read config %s: %w", path, err)
+	}
+	defer f.Close()
+	if err := api.Decode(f, &cfg); err != nil {
+		return cfg, fmt.Errorf("config %s: %s", path, api.Message(err))
+	}
+	return cfg, nil
+}
+
+// Validate checks the config and fills the derived fields: Namespace,
+// MemoryMB (detected when 0) and ClusterToken (from ClusterTokenFile).
+func (c *Config) Validate() error {
+	if err := api.ValidateMemberID("host", c.HostID); err != nil {
+		return fmt.Errorf("config: %s", api.Message(err))
+	}
+	ip := net.ParseIP(c.Address)
+	if ip == nil || ip.IsUnspecified() {
+		return fmt.Errorf("config: address %q must be the host's own IP address (members bind to it)", c.Address)
+	}
+	for k, v := range c.Labels {
+		if k == "" || strings.ContainsAny(k, "= \t\n") || strings.ContainsAny(v, "\t\n") {
+			return fmt.Errorf("config: label %q=%q: keys are non-empty without '=' or spaces", k, v)
+		}
+	}
+	if len(c.Coordinators) == 0 {
+		return fmt.Errorf("config: coordinators is empty: give at least one coordinator peer address (host:port)")
+	}
+	for _, a := range c.Coordinators {
+		if err := api.ValidateHostPort("coordinator address", a); err != nil {
+			return fmt.Errorf("config: %s", api.Message(err))
+		}
+	}
+	if c.DataDir == "" || !filepath.IsAbs(c.DataDir) {
+		return fmt.Errorf("config: data_dir %q must be an absolute path", c.DataDir)
+	}
+	if c.ImageDir != "" && !filepath.IsAbs(c.ImageDir) {
+		return fmt.Errorf("config: image_dir %q must be an absolute path", c.ImageDir)
+	}
+	if c.ContainerdSocket == "" {
+		return fmt.Errorf("config: containerd_socket is empty")
+	}
+	if c.Namespace == "" {
+		c.Namespace = "cacheplane-" + c.HostID
+	}
+	if err := api.ValidateMemberID("containerd namespace", c.Namespace); err != nil {
+		return fmt.Errorf("config: %s", api.Message(err))
+	}
+	if c.HeartbeatInterval <= 0 {
+		return fmt.Errorf("config: heartbeat_interval must be positive")
+	}
+	if c.AssignmentsWait <= 0 {
+		return fmt.Errorf("config: assignments_wait must be positive")
+	}
+	if c.RestartDelay <= 0 || c.MaxRestartDelay < c.RestartDelay {
+		return fmt.Errorf("config: restart_delay must be positive and at most max_restart_delay")
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		return fmt.Errorf("config: log_level %q: use debug, info, warn or error", c.LogLevel)
+	}
+	if c.ClusterToken == "" && c.ClusterTokenFile != "" {
+		b, err := os.ReadFile(c.ClusterTokenFile)
+		if err != nil {
+			return fmt.Errorf("config: cluster_token_file: %w", err)
+		}
+		c.ClusterToken = strings.TrimSpace(string(b))
+	}
+	if c.MemoryMB < 0 {
+		return fmt.Errorf("config: memory_mb %d must not be negative (0 = detect)", c.MemoryMB)
+	}
+	if c.MemoryMB == 0 {
+		mb, err := DetectMemoryMB(context.Background())
+		if err != nil {
+			return fmt.Errorf("config: memory_mb is 0 and detection failed (set it): %w", err)
+		}
+		c.MemoryMB = mb
+	}
+	return nil
+}
+
+// DetectMemoryMB returns the host's total memory in MiB.
+func DetectMemoryMB(ctx context.Context) (int, error) {
+	v, err := mem.VirtualMemoryWithContext(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("detect memory: %w", err)
+	}
+	if v.Total < 1<<20 {
+		return 0, fmt.Errorf("detect memory: total %d bytes is implausible", v.Total)
+	}
+	return int(v.Total >> 20), nil
+}
+
+// ParseLabels reads "k=v" pairs (flags) into a map.
+func ParseLabels(pairs []string) (map[string]string, error) {
+	out := map[string]string{}
+	for _, p := range pairs {
+		k, v, ok := strings.Cut(p, "=")
+		if !ok || k == "" {
+			return nil, fmt.Errorf("label %q: want key=value", p)
+		}
+		out[k] = v
+	}
+	return out, nil
+}
+
+// labelList is Labels as sorted k=v pairs, for logs.
+func (c *Config) labelList() []string {
+	out := make([]string, 0, len(c.Labels))
+	for k, v := range c.Labels {
+		out = append(out, k+"="+v)
+	}
+	sort.Strings(out)
+	return out
+}

@@ -1,0 +1,111 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/cacheplane/cacheplane/api"
+)
+
+// clientRetryFor bounds the api.Client's own retries on "no leader" (a
+// leader election); the agent's loops retry on their own schedule.
+const clientRetryFor = 5 * time.Second
+
+// coordinators calls the first reachable coordinator member. Any member
+// forwards agent calls to the leader, so following the leader needs
+// nothing here; a member that cannot be reached is skipped for the next
+// one, and the last one that answered is tried first next time.
+type coordinators struct {
+	addrs   []string
+	clients []*api.Client
+	log     *slog.Logger
+
+	mu  sync.Mutex
+	cur int
+}
+
+func newCoordinators(addrs []string, token string, log *slog.Logger) *coordinators {
+	c := &coordinators{addrs: addrs, log: log}
+	for _, a := range addrs {
+		cl := api.NewPeerClient(a, token)
+		cl.RetryFor = clientRetryFor
+		c.clients = append(c.clients, cl)
+	}
+	return c
+}
+
+// call runs fn against each member in turn, starting with the last one that
+// answered, until one answers (even with an error of its own).
+func (c *coordinators) call(ctx context.Context, fn func(*api.Client) error) error {
+	c.mu.Lock()
+	start := c.cur
+	c.mu.Unlock()
+	var err error
+	for i := range c.clients {
+		n := (start + i) % len(c.clients)
+		err = fn(c.clients[n])
+		if !unreachable(ctx, err) {
+			if n != start {
+				c.mu.Lock()
+				c.cur = n
+				c.mu.Unlock()
+				c.log.Info("coordinator member switched", "coordinator", c.addrs[n])
+			}
+			return err
+		}
+		if ctx.Err() != nil {
+			return err
+		}
+		c.log.Debug("coordinator member unreachable", "coordinator", c.addrs[n], "err", err)
+	}
+	return err
+}
+
+// unreachable reports whether err means the member did not answer (so the
+// next one should be tried): anything but an answer from a server, unless
+// the caller gave up.
+func unreachable(ctx context.Context, err error) bool {
+	if err == nil || ctx.Err() != nil {
+		return false
+	}
+	var re *api.RemoteError
+	if errors.As(err, &re) {
+		// 503 after the client's own retries: this member has no
+		// leader; another one may.
+		return errors.Is(err, api.ErrNoLeader) || errors.Is(err, api.ErrNotLeader)
+	}
+	return true
+}
+
+func (c *coordinators) register(ctx context.Context, h api.Host) (api.Host, error) {
+	var out api.Host
+	err := c.call(ctx, func(cl *api.Client) error {
+		var err error
+		out, err = cl.Register(ctx, h)
+		return err
+	})
+	return out, err
+}
+
+func (c *coordinators) heartbeat(ctx context.Context, req api.HeartbeatRequest) (api.HeartbeatResponse, error) {
+	var out api.HeartbeatResponse
+	err := c.call(ctx, func(cl *api.Client) error {
+		var err error
+		out, err = cl.Heartbeat(ctx, req)
+		return err
+	})
+	return out, err
+}
+
+func (c *coordinators) assignments(ctx context.Context, host string, index uint64, wait time.Duration) (api.Assignments, error) {
+	var out api.Assignments
+	err := c.call(ctx, func(cl *api.Client) error {
+		var err error
+		out, err = cl.Assignments(ctx, host, index, wait)
+		return err
+	})
+	return out, err
+}

@@ -1,0 +1,203 @@
+package agent
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"net"
+	"path/filepath"
+	"sort"
+	"strconv"
+
+	"github.com/cacheplane/cacheplane/agent/render"
+	"github.com/cacheplane/cacheplane/agent/runtime"
+	"github.com/cacheplane/cacheplane/api"
+)
+
+// Config file names inside a member's dir.
+const (
+	redisConfName    = "redis.conf"
+	sentinelConfName = "sentinel.conf"
+	haproxyConfName  = "haproxy.cfg"
+	// sentinelHashName records the spec hash the sentinel.conf was written
+	// for: Sentinel rewrites its own file, which is only replaced when the
+	// member is re-created for a new spec.
+	sentinelHashName = "sentinel.conf.spec-hash"
+)
+
+// Memory limits of the members whose size does not depend on the plan.
+const (
+	sentinelMemoryLimit = 64 << 20
+	haproxyMemoryLimit  = 256 << 20
+)
+
+// LabelApp is an extra container label: the app owning the addon.
+const LabelApp = "cacheplane.app"
+
+// memberPlan is what the agent derived from one assignment: the config file
+// to write and the container to run.
+type memberPlan struct {
+	as       api.Assignment
+	dir      string // <data>/members/<id>
+	confPath string
+	conf     string
+	// writeOnce: the file is written only when missing or for a new spec
+	// (sentinel.conf, which Sentinel rewrites).
+	writeOnce bool
+	spec      runtime.Spec
+	// probe is where the member answers: redis and sentinel speak RESP;
+	// haproxy is checked with a TCP connect.
+	probe string
+}
+
+// endpoint parses "host:port".
+func endpoint(what, s string) (render.Endpoint, error) {
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return render.Endpoint{}, fmt.Errorf("%s %q: %w", what, s, err)
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil {
+		return render.Endpoint{}, fmt.Errorf("%s %q: port: %w", what, s, err)
+	}
+	return render.Endpoint{Addr: host, Port: p}, nil
+}
+
+// planMember renders the config of as and builds its runtime spec. Errors
+// never contain the password (render's don't).
+func (a *Agent) planMember(as api.Assignment) (memberPlan, error) {
+	if err := api.ValidateMemberID("member", as.MemberID); err != nil {
+		return memberPlan{}, err
+	}
+	addr := as.Address
+	if addr == "" {
+		addr = a.cfg.Address
+	}
+	image := as.Image
+	if image == "" {
+		image = defaultImage(as.Engine, as.Version, as.Role)
+	}
+	p := memberPlan{as: as, dir: a.memberDir(as.MemberID)}
+	p.spec = runtime.Spec{
+		ID:      as.MemberID,
+		Addon:   as.AddonID,
+		Member:  as.MemberID,
+		Role:    string(as.Role),
+		Image:   image,
+		DataDir: p.dir,
+		Labels:  map[string]string{LabelApp: as.App},
+	}
+	// hashed is everything whose change needs a new process. Not in it:
+	// the plan memory (maxmemory and the cgroup limit change live), the
+	// persistence and cache-mode settings (CONFIG SET), ReplicaOf (a
+	// failover must not restart anything: Sentinel re-points replicas
+	// live; the file only matters at the next start) and, for sentinels,
+	// the primary (Sentinel tracks it itself).
+	hashed := map[string]any{
+		"v": 1, "role": as.Role, "engine": as.Engine, "version": as.Version, "image": image,
+		"address": addr, "port": as.Port,
+	}
+	var err error
+	switch as.Role {
+	case api.RoleRedis:
+		in := render.RedisInput{
+			Engine: as.Engine, BindAddr: addr, Port: as.Port, AnnounceIP: addr, DataDir: p.dir,
+			Password: as.Password, PlanMemoryMB: as.PlanMemoryMB, Settings: as.Settings,
+		}
+		if as.ReplicaOf != "" {
+			if in.ReplicaOf, err = endpoint("replica_of", as.ReplicaOf); err != nil {
+				return p, err
+			}
+		}
+		if p.conf, err = render.Redis(in); err != nil {
+			return p, err
+		}
+		p.confPath = filepath.Join(p.dir, redisConfName)
+		bin := "/usr/bin/redis-server"
+		if as.Engine == api.EngineValkey {
+			bin = "/usr/bin/valkey-server"
+		}
+		p.spec.Args = []string{bin, p.confPath}
+		p.spec.MemoryLimitBytes = render.ContainerMemoryLimitBytes(as.PlanMemoryMB)
+		hashed["password"] = as.Password
+		hashed["force_tls"] = as.Settings.ForceTLS
+		p.probe = net.JoinHostPort(addr, strconv.Itoa(as.Port))
+	case api.RoleSentinel:
+		in := render.SentinelInput{
+			BindAddr: addr, Port: as.Port, AnnounceIP: addr, DataDir: p.dir,
+			MasterName: as.MasterName, Password: as.Password,
+		}
+		if in.Primary, err = endpoint("primary", as.Primary); err != nil {
+			return p, err
+		}
+		if p.conf, err = render.Sentinel(in); err != nil {
+			return p, err
+		}
+		p.confPath = filepath.Join(p.dir, sentinelConfName)
+		p.writeOnce = true
+		if as.Engine == api.EngineValkey {
+			p.spec.Args = []string{"/usr/bin/valkey-server", p.confPath, "--sentinel"}
+		} else {
+			p.spec.Args = []string{"/usr/bin/redis-sentinel", p.confPath}
+		}
+		p.spec.MemoryLimitBytes = sentinelMemoryLimit
+		hashed["master_name"] = as.MasterName
+		hashed["password"] = as.Password
+		p.probe = net.JoinHostPort(addr, strconv.Itoa(as.Port))
+	case api.RoleHAProxy:
+		ep := as.Entrypoint
+		if ep == "" {
+			ep = net.JoinHostPort(addr, strconv.Itoa(as.Port))
+		}
+		in := render.HAProxyInput{AddonID: as.AddonID, SourceAddr: addr, Password: as.Password, MaxConn: as.MaxConn}
+		if in.Entrypoint, err = endpoint("entrypoint", ep); err != nil {
+			return p, err
+		}
+		servers := append([]string(nil), as.Servers...)
+		sort.Strings(servers)
+		for i, s := range servers {
+			e, err := endpoint("server", s)
+			if err != nil {
+				return p, err
+			}
+			in.Servers = append(in.Servers, render.HAProxyServer{Name: "redis-" + strconv.Itoa(i+1), Addr: e.Addr, Port: e.Port})
+		}
+		if p.conf, err = render.HAProxy(in); err != nil {
+			return p, err
+		}
+		p.confPath = filepath.Join(p.dir, haproxyConfName)
+		p.spec.Args = []string{"/usr/sbin/haproxy", "-db", "-f", p.confPath}
+		p.spec.MemoryLimitBytes = haproxyMemoryLimit
+		p.spec.NoFileLimit = render.HAProxyOpenFiles(as.MaxConn)
+		// HAProxy reads its file only at start: any change restarts it.
+		hashed["conf"] = p.conf
+		p.probe = ep
+	default:
+		return p, fmt.Errorf("%w: member %s: unknown role %q", api.ErrInvalid, as.MemberID, as.Role)
+	}
+	p.spec.SpecHash = hashOf(hashed)
+	return p, nil
+}
+
+// hashOf is a short, stable digest of v (maps marshal with sorted keys).
+// The password may be part of v: only the digest is stored.
+func hashOf(v any) string {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(fmt.Sprintf("hash: %v", err)) // plain maps of strings and numbers
+	}
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:12])
+}
+
+// defaultImage is the catalog's image for role when the assignment names
+// none.
+func defaultImage(engine api.Engine, version string, role api.Role) string {
+	for _, ev := range api.DefaultEngines() {
+		if (engine == "" || ev.Engine == engine) && (version == "" || ev.Version == version) {
+			return ev.Images[role]
+		}
+	}
+	return ""
+}

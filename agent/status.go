@@ -1,0 +1,391 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/cacheplane/cacheplane/agent/runtime"
+	"github.com/cacheplane/cacheplane/api"
+	"github.com/cacheplane/cacheplane/sysstats"
+)
+
+// Probe timeouts: a member that does not answer within them is "starting"
+// (or failed), never waited for.
+const (
+	probeDialTimeout = 500 * time.Millisecond
+	probeIOTimeout   = time.Second
+	probeTimeout     = 2 * time.Second
+)
+
+// prober keeps one small go-redis client per member, so a probe every
+// heartbeat reuses its connection.
+type prober struct {
+	mu      sync.Mutex
+	clients map[string]*probeClient
+}
+
+type probeClient struct {
+	key string // addr + password digest
+	c   *redis.Client
+}
+
+func newProber() *prober { return &prober{clients: map[string]*probeClient{}} }
+
+// client returns the member's client for addr and password (empty: no
+// AUTH), replacing one made for another address or password.
+func (p *prober) client(id, addr, password string) *redis.Client {
+	key := addr + "|" + hashOf(password)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if pc, ok := p.clients[id]; ok {
+		if pc.key == key {
+			return pc.c
+		}
+		_ = pc.c.Close()
+	}
+	c := redis.NewClient(&redis.Options{
+		Addr:            addr,
+		Password:        password,
+		Protocol:        2,
+		DialTimeout:     probeDialTimeout,
+		ReadTimeout:     probeIOTimeout,
+		WriteTimeout:    probeIOTimeout,
+		MaxRetries:      -1,
+		PoolSize:        2,
+		DisableIdentity: true,
+	})
+	p.clients[id] = &probeClient{key: key, c: c}
+	return c
+}
+
+func (p *prober) close(id string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if pc, ok := p.clients[id]; ok {
+		_ = pc.c.Close()
+		delete(p.clients, id)
+	}
+}
+
+func (p *prober) closeAll() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for id, pc := range p.clients {
+		_ = pc.c.Close()
+		delete(p.clients, id)
+	}
+}
+
+// probeResult is what asking a member itself found.
+type probeResult struct {
+	err        error
+	redisRole  string
+	replOffset int64
+}
+
+// probe asks the member whether it answers: redis PING (with AUTH) and
+// INFO replication, sentinel PING, haproxy a TCP connect.
+func (a *Agent) probe(ctx context.Context, p memberPlan) probeResult {
+	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
+	defer cancel()
+	switch p.as.Role {
+	case api.RoleHAProxy:
+		var d net.Dialer
+		c, err := d.DialContext(ctx, "tcp", p.probe)
+		if err != nil {
+			return probeResult{err: fmt.Errorf("connect %s: %w", p.probe, err)}
+		}
+		_ = c.Close()
+		return probeResult{}
+	case api.RoleSentinel:
+		c := a.probes.client(p.as.MemberID, p.probe, "")
+		if err := c.Ping(ctx).Err(); err != nil {
+			return probeResult{err: fmt.Errorf("ping %s: %w", p.probe, err)}
+		}
+		return probeResult{}
+	}
+	c := a.probes.client(p.as.MemberID, p.probe, p.as.Password)
+	if err := c.Ping(ctx).Err(); err != nil {
+		return probeResult{err: fmt.Errorf("ping %s: %w", p.probe, err)}
+	}
+	info, err := c.Info(ctx, "replication").Result()
+	if err != nil {
+		return probeResult{err: fmt.Errorf("info replication on %s: %w", p.probe, err)}
+	}
+	r := probeResult{}
+	r.redisRole, r.replOffset = parseReplication(info)
+	return r
+}
+
+// parseReplication reads role and master_repl_offset from INFO replication.
+func parseReplication(info string) (role string, offset int64) {
+	for _, line := range strings.Split(info, "\n") {
+		k, v, ok := strings.Cut(strings.TrimSpace(line), ":")
+		if !ok {
+			continue
+		}
+		switch k {
+		case "role":
+			role = v
+		case "master_repl_offset":
+			offset, _ = strconv.ParseInt(v, 10, 64)
+		}
+	}
+	return role, offset
+}
+
+// heartbeatLoop reports every interval, and at once when poked (after a
+// reconcile or a member's exit).
+func (a *Agent) heartbeatLoop(ctx context.Context) {
+	t := time.NewTicker(time.Duration(a.cfg.HeartbeatInterval))
+	defer t.Stop()
+	for {
+		a.sendHeartbeat(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-a.heartbeatNow:
+		}
+	}
+}
+
+func (a *Agent) sendHeartbeat(ctx context.Context) {
+	hctx, cancel := context.WithTimeout(ctx, heartbeatTimeout)
+	defer cancel()
+	req := a.Report(hctx)
+	_, err := a.coord.heartbeat(hctx, req)
+	switch {
+	case err == nil || ctx.Err() != nil:
+	case errors.Is(err, api.ErrNotFound):
+		a.log.Warn("host unknown to the coordinator; registering again", "err", err)
+		a.register(ctx)
+	default:
+		a.log.Warn("heartbeat failed", "err", err)
+	}
+}
+
+// Report is what the agent's next heartbeat carries: every assigned member
+// (every member in the runtime before the first assignments arrive) with
+// its state, the host's figures and the members nobody assigned.
+func (a *Agent) Report(ctx context.Context) api.HeartbeatRequest {
+	a.mu.Lock()
+	have := a.have
+	assigned := make([]api.Assignment, 0, len(a.assigned))
+	for _, as := range a.assigned {
+		assigned = append(assigned, as)
+	}
+	a.mu.Unlock()
+
+	req := api.HeartbeatRequest{HostID: a.cfg.HostID, Members: []api.MemberStatus{}}
+	sts, listErr := a.rt.List(ctx)
+	inRuntime := map[string]runtime.Status{}
+	for _, st := range sts {
+		inRuntime[st.ID] = st
+	}
+	if !have {
+		for _, st := range sts {
+			assigned = append(assigned, api.Assignment{MemberID: st.ID, AddonID: st.Addon, Role: api.Role(st.Role)})
+		}
+	} else {
+		isAssigned := map[string]bool{}
+		for _, as := range assigned {
+			isAssigned[as.MemberID] = true
+		}
+		for _, st := range sts {
+			if !isAssigned[st.ID] {
+				req.Unknown = append(req.Unknown, st.ID)
+			}
+		}
+		sort.Strings(req.Unknown)
+	}
+	sort.Slice(assigned, func(i, j int) bool { return assigned[i].MemberID < assigned[j].MemberID })
+
+	out := make([]api.MemberStatus, len(assigned))
+	var wg sync.WaitGroup
+	for i, as := range assigned {
+		var stp *runtime.Status
+		if st, ok := inRuntime[as.MemberID]; ok {
+			stp = &st
+		} else if listErr == nil {
+			stp = &runtime.Status{ID: as.MemberID, State: runtime.StateMissing}
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			out[i] = a.memberStatus(ctx, as, have, stp, listErr)
+		}()
+	}
+	wg.Wait()
+	req.Members = out
+
+	hr := a.hostStats.Collect(ctx)
+	req.Stats = toMap(hr)
+	return req
+}
+
+// memberStatus derives one member's state. st is its container (nil when
+// the runtime could not be asked: listErr).
+func (a *Agent) memberStatus(ctx context.Context, as api.Assignment, have bool, st *runtime.Status, listErr error) api.MemberStatus {
+	ms := api.MemberStatus{MemberID: as.MemberID, AddonID: as.AddonID, Role: as.Role}
+	if st != nil {
+		ms.SpecHash = st.SpecHash
+		if st.State == runtime.StateRunning {
+			ms.Pid = st.Pid
+			ms.StartedAt = st.StartedAt
+		}
+	}
+	if !have { // no assignment yet to probe with: report the runtime's view
+		switch {
+		case st == nil:
+			ms.State, ms.Detail = api.MemberPending, "runtime unavailable: "+errString(listErr)
+		case st.State == runtime.StateRunning:
+			ms.State = api.MemberStarting
+			ms.Detail = "waiting for the coordinator's assignments"
+		default:
+			ms.State, ms.Detail = api.MemberFailed, exitReason(st.ExitCode, st.ExitedAt)
+		}
+		return ms
+	}
+
+	a.mu.Lock()
+	var f failure
+	if fp := a.failures[as.MemberID]; fp != nil && !fp.resolved {
+		f = *fp
+	}
+	a.mu.Unlock()
+
+	p, planErr := a.planMember(as)
+	var pr probeResult
+	probed := false
+	if planErr == nil && (st == nil || st.State == runtime.StateRunning) {
+		pr, probed = a.probe(ctx, p), true
+	}
+	ms.State, ms.Detail = deriveState(st, f, probed, pr.err)
+	if st != nil && st.State == runtime.StateStopped && f.reason == "" {
+		lines, _ := a.rt.LastLogLines(as.MemberID, logLines)
+		ms.Detail = failureDetail(exitReason(st.ExitCode, st.ExitedAt), scrub(lines, as.Password))
+	}
+	if planErr != nil && f.reason == "" {
+		ms.State, ms.Detail = api.MemberFailed, "render config: "+planErr.Error()
+	}
+	if st == nil && ms.State != api.MemberRunning {
+		ms.Detail = strings.TrimPrefix(ms.Detail+"; runtime unavailable: "+errString(listErr), "; ")
+	}
+	if ms.State == api.MemberRunning {
+		ms.RedisRole, ms.ReplOffset = pr.redisRole, pr.replOffset
+		a.mu.Lock()
+		if fp := a.failures[as.MemberID]; fp != nil {
+			fp.resolved = true
+		}
+		a.mu.Unlock()
+	}
+	if st != nil && st.State == runtime.StateRunning {
+		ms.Stats = a.memberFigures(ctx, as, p, st)
+	}
+	return ms
+}
+
+// deriveState is the state rule, a pure function of what the runtime says
+// (st; nil = unknown), the failure the agent recorded (zero: none) and the
+// probe (probed, probeErr):
+//
+//   - process running and answering: running;
+//   - process running, not answering: starting, or failed while a recorded
+//     failure (an exit, a failed start) has not been cleared by an answer;
+//   - no process (exited, or no container) with a recorded failure: failed
+//     with its reason and last log lines;
+//   - an exited container without a recorded failure: failed (the caller
+//     fills the exit status and log lines);
+//   - no container and no failure: pending (not started yet);
+//   - runtime unknown: running if the member answers, else pending.
+func deriveState(st *runtime.Status, f failure, probed bool, probeErr error) (string, string) {
+	failed := f.reason != ""
+	switch {
+	case st == nil || st.State == runtime.StateRunning:
+		if probed && probeErr == nil {
+			return api.MemberRunning, ""
+		}
+		why := "not answering yet"
+		if probeErr != nil {
+			why += ": " + probeErr.Error()
+		}
+		if failed {
+			return api.MemberFailed, failureDetail(f.reason, f.lines) + "\nrestarted, " + why
+		}
+		if st == nil {
+			return api.MemberPending, why
+		}
+		return api.MemberStarting, why
+	case failed:
+		d := failureDetail(f.reason, f.lines)
+		if !f.nextRestart.IsZero() {
+			d += "\nnext attempt at " + f.nextRestart.UTC().Format(time.RFC3339)
+		}
+		return api.MemberFailed, d
+	case st.State == runtime.StateStopped:
+		return api.MemberFailed, "exited"
+	default:
+		return api.MemberPending, "not started yet"
+	}
+}
+
+// failureDetail is a reason followed by the member's last log lines.
+func failureDetail(reason string, lines []string) string {
+	if len(lines) == 0 {
+		return reason
+	}
+	return reason + "\nlast log lines:\n" + strings.Join(lines, "\n")
+}
+
+// memberFigures collects a running member's figures (cgroup of its
+// containerd task, data dir size for redis) as a JSON-able map.
+func (a *Agent) memberFigures(ctx context.Context, as api.Assignment, p memberPlan, st *runtime.Status) map[string]any {
+	a.mu.Lock()
+	m := a.memberStats[as.MemberID]
+	if m == nil {
+		m = sysstats.NewMember(a.statsCfg, nil)
+		a.memberStats[as.MemberID] = m
+	}
+	a.mu.Unlock()
+	t := sysstats.MemberTarget{
+		// containerd's default cgroup path: /<namespace>/<container id>.
+		CgroupPath: "/" + a.cfg.Namespace + "/" + as.MemberID,
+		PID:        st.Pid,
+		StartedAt:  st.StartedAt,
+	}
+	if as.Role == api.RoleRedis {
+		t.DataDir = p.dir
+	}
+	return toMap(m.Collect(ctx, t))
+}
+
+// toMap turns a report into the wire's opaque map.
+func toMap(v any) map[string]any {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return map[string]any{"error": err.Error()}
+	}
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		return map[string]any{"error": err.Error()}
+	}
+	return m
+}
+
+func errString(err error) string {
+	if err == nil {
+		return "unknown"
+	}
+	return err.Error()
+}
