@@ -151,6 +151,9 @@ func TestProvisionRemoveAndHostLiveness(t *testing.T) {
 	if len(env.Vars) != 2 || env.Vars[0].Name != "REDIS_URL" || env.Vars[1].Name != "CACHEPLANE_REDIS_URL" || env.Vars[0].Value != env.Vars[1].Value {
 		t.Fatalf("env = %+v", env)
 	}
+	if !strings.HasPrefix(env.Vars[0].Value, "redis://default:"+as.Password+"@127.0.0.42:") {
+		t.Fatalf("REDIS_URL has an unexpected form (password elided): %s", strings.ReplaceAll(env.Vars[0].Value, as.Password, "PW"))
+	}
 	opt, err := redis.ParseURL(env.Vars[0].Value)
 	if err != nil {
 		t.Fatal(err)

@@ -515,13 +515,16 @@ func (s *Server) handleEnv(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// RedisURL is the addon's connection URL.
+// RedisURL is the addon's connection URL. It names the user ("default",
+// the only one) rather than leaving it empty as redis://:PW@ does: redis-cli
+// 7.0 sends AUTH with an empty user name for the latter and is refused,
+// while go-redis, node-redis and ioredis accept both forms.
 func RedisURL(a api.Addon) string {
 	scheme := "redis"
 	if a.Settings.ForceTLS {
 		scheme = "rediss"
 	}
-	return (&url.URL{Scheme: scheme, User: url.UserPassword("", a.Password), Host: a.Entrypoint}).String()
+	return (&url.URL{Scheme: scheme, User: url.UserPassword("default", a.Password), Host: a.Entrypoint}).String()
 }
 
 func (s *Server) handleOperations(w http.ResponseWriter, r *http.Request) error {
