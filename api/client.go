@@ -263,3 +263,9 @@ func (c *Client) AddonStats(ctx context.Context, app string) (AddonStats, error)
 	var out AddonStats
 	return out, c.do(ctx, http.MethodGet, "/v1/stats?app="+url.QueryEscape(app), nil, &out)
 }
+
+// AddonSettings changes an app's addon settings (live, no restart).
+func (c *Client) AddonSettings(ctx context.Context, req SettingsRequest) (AddonSettingsResponse, error) {
+	var out AddonSettingsResponse
+	return out, c.do(ctx, http.MethodPost, "/v1/settings", req, &out)
+}

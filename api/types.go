@@ -304,3 +304,10 @@ type EnvResponse struct {
 	AddonID string   `json:"addon_id"`
 	Vars    []EnvVar `json:"vars"`
 }
+
+// AddonSettingsResponse answers addons-settings.
+type AddonSettingsResponse struct {
+	Addon     Addon     `json:"addon"`
+	Operation Operation `json:"operation,omitempty"`
+	Message   string    `json:"message"`
+}

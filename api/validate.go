@@ -198,3 +198,37 @@ func Decode(r io.Reader, v any) error {
 	}
 	return nil
 }
+
+// SettingsRequest changes an addon's settings; nil fields stay as they are.
+type SettingsRequest struct {
+	App         string  `json:"app"`
+	Persistence *string `json:"persistence,omitempty"`
+	CacheMode   *bool   `json:"cache_mode,omitempty"`
+	ForceTLS    *bool   `json:"force_tls,omitempty"`
+}
+
+// Apply validates the request and returns the settings it asks for.
+func (r *SettingsRequest) Apply(cur Settings) (Settings, error) {
+	if err := ValidateAppName(r.App); err != nil {
+		return cur, err
+	}
+	if r.Persistence == nil && r.CacheMode == nil && r.ForceTLS == nil {
+		return cur, Invalidf("nothing to change: pass --persistence rdb|aof or --cache-mode on|off")
+	}
+	next := cur
+	if r.Persistence != nil {
+		switch *r.Persistence {
+		case PersistenceRDB, PersistenceAOF:
+			next.Persistence = *r.Persistence
+		default:
+			return cur, Invalidf("persistence %q: use rdb or aof", *r.Persistence)
+		}
+	}
+	if r.CacheMode != nil {
+		next.CacheMode = *r.CacheMode
+	}
+	if r.ForceTLS != nil && *r.ForceTLS != cur.ForceTLS {
+		return cur, Invalidf("force TLS cannot be changed yet: TLS is not supported by this version")
+	}
+	return next, nil
+}

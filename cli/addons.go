@@ -201,3 +201,73 @@ func envCmd(g *globals) *cobra.Command {
 	cmd.Flags().StringVarP(&app, "app", "a", "", "app name")
 	return cmd
 }
+
+func settingsCmd(g *globals) *cobra.Command {
+	var app, persistence, cacheMode string
+	cmd := &cobra.Command{
+		Use:   "addons-settings --app APP [--persistence rdb|aof] [--cache-mode on|off]",
+		Short: "Show or change an addon's settings, live (no restart, no data loss)",
+		Example: "  cacheplane addons-settings --app my-app --persistence aof\n" +
+			"  cacheplane addons-settings --app my-app --cache-mode on",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := api.ValidateAppName(app); err != nil {
+				return err
+			}
+			ctx, cancel := g.ctx(cmd)
+			defer cancel()
+			c := g.client()
+			if persistence == "" && cacheMode == "" {
+				addons, err := c.Addons(ctx, app, false)
+				if err != nil {
+					return err
+				}
+				if len(addons) == 0 {
+					return fmt.Errorf("%w: app %s has no redis addon", api.ErrNotFound, app)
+				}
+				if g.json {
+					return printJSON(cmd.OutOrStdout(), addons[0].Settings)
+				}
+				s := addons[0].Settings
+				return printTable(cmd.OutOrStdout(), []string{"SETTING", "VALUE"}, [][]string{
+					{"persistence", s.Persistence}, {"cache mode", onOff(s.CacheMode)}, {"force TLS", onOff(s.ForceTLS)},
+				})
+			}
+			req := api.SettingsRequest{App: app}
+			if persistence != "" {
+				req.Persistence = &persistence
+			}
+			if cacheMode != "" {
+				var on bool
+				switch cacheMode {
+				case "on", "true", "yes":
+					on = true
+				case "off", "false", "no":
+				default:
+					return api.Invalidf("--cache-mode %q: use on or off", cacheMode)
+				}
+				req.CacheMode = &on
+			}
+			res, err := c.AddonSettings(ctx, req)
+			if err != nil {
+				return err
+			}
+			if g.json {
+				return printJSON(cmd.OutOrStdout(), res)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "-----> %s\n", res.Message)
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&app, "app", "a", "", "app name")
+	cmd.Flags().StringVar(&persistence, "persistence", "", "rdb (snapshots) or aof (every write synced)")
+	cmd.Flags().StringVar(&cacheMode, "cache-mode", "", "on: evict least recently used keys at the plan's memory; off: refuse writes with OOM")
+	return cmd
+}
+
+func onOff(b bool) string {
+	if b {
+		return "on"
+	}
+	return "off"
+}

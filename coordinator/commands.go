@@ -28,6 +28,7 @@ const (
 	CmdOperationUpdate   CommandType = 7
 	CmdAddonDelete       CommandType = 8
 	CmdAddonPlaced       CommandType = 9
+	CmdAddonSettings     CommandType = 10
 )
 
 var commandNames = map[CommandType]string{
@@ -40,6 +41,7 @@ var commandNames = map[CommandType]string{
 	CmdOperationUpdate:   "operation-update",
 	CmdAddonDelete:       "addon-delete",
 	CmdAddonPlaced:       "addon-placed",
+	CmdAddonSettings:     "addon-settings",
 }
 
 func (t CommandType) String() string {
@@ -118,4 +120,13 @@ type AddonPlacedCmd struct {
 	Members    []api.Member  `json:"members"`
 	Entrypoint string        `json:"entrypoint"`
 	Operation  api.Operation `json:"operation"`
+}
+
+// AddonSettingsCmd changes an addon's settings and starts the operation that
+// waits until its members run with them.
+type AddonSettingsCmd struct {
+	AddonID   string        `json:"addon_id"`
+	Settings  api.Settings  `json:"settings"`
+	Operation api.Operation `json:"operation"`
+	At        time.Time     `json:"at"`
 }

@@ -117,6 +117,10 @@ func (f *FSM) applyOne(data []byte) any {
 		var c AddonPlacedCmd
 		decode(&c)
 		return f.applyAddonPlaced(c)
+	case CmdAddonSettings:
+		var c AddonSettingsCmd
+		decode(&c)
+		return f.applyAddonSettings(c)
 	}
 	if t&IgnoreUnknownFlag != 0 {
 		f.log.Warn("ignoring unknown optional command", "type", uint8(t))
@@ -223,6 +227,25 @@ func (f *FSM) applyAddonPlaced(c AddonPlacedCmd) any {
 	f.state.Addons[a.ID] = a
 	f.state.Operations[c.Operation.ID] = c.Operation
 	return nil
+}
+
+func (f *FSM) applyAddonSettings(c AddonSettingsCmd) any {
+	a, ok := f.state.Addons[c.AddonID]
+	if !ok {
+		return fmt.Errorf("%w: addon %s", api.ErrNotFound, c.AddonID)
+	}
+	if a.Status != api.AddonRunning {
+		return fmt.Errorf("%w: addon %s is %s; settings can be changed once it is running", api.ErrConflict, a.ID, a.Status)
+	}
+	if _, ok := f.state.Operations[c.Operation.ID]; ok {
+		return fmt.Errorf("%w: operation %s", errIDTaken, c.Operation.ID)
+	}
+	a.Settings = c.Settings
+	a.Status = api.AddonUpdating
+	a.UpdatedAt = c.At
+	f.state.Addons[a.ID] = a
+	f.state.Operations[c.Operation.ID] = c.Operation
+	return a
 }
 
 func (f *FSM) applyAddonDelete(c AddonDeleteCmd) any {

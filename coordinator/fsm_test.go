@@ -197,6 +197,26 @@ func TestOperationUpdateRefusesFinishedOperation(t *testing.T) {
 	}
 }
 
+func TestAddonSettingsOnlyWhenRunning(t *testing.T) {
+	f := NewFSM(testutil.Logger(t))
+	f.Apply(entry(t, 1, CmdAddonCreate, testAddon("my-app", "my-app-1111", "")))
+	aof := api.Settings{Persistence: api.PersistenceAOF}
+	cmd := AddonSettingsCmd{AddonID: "my-app-1111", Settings: aof, At: t0,
+		Operation: api.Operation{ID: "op-s", AddonID: "my-app-1111", Kind: api.OpSettingsChange, State: api.OpPending, Steps: SettingsSteps()}}
+	if err, _ := f.Apply(entry(t, 2, CmdAddonSettings, cmd)).(error); !errors.Is(err, api.ErrConflict) {
+		t.Fatalf("settings change while provisioning = %v; want conflict", err)
+	}
+	done := testAddon("my-app", "my-app-1111", "").Operation
+	done.State = api.OpDone
+	f.Apply(entry(t, 3, CmdOperationUpdate, OperationUpdateCmd{Operation: done, AddonStatus: api.AddonRunning}))
+	res := f.Apply(entry(t, 4, CmdAddonSettings, cmd))
+	a, ok := res.(api.Addon)
+	if !ok || a.Settings != aof || a.Status != api.AddonUpdating {
+		t.Fatalf("settings change = %#v", res)
+	}
+	assertRoundTrip(t, f)
+}
+
 func TestUnknownCommands(t *testing.T) {
 	f := NewFSM(testutil.Logger(t))
 	optional := &raft.Log{Index: 1, Type: raft.LogCommand, Data: append([]byte{byte(IgnoreUnknownFlag | 77)}, `{}`...)}

@@ -66,6 +66,7 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("GET /v1/addons", s.read(s.handleAddons))
 	mux.Handle("GET /v1/addons/{id}", s.read(s.handleAddon))
 	mux.Handle("GET /v1/stats", s.read(s.handleAddonStats))
+	mux.Handle("POST /v1/settings", s.write(s.handleSettings))
 	mux.Handle("POST /v1/addons", s.write(s.handleAddonCreate))
 	mux.Handle("DELETE /v1/addons/{id}", s.write(s.handleAddonRemove))
 	mux.Handle("GET /v1/env", s.read(s.handleEnv))
@@ -546,4 +547,59 @@ func (s *Server) handleOperations(w http.ResponseWriter, r *http.Request) error 
 	})
 	writeJSON(w, http.StatusOK, out)
 	return nil
+}
+
+// SettingsSteps is the step list of a settings-change operation.
+func SettingsSteps() []api.Step {
+	return []api.Step{{Name: StepApplySettings, State: api.OpPending}, {Name: StepMarkRunning, State: api.OpPending}}
+}
+
+func (s *Server) handleSettings(w http.ResponseWriter, r *http.Request) error {
+	var req api.SettingsRequest
+	if err := api.Decode(r.Body, &req); err != nil {
+		return err
+	}
+	if err := api.ValidateAppName(req.App); err != nil {
+		return err
+	}
+	var (
+		a  api.Addon
+		ok bool
+	)
+	s.store.FSM().Read(func(st *State, _ uint64) { a, ok = st.addonByApp(req.App) })
+	if !ok {
+		return fmt.Errorf("%w: app %s has no redis addon", api.ErrNotFound, req.App)
+	}
+	next, err := req.Apply(a.Settings)
+	if err != nil {
+		return err
+	}
+	if next == a.Settings {
+		writeJSON(w, http.StatusOK, api.AddonSettingsResponse{Addon: a.Redacted(), Message: "Settings unchanged"})
+		return nil
+	}
+	opID, err := newOperationID()
+	if err != nil {
+		return err
+	}
+	now := s.now().UTC()
+	op := api.Operation{ID: opID, AddonID: a.ID, App: a.App, Kind: api.OpSettingsChange, State: api.OpPending,
+		Steps: SettingsSteps(), CreatedAt: now, UpdatedAt: now}
+	res, err := s.store.Apply(r.Context(), CmdAddonSettings, AddonSettingsCmd{AddonID: a.ID, Settings: next, Operation: op, At: now})
+	if err != nil {
+		return err
+	}
+	got := res.(api.Addon)
+	s.log.Info("settings change started", "addon", a.ID, "op", op.ID, "persistence", next.Persistence, "cache_mode", next.CacheMode)
+	writeJSON(w, http.StatusAccepted, api.AddonSettingsResponse{Addon: got.Redacted(), Operation: op,
+		Message: fmt.Sprintf("Settings of %s are being changed live (operation %s): persistence %s, cache mode %s",
+			a.ID, op.ID, next.Persistence, onOff(next.CacheMode))})
+	return nil
+}
+
+func onOff(b bool) string {
+	if b {
+		return "on"
+	}
+	return "off"
 }
