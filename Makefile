@@ -12,12 +12,12 @@ TESTFLAGS ?= -race -timeout 25m
 VERSION  ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS  := -X github.com/cacheplane/cacheplane/cli.Version=$(VERSION)
 
-.PHONY: all deps deps-system deps-go images containerd build test unit e2e lint bench run clean
+.PHONY: all deps deps-system deps-go deps-node images containerd build test unit e2e lint bench run clean
 
 all: build
 
 ## deps: Debian packages, Go modules and tools, containerd running, images built
-deps: deps-system deps-go containerd images
+deps: deps-system deps-go deps-node containerd images
 
 deps-system:
 	@scripts/deps-system.sh
@@ -25,6 +25,10 @@ deps-system:
 deps-go:
 	$(GO) mod download
 	@command -v staticcheck >/dev/null || GOFLAGS= $(GO) install honnef.co/go/tools/cmd/staticcheck@2025.1.1
+
+# node-redis and ioredis, for the client-compatibility e2e test
+deps-node:
+	@test -d e2e/node/node_modules/ioredis -a -d e2e/node/node_modules/redis || (cd e2e/node && npm install --no-audit --no-fund --no-package-lock --loglevel=error)
 
 containerd:
 	@scripts/ensure-containerd.sh
