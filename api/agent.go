@@ -98,7 +98,11 @@ type Assignment struct {
 	// ReplicaOf is the current primary (host:port) for a redis member that
 	// must start as a replica; empty for the primary or a starter.
 	ReplicaOf string `json:"replica_of,omitempty"`
-	// Sentinel: the monitored primary and the master name.
+	// Sentinels of the addon (host:port), for redis members of business
+	// plans: a restarting member asks them who the primary is, and an agent
+	// that sees the primary's process die forces a failover through them.
+	Sentinels []string `json:"sentinels,omitempty"`
+	// Sentinel: the monitored primary and the master name (the addon id).
 	MasterName string `json:"master_name,omitempty"`
 	Primary    string `json:"primary,omitempty"`
 	// HAProxy: the entrypoint to serve, the redis servers, the connection cap.

@@ -160,10 +160,13 @@ func assignmentsFor(st *State, hostID string) []api.Assignment {
 		plan, _ := api.FindPlan(st.Plans, a.Plan)
 		ev, _ := api.ResolveEngine(st.Engines, a.Engine, a.Version)
 		primary, hasPrimary := primaryOf(a)
-		var servers []string
+		var servers, sentinels []string
 		for _, m := range a.Members {
-			if m.Role == api.RoleRedis {
+			switch m.Role {
+			case api.RoleRedis:
 				servers = append(servers, memberAddr(st, m))
+			case api.RoleSentinel:
+				sentinels = append(sentinels, memberAddr(st, m))
 			}
 		}
 		for _, m := range a.Members {
@@ -180,6 +183,8 @@ func assignmentsFor(st *State, hostID string) []api.Assignment {
 				if hasPrimary && primary.ID != m.ID {
 					as.ReplicaOf = memberAddr(st, primary)
 				}
+				as.Sentinels = sentinels
+				as.MasterName = a.ID
 			case api.RoleSentinel:
 				as.MasterName = a.ID
 				if hasPrimary {

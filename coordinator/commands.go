@@ -29,6 +29,7 @@ const (
 	CmdAddonDelete       CommandType = 8
 	CmdAddonPlaced       CommandType = 9
 	CmdAddonSettings     CommandType = 10
+	CmdPrimaryObserved   CommandType = 11
 )
 
 var commandNames = map[CommandType]string{
@@ -42,6 +43,7 @@ var commandNames = map[CommandType]string{
 	CmdAddonDelete:       "addon-delete",
 	CmdAddonPlaced:       "addon-placed",
 	CmdAddonSettings:     "addon-settings",
+	CmdPrimaryObserved:   "primary-observed",
 }
 
 func (t CommandType) String() string {
@@ -129,4 +131,12 @@ type AddonSettingsCmd struct {
 	Settings  api.Settings  `json:"settings"`
 	Operation api.Operation `json:"operation"`
 	At        time.Time     `json:"at"`
+}
+
+// PrimaryObservedCmd records the addon's current primary after a failover
+// (observed topology: Sentinel decides, the coordinator records).
+type PrimaryObservedCmd struct {
+	AddonID   string    `json:"addon_id"`
+	PrimaryID string    `json:"primary_id"`
+	At        time.Time `json:"at"`
 }

@@ -77,6 +77,7 @@ func Start(cfg Config, log *slog.Logger, raftLog io.Writer) (*Coordinator, error
 			&removeController{store: store, obs: obs, stats: stats, log: log.With("component", "remove"), now: time.Now},
 			&hostsController{store: store, obs: obs, log: log.With("component", "hosts"), now: time.Now, downAfter: time.Duration(cfg.HostDownAfter)},
 			&settingsController{store: store, obs: obs, log: log.With("component", "settings"), now: time.Now, check: checkRedisSettings},
+			&topologyController{store: store, obs: obs, log: log.With("component", "topology"), now: time.Now, askMaster: sentinelMaster, failover: sentinelFailover},
 			&provisionController{store: store, obs: obs, log: log.With("component", "provision"), now: time.Now, ping: pingRedis},
 		},
 	}

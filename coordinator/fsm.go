@@ -121,6 +121,10 @@ func (f *FSM) applyOne(data []byte) any {
 		var c AddonSettingsCmd
 		decode(&c)
 		return f.applyAddonSettings(c)
+	case CmdPrimaryObserved:
+		var c PrimaryObservedCmd
+		decode(&c)
+		return f.applyPrimaryObserved(c)
 	}
 	if t&IgnoreUnknownFlag != 0 {
 		f.log.Warn("ignoring unknown optional command", "type", uint8(t))
@@ -246,6 +250,33 @@ func (f *FSM) applyAddonSettings(c AddonSettingsCmd) any {
 	f.state.Addons[a.ID] = a
 	f.state.Operations[c.Operation.ID] = c.Operation
 	return a
+}
+
+func (f *FSM) applyPrimaryObserved(c PrimaryObservedCmd) any {
+	a, ok := f.state.Addons[c.AddonID]
+	if !ok {
+		return fmt.Errorf("%w: addon %s", api.ErrNotFound, c.AddonID)
+	}
+	found := false
+	members := append([]api.Member(nil), a.Members...)
+	for i, m := range members {
+		if m.Role != api.RoleRedis {
+			continue
+		}
+		if m.ID == c.PrimaryID {
+			found = true
+			members[i].RedisRole = "primary"
+		} else {
+			members[i].RedisRole = "replica"
+		}
+	}
+	if !found {
+		return fmt.Errorf("%w: addon %s has no redis member %s", api.ErrNotFound, a.ID, c.PrimaryID)
+	}
+	a.Members = members
+	a.UpdatedAt = c.At
+	f.state.Addons[a.ID] = a
+	return nil
 }
 
 func (f *FSM) applyAddonDelete(c AddonDeleteCmd) any {

@@ -217,6 +217,33 @@ func TestAddonSettingsOnlyWhenRunning(t *testing.T) {
 	assertRoundTrip(t, f)
 }
 
+func TestPrimaryObservedSwapsRoles(t *testing.T) {
+	f := NewFSM(testutil.Logger(t))
+	f.Apply(entry(t, 1, CmdAddonCreate, testAddon("ha-app", "ha-app-1111", "")))
+	op := testAddon("ha-app", "ha-app-1111", "").Operation
+	f.Apply(entry(t, 2, CmdAddonPlaced, AddonPlacedCmd{AddonID: "ha-app-1111", Operation: op, Members: []api.Member{
+		{ID: "r0", Role: api.RoleRedis, HostID: "h1", RedisRole: "primary"},
+		{ID: "r1", Role: api.RoleRedis, HostID: "h2", RedisRole: "replica"},
+		{ID: "s0", Role: api.RoleSentinel, HostID: "h3"},
+	}}))
+	if res := f.Apply(entry(t, 3, CmdPrimaryObserved, PrimaryObservedCmd{AddonID: "ha-app-1111", PrimaryID: "r1", At: t0})); res != nil {
+		t.Fatal(res)
+	}
+	f.Read(func(s *State, _ uint64) {
+		roles := map[string]string{}
+		for _, m := range s.Addons["ha-app-1111"].Members {
+			roles[m.ID] = m.RedisRole
+		}
+		if roles["r0"] != "replica" || roles["r1"] != "primary" || roles["s0"] != "" {
+			t.Fatalf("roles = %v", roles)
+		}
+	})
+	if err, _ := f.Apply(entry(t, 4, CmdPrimaryObserved, PrimaryObservedCmd{AddonID: "ha-app-1111", PrimaryID: "s0"})).(error); !errors.Is(err, api.ErrNotFound) {
+		t.Fatalf("sentinel as primary = %v; want not found", err)
+	}
+	assertRoundTrip(t, f)
+}
+
 func TestUnknownCommands(t *testing.T) {
 	f := NewFSM(testutil.Logger(t))
 	optional := &raft.Log{Index: 1, Type: raft.LogCommand, Data: append([]byte{byte(IgnoreUnknownFlag | 77)}, `{}`...)}

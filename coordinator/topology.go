@@ -1,0 +1,200 @@
+package coordinator
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/cacheplane/cacheplane/api"
+)
+
+// topologyController keeps the FSM's record of each HA addon's primary in
+// line with what Sentinel decided. Sentinel is the authority on promotions;
+// the coordinator only records them (for assignments: a restarting member
+// becomes a replica of the recorded primary) and shows them. When agents'
+// reports disagree with the record, it asks the addon's sentinels; a
+// majority answer naming another member is committed.
+//
+// It also forces failovers: a heartbeat that reports the recorded primary's
+// process dead (certain knowledge from the runtime) makes the leader send
+// SENTINEL FAILOVER at once instead of waiting for Sentinel's own detection.
+type topologyController struct {
+	store *Store
+	obs   *observed
+	log   *slog.Logger
+	now   func() time.Time
+	// askMaster returns the master address a sentinel reports.
+	askMaster func(ctx context.Context, sentinel, name string) (string, error)
+	// failover asks a sentinel to fail over now.
+	failover func(ctx context.Context, sentinel, name string) error
+
+	mu     sync.Mutex
+	forced map[string]time.Time // addon → last forced failover
+}
+
+func (c *topologyController) Name() string { return "topology" }
+
+func (c *topologyController) Run(ctx context.Context) {
+	for {
+		fsmCh, obsCh := c.store.FSM().Changed(), c.obs.Changed()
+		c.pass(ctx)
+		t := time.NewTimer(time.Second)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-fsmCh:
+		case <-obsCh:
+		case <-t.C:
+		}
+		t.Stop()
+	}
+}
+
+type haView struct {
+	addon     api.Addon
+	primary   api.Member
+	redis     []api.Member
+	sentinels []string
+	addrOf    map[string]string // member id → host:port
+}
+
+func (c *topologyController) pass(ctx context.Context) {
+	var views []haView
+	c.store.FSM().Read(func(s *State, _ uint64) {
+		for _, a := range sortedAddons(s.Addons) {
+			if a.Status == api.AddonRemoving || a.Status == api.AddonProvisioning {
+				continue
+			}
+			v := haView{addon: a, addrOf: map[string]string{}}
+			for _, m := range a.Members {
+				v.addrOf[m.ID] = memberAddr(s, m)
+				switch m.Role {
+				case api.RoleRedis:
+					v.redis = append(v.redis, m)
+				case api.RoleSentinel:
+					v.sentinels = append(v.sentinels, memberAddr(s, m))
+				}
+			}
+			if len(v.redis) < 2 || len(v.sentinels) == 0 {
+				continue
+			}
+			v.primary, _ = primaryOf(a)
+			views = append(views, v)
+		}
+	})
+	for _, v := range views {
+		if ctx.Err() != nil {
+			return
+		}
+		c.forceIfPrimaryDied(ctx, v)
+		c.reconcile(ctx, v)
+	}
+}
+
+// forceIfPrimaryDied sends SENTINEL FAILOVER when the recorded primary's
+// agent reports its process dead. At most once per 10 s per addon.
+func (c *topologyController) forceIfPrimaryDied(ctx context.Context, v haView) {
+	ms, seen := c.obs.member(v.primary.HostID, v.primary.ID)
+	if !seen || (ms.State != api.MemberFailed && ms.State != api.MemberStopped) {
+		return
+	}
+	c.mu.Lock()
+	if c.forced == nil {
+		c.forced = map[string]time.Time{}
+	}
+	if last, ok := c.forced[v.addon.ID]; ok && c.now().Sub(last) < 10*time.Second {
+		c.mu.Unlock()
+		return
+	}
+	c.forced[v.addon.ID] = c.now()
+	c.mu.Unlock()
+	for _, s := range v.sentinels {
+		fctx, cancel := context.WithTimeout(ctx, time.Second)
+		err := c.failover(fctx, s, v.addon.ID)
+		cancel()
+		if err == nil {
+			c.log.Warn("primary process died: failover forced", "addon", v.addon.ID, "primary", v.primary.ID, "sentinel", s)
+			return
+		}
+		c.log.Info("sentinel refused forced failover", "addon", v.addon.ID, "sentinel", s, "err", err)
+	}
+}
+
+// reconcile records the primary Sentinel reports when the agents' reports
+// disagree with the FSM.
+func (c *topologyController) reconcile(ctx context.Context, v haView) {
+	agree := true
+	for _, m := range v.redis {
+		ms, seen := c.obs.member(m.HostID, m.ID)
+		if !seen || ms.State != api.MemberRunning {
+			continue
+		}
+		isMaster := ms.RedisRole == "master"
+		if isMaster != (m.ID == v.primary.ID) {
+			agree = false
+		}
+	}
+	if agree {
+		return
+	}
+	votes := map[string]int{}
+	for _, s := range v.sentinels {
+		qctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+		addr, err := c.askMaster(qctx, s, v.addon.ID)
+		cancel()
+		if err == nil {
+			votes[addr]++
+		}
+	}
+	for addr, n := range votes {
+		if n*2 <= len(v.sentinels) {
+			continue
+		}
+		for _, m := range v.redis {
+			if v.addrOf[m.ID] != addr || m.ID == v.primary.ID {
+				continue
+			}
+			if _, err := c.store.Apply(ctx, CmdPrimaryObserved, PrimaryObservedCmd{AddonID: v.addon.ID, PrimaryID: m.ID, At: c.now().UTC()}); err != nil {
+				c.log.Warn("cannot record new primary", "addon", v.addon.ID, "err", err)
+				return
+			}
+			c.log.Warn("new primary recorded", "addon", v.addon.ID, "primary", m.ID, "was", v.primary.ID)
+		}
+	}
+}
+
+func sentinelClient(addr string) *redis.Client {
+	return redis.NewClient(&redis.Options{Addr: addr, DialTimeout: 500 * time.Millisecond, ReadTimeout: 500 * time.Millisecond,
+		WriteTimeout: 500 * time.Millisecond, MaxRetries: -1, PoolSize: 1, DisableIdentity: true})
+}
+
+// sentinelMaster asks a sentinel for the master's host:port.
+func sentinelMaster(ctx context.Context, sentinel, name string) (string, error) {
+	c := sentinelClient(sentinel)
+	defer c.Close()
+	res, err := c.Do(ctx, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", name).StringSlice()
+	if err != nil {
+		return "", fmt.Errorf("sentinel %s: %w", sentinel, err)
+	}
+	if len(res) != 2 {
+		return "", fmt.Errorf("sentinel %s: unexpected answer %q", sentinel, res)
+	}
+	if _, err := strconv.Atoi(res[1]); err != nil {
+		return "", fmt.Errorf("sentinel %s: bad port %q", sentinel, res[1])
+	}
+	return net.JoinHostPort(res[0], res[1]), nil
+}
+
+// sentinelFailover asks a sentinel to fail over now.
+func sentinelFailover(ctx context.Context, sentinel, name string) error {
+	c := sentinelClient(sentinel)
+	defer c.Close()
+	return c.Do(ctx, "SENTINEL", "FAILOVER", name).Err()
+}
