@@ -36,6 +36,34 @@ const token = "test-cluster-token"
 // password is a 64-character URL-safe password, as the coordinator makes.
 const password = "Zq9vX2bT7mK4pL8sR1nW6yE3uA0cD5fGhJkQwErTyUiOpAsDfGhJkLzXcVbNm_-1"
 
+// helperEnv names the config file of a helper agent process: the test
+// binary re-executed as a plain agent, so a test can kill -9 it.
+const helperEnv = "CACHEPLANE_AGENT_TEST_HELPER"
+
+func TestMain(m *testing.M) {
+	if path := os.Getenv(helperEnv); path != "" {
+		os.Exit(runHelper(path))
+	}
+	os.Exit(m.Run())
+}
+
+// runHelper runs an agent from the config file at path until killed.
+func runHelper(path string) int {
+	cfg, err := agent.LoadConfigFile(path, true)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	ctx := context.Background()
+	a, err := agent.New(ctx, cfg, agent.Options{})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	_ = a.Run(ctx) // until SIGKILL
+	return 0
+}
+
 var (
 	imagesOnce sync.Once
 	imagesDir  string
@@ -276,6 +304,7 @@ type host struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 	agent  *agent.Agent
+	proc   *exec.Cmd
 }
 
 // newHost prepares a host (data dir, namespace) talking to coord; start
@@ -332,6 +361,40 @@ func (h *host) start(t *testing.T) {
 			t.Errorf("agent run: %v", err)
 		}
 	}()
+}
+
+// startProcess runs the agent as a separate process (this test binary in
+// helper mode), so that kill can SIGKILL it.
+func (h *host) startProcess(t *testing.T) {
+	t.Helper()
+	b, err := json.Marshal(h.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "agent.json")
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), helperEnv+"="+path)
+	cmd.Stdout, cmd.Stderr = testutil.Writer(t), testutil.Writer(t)
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start helper agent: %v", err)
+	}
+	h.proc = cmd
+	t.Cleanup(func() { h.kill(t) })
+}
+
+// kill SIGKILLs the agent process.
+func (h *host) kill(t *testing.T) {
+	if h.proc == nil {
+		return
+	}
+	if err := h.proc.Process.Kill(); err != nil {
+		t.Errorf("kill -9 agent: %v", err)
+	}
+	_ = h.proc.Wait()
+	h.proc = nil
 }
 
 // stop stops the agent (members keep running).
@@ -588,13 +651,14 @@ func TestBadMembersReportedFailed(t *testing.T) {
 	coord.waitMember(t, h.id, "busy", 30*time.Second, isState(api.MemberRunning))
 }
 
-// A new agent on the same data dir and namespace re-attaches: the same
+// After kill -9 of the agent's process, a new agent on the same data dir
+// and namespace re-attaches: the same
 // redis process keeps running (same run_id and pid), nothing is re-created,
 // and an unassigned leftover is destroyed with its data.
 func TestRestartReattaches(t *testing.T) {
 	coord := newFakeCoordinator(t)
 	h := newHost(t, coord)
-	h.start(t)
+	h.startProcess(t)
 	as := h.starter(t, "m1")
 	gone := h.starter(t, "m2")
 	coord.assign(h.id, as, gone)
@@ -605,7 +669,7 @@ func TestRestartReattaches(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h.stop()
+	h.kill(t)
 	if err := c.Ping(ctxT(t)).Err(); err != nil {
 		t.Fatalf("redis stopped with the agent: %v", err)
 	}
@@ -704,5 +768,73 @@ func TestConfig(t *testing.T) {
 	}
 	if _, err := agent.LoadConfigFile(file, true); err == nil {
 		t.Fatal("unknown field accepted")
+	}
+}
+
+// A sentinel and an entrypoint HAProxy run next to their redis: both are
+// reported running, the sentinel monitors the primary and a client reaches
+// redis through the entrypoint with the password.
+func TestSentinelAndHAProxy(t *testing.T) {
+	coord := newFakeCoordinator(t)
+	h := newHost(t, coord)
+	h.start(t)
+	r := h.starter(t, "r1")
+	r.AddonID = "my-app-ha"
+	primary := net.JoinHostPort(r.Address, strconv.Itoa(r.Port))
+	s := api.Assignment{
+		MemberID: "s1", AddonID: r.AddonID, App: r.App, Role: api.RoleSentinel,
+		Address: hostIP, Port: testutil.FreePort(t, hostIP), Engine: api.EngineRedis, Version: r.Version,
+		Image: api.ImageSentinel7, Password: password, MasterName: r.AddonID, Primary: primary,
+	}
+	hp := testutil.FreePort(t, hostIP)
+	p := api.Assignment{
+		MemberID: "p1", AddonID: r.AddonID, App: r.App, Role: api.RoleHAProxy,
+		Address: hostIP, Port: hp, Engine: api.EngineRedis, Version: r.Version, Image: api.ImageHAProxy,
+		Password: password, Entrypoint: net.JoinHostPort(hostIP, strconv.Itoa(hp)), Servers: []string{primary}, MaxConn: 100,
+	}
+	coord.assign(h.id, r, s, p)
+	for _, id := range []string{"r1", "s1", "p1"} {
+		coord.waitMember(t, h.id, id, 30*time.Second, isState(api.MemberRunning))
+	}
+	sc := redis.NewClient(&redis.Options{Addr: net.JoinHostPort(hostIP, strconv.Itoa(s.Port)), MaxRetries: -1, DisableIdentity: true})
+	defer sc.Close()
+	testutil.WaitFor(t, 10*time.Second, func() error {
+		addr, err := sc.Do(ctxT(t), "SENTINEL", "GET-MASTER-ADDR-BY-NAME", r.AddonID).StringSlice()
+		if err != nil {
+			return err
+		}
+		if net.JoinHostPort(addr[0], addr[1]) != primary {
+			return fmt.Errorf("sentinel monitors %v, want %s", addr, primary)
+		}
+		return nil
+	})
+	via := redisClient(t, api.Assignment{Address: hostIP, Port: hp, Password: password})
+	testutil.WaitFor(t, 10*time.Second, func() error { return via.Set(ctxT(t), "through", "haproxy", 0).Err() })
+
+	// sentinel.conf is the sentinel's own from now on: a reconcile does
+	// not overwrite what it rewrote.
+	conf := filepath.Join(h.cfg.DataDir, "members", "s1", "sentinel.conf")
+	testutil.WaitFor(t, 10*time.Second, func() error {
+		b, err := os.ReadFile(conf)
+		if err != nil {
+			return err
+		}
+		if !strings.Contains(string(b), "sentinel myid") {
+			return errors.New("sentinel has not rewritten its config yet")
+		}
+		return nil
+	})
+	before, _ := os.ReadFile(conf)
+	r.Settings.CacheMode = true // any change: a new index, a reconcile
+	coord.assign(h.id, r, s, p)
+	c := redisClient(t, r)
+	testutil.WaitFor(t, 10*time.Second, func() error {
+		if v := configGet(t, c, "maxmemory-policy"); v != "allkeys-lru" {
+			return fmt.Errorf("maxmemory-policy %s", v)
+		}
+		return nil
+	})
+	if after, _ := os.ReadFile(conf); !strings.Contains(string(after), "sentinel myid") || len(after) < len(before)/2 {
+		t.Fatalf("sentinel.conf was overwritten:\n%s", after)
 	}
 }

@@ -144,13 +144,45 @@ func parseReplication(info string) (role string, offset int64) {
 	return role, offset
 }
 
-// heartbeatLoop reports every interval, and at once when poked (after a
-// reconcile or a member's exit).
+// settleInterval is how often the agent reports while a member is pending or
+// starting: the coordinator's health gate hears of "running" within it
+// instead of a whole heartbeat interval.
+// settleFor bounds it for a member that keeps starting (a long load).
+const (
+	settleInterval = 100 * time.Millisecond
+	settleFor      = 10 * time.Second
+)
+
+// heartbeatLoop reports every interval, at once when poked (after a
+// reconcile or a member's exit), and every settleInterval while a member is
+// on its way up.
 func (a *Agent) heartbeatLoop(ctx context.Context) {
-	t := time.NewTicker(time.Duration(a.cfg.HeartbeatInterval))
+	interval := time.Duration(a.cfg.HeartbeatInterval)
+	t := time.NewTimer(interval)
 	defer t.Stop()
+	var failing time.Time // since when heartbeats fail; zero when they work
+	var lastWarn time.Time
 	for {
-		a.sendHeartbeat(ctx)
+		settling, err := a.sendHeartbeat(ctx)
+		switch {
+		case ctx.Err() != nil:
+		case err == nil && !failing.IsZero():
+			a.log.Info("heartbeats work again", "failed_for", time.Since(failing).Round(time.Millisecond))
+			failing = time.Time{}
+		case err != nil:
+			if failing.IsZero() {
+				failing = time.Now()
+			}
+			if time.Since(lastWarn) > 30*time.Second {
+				a.log.Warn("heartbeat failed", "err", err, "failing_for", time.Since(failing).Round(time.Millisecond))
+				lastWarn = time.Now()
+			}
+		}
+		next := interval
+		if settling {
+			next = min(interval, settleInterval)
+		}
+		t.Reset(next)
 		select {
 		case <-ctx.Done():
 			return
@@ -160,19 +192,23 @@ func (a *Agent) heartbeatLoop(ctx context.Context) {
 	}
 }
 
-func (a *Agent) sendHeartbeat(ctx context.Context) {
+// sendHeartbeat reports once. settling is true while a member is pending or
+// starting.
+func (a *Agent) sendHeartbeat(ctx context.Context) (settling bool, err error) {
 	hctx, cancel := context.WithTimeout(ctx, heartbeatTimeout)
 	defer cancel()
 	req := a.Report(hctx)
-	_, err := a.coord.heartbeat(hctx, req)
-	switch {
-	case err == nil || ctx.Err() != nil:
-	case errors.Is(err, api.ErrNotFound):
+	for _, m := range req.Members {
+		if m.State == api.MemberPending || (m.State == api.MemberStarting && time.Since(m.StartedAt) < settleFor) {
+			settling = true
+		}
+	}
+	_, err = a.coord.heartbeat(hctx, req)
+	if err != nil && ctx.Err() == nil && errors.Is(err, api.ErrNotFound) {
 		a.log.Warn("host unknown to the coordinator; registering again", "err", err)
 		a.register(ctx)
-	default:
-		a.log.Warn("heartbeat failed", "err", err)
 	}
+	return settling, err
 }
 
 // Report is what the agent's next heartbeat carries: every assigned member
