@@ -269,3 +269,14 @@ func (c *Client) AddonSettings(ctx context.Context, req SettingsRequest) (AddonS
 	var out AddonSettingsResponse
 	return out, c.do(ctx, http.MethodPost, "/v1/settings", req, &out)
 }
+
+// HostDrain marks a host draining (drain) or ready again (undrain).
+func (c *Client) HostDrain(ctx context.Context, id string, drain bool) (string, error) {
+	verb := "undrain"
+	if drain {
+		verb = "drain"
+	}
+	var out map[string]string
+	err := c.do(ctx, http.MethodPost, "/v1/hosts/"+url.PathEscape(id)+"/"+verb, nil, &out)
+	return out["message"], err
+}

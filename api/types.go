@@ -24,6 +24,7 @@ type Host struct {
 	MemoryMB      int               `json:"memory_mb"`
 	Labels        map[string]string `json:"labels,omitempty"`
 	State         HostState         `json:"state"`
+	DownSince     time.Time         `json:"down_since,omitzero"`
 	RegisteredAt  time.Time         `json:"registered_at"`
 	LastHeartbeat time.Time         `json:"last_heartbeat,omitempty"`
 }
@@ -214,6 +215,11 @@ type Operation struct {
 	State     OperationState `json:"state"`
 	Steps     []Step         `json:"steps"`
 	Error     string         `json:"error,omitempty"`
+	// Target is the member a replace-member operation moves away, and
+	// Replacement the member that takes its place.
+	Target      string `json:"target,omitempty"`
+	Replacement string `json:"replacement,omitempty"`
+	Reason      string `json:"reason,omitempty"`
 	CreatedAt time.Time      `json:"created_at"`
 	UpdatedAt time.Time      `json:"updated_at"`
 }

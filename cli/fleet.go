@@ -198,3 +198,30 @@ func leaveCmd(g *globals) *cobra.Command {
 		},
 	}
 }
+
+func drainCmd(g *globals, drain bool) *cobra.Command {
+	use, short := "hosts-drain HOST", "Move every member off a host, one by one, without client errors"
+	if !drain {
+		use, short = "hosts-undrain HOST", "Make a drained host eligible for members again"
+	}
+	return &cobra.Command{
+		Use:   use,
+		Short: short,
+		Args: func(_ *cobra.Command, args []string) error {
+			if len(args) != 1 {
+				return api.Invalidf("%s takes the host id (see: cacheplane hosts)", strings.Fields(use)[0])
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, cancel := g.ctx(cmd)
+			defer cancel()
+			msg, err := g.client().HostDrain(ctx, args[0], drain)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), "-----> "+msg)
+			return nil
+		},
+	}
+}

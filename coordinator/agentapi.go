@@ -85,6 +85,7 @@ func (s *Server) handleHeartbeat(w http.ResponseWriter, r *http.Request) error {
 	s.stats.record(req, s.now())
 	if h.State == api.HostDown {
 		h.State = api.HostReady
+		h.DownSince = time.Time{}
 		h.LastHeartbeat = s.now().UTC()
 		if _, err := s.store.Apply(r.Context(), CmdHostUpsert, HostUpsertCmd{Host: h}); err != nil {
 			return err
@@ -226,4 +227,12 @@ func memberAddr(st *State, m api.Member) string {
 		addr = st.Hosts[m.HostID].Address
 	}
 	return net.JoinHostPort(addr, strconv.Itoa(m.Port))
+}
+
+func splitHostPort(addr string) (string, string, error) {
+	h, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", "", fmt.Errorf("address %q: %w", addr, err)
+	}
+	return h, p, nil
 }

@@ -30,6 +30,9 @@ const (
 	CmdAddonPlaced       CommandType = 9
 	CmdAddonSettings     CommandType = 10
 	CmdPrimaryObserved   CommandType = 11
+	CmdOperationCreate   CommandType = 12
+	CmdMemberAdded       CommandType = 13
+	CmdMemberRemoved     CommandType = 14
 )
 
 var commandNames = map[CommandType]string{
@@ -44,6 +47,9 @@ var commandNames = map[CommandType]string{
 	CmdAddonPlaced:       "addon-placed",
 	CmdAddonSettings:     "addon-settings",
 	CmdPrimaryObserved:   "primary-observed",
+	CmdOperationCreate:   "operation-create",
+	CmdMemberAdded:       "member-added",
+	CmdMemberRemoved:     "member-removed",
 }
 
 func (t CommandType) String() string {
@@ -139,4 +145,26 @@ type PrimaryObservedCmd struct {
 	AddonID   string    `json:"addon_id"`
 	PrimaryID string    `json:"primary_id"`
 	At        time.Time `json:"at"`
+}
+
+// OperationCreateCmd starts an operation on an existing addon (healing,
+// drain). It is refused while another operation of the addon is active.
+type OperationCreateCmd struct {
+	Operation api.Operation `json:"operation"`
+}
+
+// MemberAddedCmd adds a member to an addon (a replacement, beside the
+// member it replaces) with the operation step that placed it.
+type MemberAddedCmd struct {
+	AddonID   string        `json:"addon_id"`
+	Member    api.Member    `json:"member"`
+	Operation api.Operation `json:"operation"`
+}
+
+// MemberRemovedCmd drops a member from an addon: it leaves its agent's
+// assignments, which destroys it.
+type MemberRemovedCmd struct {
+	AddonID   string        `json:"addon_id"`
+	MemberID  string        `json:"member_id"`
+	Operation api.Operation `json:"operation"`
 }

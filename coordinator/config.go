@@ -75,6 +75,9 @@ type Config struct {
 	// HostDownAfter marks a host down when its agent has not sent a
 	// heartbeat for this long.
 	HostDownAfter Duration `json:"host_down_after"`
+	// HealAfter is how long a host stays down before its members are
+	// replaced on other hosts.
+	HealAfter Duration `json:"heal_after"`
 	// ApplyTimeout bounds one write through Raft.
 	ApplyTimeout Duration `json:"apply_timeout"`
 	// LogLevel is debug, info, warn or error; logs are JSON on stderr.
@@ -97,6 +100,7 @@ func DefaultConfig() Config {
 		SnapshotThreshold:  8192,
 		ApplyTimeout:       Duration(10 * time.Second),
 		HostDownAfter:      Duration(5 * time.Second),
+		HealAfter:          Duration(30 * time.Second),
 		LogLevel:           "info",
 	}
 }
@@ -158,6 +162,9 @@ func (c *Config) Validate() error {
 	}
 	if c.HostDownAfter <= 0 {
 		return fmt.Errorf("config: host_down_after must be positive")
+	}
+	if c.HealAfter < 0 {
+		return fmt.Errorf("config: heal_after must not be negative")
 	}
 	if c.ApplyTimeout <= 0 {
 		return fmt.Errorf("config: apply_timeout must be positive")

@@ -78,6 +78,8 @@ func Start(cfg Config, log *slog.Logger, raftLog io.Writer) (*Coordinator, error
 			&hostsController{store: store, obs: obs, log: log.With("component", "hosts"), now: time.Now, downAfter: time.Duration(cfg.HostDownAfter)},
 			&settingsController{store: store, obs: obs, log: log.With("component", "settings"), now: time.Now, check: checkRedisSettings},
 			&topologyController{store: store, obs: obs, log: log.With("component", "topology"), now: time.Now, askMaster: sentinelMaster, failover: sentinelFailover},
+			&healController{store: store, obs: obs, log: log.With("component", "heal"), now: time.Now, healAfter: time.Duration(cfg.HealAfter),
+				failover: sentinelFailover, reset: sentinelReset, demote: demoteRedis},
 			&provisionController{store: store, obs: obs, log: log.With("component", "provision"), now: time.Now, ping: pingRedis},
 		},
 	}

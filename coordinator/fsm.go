@@ -125,6 +125,18 @@ func (f *FSM) applyOne(data []byte) any {
 		var c PrimaryObservedCmd
 		decode(&c)
 		return f.applyPrimaryObserved(c)
+	case CmdOperationCreate:
+		var c OperationCreateCmd
+		decode(&c)
+		return f.applyOperationCreate(c)
+	case CmdMemberAdded:
+		var c MemberAddedCmd
+		decode(&c)
+		return f.applyMemberAdded(c)
+	case CmdMemberRemoved:
+		var c MemberRemovedCmd
+		decode(&c)
+		return f.applyMemberRemoved(c)
 	}
 	if t&IgnoreUnknownFlag != 0 {
 		f.log.Warn("ignoring unknown optional command", "type", uint8(t))
@@ -276,6 +288,92 @@ func (f *FSM) applyPrimaryObserved(c PrimaryObservedCmd) any {
 	a.Members = members
 	a.UpdatedAt = c.At
 	f.state.Addons[a.ID] = a
+	return nil
+}
+
+func (f *FSM) activeOperation(addonID string) (api.Operation, bool) {
+	return f.state.activeOperation(addonID)
+}
+
+// activeOperation returns the addon's pending or running operation.
+func (s *State) activeOperation(addonID string) (api.Operation, bool) {
+	for _, o := range s.Operations {
+		if o.AddonID == addonID && (o.State == api.OpPending || o.State == api.OpRunning) {
+			return o, true
+		}
+	}
+	return api.Operation{}, false
+}
+
+func (f *FSM) applyOperationCreate(c OperationCreateCmd) any {
+	a, ok := f.state.Addons[c.Operation.AddonID]
+	if !ok {
+		return fmt.Errorf("%w: addon %s", api.ErrNotFound, c.Operation.AddonID)
+	}
+	if a.Status == api.AddonRemoving {
+		return fmt.Errorf("%w: addon %s is being removed", api.ErrConflict, a.ID)
+	}
+	if o, busy := f.activeOperation(a.ID); busy {
+		return fmt.Errorf("%w: addon %s has operation %s (%s) in progress", api.ErrConflict, a.ID, o.ID, o.Kind)
+	}
+	if _, ok := f.state.Operations[c.Operation.ID]; ok {
+		return fmt.Errorf("%w: operation %s", errIDTaken, c.Operation.ID)
+	}
+	f.state.Operations[c.Operation.ID] = c.Operation
+	return c.Operation
+}
+
+// checkStep refuses an entry for an operation that is no longer active.
+func (f *FSM) checkStep(op api.Operation) error {
+	old, ok := f.state.Operations[op.ID]
+	if !ok || old.State == api.OpDone || old.State == api.OpFailed {
+		return fmt.Errorf("%w: operation %s is not active", api.ErrConflict, op.ID)
+	}
+	return nil
+}
+
+func (f *FSM) applyMemberAdded(c MemberAddedCmd) any {
+	a, ok := f.state.Addons[c.AddonID]
+	if !ok {
+		return fmt.Errorf("%w: addon %s", api.ErrNotFound, c.AddonID)
+	}
+	if err := f.checkStep(c.Operation); err != nil {
+		return err
+	}
+	for _, m := range a.Members {
+		if m.ID == c.Member.ID {
+			return fmt.Errorf("%w: member %s exists", api.ErrConflict, m.ID)
+		}
+	}
+	a.Members = append(append([]api.Member(nil), a.Members...), c.Member)
+	a.UpdatedAt = c.Operation.UpdatedAt
+	f.state.Addons[a.ID] = a
+	f.state.Operations[c.Operation.ID] = c.Operation
+	return nil
+}
+
+func (f *FSM) applyMemberRemoved(c MemberRemovedCmd) any {
+	a, ok := f.state.Addons[c.AddonID]
+	if !ok {
+		return fmt.Errorf("%w: addon %s", api.ErrNotFound, c.AddonID)
+	}
+	if err := f.checkStep(c.Operation); err != nil {
+		return err
+	}
+	var kept []api.Member
+	for _, m := range a.Members {
+		if m.ID == c.MemberID {
+			if m.Role == api.RoleRedis && m.RedisRole == "primary" {
+				return fmt.Errorf("%w: member %s is the primary; fail over first", api.ErrConflict, m.ID)
+			}
+			continue
+		}
+		kept = append(kept, m)
+	}
+	a.Members = kept
+	a.UpdatedAt = c.Operation.UpdatedAt
+	f.state.Addons[a.ID] = a
+	f.state.Operations[c.Operation.ID] = c.Operation
 	return nil
 }
 

@@ -244,6 +244,45 @@ func TestPrimaryObservedSwapsRoles(t *testing.T) {
 	assertRoundTrip(t, f)
 }
 
+func TestReplaceMemberCommands(t *testing.T) {
+	f := NewFSM(testutil.Logger(t))
+	f.Apply(entry(t, 1, CmdAddonCreate, testAddon("ha-app", "ha-app-1111", "")))
+	prov := testAddon("ha-app", "ha-app-1111", "").Operation
+	f.Apply(entry(t, 2, CmdAddonPlaced, AddonPlacedCmd{AddonID: "ha-app-1111", Operation: prov, Members: []api.Member{
+		{ID: "r0", Role: api.RoleRedis, HostID: "h1", RedisRole: "primary"},
+		{ID: "r1", Role: api.RoleRedis, HostID: "h2", RedisRole: "replica"},
+	}}))
+	op := api.Operation{ID: "op-rep", AddonID: "ha-app-1111", Kind: api.OpReplaceMember, State: api.OpPending, Steps: ReplaceSteps(), Target: "r1"}
+	if err, _ := f.Apply(entry(t, 3, CmdOperationCreate, OperationCreateCmd{Operation: op})).(error); !errors.Is(err, api.ErrConflict) {
+		t.Fatalf("second operation while provisioning = %v; want conflict", err)
+	}
+	prov.State = api.OpDone
+	f.Apply(entry(t, 4, CmdOperationUpdate, OperationUpdateCmd{Operation: prov, AddonStatus: api.AddonRunning}))
+	if _, isErr := f.Apply(entry(t, 5, CmdOperationCreate, OperationCreateCmd{Operation: op})).(error); isErr {
+		t.Fatal("operation not created")
+	}
+	if res := f.Apply(entry(t, 6, CmdMemberAdded, MemberAddedCmd{AddonID: "ha-app-1111", Operation: op,
+		Member: api.Member{ID: "r2", Role: api.RoleRedis, HostID: "h3", RedisRole: "replica"}})); res != nil {
+		t.Fatal(res)
+	}
+	if err, _ := f.Apply(entry(t, 7, CmdMemberRemoved, MemberRemovedCmd{AddonID: "ha-app-1111", MemberID: "r0", Operation: op})).(error); !errors.Is(err, api.ErrConflict) {
+		t.Fatalf("removing the primary = %v; want conflict", err)
+	}
+	if res := f.Apply(entry(t, 8, CmdMemberRemoved, MemberRemovedCmd{AddonID: "ha-app-1111", MemberID: "r1", Operation: op})); res != nil {
+		t.Fatal(res)
+	}
+	f.Read(func(s *State, _ uint64) {
+		var ids []string
+		for _, m := range s.Addons["ha-app-1111"].Members {
+			ids = append(ids, m.ID)
+		}
+		if strings.Join(ids, ",") != "r0,r2" {
+			t.Fatalf("members = %v; want r0,r2", ids)
+		}
+	})
+	assertRoundTrip(t, f)
+}
+
 func TestUnknownCommands(t *testing.T) {
 	f := NewFSM(testutil.Logger(t))
 	optional := &raft.Log{Index: 1, Type: raft.LogCommand, Data: append([]byte{byte(IgnoreUnknownFlag | 77)}, `{}`...)}

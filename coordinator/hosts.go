@@ -48,6 +48,7 @@ func (c *hostsController) Run(ctx context.Context) {
 				continue
 			}
 			h.State = api.HostDown
+			h.DownSince = now.UTC()
 			if _, err := c.store.Apply(ctx, CmdHostUpsert, HostUpsertCmd{Host: h}); err != nil {
 				if ctx.Err() == nil {
 					c.log.Warn("cannot mark host down", "host", h.ID, "err", err)

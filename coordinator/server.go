@@ -67,6 +67,8 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("GET /v1/addons/{id}", s.read(s.handleAddon))
 	mux.Handle("GET /v1/stats", s.read(s.handleAddonStats))
 	mux.Handle("POST /v1/settings", s.write(s.handleSettings))
+	mux.Handle("POST /v1/hosts/{id}/drain", s.write(s.handleDrain(true)))
+	mux.Handle("POST /v1/hosts/{id}/undrain", s.write(s.handleDrain(false)))
 	mux.Handle("POST /v1/addons", s.write(s.handleAddonCreate))
 	mux.Handle("DELETE /v1/addons/{id}", s.write(s.handleAddonRemove))
 	mux.Handle("GET /v1/env", s.read(s.handleEnv))
@@ -602,4 +604,45 @@ func onOff(b bool) string {
 		return "on"
 	}
 	return "off"
+}
+
+// handleDrain marks a host draining (the heal controller then moves its
+// members off one by one, primaries by a coordinated failover first) or
+// makes a drained host eligible again.
+func (s *Server) handleDrain(drain bool) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		id := r.PathValue("id")
+		if err := api.ValidateMemberID("host", id); err != nil {
+			return err
+		}
+		var (
+			h  api.Host
+			ok bool
+		)
+		s.store.FSM().Read(func(st *State, _ uint64) { h, ok = st.Hosts[id] })
+		if !ok {
+			return fmt.Errorf("%w: no host %s (see: cacheplane hosts)", api.ErrNotFound, id)
+		}
+		msg := ""
+		switch {
+		case drain && h.State == api.HostDraining:
+			msg = "Host " + id + " is already draining"
+		case drain:
+			h.State = api.HostDraining
+			msg = "Host " + id + " is draining: its members move to other hosts one by one (follow with: cacheplane operations)"
+		case h.State != api.HostDraining:
+			return fmt.Errorf("%w: host %s is %s, not draining", api.ErrConflict, id, h.State)
+		default:
+			h.State = api.HostReady
+			msg = "Host " + id + " is eligible for new members again"
+		}
+		if msg != "Host "+id+" is already draining" {
+			if _, err := s.store.Apply(r.Context(), CmdHostUpsert, HostUpsertCmd{Host: h}); err != nil {
+				return err
+			}
+			s.log.Info("host drain changed", "host", id, "state", h.State)
+		}
+		writeJSON(w, http.StatusOK, map[string]string{"message": msg})
+		return nil
+	}
 }
