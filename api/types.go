@@ -208,20 +208,20 @@ type Step struct {
 // Operation is a durable, stepwise change to an addon; each step is committed
 // as done before the next starts.
 type Operation struct {
-	ID        string         `json:"id"`
-	AddonID   string         `json:"addon_id"`
-	App       string         `json:"app"`
-	Kind      OperationKind  `json:"kind"`
-	State     OperationState `json:"state"`
-	Steps     []Step         `json:"steps"`
-	Error     string         `json:"error,omitempty"`
+	ID      string         `json:"id"`
+	AddonID string         `json:"addon_id"`
+	App     string         `json:"app"`
+	Kind    OperationKind  `json:"kind"`
+	State   OperationState `json:"state"`
+	Steps   []Step         `json:"steps"`
+	Error   string         `json:"error,omitempty"`
 	// Target is the member a replace-member operation moves away, and
 	// Replacement the member that takes its place.
-	Target      string `json:"target,omitempty"`
-	Replacement string `json:"replacement,omitempty"`
-	Reason      string `json:"reason,omitempty"`
-	CreatedAt time.Time      `json:"created_at"`
-	UpdatedAt time.Time      `json:"updated_at"`
+	Target      string    `json:"target,omitempty"`
+	Replacement string    `json:"replacement,omitempty"`
+	Reason      string    `json:"reason,omitempty"`
+	CreatedAt   time.Time `json:"created_at"`
+	UpdatedAt   time.Time `json:"updated_at"`
 }
 
 // CurrentStep returns the index of the first step not done, or len(Steps).

@@ -104,7 +104,7 @@ func TestApplyEachCommand(t *testing.T) {
 				}
 			}},
 		{"addon placed", CmdAddonPlaced, AddonPlacedCmd{AddonID: "base-app-1000", Entrypoint: "127.0.0.11:20000",
-			Members: []api.Member{{ID: "base-app-1000-redis-0", Role: api.RoleRedis, HostID: "h1", Port: 20000, RedisRole: "primary"}},
+			Members:   []api.Member{{ID: "base-app-1000-redis-0", Role: api.RoleRedis, HostID: "h1", Port: 20000, RedisRole: "primary"}},
 			Operation: api.Operation{ID: "op-base-app-1000", AddonID: "base-app-1000", App: "base-app", Kind: api.OpProvision, State: api.OpRunning, UpdatedAt: t0}},
 			func(t *testing.T, s *State, _ any) {
 				a := s.Addons["base-app-1000"]
