@@ -108,7 +108,8 @@ func New(ctx context.Context, cfg Config, opts Options) (*Agent, error) {
 	if log == nil {
 		log = NewLogger(os.Stderr, cfg.LogLevel)
 	}
-	log = log.With("component", "agent", "host", cfg.HostID)
+	base := log.With("host", cfg.HostID)
+	log = base.With("component", "agent")
 	for _, d := range []string{cfg.DataDir, filepath.Join(cfg.DataDir, "members"), filepath.Join(cfg.DataDir, "logs")} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return nil, fmt.Errorf("agent: data dir: %w", err)
@@ -118,9 +119,9 @@ func New(ctx context.Context, cfg Config, opts Options) (*Agent, error) {
 		cfg:          cfg,
 		log:          log,
 		rt:           opts.Runtime,
-		coord:        newCoordinators(cfg.Coordinators, cfg.ClusterToken, log.With("component", "coordinator-client")),
+		coord:        newCoordinators(cfg.Coordinators, cfg.ClusterToken, base.With("component", "coordinator-client")),
 		statsCfg:     opts.Stats,
-		hostStats:    sysstats.NewHost(opts.Stats, sysstats.HostOptions{DiskPath: cfg.DataDir, Logger: log}),
+		hostStats:    sysstats.NewHost(opts.Stats, sysstats.HostOptions{DiskPath: cfg.DataDir, Logger: base.With("component", "sysstats")}),
 		probes:       newProber(),
 		reconcileNow: make(chan struct{}, 1),
 		heartbeatNow: make(chan struct{}, 1),
@@ -134,7 +135,7 @@ func New(ctx context.Context, cfg Config, opts Options) (*Agent, error) {
 			Namespace: cfg.Namespace,
 			ImageDir:  cfg.ImageDir,
 			LogDir:    filepath.Join(cfg.DataDir, "logs"),
-			Logger:    log,
+			Logger:    base,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("agent: %w", err)

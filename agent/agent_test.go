@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	goruntime "runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -567,6 +568,22 @@ func TestStarterLifecycle(t *testing.T) {
 		}
 		if _, hb, err := coord.member(h.id, "m1"); err == nil {
 			return fmt.Errorf("still reported: %+v", hb.Members)
+		}
+		return nil
+	})
+
+	// Stop + Close leave no goroutine of the agent, its runtime driver or
+	// its redis probes behind.
+	h.stop()
+	testutil.WaitFor(t, 10*time.Second, func() error {
+		buf := make([]byte, 1<<20)
+		stacks := string(buf[:goruntime.Stack(buf, true)])
+		for _, g := range strings.Split(stacks, "\n\n") {
+			for _, frame := range []string{"cacheplane/agent.", "cacheplane/agent/runtime.", "go-redis", "containerd/containerd", "google.golang.org/grpc"} {
+				if strings.Contains(g, frame) && !strings.Contains(g, "agent_test.") {
+					return fmt.Errorf("goroutine left after Close:\n%s", g)
+				}
+			}
 		}
 		return nil
 	})
