@@ -165,7 +165,7 @@ func (a *Agent) ensure(ctx context.Context, as api.Assignment, st *runtime.Statu
 	if err := os.MkdirAll(p.dir, 0o700); err != nil {
 		return fail(fmt.Sprintf("member dir: %v", err), false)
 	}
-	if err := a.writeConf(p, st); err != nil {
+	if err := a.writeConf(ctx, p, st); err != nil {
 		return fail(err.Error(), false)
 	}
 	if err := a.rt.EnsureImage(ctx, p.spec.Image); err != nil {
@@ -184,7 +184,7 @@ func (a *Agent) ensure(ctx context.Context, as api.Assignment, st *runtime.Statu
 
 // writeConf writes the member's config file (0600) when its content
 // changed; sentinel.conf only when missing or written for another spec.
-func (a *Agent) writeConf(p memberPlan, st *runtime.Status) error {
+func (a *Agent) writeConf(ctx context.Context, p memberPlan, st *runtime.Status) error {
 	if !p.writeOnce {
 		return writeFileIfChanged(p.confPath, []byte(p.conf))
 	}
@@ -196,7 +196,7 @@ func (a *Agent) writeConf(p memberPlan, st *runtime.Status) error {
 	if st != nil && st.State == runtime.StateRunning {
 		// Re-created for a new spec: Start stops the old process first,
 		// but it must not rewrite the new file on its way out.
-		if err := a.rt.Stop(context.Background(), p.spec.ID, runtime.DefaultReplaceGrace); err != nil {
+		if err := a.rt.Stop(ctx, p.spec.ID, runtime.DefaultReplaceGrace); err != nil {
 			return fmt.Errorf("stop sentinel for its new config: %w", err)
 		}
 	}
