@@ -280,3 +280,6 @@ func (c *Client) HostDrain(ctx context.Context, id string, drain bool) (string, 
 	err := c.do(ctx, http.MethodPost, "/v1/hosts/"+url.PathEscape(id)+"/"+verb, nil, &out)
 	return out["message"], err
 }
+
+// Close releases the client's idle connections.
+func (c *Client) Close() { c.hc.CloseIdleConnections() }
