@@ -105,8 +105,12 @@ type Assignment struct {
 	// Sentinel: the monitored primary and the master name (the addon id).
 	MasterName string `json:"master_name,omitempty"`
 	Primary    string `json:"primary,omitempty"`
-	// HAProxy: the entrypoint to serve, the redis servers, the connection cap.
+	// HAProxy: the entrypoint to serve (the addon's VIP:port on the member
+	// that holds it, else the member's own address:port), the redis servers,
+	// the connection cap. VIP is set on the holder: the agent makes sure the
+	// address is configured on the host (on loopback nothing is needed).
 	Entrypoint string   `json:"entrypoint,omitempty"`
+	VIP        string   `json:"vip,omitempty"`
 	Servers    []string `json:"servers,omitempty"`
 	MaxConn    int      `json:"max_conn,omitempty"`
 }

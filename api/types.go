@@ -142,7 +142,10 @@ type Member struct {
 	Address   string `json:"address,omitempty"`
 	Port      int    `json:"port,omitempty"`
 	RedisRole string `json:"redis_role,omitempty"` // primary or replica, for role redis
-	State     string `json:"state,omitempty"`
+	// Active marks the haproxy member that holds the addon's entrypoint
+	// address (the VIP) when the addon has one.
+	State  string `json:"state,omitempty"`
+	Active bool   `json:"active,omitempty"`
 }
 
 // Addon is one caching database. Password is never part of list views.

@@ -3,6 +3,7 @@ package cli
 import (
 	"fmt"
 	"os"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -11,8 +12,9 @@ import (
 
 func serveCmd(g *globals) *cobra.Command {
 	var (
-		id, dataDir, raftAddr, httpAddr, tokenFile, logLevel string
-		bootstrap                                            bool
+		id, dataDir, raftAddr, httpAddr, tokenFile, logLevel, vipCIDR string
+		hostDownAfter, healAfter                                      time.Duration
+		bootstrap                                                     bool
 	)
 	cmd := &cobra.Command{
 		Use:   "serve",
@@ -52,6 +54,15 @@ defaults in coordinator.DefaultConfig), then these flags override it.`,
 			if f.Changed("cluster-token-file") {
 				cfg.ClusterTokenFile = tokenFile
 			}
+			if f.Changed("entrypoint-cidr") {
+				cfg.EntrypointCIDR = vipCIDR
+			}
+			if f.Changed("host-down-after") {
+				cfg.HostDownAfter = coordinator.Duration(hostDownAfter)
+			}
+			if f.Changed("heal-after") {
+				cfg.HealAfter = coordinator.Duration(healAfter)
+			}
 			if f.Changed("log-level") {
 				cfg.LogLevel = logLevel
 			}
@@ -80,5 +91,8 @@ defaults in coordinator.DefaultConfig), then these flags override it.`,
 	f.BoolVar(&bootstrap, "bootstrap", false, "form a new one-member cluster if this member has no Raft state")
 	f.StringVar(&tokenFile, "cluster-token-file", "", "file holding the token peers must present")
 	f.StringVar(&logLevel, "log-level", d.LogLevel, "debug, info, warn or error")
+	f.StringVar(&vipCIDR, "entrypoint-cidr", d.EntrypointCIDR, "pool of virtual IPs for business addons' entrypoints (e.g. 127.0.1.0/24 on one machine)")
+	f.DurationVar(&hostDownAfter, "host-down-after", time.Duration(d.HostDownAfter), "mark a host down after this long without heartbeat")
+	f.DurationVar(&healAfter, "heal-after", time.Duration(d.HealAfter), "replace the members of a host down for this long")
 	return cmd
 }

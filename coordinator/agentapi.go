@@ -193,6 +193,10 @@ func assignmentsFor(st *State, hostID string) []api.Assignment {
 				}
 			case api.RoleHAProxy:
 				as.Entrypoint = net.JoinHostPort(host.Address, strconv.Itoa(m.Port))
+				if m.Active {
+					as.Entrypoint = a.Entrypoint
+					as.VIP, _, _ = net.SplitHostPort(a.Entrypoint)
+				}
 				as.Servers = servers
 				as.MaxConn = DefaultMaxConn
 			}

@@ -33,6 +33,7 @@ const (
 	CmdOperationCreate   CommandType = 12
 	CmdMemberAdded       CommandType = 13
 	CmdMemberRemoved     CommandType = 14
+	CmdEntrypointHolder  CommandType = 15
 )
 
 var commandNames = map[CommandType]string{
@@ -50,6 +51,7 @@ var commandNames = map[CommandType]string{
 	CmdOperationCreate:   "operation-create",
 	CmdMemberAdded:       "member-added",
 	CmdMemberRemoved:     "member-removed",
+	CmdEntrypointHolder:  "entrypoint-holder",
 }
 
 func (t CommandType) String() string {
@@ -167,4 +169,11 @@ type MemberRemovedCmd struct {
 	AddonID   string        `json:"addon_id"`
 	MemberID  string        `json:"member_id"`
 	Operation api.Operation `json:"operation"`
+}
+
+// EntrypointHolderCmd moves an addon's entrypoint VIP to one haproxy member.
+type EntrypointHolderCmd struct {
+	AddonID  string    `json:"addon_id"`
+	MemberID string    `json:"member_id"`
+	At       time.Time `json:"at"`
 }

@@ -3,6 +3,7 @@ package coordinator
 import (
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -75,6 +76,12 @@ type Config struct {
 	// HostDownAfter marks a host down when its agent has not sent a
 	// heartbeat for this long.
 	HostDownAfter Duration `json:"host_down_after"`
+	// EntrypointCIDR is the pool of virtual IPs for business addons'
+	// entrypoints (e.g. "10.0.9.0/24"; dev mode uses "127.0.1.0/24"). The
+	// holder haproxy binds its addon's VIP; the coordinator moves it to the
+	// other haproxy when the holder's host is down or draining. Empty: the
+	// entrypoint is the first haproxy's own address (no entrypoint failover).
+	EntrypointCIDR string `json:"entrypoint_cidr,omitempty"`
 	// HealAfter is how long a host stays down before its members are
 	// replaced on other hosts.
 	HealAfter Duration `json:"heal_after"`
@@ -162,6 +169,11 @@ func (c *Config) Validate() error {
 	}
 	if c.HostDownAfter <= 0 {
 		return fmt.Errorf("config: host_down_after must be positive")
+	}
+	if c.EntrypointCIDR != "" {
+		if _, err := netip.ParsePrefix(c.EntrypointCIDR); err != nil {
+			return fmt.Errorf("config: entrypoint_cidr %q: %v", c.EntrypointCIDR, err)
+		}
 	}
 	if c.HealAfter < 0 {
 		return fmt.Errorf("config: heal_after must not be negative")

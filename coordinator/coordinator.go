@@ -80,7 +80,7 @@ func Start(cfg Config, log *slog.Logger, raftLog io.Writer) (*Coordinator, error
 			&topologyController{store: store, obs: obs, log: log.With("component", "topology"), now: time.Now, askMaster: sentinelMaster, failover: sentinelFailover},
 			&healController{store: store, obs: obs, log: log.With("component", "heal"), now: time.Now, healAfter: time.Duration(cfg.HealAfter),
 				failover: sentinelFailover, reset: sentinelReset, demote: demoteRedis},
-			&provisionController{store: store, obs: obs, log: log.With("component", "provision"), now: time.Now, ping: pingRedis},
+			&provisionController{store: store, obs: obs, log: log.With("component", "provision"), now: time.Now, ping: pingRedis, vipPool: cfg.EntrypointCIDR},
 		},
 	}
 	c.wg.Add(3)

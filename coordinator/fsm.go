@@ -137,6 +137,10 @@ func (f *FSM) applyOne(data []byte) any {
 		var c MemberRemovedCmd
 		decode(&c)
 		return f.applyMemberRemoved(c)
+	case CmdEntrypointHolder:
+		var c EntrypointHolderCmd
+		decode(&c)
+		return f.applyEntrypointHolder(c)
 	}
 	if t&IgnoreUnknownFlag != 0 {
 		f.log.Warn("ignoring unknown optional command", "type", uint8(t))
@@ -374,6 +378,29 @@ func (f *FSM) applyMemberRemoved(c MemberRemovedCmd) any {
 	a.UpdatedAt = c.Operation.UpdatedAt
 	f.state.Addons[a.ID] = a
 	f.state.Operations[c.Operation.ID] = c.Operation
+	return nil
+}
+
+func (f *FSM) applyEntrypointHolder(c EntrypointHolderCmd) any {
+	a, ok := f.state.Addons[c.AddonID]
+	if !ok {
+		return fmt.Errorf("%w: addon %s", api.ErrNotFound, c.AddonID)
+	}
+	found := false
+	members := append([]api.Member(nil), a.Members...)
+	for i, m := range members {
+		if m.Role != api.RoleHAProxy {
+			continue
+		}
+		members[i].Active = m.ID == c.MemberID
+		found = found || m.ID == c.MemberID
+	}
+	if !found {
+		return fmt.Errorf("%w: addon %s has no haproxy member %s", api.ErrNotFound, a.ID, c.MemberID)
+	}
+	a.Members = members
+	a.UpdatedAt = c.At
+	f.state.Addons[a.ID] = a
 	return nil
 }
 

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -31,6 +33,8 @@ type provisionController struct {
 	obs   *observed
 	log   *slog.Logger
 	now   func() time.Time
+	// vipPool is the entrypoint CIDR for business addons ("" = none).
+	vipPool string
 	// ping checks the entrypoint answers with the addon's password.
 	ping func(ctx context.Context, addr, password string) error
 }
@@ -106,6 +110,26 @@ func (c *provisionController) advance(ctx context.Context, op api.Operation) err
 				return c.wait(ctx, op, i, "waiting for capacity: "+api.Message(err))
 			}
 			return c.fail(ctx, op, i, api.Message(err))
+		}
+		if plan.Kind == api.PlanBusiness && c.vipPool != "" && addon.Entrypoint == "" {
+			var used []string
+			c.store.FSM().Read(func(s *State, _ uint64) {
+				for _, a := range s.Addons {
+					used = append(used, a.Entrypoint)
+				}
+			})
+			vip, err := allocateVIP(c.vipPool, used)
+			if err != nil {
+				return c.wait(ctx, op, i, "waiting for an entrypoint address: "+err.Error())
+			}
+			_, port, _ := net.SplitHostPort(p.Entrypoint)
+			p.Entrypoint = net.JoinHostPort(vip, port)
+			for j := range p.Members {
+				if p.Members[j].Role == api.RoleHAProxy {
+					p.Members[j].Active = true
+					break
+				}
+			}
 		}
 		c.done(&op, i, now, fmt.Sprintf("%d members placed; entrypoint %s", len(p.Members), p.Entrypoint))
 		_, err = c.store.Apply(ctx, CmdAddonPlaced, AddonPlacedCmd{AddonID: addon.ID, Members: p.Members, Entrypoint: p.Entrypoint, Operation: op})
@@ -219,4 +243,26 @@ func pingRedis(ctx context.Context, addr, password string) error {
 	})
 	defer c.Close()
 	return c.Ping(ctx).Err()
+}
+
+// allocateVIP returns the lowest address of pool (network address excluded)
+// that no entrypoint in used has.
+func allocateVIP(pool string, used []string) (string, error) {
+	pfx, err := netip.ParsePrefix(pool)
+	if err != nil {
+		return "", fmt.Errorf("entrypoint pool %q: %w", pool, err)
+	}
+	taken := map[string]bool{}
+	for _, ep := range used {
+		if h, _, err := net.SplitHostPort(ep); err == nil {
+			taken[h] = true
+		}
+	}
+	pfx = pfx.Masked()
+	for a := pfx.Addr().Next(); pfx.Contains(a); a = a.Next() {
+		if !taken[a.String()] {
+			return a.String(), nil
+		}
+	}
+	return "", fmt.Errorf("the entrypoint pool %s is exhausted", pool)
 }

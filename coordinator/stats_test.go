@@ -42,3 +42,22 @@ func TestStatsHistoryFoldsMinutesAndBounds(t *testing.T) {
 		t.Fatal("figures invented for a member that sent none")
 	}
 }
+
+func TestAllocateVIP(t *testing.T) {
+	for _, tt := range []struct {
+		pool string
+		used []string
+		want string
+		err  bool
+	}{
+		{"127.0.1.0/24", nil, "127.0.1.1", false},
+		{"127.0.1.0/24", []string{"127.0.1.1:20000", "127.0.0.11:20001", "bad"}, "127.0.1.2", false},
+		{"10.0.9.8/30", []string{"10.0.9.9:1", "10.0.9.10:1", "10.0.9.11:1"}, "", true},
+		{"nope", nil, "", true},
+	} {
+		got, err := allocateVIP(tt.pool, tt.used)
+		if (err != nil) != tt.err || got != tt.want {
+			t.Errorf("allocateVIP(%s, %v) = %q, %v; want %q (error %v)", tt.pool, tt.used, got, err, tt.want, tt.err)
+		}
+	}
+}

@@ -61,6 +61,9 @@ type haView struct {
 	addon     api.Addon
 	primary   api.Member
 	redis     []api.Member
+	haproxy   []api.Member
+	hasVIP    bool
+	hostState map[string]api.HostState
 	sentinels []string
 	addrOf    map[string]string // member id → host:port
 }
@@ -72,10 +75,13 @@ func (c *topologyController) pass(ctx context.Context) {
 			if a.Status == api.AddonRemoving || a.Status == api.AddonProvisioning {
 				continue
 			}
-			v := haView{addon: a, addrOf: map[string]string{}}
+			v := haView{addon: a, addrOf: map[string]string{}, hostState: map[string]api.HostState{}}
 			for _, m := range a.Members {
 				v.addrOf[m.ID] = memberAddr(s, m)
+				v.hostState[m.HostID] = s.Hosts[m.HostID].State
 				switch m.Role {
+				case api.RoleHAProxy:
+					v.haproxy = append(v.haproxy, m)
 				case api.RoleRedis:
 					v.redis = append(v.redis, m)
 				case api.RoleSentinel:
@@ -84,6 +90,15 @@ func (c *topologyController) pass(ctx context.Context) {
 			}
 			if len(v.redis) < 2 || len(v.sentinels) == 0 {
 				continue
+			}
+			// The addon has a VIP when its entrypoint is no member's own address.
+			if ep, _, err := net.SplitHostPort(a.Entrypoint); err == nil {
+				v.hasVIP = true
+				for _, m := range a.Members {
+					if s.Hosts[m.HostID].Address == ep {
+						v.hasVIP = false
+					}
+				}
 			}
 			v.primary, _ = primaryOf(a)
 			views = append(views, v)
@@ -95,7 +110,41 @@ func (c *topologyController) pass(ctx context.Context) {
 		}
 		c.forceIfPrimaryDied(ctx, v)
 		c.reconcile(ctx, v)
+		c.moveEntrypoint(ctx, v)
 	}
+}
+
+// moveEntrypoint gives the addon's VIP to a haproxy on a ready host when
+// its holder's host is down or draining (or no member holds it). The
+// coordinator is the arbiter: only the member it names binds the VIP.
+func (c *topologyController) moveEntrypoint(ctx context.Context, v haView) {
+	if len(v.haproxy) == 0 || !v.hasVIP {
+		return
+	}
+	var holder, candidate *api.Member
+	for i := range v.haproxy {
+		m := &v.haproxy[i]
+		if m.Active {
+			holder = m
+		} else if v.hostState[m.HostID] == api.HostReady && candidate == nil {
+			candidate = m
+		}
+	}
+	if holder != nil && v.hostState[holder.HostID] == api.HostReady {
+		return
+	}
+	if candidate == nil {
+		return
+	}
+	if _, err := c.store.Apply(ctx, CmdEntrypointHolder, EntrypointHolderCmd{AddonID: v.addon.ID, MemberID: candidate.ID, At: c.now().UTC()}); err != nil {
+		c.log.Warn("cannot move entrypoint", "addon", v.addon.ID, "err", err)
+		return
+	}
+	was := "nobody"
+	if holder != nil {
+		was = holder.ID
+	}
+	c.log.Warn("entrypoint moved", "addon", v.addon.ID, "entrypoint", v.addon.Entrypoint, "to", candidate.ID, "from", was)
 }
 
 // forceIfPrimaryDied sends SENTINEL FAILOVER when the recorded primary's
