@@ -17,6 +17,7 @@ var (
 	ErrNotLeader    = errors.New("not the leader")
 	ErrNoLeader     = errors.New("no leader")
 	ErrUnauthorized = errors.New("unauthorized")
+	ErrUnreachable  = errors.New("unreachable")
 )
 
 // Error codes on the wire, one per sentinel.
@@ -33,6 +34,7 @@ var codes = []struct {
 	{ErrNotLeader, "not_leader", http.StatusServiceUnavailable},
 	{ErrNoLeader, "no_leader", http.StatusServiceUnavailable},
 	{ErrUnauthorized, "unauthorized", http.StatusUnauthorized},
+	{ErrUnreachable, "unreachable", http.StatusBadGateway},
 }
 
 // HTTPStatus is the status code for err: the first sentinel it wraps decides.

@@ -106,9 +106,11 @@ func (c *Coordinator) Close() error {
 	defer cancel()
 	_ = c.adminSrv.Shutdown(ctx)
 	_ = c.peerSrv.Shutdown(ctx)
+	// Controllers first: one may be waiting on a Raft write, which only
+	// Raft can answer.
 	c.cancel()
-	err := c.store.Close()
 	c.wg.Wait()
+	err := c.store.Close()
 	_ = os.Remove(c.cfg.Socket)
 	return err
 }

@@ -174,7 +174,8 @@ func (f *FSM) applyAddonCreate(c AddonCreateCmd) any {
 		return fmt.Errorf("%w: operation %s", errIDTaken, c.Operation.ID)
 	}
 	f.state.Addons[a.ID] = a
-	f.state.Operations[c.Operation.ID] = c.Operation
+	f.state.byApp[a.App] = a.ID
+	f.state.putOp(c.Operation)
 	return a
 }
 
@@ -184,8 +185,8 @@ func (f *FSM) applyAddonRemove(c AddonRemoveCmd) any {
 		return fmt.Errorf("%w: app %s has no addon %s", api.ErrNotFound, c.App, c.AddonID)
 	}
 	if a.Status == api.AddonRemoving {
-		for _, o := range f.state.Operations {
-			if o.AddonID == a.ID && o.Kind == api.OpRemove && o.State != api.OpDone && o.State != api.OpFailed {
+		for id := range f.state.active {
+			if o := f.state.Operations[id]; o.AddonID == a.ID && o.Kind == api.OpRemove {
 				return o // already being removed: idempotent
 			}
 		}
@@ -194,18 +195,18 @@ func (f *FSM) applyAddonRemove(c AddonRemoveCmd) any {
 		return fmt.Errorf("%w: operation id %s is taken", api.ErrConflict, c.Operation.ID)
 	}
 	// Operations in flight for this addon are superseded by the removal.
-	for id, o := range f.state.Operations {
-		if o.AddonID == a.ID && (o.State == api.OpPending || o.State == api.OpRunning) {
+	for id := range f.state.active {
+		if o := f.state.Operations[id]; o.AddonID == a.ID {
 			o.State = api.OpFailed
 			o.Error = "superseded by removal " + c.Operation.ID
 			o.UpdatedAt = c.At
-			f.state.Operations[id] = o
+			f.state.putOp(o)
 		}
 	}
 	a.Status = api.AddonRemoving
 	a.UpdatedAt = c.At
 	f.state.Addons[a.ID] = a
-	f.state.Operations[c.Operation.ID] = c.Operation
+	f.state.putOp(c.Operation)
 	return c.Operation
 }
 
@@ -217,7 +218,7 @@ func (f *FSM) applyOperationUpdate(c OperationUpdateCmd) any {
 	if old.State == api.OpDone || old.State == api.OpFailed {
 		return fmt.Errorf("%w: operation %s is already %s", api.ErrConflict, old.ID, old.State)
 	}
-	f.state.Operations[c.Operation.ID] = c.Operation
+	f.state.putOp(c.Operation)
 	if c.AddonStatus != "" {
 		if a, ok := f.state.Addons[c.Operation.AddonID]; ok {
 			a.Status = c.AddonStatus
@@ -245,7 +246,7 @@ func (f *FSM) applyAddonPlaced(c AddonPlacedCmd) any {
 	}
 	a.UpdatedAt = c.Operation.UpdatedAt
 	f.state.Addons[a.ID] = a
-	f.state.Operations[c.Operation.ID] = c.Operation
+	f.state.putOp(c.Operation)
 	return nil
 }
 
@@ -264,7 +265,7 @@ func (f *FSM) applyAddonSettings(c AddonSettingsCmd) any {
 	a.Status = api.AddonUpdating
 	a.UpdatedAt = c.At
 	f.state.Addons[a.ID] = a
-	f.state.Operations[c.Operation.ID] = c.Operation
+	f.state.putOp(c.Operation)
 	return a
 }
 
@@ -301,8 +302,8 @@ func (f *FSM) activeOperation(addonID string) (api.Operation, bool) {
 
 // activeOperation returns the addon's pending or running operation.
 func (s *State) activeOperation(addonID string) (api.Operation, bool) {
-	for _, o := range s.Operations {
-		if o.AddonID == addonID && (o.State == api.OpPending || o.State == api.OpRunning) {
+	for id := range s.active {
+		if o := s.Operations[id]; o.AddonID == addonID {
 			return o, true
 		}
 	}
@@ -323,7 +324,7 @@ func (f *FSM) applyOperationCreate(c OperationCreateCmd) any {
 	if _, ok := f.state.Operations[c.Operation.ID]; ok {
 		return fmt.Errorf("%w: operation %s", errIDTaken, c.Operation.ID)
 	}
-	f.state.Operations[c.Operation.ID] = c.Operation
+	f.state.putOp(c.Operation)
 	return c.Operation
 }
 
@@ -352,7 +353,7 @@ func (f *FSM) applyMemberAdded(c MemberAddedCmd) any {
 	a.Members = append(append([]api.Member(nil), a.Members...), c.Member)
 	a.UpdatedAt = c.Operation.UpdatedAt
 	f.state.Addons[a.ID] = a
-	f.state.Operations[c.Operation.ID] = c.Operation
+	f.state.putOp(c.Operation)
 	return nil
 }
 
@@ -377,7 +378,7 @@ func (f *FSM) applyMemberRemoved(c MemberRemovedCmd) any {
 	a.Members = kept
 	a.UpdatedAt = c.Operation.UpdatedAt
 	f.state.Addons[a.ID] = a
-	f.state.Operations[c.Operation.ID] = c.Operation
+	f.state.putOp(c.Operation)
 	return nil
 }
 
@@ -408,6 +409,7 @@ func (f *FSM) applyAddonDelete(c AddonDeleteCmd) any {
 	if _, ok := f.state.Addons[c.AddonID]; !ok {
 		return nil // already gone: idempotent
 	}
+	delete(f.state.byApp, f.state.Addons[c.AddonID].App)
 	delete(f.state.Addons, c.AddonID)
 	for id, b := range f.state.Backups {
 		if b.AddonID == c.AddonID {
@@ -440,6 +442,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	}
 	s.Version = snapshotVersion
 	fill := newState()
+	s.byApp, s.active = fill.byApp, fill.active
 	if s.Coordinators == nil {
 		s.Coordinators = fill.Coordinators
 	}
@@ -455,6 +458,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	if s.Backups == nil {
 		s.Backups = fill.Backups
 	}
+	s.reindex()
 	f.mu.Lock()
 	f.state = s
 	ch := f.changed

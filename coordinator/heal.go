@@ -77,12 +77,16 @@ func (c *healController) pass(ctx context.Context) error {
 		now    = c.now().UTC()
 	)
 	c.store.FSM().Read(func(s *State, _ uint64) {
-		for _, op := range sortedOperations(s.Operations) {
-			if op.Kind == api.OpReplaceMember && (op.State == api.OpPending || op.State == api.OpRunning) {
-				op.Steps = append([]api.Step(nil), op.Steps...)
-				active = &op
-				return
-			}
+		if ops := s.activeOps(api.OpReplaceMember); len(ops) > 0 {
+			active = &ops[0]
+			return
+		}
+		unhealthy := false
+		for _, h := range s.Hosts {
+			unhealthy = unhealthy || h.State == api.HostDraining || (h.State == api.HostDown && !h.DownSince.IsZero() && now.Sub(h.DownSince) >= c.healAfter)
+		}
+		if !unhealthy {
+			return
 		}
 		for _, a := range sortedAddons(s.Addons) {
 			if a.Status != api.AddonRunning && a.Status != api.AddonUpdating {

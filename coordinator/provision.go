@@ -64,14 +64,7 @@ func (c *provisionController) Run(ctx context.Context) {
 
 func (c *provisionController) active() []api.Operation {
 	var out []api.Operation
-	c.store.FSM().Read(func(s *State, _ uint64) {
-		for _, op := range sortedOperations(s.Operations) {
-			if op.Kind == api.OpProvision && (op.State == api.OpPending || op.State == api.OpRunning) {
-				op.Steps = append([]api.Step(nil), op.Steps...)
-				out = append(out, op)
-			}
-		}
-	})
+	c.store.FSM().Read(func(s *State, _ uint64) { out = s.activeOps(api.OpProvision) })
 	return out
 }
 

@@ -66,11 +66,7 @@ type removal struct {
 func (c *removeController) pending() []removal {
 	var out []removal
 	c.store.FSM().Read(func(s *State, _ uint64) {
-		for _, op := range sortedOperations(s.Operations) {
-			if op.Kind != api.OpRemove || (op.State != api.OpPending && op.State != api.OpRunning) {
-				continue
-			}
-			op.Steps = append([]api.Step(nil), op.Steps...)
+		for _, op := range s.activeOps(api.OpRemove) {
 			r := removal{op: op, hosts: map[string]api.Host{}}
 			if a, ok := s.Addons[op.AddonID]; ok {
 				r.members = append(r.members, a.Members...)

@@ -205,7 +205,7 @@ func (s *Server) handleJoinPeer(w http.ResponseWriter, r *http.Request) {
 	if err := c.AddMember(ctx, join); err != nil {
 		var re *api.RemoteError
 		if !errors.As(err, &re) {
-			err = fmt.Errorf("%w: cannot reach coordinator at %s: %v", api.ErrNoLeader, req.Peer, err)
+			err = fmt.Errorf("%w: cannot reach a coordinator at %s: %v", api.ErrUnreachable, req.Peer, err)
 		}
 		writeError(w, err)
 		return
@@ -373,9 +373,16 @@ func (s *Server) handleAddonCreate(w http.ResponseWriter, r *http.Request) error
 	plan, _ := api.FindPlan(plans, req.Plan)
 	// With hosts registered, refuse at once what cannot be placed; with
 	// none yet, accept: the operation waits for the first hosts.
-	var st scheduler.State
-	s.store.FSM().Read(func(fs *State, _ uint64) { st = schedulerState(fs) })
-	if len(st.Hosts) > 0 && !exists {
+	var (
+		st       scheduler.State
+		anyHosts bool
+	)
+	s.store.FSM().Read(func(fs *State, _ uint64) {
+		if anyHosts = len(fs.Hosts) > 0; anyHosts && !exists {
+			st = schedulerState(fs)
+		}
+	})
+	if anyHosts && !exists {
 		if _, _, err := scheduler.Place(st, scheduler.Request{AddonID: req.App + "-0000", Plan: plan}); err != nil {
 			var ce *scheduler.CapacityError
 			if errors.As(err, &ce) {

@@ -20,6 +20,10 @@ type State struct {
 	Addons       map[string]api.Addon             `json:"addons"`
 	Operations   map[string]api.Operation         `json:"operations"`
 	Backups      map[string]api.Backup            `json:"backups"`
+
+	// Indexes, rebuilt on restore, never serialized.
+	byApp  map[string]string // app → addon id
+	active map[string]bool   // ids of pending or running operations
 }
 
 func newState() *State {
@@ -30,17 +34,62 @@ func newState() *State {
 		Addons:       map[string]api.Addon{},
 		Operations:   map[string]api.Operation{},
 		Backups:      map[string]api.Backup{},
+		byApp:        map[string]string{},
+		active:       map[string]bool{},
 	}
+}
+
+// reindex rebuilds the indexes from the maps.
+func (s *State) reindex() {
+	s.byApp, s.active = map[string]string{}, map[string]bool{}
+	for id, a := range s.Addons {
+		s.byApp[a.App] = id
+	}
+	for id, o := range s.Operations {
+		if o.State == api.OpPending || o.State == api.OpRunning {
+			s.active[id] = true
+		}
+	}
+}
+
+// putOp stores an operation and keeps the active index.
+func (s *State) putOp(o api.Operation) {
+	s.Operations[o.ID] = o
+	if o.State == api.OpPending || o.State == api.OpRunning {
+		s.active[o.ID] = true
+	} else {
+		delete(s.active, o.ID)
+	}
+}
+
+// activeOps returns the pending or running operations of a kind, oldest
+// first, with their steps copied.
+func (s *State) activeOps(kind api.OperationKind) []api.Operation {
+	var out []api.Operation
+	for id := range s.active {
+		o := s.Operations[id]
+		if o.Kind == kind {
+			o.Steps = append([]api.Step(nil), o.Steps...)
+			out = append(out, o)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if !out[i].CreatedAt.Equal(out[j].CreatedAt) {
+			return out[i].CreatedAt.Before(out[j].CreatedAt)
+		}
+		return out[i].ID < out[j].ID
+	})
+	return out
 }
 
 // addonByApp returns the redis addon of an app, if any.
 func (s *State) addonByApp(app string) (api.Addon, bool) {
-	for _, a := range s.Addons {
-		if a.App == app {
-			return a, true
-		}
+	id, ok := s.byApp[app]
+	if !ok {
+		return api.Addon{}, false
 	}
-	return api.Addon{}, false
+	a, ok := s.Addons[id]
+	return a, ok
 }
 
 func sortedAddons(m map[string]api.Addon) []api.Addon {

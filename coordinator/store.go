@@ -37,6 +37,10 @@ type Store struct {
 	// ready is true on the leader once its barrier has applied every earlier
 	// entry; only then does it serve writes and consistent reads.
 	ready atomic.Bool
+	// readyIndex is the last log index when the leader became ready: every
+	// entry up to it is applied (no-op and barrier entries never reach the
+	// FSM, so the FSM's own index may stay below it).
+	readyIndex atomic.Uint64
 }
 
 // OpenStore opens (or creates) the member's Raft state in cfg.DataDir.
@@ -159,7 +163,13 @@ func (s *Store) Apply(ctx context.Context, t CommandType, payload any) (any, err
 	}
 	start := time.Now()
 	f := s.raft.Apply(data, timeout)
-	err = f.Error()
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }()
+	select {
+	case err = <-done:
+	case <-ctx.Done():
+		return nil, fmt.Errorf("%w: %s: gave up waiting (%v); the write may still be applied", api.ErrNoLeader, t, ctx.Err())
+	}
 	if s.applySeconds != nil {
 		s.applySeconds.WithLabelValues(t.String()).Observe(time.Since(start).Seconds())
 	}
@@ -189,9 +199,10 @@ func (s *Store) ConsistentRead(ctx context.Context) error {
 	if err := s.raft.VerifyLeader().Error(); err != nil {
 		return fmt.Errorf("%w: verify leadership: %v", api.ErrNotLeader, err)
 	}
-	for s.fsm.Index() < readIndex {
+	applied := func() bool { return s.fsm.Index() >= readIndex || readIndex <= s.readyIndex.Load() }
+	for !applied() {
 		ch := s.fsm.Changed()
-		if s.fsm.Index() >= readIndex {
+		if applied() {
 			break
 		}
 		select {
@@ -293,8 +304,14 @@ func (s *Store) Status() (api.ClusterStatus, error) {
 // LeaderCh reports leadership gains and losses.
 func (s *Store) LeaderCh() <-chan bool { return s.raft.LeaderCh() }
 
-// setReady is called by the leader loop after its barrier.
-func (s *Store) setReady(v bool) { s.ready.Store(v) }
+// setReady is called by the leader loop after its barrier (true) and on
+// losing leadership (false).
+func (s *Store) setReady(v bool) {
+	if v {
+		s.readyIndex.Store(s.raft.LastIndex())
+	}
+	s.ready.Store(v)
+}
 
 // isRaftLeader is the raw Raft state, before the barrier.
 func (s *Store) isRaftLeader() bool { return s.raft.State() == raft.Leader }

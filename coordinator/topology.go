@@ -71,8 +71,8 @@ type haView struct {
 func (c *topologyController) pass(ctx context.Context) {
 	var views []haView
 	c.store.FSM().Read(func(s *State, _ uint64) {
-		for _, a := range sortedAddons(s.Addons) {
-			if a.Status == api.AddonRemoving || a.Status == api.AddonProvisioning {
+		for _, a := range s.Addons {
+			if a.Status == api.AddonRemoving || a.Status == api.AddonProvisioning || len(a.Members) < 3 {
 				continue
 			}
 			v := haView{addon: a, addrOf: map[string]string{}, hostState: map[string]api.HostState{}}
