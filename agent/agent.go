@@ -65,6 +65,10 @@ type Agent struct {
 	index       uint64
 	assigned    map[string]api.Assignment
 	failures    map[string]*failure
+	// starting holds the members whose (re)start is in progress: their
+	// container may exist without a running task for a moment, which is
+	// not a failure.
+	starting map[string]bool
 	memberStats map[string]*sysstats.Member
 
 	runOnce   sync.Once
@@ -127,6 +131,7 @@ func New(ctx context.Context, cfg Config, opts Options) (*Agent, error) {
 		heartbeatNow: make(chan struct{}, 1),
 		assigned:     map[string]api.Assignment{},
 		failures:     map[string]*failure{},
+		starting:     map[string]bool{},
 		memberStats:  map[string]*sysstats.Member{},
 	}
 	if a.rt == nil {

@@ -162,6 +162,14 @@ func (a *Agent) ensure(ctx context.Context, as api.Assignment, st *runtime.Statu
 	if planErr != nil {
 		return fail("render config: "+planErr.Error(), false)
 	}
+	a.mu.Lock()
+	a.starting[as.MemberID] = true
+	a.mu.Unlock()
+	defer func() {
+		a.mu.Lock()
+		delete(a.starting, as.MemberID)
+		a.mu.Unlock()
+	}()
 	if err := os.MkdirAll(p.dir, 0o700); err != nil {
 		return fail(fmt.Sprintf("member dir: %v", err), false)
 	}

@@ -299,7 +299,12 @@ func (a *Agent) memberStatus(ctx context.Context, as api.Assignment, have bool, 
 	if fp := a.failures[as.MemberID]; fp != nil && !fp.resolved {
 		f = *fp
 	}
+	inStart := a.starting[as.MemberID]
 	a.mu.Unlock()
+	if inStart && (st == nil || st.State != runtime.StateRunning) {
+		ms.State, ms.Detail = api.MemberStarting, "being started (image, container, task)"
+		return ms
+	}
 
 	p, planErr := a.planMember(as)
 	var pr probeResult

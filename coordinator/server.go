@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"os"
 	"strings"
 	"time"
 
@@ -205,7 +206,11 @@ func (s *Server) handleJoinPeer(w http.ResponseWriter, r *http.Request) {
 	if err := c.AddMember(ctx, join); err != nil {
 		var re *api.RemoteError
 		if !errors.As(err, &re) {
-			err = fmt.Errorf("%w: cannot reach a coordinator at %s: %v", api.ErrUnreachable, req.Peer, err)
+			var oe *net.OpError
+			if errors.As(err, &oe) {
+				err = oe.Err
+			}
+			err = fmt.Errorf("%w: cannot reach coordinator at %s: %v", api.ErrUnreachable, req.Peer, unwrapSyscall(err))
 		}
 		writeError(w, err)
 		return
@@ -652,4 +657,12 @@ func (s *Server) handleDrain(drain bool) handlerFunc {
 		writeJSON(w, http.StatusOK, map[string]string{"message": msg})
 		return nil
 	}
+}
+
+func unwrapSyscall(err error) error {
+	var se *os.SyscallError
+	if errors.As(err, &se) {
+		return se.Err
+	}
+	return err
 }

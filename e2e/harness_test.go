@@ -52,6 +52,7 @@ const (
 type Binaries struct {
 	Coordinator string // cacheplane-coordinator
 	CLI         string // cacheplane
+	Agent       string // cacheplane-agent
 }
 
 var (
@@ -87,10 +88,12 @@ func Build(t testing.TB) Binaries {
 		built = Binaries{
 			Coordinator: filepath.Join(binDir, "cacheplane-coordinator"),
 			CLI:         filepath.Join(binDir, "cacheplane"),
+			Agent:       filepath.Join(binDir, "cacheplane-agent"),
 		}
 		for _, b := range []struct{ out, pkg string }{
 			{built.Coordinator, "./cmd/coordinator"},
 			{built.CLI, "./cmd/cacheplane"},
+			{built.Agent, "./cmd/agent"},
 		} {
 			args := []string{"build"}
 			if raceEnabled {
@@ -214,6 +217,8 @@ type CoordinatorOpts struct {
 	// NoWait returns as soon as the process is started, without waiting for
 	// its admin socket to answer.
 	NoWait bool
+	// ExtraArgs are appended to serve's flags (e.g. --host-down-after 1s).
+	ExtraArgs []string
 }
 
 // Coordinator is one cacheplane-coordinator process. Its ports and dirs
@@ -270,6 +275,7 @@ func StartCoordinator(t testing.TB, id, ip string, opts CoordinatorOpts) *Coordi
 	if opts.Bootstrap {
 		c.args = append(c.args, "--bootstrap")
 	}
+	c.args = append(c.args, opts.ExtraArgs...)
 	t.Cleanup(func() {
 		c.Kill()
 		if t.Failed() {
