@@ -114,18 +114,3 @@ func (l *leadership) establish(ctx context.Context) error {
 	}
 	return nil
 }
-
-// waitChange blocks until the FSM changes, the poll interval passes, or ctx
-// ends. It returns false when ctx ended.
-func waitChange(ctx context.Context, ch <-chan struct{}, poll time.Duration) bool {
-	t := time.NewTimer(poll)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-ch:
-		return true
-	case <-t.C:
-		return true
-	}
-}
