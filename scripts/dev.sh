@@ -22,17 +22,31 @@ cleanup() {
   for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
   echo "dev: stopping members (redis saves its data on the way out)..."
-  for h in "${HOSTS[@]}"; do
-    ns=cacheplane-dev-${h%%:*}
+  local nss=()
+  for h in "${HOSTS[@]}"; do nss+=("cacheplane-dev-${h%%:*}"); done
+  for ns in "${nss[@]}"; do
     for id in $(ctr -n "$ns" task ls -q 2>/dev/null); do ctr -n "$ns" task kill -s SIGTERM "$id" >/dev/null 2>&1 || true; done
   done
-  for h in "${HOSTS[@]}"; do
-    ns=cacheplane-dev-${h%%:*}
-    for _ in $(seq 1 100); do
-      left=$(ctr -n "$ns" task ls 2>/dev/null | awk 'NR>1 && $3=="RUNNING"' | wc -l)
-      [ "$left" = 0 ] && break; sleep 0.1
+  # One shared deadline: redis exits after its save; haproxy, PID 1 in its
+  # container, may ignore SIGTERM and is killed after the deadline.
+  for _ in $(seq 1 50); do
+    left=0
+    for ns in "${nss[@]}"; do
+      n=$(ctr -n "$ns" task ls 2>/dev/null | awk 'NR>1 && $3=="RUNNING" && $1 !~ /haproxy/' | wc -l)
+      left=$((left + n))
     done
-    for id in $(ctr -n "$ns" task ls -q 2>/dev/null); do ctr -n "$ns" task kill -s SIGKILL "$id" >/dev/null 2>&1 || true; ctr -n "$ns" task delete "$id" >/dev/null 2>&1 || true; done
+    [ "$left" = 0 ] && break; sleep 0.1
+  done
+  for ns in "${nss[@]}"; do
+    for id in $(ctr -n "$ns" task ls -q 2>/dev/null); do
+      ctr -n "$ns" task kill -s SIGKILL "$id" >/dev/null 2>&1 || true
+    done
+  done
+  for ns in "${nss[@]}"; do
+    for _ in $(seq 1 30); do
+      [ "$(ctr -n "$ns" task ls 2>/dev/null | awk 'NR>1 && $3=="RUNNING"' | wc -l)" = 0 ] && break; sleep 0.1
+    done
+    for id in $(ctr -n "$ns" task ls -q 2>/dev/null); do ctr -n "$ns" task delete "$id" >/dev/null 2>&1 || true; done
   done
   echo "dev: stopped. Run 'make run' again to resume; rm -rf $DEV to start afresh."
 }
