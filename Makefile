@@ -42,15 +42,18 @@ build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/cacheplane ./cmd/cacheplane
 	@if [ -d cmd/agent ] && ls cmd/agent/*.go >/dev/null 2>&1; then $(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/cacheplane-agent ./cmd/agent; fi
 
-## test: everything CI runs — deps, lint, unit and multi-process tests (-race)
+## test: everything CI runs — deps, lint, unit tests, then the multi-process
+## tests alone (they measure failovers: they must not share the CPUs with
+## the unit suites)
 test: deps lint build
-	CACHEPLANE_IMAGES=$(IMAGES) $(GO) test $(TESTFLAGS) ./...
+	CACHEPLANE_IMAGES=$(IMAGES) $(GO) test $(TESTFLAGS) $$($(GO) list ./... | grep -v /e2e)
+	CACHEPLANE_IMAGES=$(IMAGES) $(GO) test $(TESTFLAGS) -p 1 ./e2e/
 
 unit:
 	$(GO) test $(TESTFLAGS) $$($(GO) list ./... | grep -v /e2e)
 
 e2e: build
-	CACHEPLANE_IMAGES=$(IMAGES) $(GO) test $(TESTFLAGS) -v ./e2e/
+	CACHEPLANE_IMAGES=$(IMAGES) $(GO) test $(TESTFLAGS) -p 1 -v ./e2e/
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '^e2e/testdata/')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
