@@ -57,6 +57,7 @@ func (a *Agent) reconcile(ctx context.Context) time.Duration {
 		assigned[id] = as
 	}
 	a.mu.Unlock()
+	a.syncVIPs(ctx, assigned) // entrypoint VIPs before the haproxys bind them (vip.go)
 
 	sts, err := a.rt.List(ctx)
 	if err != nil {
@@ -143,6 +144,11 @@ func (a *Agent) ensure(ctx context.Context, as api.Assignment, st *runtime.Statu
 		wait = time.Until(a.failures[as.MemberID].nextRestart)
 	}
 	a.mu.Unlock()
+	if planErr == nil { // business redis: restarts only as a replica of Sentinel's primary (safety.go)
+		if d, ok := a.gateStart(ctx, &p, st, max(wait, 0)); !ok {
+			return d
+		}
+	}
 	if !running && wait > 0 {
 		return wait // restart backoff
 	}

@@ -323,6 +323,9 @@ func (a *Agent) memberStatus(ctx context.Context, as api.Assignment, have bool, 
 	if st == nil && ms.State != api.MemberRunning {
 		ms.Detail = strings.TrimPrefix(ms.Detail+"; runtime unavailable: "+errString(listErr), "; ")
 	}
+	if r := a.heldReason(as.MemberID); r != "" && ms.State != api.MemberRunning { // safety.go
+		ms.State, ms.Detail = api.MemberPending, r
+	}
 	if ms.State == api.MemberRunning {
 		ms.RedisRole, ms.ReplOffset = pr.redisRole, pr.replOffset
 		a.mu.Lock()

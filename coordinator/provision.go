@@ -35,6 +35,8 @@ type provisionController struct {
 	now   func() time.Time
 	// vipPool is the entrypoint CIDR for business addons ("" = none).
 	vipPool string
+	// view is the scheduler's view of the fleet for the current pass.
+	view *scheduler.State
 	// ping checks the entrypoint answers with the addon's password.
 	ping func(ctx context.Context, addr, password string) error
 }
@@ -44,6 +46,7 @@ func (c *provisionController) Name() string { return "provision" }
 func (c *provisionController) Run(ctx context.Context) {
 	for {
 		fsmCh, obsCh := c.store.FSM().Changed(), c.obs.Changed()
+		c.view = nil // rebuilt at most once per pass, and after each placement
 		for _, op := range c.active() {
 			if err := c.advance(ctx, op); err != nil && ctx.Err() == nil {
 				c.log.Warn("provision step failed; will retry", "op", op.ID, "addon", op.AddonID, "err", err)
@@ -77,11 +80,13 @@ func (c *provisionController) advance(ctx context.Context, op api.Operation) err
 	var (
 		addon api.Addon
 		ok    bool
-		st    scheduler.State
 	)
 	c.store.FSM().Read(func(s *State, _ uint64) {
 		addon, ok = s.Addons[op.AddonID]
-		st = schedulerState(s)
+		if c.view == nil && op.Steps[min(op.CurrentStep(), len(op.Steps)-1)].Name == StepPlace {
+			v := schedulerState(s)
+			c.view = &v
+		}
 	})
 	if !ok {
 		return c.fail(ctx, op, i, "the addon no longer exists")
@@ -93,6 +98,7 @@ func (c *provisionController) advance(ctx context.Context, op api.Operation) err
 	}
 	switch step.Name {
 	case StepPlace:
+		st := *c.view
 		plan, found := api.FindPlan(st.Plans, addon.Plan)
 		if !found {
 			return c.fail(ctx, op, i, fmt.Sprintf("plan %s is not in the catalog", addon.Plan))
@@ -126,6 +132,7 @@ func (c *provisionController) advance(ctx context.Context, op api.Operation) err
 		}
 		c.done(&op, i, now, fmt.Sprintf("%d members placed; entrypoint %s", len(p.Members), p.Entrypoint))
 		_, err = c.store.Apply(ctx, CmdAddonPlaced, AddonPlacedCmd{AddonID: addon.ID, Members: p.Members, Entrypoint: p.Entrypoint, Operation: op})
+		c.view = nil // the fleet changed: the next placement sees this one
 		if err == nil {
 			c.log.Info("addon placed", "addon", addon.ID, "entrypoint", p.Entrypoint, "members", len(p.Members))
 		}

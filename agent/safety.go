@@ -1,0 +1,320 @@
+package agent
+
+// Never let a restarted node wipe the data.
+//
+// A Redis replica copies whatever its primary holds. A primary whose process
+// died and comes back on its own — the restart policy, an agent restart, a
+// host reboot — holds an older dataset (the last RDB snapshot) or an empty
+// one, and its replica would copy that, erasing every write since
+// (shared/notes/feasibility.md reproduced it: ~70K acknowledged writes gone,
+// no client error). So before the agent (re)starts a redis member of an HA
+// addon (its assignment lists sentinels) that has run before, it asks the
+// sentinels who the primary is and starts the member as a replica of that
+// primary, whatever the assignment says; promotions are Sentinel's and the
+// coordinator's business, never a restart's.
+//
+// When a majority of the sentinels name the member itself, Sentinel has not
+// failed over yet: the member is held back (reported pending, with why) and
+// the agent asks a sentinel for the failover — the process is certainly
+// dead, the runtime said so, which is the one case where SENTINEL FAILOVER
+// is safe. When no majority answers, the member is held too. The first start
+// of a member (nothing in its dir, no container) keeps the assignment's
+// view: that is how an addon is provisioned and a replacement placed.
+//
+// Sentinel refuses a failover with -NOGOODSLAVE when no replica can be
+// promoted (the replica is down as well, or has been disconnected too
+// long). Then the member's own data is the best there is: it starts as the
+// primary the sentinels name, so a cold start of a whole addon recovers.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/cacheplane/cacheplane/agent/render"
+	"github.com/cacheplane/cacheplane/agent/runtime"
+	"github.com/cacheplane/cacheplane/api"
+)
+
+// Safety gate figures.
+const (
+	// sentinelAskTimeout bounds one sentinel's answer.
+	sentinelAskTimeout = 500 * time.Millisecond
+	// holdRetry is how soon a held member is looked at again.
+	holdRetry = 200 * time.Millisecond
+	// failoverEvery bounds how often the agent asks for a failover of one
+	// member that the sentinels still name.
+	failoverEvery = 2 * time.Second
+)
+
+// gateState is the agent's safety-gate bookkeeping: why a member is held
+// back, and when a failover was last asked for it.
+type gateState struct {
+	mu       sync.Mutex
+	held     map[string]string // member → reason
+	failover map[string]time.Time
+	// nogood: Sentinel answered -NOGOODSLAVE for the member (no replica
+	// can take over): it may start as the primary.
+	nogood map[string]bool
+}
+
+// gates holds one gateState per agent. It lives beside the Agent struct
+// rather than in it so this file stays the only one that knows it.
+var gates sync.Map // *Agent → *gateState
+
+func (a *Agent) gate() *gateState {
+	if g, ok := gates.Load(a); ok {
+		return g.(*gateState)
+	}
+	g, _ := gates.LoadOrStore(a, &gateState{held: map[string]string{}, failover: map[string]time.Time{}, nogood: map[string]bool{}})
+	return g.(*gateState)
+}
+
+// heldReason is why member id is held back ("" when it is not).
+func (a *Agent) heldReason(id string) string {
+	g := a.gate()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.held[id]
+}
+
+func (a *Agent) setHeld(id, reason string) {
+	g := a.gate()
+	g.mu.Lock()
+	old := g.held[id]
+	if reason == "" {
+		delete(g.held, id)
+	} else {
+		g.held[id] = reason
+	}
+	g.mu.Unlock()
+	if old != reason {
+		if reason != "" {
+			a.log.Warn("member held back", "member", id, "reason", reason)
+			poke(a.heartbeatNow)
+		} else if old != "" {
+			a.log.Info("member released", "member", id)
+		}
+	}
+}
+
+// isBusinessRedis: a redis member watched by sentinels.
+func isBusinessRedis(as api.Assignment) bool {
+	return as.Role == api.RoleRedis && len(as.Sentinels) > 0 && as.MasterName != ""
+}
+
+// ranBefore reports whether the member has run on this host before: a
+// container exists, or its dir holds an RDB file or an AOF dir.
+func ranBefore(dir string, st *runtime.Status) bool {
+	if st != nil && st.State != runtime.StateMissing {
+		return true
+	}
+	for _, name := range []string{render.RDBFileName, render.AOFDirName} {
+		if _, err := os.Stat(filepath.Join(dir, name)); err == nil {
+			return true
+		}
+	}
+	return false
+}
+
+// gateStart decides whether the member of p may be (re)started now, and
+// makes a business redis that ran before start as a replica of the primary
+// the sentinels name (p's config is re-rendered). It returns ok=false with
+// a retry delay when the member must be held back. It is also where the
+// agent asks for a failover the moment it finds the primary's process dead
+// (called on every reconcile pass while the member is down, restart backoff
+// or not).
+func (a *Agent) gateStart(ctx context.Context, p *memberPlan, st *runtime.Status, backoff time.Duration) (time.Duration, bool) {
+	as := p.as
+	running := st != nil && st.State == runtime.StateRunning
+	if !isBusinessRedis(as) || running || !ranBefore(p.dir, st) {
+		a.setHeld(as.MemberID, "")
+		return 0, true
+	}
+	self := p.probe
+	master, votes, err := askSentinels(ctx, as.Sentinels, as.MasterName)
+	switch {
+	case err != nil:
+		if backoff > 0 {
+			a.setHeld(as.MemberID, "")
+			return min(backoff, holdRetry), false
+		}
+		a.setHeld(as.MemberID, "held back before restart: "+err.Error()+"; it starts only as a replica of the primary a majority of the sentinels name")
+		return holdRetry, false
+	case master == self && !a.noGoodReplica(as.MemberID):
+		reason := fmt.Sprintf("held back before restart: %d of %d sentinels still name this member the primary (failover not done yet); it starts as a replica once Sentinel has promoted the other", votes, len(as.Sentinels))
+		if err := a.askFailover(ctx, as); err != nil {
+			if errors.Is(err, errNoGoodReplica) {
+				a.log.Warn("no replica can take over: the member starts as the primary on its own data", "member", as.MemberID)
+				break
+			}
+			reason += "; failover request: " + err.Error()
+		} else {
+			reason += "; failover requested"
+		}
+		if backoff > 0 {
+			// Still in its restart delay: the failure stays what is
+			// reported; the hold shows once the delay is over.
+			a.setHeld(as.MemberID, "")
+			return min(backoff, holdRetry), false
+		}
+		a.setHeld(as.MemberID, reason)
+		return holdRetry, false
+	}
+	if backoff > 0 {
+		a.setHeld(as.MemberID, "")
+		return backoff, false
+	}
+	if master != self {
+		as.ReplicaOf = master
+		np, err := a.planMember(as)
+		if err != nil {
+			a.setHeld(as.MemberID, "held back before restart: render as a replica of "+master+": "+err.Error())
+			return holdRetry, false
+		}
+		p.conf = np.conf
+		a.log.Info("member restarts as a replica of the primary the sentinels name", "member", as.MemberID, "primary", master, "sentinels_agreeing", votes)
+	}
+	a.clearNoGood(as.MemberID)
+	a.setHeld(as.MemberID, "")
+	return 0, true
+}
+
+func (a *Agent) noGoodReplica(id string) bool {
+	g := a.gate()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.nogood[id]
+}
+
+func (a *Agent) clearNoGood(id string) {
+	g := a.gate()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	delete(g.nogood, id)
+}
+
+// errNoGoodReplica: Sentinel has no replica to promote.
+var errNoGoodReplica = errors.New("no replica can be promoted")
+
+// askFailover sends SENTINEL FAILOVER to the member's sentinels (the first
+// that accepts), at most every failoverEvery. Only called while the
+// member's process is not running.
+func (a *Agent) askFailover(ctx context.Context, as api.Assignment) error {
+	g := a.gate()
+	g.mu.Lock()
+	if last, ok := g.failover[as.MemberID]; ok && time.Since(last) < failoverEvery {
+		g.mu.Unlock()
+		return nil
+	}
+	g.failover[as.MemberID] = time.Now()
+	g.mu.Unlock()
+	var errs []string
+	nogood := 0
+	for _, s := range as.Sentinels {
+		err := sentinelDo(ctx, s, "SENTINEL", "FAILOVER", as.MasterName)
+		if err == nil {
+			a.log.Warn("primary process dead: failover requested", "member", as.MemberID, "addon", as.AddonID, "sentinel", s)
+			return nil
+		}
+		if strings.HasPrefix(err.Error(), "NOGOODSLAVE") {
+			nogood++
+		}
+		if strings.HasPrefix(err.Error(), "INPROG") {
+			return nil // already under way
+		}
+		errs = append(errs, s+": "+err.Error())
+	}
+	if nogood*2 > len(as.Sentinels) {
+		g.mu.Lock()
+		g.nogood[as.MemberID] = true
+		g.mu.Unlock()
+		return errNoGoodReplica
+	}
+	return errors.New(strings.Join(errs, "; "))
+}
+
+// askSentinels asks every sentinel for the master of name at once and
+// returns the address a majority names, with how many did.
+func askSentinels(ctx context.Context, sentinels []string, name string) (string, int, error) {
+	type answer struct {
+		addr string
+		err  error
+	}
+	out := make([]answer, len(sentinels))
+	var wg sync.WaitGroup
+	for i, s := range sentinels {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			out[i].addr, out[i].err = sentinelMaster(ctx, s, name)
+		}()
+	}
+	wg.Wait()
+	votes := map[string]int{}
+	var errs []string
+	for i, r := range out {
+		if r.err != nil {
+			errs = append(errs, sentinels[i]+": "+r.err.Error())
+			continue
+		}
+		votes[r.addr]++
+	}
+	for addr, n := range votes {
+		if n*2 > len(sentinels) {
+			return addr, n, nil
+		}
+	}
+	names := make([]string, 0, len(votes))
+	for addr, n := range votes {
+		names = append(names, fmt.Sprintf("%s (%d)", addr, n))
+	}
+	sort.Strings(names)
+	msg := fmt.Sprintf("no majority of %d sentinels names a primary", len(sentinels))
+	if len(names) > 0 {
+		msg += "; answers: " + strings.Join(names, ", ")
+	}
+	if len(errs) > 0 {
+		msg += "; unreachable: " + strings.Join(errs, "; ")
+	}
+	return "", 0, errors.New(msg)
+}
+
+// sentinelMaster asks one sentinel for the master's host:port.
+func sentinelMaster(ctx context.Context, sentinel, name string) (string, error) {
+	c := sentinelClient(sentinel)
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(ctx, sentinelAskTimeout)
+	defer cancel()
+	res, err := c.Do(ctx, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", name).StringSlice()
+	if err != nil {
+		return "", err
+	}
+	if len(res) != 2 {
+		return "", fmt.Errorf("unexpected answer %q", res)
+	}
+	return net.JoinHostPort(res[0], res[1]), nil
+}
+
+// sentinelDo sends one command to a sentinel.
+func sentinelDo(ctx context.Context, sentinel string, args ...any) error {
+	c := sentinelClient(sentinel)
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(ctx, sentinelAskTimeout)
+	defer cancel()
+	return c.Do(ctx, args...).Err()
+}
+
+func sentinelClient(addr string) *redis.Client {
+	return redis.NewClient(&redis.Options{Addr: addr, Protocol: 2, DialTimeout: sentinelAskTimeout,
+		ReadTimeout: sentinelAskTimeout, WriteTimeout: sentinelAskTimeout, MaxRetries: -1, PoolSize: 1, DisableIdentity: true})
+}
