@@ -240,6 +240,13 @@ func TestStarterEndToEnd(t *testing.T) {
 	if p := memberPid(t, host, member.ID); p != pidBefore {
 		t.Fatalf("container task pid %d -> %d after settings changes", pidBefore, p)
 	}
+	// The entrypoint (the URL's address) stayed the same throughout.
+	if a := WaitForAddonStatus(t, c, app, api.AddonRunning, 10*time.Second); a.Entrypoint != addon.Entrypoint {
+		t.Fatalf("entrypoint moved from %s to %s", addon.Entrypoint, a.Entrypoint)
+	}
+	if u, _ := starterEnvURL(t, c, app); u != url {
+		t.Fatal("REDIS_URL changed during the addon's life")
+	}
 	rc.Close()
 
 	// --- remove: no addon, no container, no data dir, no log
