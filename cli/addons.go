@@ -60,6 +60,9 @@ func addonsAddCmd(g *globals) *cobra.Command {
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := api.ValidateAppName(app); err != nil {
+				return err
+			}
 			req := api.AddonCreateRequest{App: app, Type: args[0], Plan: args[1], RequestID: requestID}
 			if version != "" {
 				if e, v, ok := strings.Cut(version, "-"); ok {
