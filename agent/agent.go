@@ -56,19 +56,20 @@ type Agent struct {
 	hostStats *sysstats.Host
 	statsCfg  sysstats.Config
 	probes    *prober
+	metrics   *agentMetrics
 
 	reconcileNow chan struct{}
 	heartbeatNow chan struct{}
 
-	mu          sync.Mutex
-	have        bool // an assignments answer has arrived
-	index       uint64
-	assigned    map[string]api.Assignment
-	failures    map[string]*failure
+	mu       sync.Mutex
+	have     bool // an assignments answer has arrived
+	index    uint64
+	assigned map[string]api.Assignment
+	failures map[string]*failure
 	// starting holds the members whose (re)start is in progress: their
 	// container may exist without a running task for a moment, which is
 	// not a failure.
-	starting map[string]bool
+	starting    map[string]bool
 	memberStats map[string]*sysstats.Member
 
 	runOnce   sync.Once
@@ -134,6 +135,7 @@ func New(ctx context.Context, cfg Config, opts Options) (*Agent, error) {
 		starting:     map[string]bool{},
 		memberStats:  map[string]*sysstats.Member{},
 	}
+	a.metrics = newAgentMetrics(a)
 	if a.rt == nil {
 		rt, err := runtime.NewContainerd(ctx, runtime.Config{
 			Socket:    cfg.ContainerdSocket,
@@ -181,6 +183,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	// Exits are drained from the start: a full channel holds up the
 	// runtime's watcher.
 	loop("exits", a.exitsLoop)
+	loop("metrics", a.metricsLoop)
 	if a.register(ctx) {
 		loop("assignments", a.watchLoop)
 		loop("reconcile", a.reconcileLoop)

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -92,7 +93,16 @@ type Config struct {
 	MaxRestartDelay Duration `json:"max_restart_delay"`
 	// LogLevel is debug, info, warn or error; logs are JSON on stderr.
 	LogLevel string `json:"log_level"`
+	// MetricsAddr is where GET /metrics (Prometheus text format) listens:
+	// host:port, or ":port" for a loopback address of this host (Address
+	// itself when it is a loopback address, so several agents on one
+	// machine do not collide; 127.0.0.1 otherwise). "" or "off" disables
+	// it. Validate resolves ":port" into host:port.
+	MetricsAddr string `json:"metrics_addr"`
 }
+
+// DefaultMetricsPort is the agent's /metrics port unless configured.
+const DefaultMetricsPort = 9412
 
 // DefaultConfig returns every default.
 func DefaultConfig() Config {
@@ -108,6 +118,7 @@ func DefaultConfig() Config {
 		RestartDelay:      Duration(2 * time.Second),
 		MaxRestartDelay:   Duration(time.Minute),
 		LogLevel:          "info",
+		MetricsAddr:       ":" + strconv.Itoa(DefaultMetricsPort),
 	}
 }
 
@@ -195,6 +206,9 @@ func (c *Config) Validate() error {
 		}
 		c.ClusterToken = strings.TrimSpace(string(b))
 	}
+	if err := c.resolveMetricsAddr(); err != nil {
+		return err
+	}
 	if c.MemoryMB < 0 {
 		return fmt.Errorf("config: memory_mb %d must not be negative (0 = detect)", c.MemoryMB)
 	}
@@ -204,6 +218,35 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("config: memory_mb is 0 and detection failed (set it): %w", err)
 		}
 		c.MemoryMB = mb
+	}
+	return nil
+}
+
+// MetricsEnabled reports whether the agent serves /metrics.
+func (c *Config) MetricsEnabled() bool { return c.MetricsAddr != "" && c.MetricsAddr != "off" }
+
+// resolveMetricsAddr checks MetricsAddr and gives ":port" its host: the
+// agent's Address when that is a loopback address, else 127.0.0.1 (the
+// figures stay on the machine unless an operator names an address).
+func (c *Config) resolveMetricsAddr() error {
+	if !c.MetricsEnabled() {
+		return nil
+	}
+	host, port, err := net.SplitHostPort(c.MetricsAddr)
+	if err != nil {
+		return fmt.Errorf("config: metrics_addr %q: want host:port, :port, or \"off\": %w", c.MetricsAddr, err)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return fmt.Errorf("config: metrics_addr %q: bad port", c.MetricsAddr)
+	}
+	if host == "" {
+		host = "127.0.0.1"
+		if ip := net.ParseIP(c.Address); ip != nil && ip.IsLoopback() {
+			host = c.Address
+		}
+		c.MetricsAddr = net.JoinHostPort(host, port)
+	} else if net.ParseIP(host) == nil {
+		return fmt.Errorf("config: metrics_addr %q: the host must be an IP address", c.MetricsAddr)
 	}
 	return nil
 }

@@ -198,6 +198,7 @@ func (a *Agent) sendHeartbeat(ctx context.Context) (settling bool, err error) {
 	hctx, cancel := context.WithTimeout(ctx, heartbeatTimeout)
 	defer cancel()
 	req := a.Report(hctx)
+	a.metrics.observe(req, time.Now())
 	for _, m := range req.Members {
 		if m.State == api.MemberPending || (m.State == api.MemberStarting && time.Since(m.StartedAt) < settleFor) {
 			settling = true

@@ -34,6 +34,7 @@ func newCommand() *cobra.Command {
 		configPath                                        string
 		hostID, address, zone, tokenFile, dataDir         string
 		socket, namespace, imageDir, logLevel             string
+		metricsAddr                                       string
 		labels, coordinators                              []string
 		memoryMB                                          int
 		heartbeat, restartDelay, maxRestartDelay, waitFor time.Duration
@@ -130,6 +131,9 @@ agent.DefaultConfig), then these flags override it.`,
 			if f.Changed("log-level") {
 				cfg.LogLevel = logLevel
 			}
+			if f.Changed("metrics-addr") {
+				cfg.MetricsAddr = metricsAddr
+			}
 			if err := cfg.Validate(); err != nil {
 				return err
 			}
@@ -164,5 +168,6 @@ agent.DefaultConfig), then these flags override it.`,
 	f.DurationVar(&restartDelay, "restart-delay", time.Duration(d.RestartDelay), "wait before starting an exited member again (doubles while it keeps failing)")
 	f.DurationVar(&maxRestartDelay, "max-restart-delay", time.Duration(d.MaxRestartDelay), "longest wait before starting an exited member again")
 	f.StringVar(&logLevel, "log-level", d.LogLevel, "debug, info, warn or error")
+	f.StringVar(&metricsAddr, "metrics-addr", d.MetricsAddr, `Prometheus /metrics address host:port; ":port" = this host's address if loopback, else 127.0.0.1; "off" disables`)
 	return cmd
 }
