@@ -73,14 +73,33 @@ func (s *Server) handleHeartbeat(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	var (
-		h   api.Host
-		ok  bool
-		idx uint64
+		h        api.Host
+		ok       bool
+		idx      uint64
+		assigned = map[string]bool{}
 	)
-	s.store.FSM().Read(func(st *State, i uint64) { h, ok = st.Hosts[req.HostID]; idx = i })
+	s.store.FSM().Read(func(st *State, i uint64) {
+		h, ok = st.Hosts[req.HostID]
+		idx = i
+		for _, as := range assignmentsFor(st, req.HostID) {
+			assigned[as.MemberID] = true
+		}
+	})
 	if !ok {
 		return fmt.Errorf("%w: host %s is not registered; register first", api.ErrNotFound, req.HostID)
 	}
+	// A report about a member this host was not given is not evidence of
+	// anything (a stale agent, a member being removed): keep it out of the
+	// observed state, say so in the log.
+	kept := req.Members[:0:0]
+	for _, m := range req.Members {
+		if assigned[m.MemberID] {
+			kept = append(kept, m)
+			continue
+		}
+		s.log.Warn("heartbeat reports a member not assigned to its host; ignored", "host", req.HostID, "member", m.MemberID, "state", m.State)
+	}
+	req.Members = kept
 	s.obs.record(req, s.now())
 	s.stats.record(req, s.now())
 	if h.State == api.HostDown {

@@ -237,3 +237,24 @@ func TestProvisionRemoveAndHostLiveness(t *testing.T) {
 	})
 	_ = c
 }
+
+func TestHeartbeatIgnoresMembersNotAssignedToTheHost(t *testing.T) {
+	c, cfg := startTestCoordinator(t, "127.0.0.43")
+	ctx := context.Background()
+	peer := api.NewPeerClient(cfg.HTTPAddr, cfg.ClusterToken)
+	if _, err := peer.Register(ctx, api.Host{ID: "h1", Address: "127.0.0.44", MemoryMB: 1024}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := peer.Heartbeat(ctx, api.HeartbeatRequest{HostID: "h1", Members: []api.MemberStatus{{MemberID: "ghost-1234-redis-0", State: api.MemberFailed}}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, seen := c.server.obs.member("h1", "ghost-1234-redis-0"); seen {
+		t.Fatal("a member the host was never given is in the observed state")
+	}
+	if _, err := peer.Heartbeat(ctx, api.HeartbeatRequest{HostID: "nope"}); api.HTTPStatus(err) != http.StatusNotFound {
+		t.Fatalf("heartbeat of an unregistered host = %v; want 404", err)
+	}
+	if _, err := peer.Register(ctx, api.Host{ID: "bad id!", Address: "127.0.0.44", MemoryMB: 1}); api.HTTPStatus(err) != http.StatusBadRequest {
+		t.Fatalf("register with a malformed id = %v; want 400", err)
+	}
+}
