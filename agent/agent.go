@@ -13,6 +13,7 @@ import (
 
 	"github.com/cacheplane/cacheplane/agent/runtime"
 	"github.com/cacheplane/cacheplane/api"
+	"github.com/cacheplane/cacheplane/packaging"
 	"github.com/cacheplane/cacheplane/sysstats"
 )
 
@@ -185,9 +186,12 @@ func (a *Agent) Run(ctx context.Context) error {
 	loop("exits", a.exitsLoop)
 	loop("metrics", a.metricsLoop)
 	if a.register(ctx) {
-		loop("assignments", a.watchLoop)
-		loop("reconcile", a.reconcileLoop)
 		loop("heartbeat", a.heartbeatLoop)
+		loop("assignments", a.watchLoop)
+		// Import missing images before the first reconcile, so the first
+		// member placed on a fresh host does not pay for it.
+		a.preloadImages(ctx)
+		loop("reconcile", a.reconcileLoop)
 	}
 	<-ctx.Done()
 	wg.Wait()
@@ -381,4 +385,28 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	case <-t.C:
 		return true
 	}
+}
+
+// preloadImages imports every image of the image directory that containerd
+// does not have yet. A failure is logged: the member that needs the image
+// reports it when it is assigned.
+func (a *Agent) preloadImages(ctx context.Context) {
+	if a.cfg.ImageDir == "" {
+		return
+	}
+	ix, err := packaging.ReadIndex(a.cfg.ImageDir)
+	if err != nil {
+		a.log.Warn("no local images to preload", "dir", a.cfg.ImageDir, "err", err)
+		return
+	}
+	start := time.Now()
+	for _, e := range ix.Images {
+		if ctx.Err() != nil {
+			return
+		}
+		if err := a.rt.EnsureImage(ctx, e.Ref); err != nil {
+			a.log.Warn("preload image", "ref", e.Ref, "err", err)
+		}
+	}
+	a.log.Info("images ready", "count", len(ix.Images), "took", time.Since(start).Round(time.Millisecond).String())
 }

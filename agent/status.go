@@ -61,6 +61,7 @@ func (p *prober) client(id, addr, password string) *redis.Client {
 		ReadTimeout:     probeIOTimeout,
 		WriteTimeout:    probeIOTimeout,
 		MaxRetries:      -1,
+		DialerRetries:   1,
 		PoolSize:        2,
 		DisableIdentity: true,
 	})
@@ -110,12 +111,17 @@ func (a *Agent) probe(ctx context.Context, p memberPlan) probeResult {
 	case api.RoleSentinel:
 		c := a.probes.client(p.as.MemberID, p.probe, "")
 		if err := c.Ping(ctx).Err(); err != nil {
+			a.probes.close(p.as.MemberID) // next probe dials afresh, not on go-redis's 1 s redial backoff
 			return probeResult{err: fmt.Errorf("ping %s: %w", p.probe, err)}
 		}
 		return probeResult{}
 	}
 	c := a.probes.client(p.as.MemberID, p.probe, p.as.Password)
 	if err := c.Ping(ctx).Err(); err != nil {
+		// A member that does not answer yet is usually starting: dial afresh
+		// next time rather than wait out go-redis's redial backoff (1 s after
+		// two failed dials), so "running" is reported within a probe period.
+		a.probes.close(p.as.MemberID)
 		return probeResult{err: fmt.Errorf("ping %s: %w", p.probe, err)}
 	}
 	info, err := c.Info(ctx, "replication").Result()

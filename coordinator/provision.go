@@ -239,7 +239,7 @@ func schedulerState(s *State) scheduler.State {
 func pingRedis(ctx context.Context, addr, password string) error {
 	c := redis.NewClient(&redis.Options{
 		Addr: addr, Password: password, DialTimeout: time.Second, ReadTimeout: time.Second,
-		WriteTimeout: time.Second, MaxRetries: -1, PoolSize: 1, DisableIdentity: true,
+		WriteTimeout: time.Second, MaxRetries: -1, DialerRetries: 1, PoolSize: 1, DisableIdentity: true,
 	})
 	defer c.Close()
 	return c.Ping(ctx).Err()
