@@ -228,10 +228,24 @@ func (a *Agent) Report(ctx context.Context) api.HeartbeatRequest {
 	for _, as := range a.assigned {
 		assigned = append(assigned, as)
 	}
+	startingBefore := map[string]bool{}
+	for id := range a.starting {
+		startingBefore[id] = true
+	}
 	a.mu.Unlock()
 
 	req := api.HeartbeatRequest{HostID: a.cfg.HostID, Members: []api.MemberStatus{}}
 	sts, listErr := a.rt.List(ctx)
+	for i, st := range sts {
+		// Its start was under way when List ran and may have finished
+		// since (the starting mark is gone): the listed "not running" is
+		// stale, look again rather than report a failure that never was.
+		if startingBefore[st.ID] && st.State != runtime.StateRunning {
+			if fresh, err := a.rt.Inspect(ctx, st.ID); err == nil {
+				sts[i] = fresh
+			}
+		}
+	}
 	inRuntime := map[string]runtime.Status{}
 	for _, st := range sts {
 		inRuntime[st.ID] = st

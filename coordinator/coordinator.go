@@ -79,7 +79,7 @@ func Start(cfg Config, log *slog.Logger, raftLog io.Writer) (*Coordinator, error
 			&settingsController{store: store, obs: obs, log: log.With("component", "settings"), now: time.Now, check: checkRedisSettings},
 			&topologyController{store: store, obs: obs, log: log.With("component", "topology"), now: time.Now, askMaster: sentinelMaster, failover: sentinelFailover},
 			&healController{store: store, obs: obs, log: log.With("component", "heal"), now: time.Now, healAfter: time.Duration(cfg.HealAfter),
-				failover: sentinelFailover, reset: sentinelReset, demote: demoteRedis},
+				failover: sentinelFailover, reset: sentinelReset, demote: demoteRedis, switchover: switchover},
 			&provisionController{store: store, obs: obs, log: log.With("component", "provision"), now: time.Now, ping: pingRedis, vipPool: cfg.EntrypointCIDR},
 		},
 	}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -47,6 +49,10 @@ type healController struct {
 	// demote makes the old primary a replica of the new one at once, so a
 	// planned switchover leaves no window with two writable primaries.
 	demote func(ctx context.Context, addr, password, primary string) error
+	// switchover moves the primary role from a live primary to its replica
+	// without losing an acknowledged write (see switchover); nil means a
+	// bare SENTINEL FAILOVER.
+	switchover func(ctx context.Context, sw switchoverReq) error
 }
 
 func (c *healController) Name() string { return "heal" }
@@ -215,6 +221,22 @@ func (c *healController) advance(ctx context.Context, op api.Operation) error {
 		// Planned: ask Sentinel now (again every 10 s), then wait for the
 		// topology controller to record the new primary.
 		if step.State != api.OpRunning || now.Sub(op.UpdatedAt) > 10*time.Second {
+			if c.switchover != nil {
+				var replica api.Member
+				for _, m := range a.Members {
+					if m.Role == api.RoleRedis && m.ID != target.ID {
+						replica = m
+					}
+				}
+				sw := switchoverReq{name: a.ID, password: a.Password, primary: addrOf[target.ID], replica: addrOf[replica.ID], sentinels: senti}
+				if err := c.switchover(ctx, sw); err != nil {
+					c.log.Warn("switchover failed; will retry", "addon", a.ID, "from", target.ID, "to", replica.ID, "err", err)
+					step.Detail = ""
+					return waitFor("switchover failed, retrying: " + err.Error())
+				}
+				step.Detail = ""
+				return waitFor("switched over to " + replica.ID + "; waiting for the new primary to be recorded")
+			}
 			for _, s := range senti {
 				fctx, cancel := context.WithTimeout(ctx, time.Second)
 				err := c.failover(fctx, s, a.ID)
@@ -315,4 +337,155 @@ func demoteRedis(ctx context.Context, addr, password, primary string) error {
 		return err
 	}
 	return c.Do(ctx, "REPLICAOF", host, port).Err()
+}
+
+// switchoverReq is a planned primary move.
+type switchoverReq struct {
+	name      string // master name (addon id)
+	password  string
+	primary   string // host:port of the live primary
+	replica   string // host:port of its replica, promoted
+	sentinels []string
+}
+
+// Switchover figures.
+const (
+	// switchoverPause bounds the write pause on the old primary should
+	// the coordinator die half-way; normally it is lifted within ~1 s.
+	switchoverPause = 5 * time.Second
+	// switchoverSettle is how long the old primary stays paused after it
+	// became a replica: HAProxy's role check (every 200 ms) marks it down
+	// and cuts its sessions meanwhile, so paused clients reconnect to the
+	// new primary instead of getting READONLY.
+	switchoverSettle = 700 * time.Millisecond
+)
+
+// switchover moves the primary role from a live primary to its replica
+// with no acknowledged write lost. A bare SENTINEL FAILOVER with a live
+// primary promotes the replica while the old primary keeps accepting
+// writes until Sentinel reconfigures it (seconds); those writes are lost
+// when it resyncs. Instead: pause writes on the old primary (CLIENT PAUSE
+// WRITE; clients wait, they get no error), wait until the replica has
+// every write, ask Sentinel to fail over, wait for the replica to be a
+// master, make the old primary its replica, let HAProxy see it, unpause.
+func switchover(ctx context.Context, sw switchoverReq) error {
+	old := redis.NewClient(&redis.Options{Addr: sw.primary, Password: sw.password, DialTimeout: time.Second,
+		ReadTimeout: time.Second, WriteTimeout: time.Second, MaxRetries: -1, PoolSize: 1, DisableIdentity: true})
+	defer old.Close()
+	rep := redis.NewClient(&redis.Options{Addr: sw.replica, Password: sw.password, DialTimeout: time.Second,
+		ReadTimeout: time.Second, WriteTimeout: time.Second, MaxRetries: -1, PoolSize: 1, DisableIdentity: true})
+	defer rep.Close()
+	call := func(c *redis.Client, args ...any) error {
+		cctx, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		return c.Do(cctx, args...).Err()
+	}
+	offset := func(c *redis.Client) (role string, off int64, err error) {
+		cctx, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		info, err := c.Info(cctx, "replication").Result()
+		if err != nil {
+			return "", 0, err
+		}
+		for _, l := range strings.Split(info, "\n") {
+			k, v, _ := strings.Cut(strings.TrimSpace(l), ":")
+			switch k {
+			case "role":
+				role = v
+			case "master_repl_offset":
+				off, _ = strconv.ParseInt(v, 10, 64)
+			}
+		}
+		return role, off, nil
+	}
+	poll := func(timeout time.Duration, fn func() error) error {
+		deadline := time.Now().Add(timeout)
+		for {
+			err := fn()
+			if err == nil || time.Now().After(deadline) || ctx.Err() != nil {
+				return err
+			}
+			t := time.NewTimer(10 * time.Millisecond)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+			case <-t.C:
+			}
+		}
+	}
+	if err := call(old, "CLIENT", "PAUSE", strconv.FormatInt(switchoverPause.Milliseconds(), 10), "WRITE"); err != nil {
+		return fmt.Errorf("pause writes on %s: %w", sw.primary, err)
+	}
+	promoted := false
+	defer func() {
+		if !promoted { // give the primary its writes back
+			_ = call(old, "CLIENT", "UNPAUSE")
+		}
+	}()
+	// The replica has every write once its offset reaches the primary's.
+	err := poll(2*time.Second, func() error {
+		_, want, err := offset(old)
+		if err != nil {
+			return err
+		}
+		role, got, err := offset(rep)
+		if err != nil {
+			return err
+		}
+		if role != "slave" || got < want {
+			return fmt.Errorf("replica %s at offset %d (%s), primary at %d", sw.replica, got, role, want)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("replica not caught up: %w", err)
+	}
+	var ferr error
+	for _, s := range sw.sentinels {
+		if ferr = sentinelFailoverCtx(ctx, s, sw.name); ferr == nil {
+			break
+		}
+	}
+	if ferr != nil {
+		return fmt.Errorf("sentinel failover: %w", ferr)
+	}
+	err = poll(5*time.Second, func() error {
+		role, _, err := offset(rep)
+		if err != nil {
+			return err
+		}
+		if role != "master" {
+			return fmt.Errorf("%s is still %s", sw.replica, role)
+		}
+		return nil
+	})
+	if err != nil {
+		// Sentinel has the failover under way: unpausing now would let the
+		// old primary take writes beside the new one; the pause expires by
+		// itself.
+		promoted = true
+		return fmt.Errorf("replica not promoted: %w", err)
+	}
+	promoted = true
+	host, port, err := splitHostPort(sw.replica)
+	if err != nil {
+		return err
+	}
+	if err := call(old, "REPLICAOF", host, port); err != nil {
+		return fmt.Errorf("demote %s: %w", sw.primary, err)
+	}
+	t := time.NewTimer(switchoverSettle)
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+	t.Stop()
+	_ = call(old, "CLIENT", "UNPAUSE")
+	return nil
+}
+
+func sentinelFailoverCtx(ctx context.Context, sentinel, name string) error {
+	fctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	return sentinelFailover(fctx, sentinel, name)
 }

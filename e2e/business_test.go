@@ -622,3 +622,131 @@ func TestBusinessKillPrimaryFastRestart(t *testing.T) {
 		killPrimaryProcess(t, f, fmt.Sprintf("fast%d:", i))
 	}
 }
+
+// waitRedundant waits until the addon is back to 2 redis / 3 sentinel /
+// 2 haproxy members, none on host gone, every replace-member operation is
+// done, and the addon is healthy.
+func (f *bizFleet) waitRedundant(gone string, timeout time.Duration) {
+	f.t.Helper()
+	testutil.WaitFor(f.t, timeout, func() error {
+		a, err := f.addon()
+		if err != nil {
+			return err
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		ops, err := f.c.Client().Operations(ctx, f.app, "")
+		if err != nil {
+			return err
+		}
+		for _, o := range ops {
+			if o.Kind == api.OpReplaceMember && o.State != api.OpDone {
+				detail := ""
+				if i := o.CurrentStep(); i < len(o.Steps) {
+					detail = o.Steps[i].Name + ": " + o.Steps[i].Detail
+				}
+				return fmt.Errorf("operation %s (replace %s) is %s at %s", o.ID, o.Target, o.State, detail)
+			}
+		}
+		for _, m := range a.Members {
+			if m.HostID == gone {
+				return fmt.Errorf("member %s still on host %s (addon %s)", m.ID, gone, a.Status)
+			}
+		}
+		return f.healthy()
+	})
+}
+
+// replaceOps counts the addon's replace-member operations.
+func (f *bizFleet) replaceOps() int {
+	f.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	ops, err := f.c.Client().Operations(ctx, f.app, "")
+	if err != nil {
+		f.t.Fatalf("operations: %v", err)
+	}
+	n := 0
+	for _, o := range ops {
+		if o.Kind == api.OpReplaceMember {
+			n++
+		}
+	}
+	return n
+}
+
+// TestBusinessKillPrimaryHost (c): the primary's whole host is lost
+// (agent and every member process); writes resume through the same URL,
+// then self-healing rebuilds full redundancy on the remaining hosts.
+func TestBusinessKillPrimaryHost(t *testing.T) {
+	f := startBusiness(t, "biz-host", bizOpts{})
+	old := f.primary()
+	lost := 0
+	for _, m := range f.mustAddon().Members {
+		if m.HostID == old.HostID {
+			lost++
+		}
+	}
+	o := f.fault(t, "host:", f.opt, func() time.Time {
+		at := time.Now()
+		f.agents[old.HostID].KillHost()
+		return at
+	}, func() {
+		f.waitRedundant(old.HostID, 120*time.Second)
+	})
+	if n := f.replaceOps(); n != lost {
+		t.Errorf("%d replace-member operations for the %d members of host %s", n, lost, old.HostID)
+	}
+	t.Logf("host %s of primary %s killed (%d members on it): %s", old.HostID, old.ID, lost, o)
+}
+
+// TestBusinessKillEntrypointHost (d): the host of the haproxy holding the
+// VIP is lost; the coordinator moves the VIP to the other haproxy and the
+// URL works again within seconds.
+func TestBusinessKillEntrypointHost(t *testing.T) {
+	f := startBusiness(t, "biz-vip", bizOpts{})
+	h := f.holder()
+	if h.HostID == f.primary().HostID {
+		t.Logf("the entrypoint holder %s shares host %s with the primary", h.ID, h.HostID)
+	}
+	o := f.fault(t, "vip:", f.opt, func() time.Time {
+		at := time.Now()
+		f.agents[h.HostID].KillHost()
+		return at
+	}, func() {
+		f.waitRedundant(h.HostID, 120*time.Second)
+	})
+	if nh := f.holder(); nh.HostID == h.HostID {
+		t.Errorf("the entrypoint is still held on the lost host %s", h.HostID)
+	}
+	if o.firstWrite > 5*time.Second {
+		t.Errorf("the URL worked again only %s after the holder's host was lost", o.firstWrite)
+	}
+	t.Logf("host %s of entrypoint holder %s killed: %s", h.HostID, h.ID, o)
+}
+
+// TestBusinessDrainPrimaryHost (e): hosts-drain of the primary's host
+// moves every member off it: the primary is demoted by a coordinated
+// failover first. A go-redis client with default retries sees no failed
+// command and no acknowledged write is lost.
+func TestBusinessDrainPrimaryHost(t *testing.T) {
+	f := startBusiness(t, "biz-drain", bizOpts{})
+	old := f.primary()
+	o := f.fault(t, "drain:", f.opt, func() time.Time {
+		at := time.Now()
+		if res := f.c.CLI("hosts-drain", old.HostID); res.Code != 0 {
+			t.Fatalf("hosts-drain: %s", res)
+		}
+		return at
+	}, func() {
+		f.waitRedundant(old.HostID, 120*time.Second)
+	})
+	t.Logf("drain of host %s holding primary %s: %s", old.HostID, old.ID, o)
+	if o.failed > 0 {
+		t.Errorf("%d failed commands during the drain: %v", o.failed, o.errs)
+	}
+	if res := f.c.CLI("hosts-undrain", old.HostID); res.Code != 0 {
+		t.Errorf("hosts-undrain: %s", res)
+	}
+	WaitForHostState(t, f.c, old.HostID, api.HostReady, 10*time.Second)
+}

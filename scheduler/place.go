@@ -454,6 +454,12 @@ func Replace(state State, addon api.Addon, memberID string, excludeHosts []strin
 	if old.Role == api.RoleHAProxy && fixedPort == 0 {
 		fixedPort = old.Port
 	}
+	if entrypointIsVIP(state, addon) {
+		// The pair shares a port only for an entrypoint on a haproxy host's
+		// own address; a VIP entrypoint is an address of its own, which the
+		// holder binds whatever its member port, so any free port does.
+		fixedPort = 0
+	}
 	exclude := excludeSet(excludeHosts)
 	if _, ok := exclude[old.HostID]; !ok {
 		exclude[old.HostID] = "current host of " + memberID
@@ -525,4 +531,19 @@ func PlanChangeFits(state State, addon api.Addon, newPlan api.Plan) error {
 		}
 	}
 	return nil
+}
+
+// entrypointIsVIP reports whether the addon's entrypoint address is no
+// host's own address (a VIP from the entrypoint pool).
+func entrypointIsVIP(state State, addon api.Addon) bool {
+	ep, _, err := net.SplitHostPort(addon.Entrypoint)
+	if err != nil || ep == "" {
+		return false
+	}
+	for _, h := range state.Hosts {
+		if h.Address == ep {
+			return false
+		}
+	}
+	return true
 }

@@ -204,3 +204,20 @@ func TestPlanChangeFits(t *testing.T) {
 		t.Errorf("bad plan: %v, want ErrInvalid", err)
 	}
 }
+
+func TestReplaceHAProxyOfVIPAddonTakesAnyPort(t *testing.T) {
+	// Same fleet as TestReplace, but the entrypoint is a VIP: the
+	// replacement haproxy need not find its partner's port free.
+	base := []api.Host{host("host-a", 4096, ""), host("host-b", 4096, ""), host("host-c", 4096, ""), host("host-d", 4096, "")}
+	a := business(t, base[:3])
+	a.Entrypoint = "10.0.9.1:20002"
+	others := addon("other", "redis-business-256", mem("o-1", api.RoleSentinel, "host-d", 20002), mem("o-2", api.RoleSentinel, "host-b", 20002))
+	state := State{Hosts: []api.Host{base[0], base[1], withState(base[2], api.HostDown), base[3]}, Addons: []api.Addon{a, others}}
+	m, expl, err := Replace(state, a, "app-1-haproxy-0", nil)
+	if err != nil {
+		t.Fatalf("Replace: %v\n%s", err, expl)
+	}
+	if m.HostID != "host-d" || m.Port != 20000 {
+		t.Errorf("member %+v: want host-d:20000 (lowest free port)", m)
+	}
+}
