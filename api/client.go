@@ -283,3 +283,15 @@ func (c *Client) HostDrain(ctx context.Context, id string, drain bool) (string, 
 
 // Close releases the client's idle connections.
 func (c *Client) Close() { c.hc.CloseIdleConnections() }
+
+// AddonOfApp returns an app's addon with its members' observed states.
+func (c *Client) AddonOfApp(ctx context.Context, app string) (Addon, error) {
+	as, err := c.Addons(ctx, app, false)
+	if err != nil {
+		return Addon{}, err
+	}
+	if len(as) == 0 {
+		return Addon{}, fmt.Errorf("%w: app %s has no redis addon", ErrNotFound, app)
+	}
+	return c.Addon(ctx, as[0].ID)
+}

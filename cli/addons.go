@@ -274,3 +274,49 @@ func onOff(b bool) string {
 	}
 	return "off"
 }
+
+func addonsInfoCmd(g *globals) *cobra.Command {
+	var app string
+	cmd := &cobra.Command{
+		Use:   "addons-info --app APP",
+		Short: "Show an addon: plan, engine, status, entrypoint, settings and every member (current primary, entrypoint holder)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := api.ValidateAppName(app); err != nil {
+				return err
+			}
+			ctx, cancel := g.ctx(cmd)
+			defer cancel()
+			a, err := g.client().AddonOfApp(ctx, app)
+			if err != nil {
+				return err
+			}
+			if g.json {
+				return printJSON(cmd.OutOrStdout(), a)
+			}
+			w := cmd.OutOrStdout()
+			if err := printTable(w, []string{"ADDON", "VALUE"}, [][]string{
+				{"id", a.ID}, {"app", a.App}, {"plan", a.Plan}, {"engine", string(a.Engine) + " " + a.Version},
+				{"status", string(a.Status)}, {"entrypoint", orDash(a.Entrypoint)},
+				{"persistence", a.Settings.Persistence}, {"cache mode", onOff(a.Settings.CacheMode)},
+				{"created", a.CreatedAt.Local().Format("2006-01-02 15:04:05")},
+			}); err != nil {
+				return err
+			}
+			rows := make([][]string, 0, len(a.Members))
+			for _, m := range a.Members {
+				role := string(m.Role)
+				switch {
+				case m.Role == api.RoleRedis && m.RedisRole != "":
+					role += " (" + m.RedisRole + ")"
+				case m.Role == api.RoleHAProxy && m.Active:
+					role += " (holds entrypoint)"
+				}
+				rows = append(rows, []string{m.ID, role, m.HostID, fmt.Sprintf("%s:%d", orDash(m.Address), m.Port), orDash(m.State)})
+			}
+			return printTable(w, []string{"MEMBER", "ROLE", "HOST", "ADDRESS", "STATE"}, rows)
+		},
+	}
+	cmd.Flags().StringVarP(&app, "app", "a", "", "app name")
+	return cmd
+}

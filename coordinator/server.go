@@ -348,8 +348,20 @@ func (s *Server) handleAddon(w http.ResponseWriter, r *http.Request) error {
 	if !ok {
 		return fmt.Errorf("%w: no addon %s", api.ErrNotFound, id)
 	}
-	writeJSON(w, http.StatusOK, a.Redacted())
+	a = a.Redacted()
+	s.observeMembers(&a)
+	writeJSON(w, http.StatusOK, a)
 	return nil
+}
+
+// observeMembers fills each member's State (and, for redis, the role its
+// agent last saw) from the leader's observations.
+func (s *Server) observeMembers(a *api.Addon) {
+	for i, m := range a.Members {
+		if ms, seen := s.obs.member(m.HostID, m.ID); seen {
+			a.Members[i].State = ms.State
+		}
+	}
 }
 
 func (s *Server) handleAddonCreate(w http.ResponseWriter, r *http.Request) error {
