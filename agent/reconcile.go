@@ -186,6 +186,9 @@ func (a *Agent) ensure(ctx context.Context, as api.Assignment, st *runtime.Statu
 		return fail(fmt.Sprintf("ensure image: %v", err), false)
 	}
 	begin := time.Now()
+	if running && as.Role == api.RoleHAProxy {
+		a.stopProxyForReplace(ctx, as.MemberID) // vip.go: an entrypoint move must not wait 10 s
+	}
 	if err := a.rt.Start(ctx, p.spec); err != nil {
 		if ctx.Err() != nil {
 			return 0

@@ -251,3 +251,17 @@ func writeVIPs(path string, added map[string]string) error {
 	sort.Strings(lines)
 	return writeFileAtomic(path, []byte(strings.Join(lines, "")))
 }
+
+// proxyReplaceGrace is the SIGTERM grace of a haproxy replaced for a new
+// config (an entrypoint move): HAProxy holds no data, and as PID 1 of its
+// container it ignores SIGTERM, which would cost the runtime's whole
+// replace grace (10 s) on every move of the VIP.
+const proxyReplaceGrace = 200 * time.Millisecond
+
+// stopProxyForReplace stops a running haproxy at once before Start
+// replaces it.
+func (a *Agent) stopProxyForReplace(ctx context.Context, id string) {
+	if err := a.rt.Stop(ctx, id, proxyReplaceGrace); err != nil && ctx.Err() == nil {
+		a.log.Warn("stop haproxy for its new config", "member", id, "err", err)
+	}
+}
