@@ -24,7 +24,7 @@ deps-system:
 
 deps-go:
 	$(GO) mod download
-	@command -v staticcheck >/dev/null || GOFLAGS= $(GO) install honnef.co/go/tools/cmd/staticcheck@2025.1.1
+	@command -v staticcheck >/dev/null || GOFLAGS= $(GO) install honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
 # node-redis and ioredis, for the client-compatibility e2e test
 deps-node:
