@@ -168,6 +168,11 @@ func (a *Agent) ensure(ctx context.Context, as api.Assignment, st *runtime.Statu
 	if planErr != nil {
 		return fail("render config: "+planErr.Error(), false)
 	}
+	if running && as.Role == api.RoleHAProxy {
+		if d := a.delayVIPRelease(p); d > 0 {
+			return d // vip.go: the new holder binds the VIP first
+		}
+	}
 	a.mu.Lock()
 	a.starting[as.MemberID] = true
 	a.mu.Unlock()
@@ -187,7 +192,7 @@ func (a *Agent) ensure(ctx context.Context, as api.Assignment, st *runtime.Statu
 	}
 	begin := time.Now()
 	if running && as.Role == api.RoleHAProxy {
-		a.stopProxyForReplace(ctx, as.MemberID) // vip.go: an entrypoint move must not wait 10 s
+		a.stopProxyForReplace(ctx, as.MemberID) // vip.go: an entrypoint move never waits 10 s
 	}
 	if err := a.rt.Start(ctx, p.spec); err != nil {
 		if ctx.Err() != nil {

@@ -21,10 +21,16 @@ package agent
 // of a member (nothing in its dir, no container) keeps the assignment's
 // view: that is how an addon is provisioned and a replacement placed.
 //
-// Sentinel refuses a failover with -NOGOODSLAVE when no replica can be
-// promoted (the replica is down as well, or has been disconnected too
-// long). Then the member's own data is the best there is: it starts as the
-// primary the sentinels name, so a cold start of a whole addon recovers.
+// Sentinel refuses a failover with -NOGOODSLAVE when it sees no replica it
+// can promote. Right after the sentinels start (a fresh addon) that is
+// transient — they have not connected to the replica yet — and starting
+// the member as the primary then is exactly the data wipe this file exists
+// to prevent (seen in e2e: a kill 1 s after provisioning). So the member
+// stays held while Sentinel says so, asking again every 2 s; only when
+// Sentinel has said it for noGoodReplicaFor (the replica is really gone:
+// down, or disconnected too long) is the member's own data the best there
+// is, and it starts as the primary the sentinels name, so a cold start of a
+// whole addon recovers.
 
 import (
 	"context"
@@ -56,15 +62,21 @@ const (
 	failoverEvery = 2 * time.Second
 )
 
+// noGoodReplicaFor is how long Sentinel must keep answering NOGOODSLAVE
+// before a held member starts as the primary on its own data (a variable
+// for tests).
+var noGoodReplicaFor = 30 * time.Second
+
 // gateState is the agent's safety-gate bookkeeping: why a member is held
 // back, and when a failover was last asked for it.
 type gateState struct {
 	mu       sync.Mutex
 	held     map[string]string // member → reason
 	failover map[string]time.Time
-	// nogood: Sentinel answered -NOGOODSLAVE for the member (no replica
-	// can take over): it may start as the primary.
-	nogood map[string]bool
+	// nogood: since when Sentinel answers -NOGOODSLAVE for the member (no
+	// replica to promote); after noGoodReplicaFor it may start as the
+	// primary.
+	nogood map[string]time.Time
 }
 
 // gates holds one gateState per agent. It lives beside the Agent struct
@@ -75,7 +87,7 @@ func (a *Agent) gate() *gateState {
 	if g, ok := gates.Load(a); ok {
 		return g.(*gateState)
 	}
-	g, _ := gates.LoadOrStore(a, &gateState{held: map[string]string{}, failover: map[string]time.Time{}, nogood: map[string]bool{}})
+	g, _ := gates.LoadOrStore(a, &gateState{held: map[string]string{}, failover: map[string]time.Time{}, nogood: map[string]time.Time{}})
 	return g.(*gateState)
 }
 
@@ -189,11 +201,14 @@ func (a *Agent) gateStart(ctx context.Context, p *memberPlan, st *runtime.Status
 	return 0, true
 }
 
+// noGoodReplica: Sentinel has said for noGoodReplicaFor that no replica
+// can be promoted.
 func (a *Agent) noGoodReplica(id string) bool {
 	g := a.gate()
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	return g.nogood[id]
+	since, ok := g.nogood[id]
+	return ok && time.Since(since) >= noGoodReplicaFor
 }
 
 func (a *Agent) clearNoGood(id string) {
@@ -224,6 +239,7 @@ func (a *Agent) askFailover(ctx context.Context, as api.Assignment) error {
 		err := sentinelDo(ctx, s, "SENTINEL", "FAILOVER", as.MasterName)
 		if err == nil {
 			a.log.Warn("primary process dead: failover requested", "member", as.MemberID, "addon", as.AddonID, "sentinel", s)
+			a.clearNoGood(as.MemberID)
 			return nil
 		}
 		if strings.HasPrefix(err.Error(), "NOGOODSLAVE") {
@@ -236,10 +252,18 @@ func (a *Agent) askFailover(ctx context.Context, as api.Assignment) error {
 	}
 	if nogood*2 > len(as.Sentinels) {
 		g.mu.Lock()
-		g.nogood[as.MemberID] = true
+		since, ok := g.nogood[as.MemberID]
+		if !ok {
+			since = time.Now()
+			g.nogood[as.MemberID] = since
+		}
 		g.mu.Unlock()
-		return errNoGoodReplica
+		if time.Since(since) >= noGoodReplicaFor {
+			return errNoGoodReplica
+		}
+		return fmt.Errorf("the sentinels see no replica to promote yet (NOGOODSLAVE for %s); asking again", time.Since(since).Round(time.Second))
 	}
+	a.clearNoGood(as.MemberID)
 	return errors.New(strings.Join(errs, "; "))
 }
 

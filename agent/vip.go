@@ -29,6 +29,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/cacheplane/cacheplane/api"
@@ -264,4 +265,47 @@ func (a *Agent) stopProxyForReplace(ctx context.Context, id string) {
 	if err := a.rt.Stop(ctx, id, proxyReplaceGrace); err != nil && ctx.Err() == nil {
 		a.log.Warn("stop haproxy for its new config", "member", id, "err", err)
 	}
+}
+
+// vipReleaseGrace is how long a haproxy that held the addon's VIP keeps
+// serving it after the coordinator named another holder (a drain moves the
+// VIP while the old holder is alive): the new holder restarts onto the VIP
+// meanwhile, so the entrypoint is never unbound. Both serve it for that
+// moment (SO_REUSEPORT on one machine; on a network the new holder's
+// gratuitous ARP wins), and both route to the same primary.
+const vipReleaseGrace = 3 * time.Second
+
+// releasing: member → since when its VIP release is waiting.
+var releasing sync.Map // *Agent+member → time.Time
+
+// delayVIPRelease reports how long to wait before replacing a running
+// haproxy whose new config no longer binds the VIP its running config
+// binds (0: go ahead).
+func (a *Agent) delayVIPRelease(p memberPlan) time.Duration {
+	key := fmt.Sprintf("%p/%s", a, p.as.MemberID)
+	old, err := os.ReadFile(p.confPath)
+	if err != nil || p.as.VIP != "" || !bindsOtherThan(string(old), p.as.Address) {
+		releasing.Delete(key)
+		return 0
+	}
+	v, _ := releasing.LoadOrStore(key, time.Now())
+	if left := vipReleaseGrace - time.Since(v.(time.Time)); left > 0 {
+		return left
+	}
+	releasing.Delete(key)
+	return 0
+}
+
+// bindsOtherThan reports whether a haproxy.cfg binds an address other than
+// addr (the VIP).
+func bindsOtherThan(conf, addr string) bool {
+	for _, line := range strings.Split(conf, "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 2 && f[0] == "bind" {
+			if h, _, err := net.SplitHostPort(f[1]); err == nil && h != addr {
+				return true
+			}
+		}
+	}
+	return false
 }
