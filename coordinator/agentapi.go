@@ -102,6 +102,9 @@ func (s *Server) handleHeartbeat(w http.ResponseWriter, r *http.Request) error {
 	req.Members = kept
 	s.obs.record(req, s.now())
 	s.stats.record(req, s.now())
+	if s.relay != nil {
+		s.relay.send(s.relayCtx, req)
+	}
 	if h.State == api.HostDown {
 		h.State = api.HostReady
 		h.DownSince = time.Time{}

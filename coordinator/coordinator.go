@@ -65,11 +65,14 @@ func Start(cfg Config, log *slog.Logger, raftLog io.Writer) (*Coordinator, error
 	c.adminSrv = &http.Server{Handler: c.server.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	peer := http.NewServeMux()
 	peer.Handle("GET /metrics", m.handler())
+	peer.Handle("POST /v1/internal/figures", c.server.PeerHandlerFunc(c.server.handleFigures))
 	peer.Handle("/", c.server.PeerHandler())
 	c.peerSrv = &http.Server{Handler: peer, ReadHeaderTimeout: 10 * time.Second}
 
 	ctx, cancel := context.WithCancel(context.Background())
 	c.cancel = cancel
+	c.server.relay = newFiguresRelay(store, cfg.ID, cfg.ClusterToken, log.With("component", "relay"))
+	c.server.relayCtx = ctx
 	lead := &leadership{
 		store: store, log: log.With("component", "leader"),
 		self: api.CoordinatorMember{ID: cfg.ID, RaftAddr: cfg.RaftAddr, HTTPAddr: cfg.HTTPAddr},

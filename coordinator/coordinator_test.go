@@ -258,3 +258,43 @@ func TestHeartbeatIgnoresMembersNotAssignedToTheHost(t *testing.T) {
 		t.Fatalf("register with a malformed id = %v; want 400", err)
 	}
 }
+
+// TestFiguresReachEveryMember: the history of figures is kept on every
+// coordinator member, not only the leader, so a leader change keeps it.
+func TestFiguresReachEveryMember(t *testing.T) {
+	c1, cfg1 := startTestCoordinator(t, "127.0.0.45")
+	dir := t.TempDir()
+	cfg2 := cfg1
+	cfg2.ID, cfg2.Bootstrap = "c2", false
+	cfg2.DataDir, cfg2.Socket = filepath.Join(dir, "data"), filepath.Join(dir, "admin.sock")
+	cfg2.RaftAddr, cfg2.HTTPAddr = testutil.Addr(t, "127.0.0.46"), testutil.Addr(t, "127.0.0.46")
+	c2, err := Start(cfg2, testutil.Logger(t), testutil.Writer(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c2.Close() })
+	ctx := context.Background()
+	if _, err := api.NewClient(cfg2.Socket).Join(ctx, cfg1.HTTPAddr); err != nil {
+		t.Fatal(err)
+	}
+	peer := api.NewPeerClient(cfg1.HTTPAddr, cfg1.ClusterToken)
+	if _, err := peer.Register(ctx, api.Host{ID: "h1", Address: "127.0.0.47", MemoryMB: 1024}); err != nil {
+		t.Fatal(err)
+	}
+	res, err := api.NewClient(cfg1.Socket).AddonCreate(ctx, api.AddonCreateRequest{App: "fig-app", Type: "redis", Plan: "redis-starter-256"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	member := res.Addon.ID + "-redis-0"
+	testutil.WaitFor(t, 10*time.Second, func() error {
+		if _, err := peer.Heartbeat(ctx, api.HeartbeatRequest{HostID: "h1", Members: []api.MemberStatus{{MemberID: member, AddonID: res.Addon.ID,
+			Role: api.RoleRedis, State: api.MemberStarting, Stats: map[string]any{"memory": map[string]any{"current_bytes": 7 << 20}}}}}); err != nil {
+			return err
+		}
+		if latest, _ := c2.server.stats.member(member, time.Time{}); latest == nil || latest.MemoryBytes != 7<<20 {
+			return fmt.Errorf("follower has no figures for %s yet", member)
+		}
+		return nil
+	})
+	_ = c1
+}

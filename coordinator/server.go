@@ -39,6 +39,9 @@ type Server struct {
 	fwd   *http.Transport
 	obs   *observed
 	stats *statsHistory
+	relay *figuresRelay
+	// relayCtx ends when the coordinator closes (stops the relay workers).
+	relayCtx context.Context
 }
 
 func newServer(cfg Config, store *Store, obs *observed, stats *statsHistory, log *slog.Logger) *Server {
@@ -84,8 +87,10 @@ func (s *Server) Handler() http.Handler {
 }
 
 // PeerHandler wraps Handler with the cluster token check.
-func (s *Server) PeerHandler() http.Handler {
-	h := s.Handler()
+func (s *Server) PeerHandler() http.Handler { return s.PeerHandlerFunc(s.Handler().ServeHTTP) }
+
+// PeerHandlerFunc wraps h with the cluster token check.
+func (s *Server) PeerHandlerFunc(h http.HandlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if s.cfg.ClusterToken != "" {
 			got := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")

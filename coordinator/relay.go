@@ -1,0 +1,119 @@
+package coordinator
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/cacheplane/cacheplane/api"
+)
+
+// figuresRelay copies the figures of every heartbeat the leader receives to
+// the other coordinator members, so each keeps the same per-minute history
+// and a new leader does not start from nothing. Best effort and bounded: a
+// queue per peer, dropped when full; never through the Raft log.
+type figuresRelay struct {
+	store *Store
+	self  string
+	token string
+	log   *slog.Logger
+	hc    *http.Client
+
+	mu     sync.Mutex
+	queues map[string]chan api.HeartbeatRequest // peer http addr → queue
+}
+
+const relayQueue = 64
+
+func newFiguresRelay(store *Store, self, token string, log *slog.Logger) *figuresRelay {
+	return &figuresRelay{store: store, self: self, token: token, log: log,
+		hc: &http.Client{Timeout: 2 * time.Second}, queues: map[string]chan api.HeartbeatRequest{}}
+}
+
+// send queues a heartbeat's figures for every other member.
+func (r *figuresRelay) send(ctx context.Context, req api.HeartbeatRequest) {
+	// Only what the history needs: no assignment data, no secrets.
+	slim := api.HeartbeatRequest{HostID: req.HostID, Stats: req.Stats}
+	for _, m := range req.Members {
+		slim.Members = append(slim.Members, api.MemberStatus{MemberID: m.MemberID, AddonID: m.AddonID, Role: m.Role, Stats: m.Stats})
+	}
+	var peers []string
+	r.store.FSM().Read(func(s *State, _ uint64) {
+		for id, c := range s.Coordinators {
+			if id != r.self && c.HTTPAddr != "" {
+				peers = append(peers, c.HTTPAddr)
+			}
+		}
+	})
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, p := range peers {
+		q, ok := r.queues[p]
+		if !ok {
+			q = make(chan api.HeartbeatRequest, relayQueue)
+			r.queues[p] = q
+			go r.run(ctx, p, q)
+		}
+		select {
+		case q <- slim:
+		default: // peer slow or down: its history has a gap, nothing else
+		}
+	}
+}
+
+func (r *figuresRelay) run(ctx context.Context, peer string, q chan api.HeartbeatRequest) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case req := <-q:
+			if err := r.post(ctx, peer, req); err != nil {
+				r.log.Debug("figures relay", "peer", peer, "err", err)
+			}
+		}
+	}
+}
+
+func (r *figuresRelay) post(ctx context.Context, peer string, req api.HeartbeatRequest) error {
+	body, err := json.Marshal(req)
+	if err != nil {
+		return fmt.Errorf("encode figures: %w", err)
+	}
+	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+peer+"/v1/internal/figures", bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	hreq.Header.Set("Content-Type", "application/json")
+	if r.token != "" {
+		hreq.Header.Set("Authorization", "Bearer "+r.token)
+	}
+	resp, err := r.hc.Do(hreq)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		return fmt.Errorf("%s answered %s", peer, resp.Status)
+	}
+	return nil
+}
+
+// handleFigures records figures relayed by the leader (peer API only).
+func (s *Server) handleFigures(w http.ResponseWriter, r *http.Request) {
+	var req api.HeartbeatRequest
+	if err := api.Decode(r.Body, &req); err != nil {
+		writeError(w, err)
+		return
+	}
+	if err := req.Validate(); err != nil {
+		writeError(w, err)
+		return
+	}
+	s.stats.record(req, s.now())
+	w.WriteHeader(http.StatusNoContent)
+}
