@@ -146,9 +146,14 @@ func benchKill(t *testing.T, f *bizFleet, prefix string, wholeHost bool) foKill 
 	c := redis.NewClient(f.opt)
 	defer c.Close()
 	k.lost = len(missing(t, c, prefix, acks))
-	t.Logf("%s of %s: first write after %s (stall %s), %d failed, %d acknowledged, %d lost, redundant again after %s",
+	// Start the next round empty: the probe writes ~100k keys a round and
+	// the plan holds 256 MB.
+	if err := c.FlushAll(context.Background()).Err(); err != nil {
+		t.Logf("flushall after round %s: %v", prefix, err)
+	}
+	t.Logf("%s of %s: first write after %s (stall %s), %d failed, %d acknowledged, %d lost, redundant again after %s; restarted node answered %d times, said master: %v",
 		map[bool]string{false: "process kill", true: "host loss"}[wholeHost], old.ID, k.toWrite.Round(time.Millisecond),
-		k.stall.Round(time.Millisecond), k.failed, k.acked, k.lost, k.restored.Round(time.Millisecond))
+		k.stall.Round(time.Millisecond), k.failed, k.acked, k.lost, k.restored.Round(time.Millisecond), k.roleAnswers, k.twoPrimaries)
 	if wholeHost {
 		// Bring the host back (empty of this addon's members) for the next round.
 		ag.Restart()
