@@ -58,22 +58,11 @@ type healController struct {
 func (c *healController) Name() string { return "heal" }
 
 func (c *healController) Run(ctx context.Context) {
-	for {
-		fsmCh, obsCh := c.store.FSM().Changed(), c.obs.Changed()
+	runPasses(ctx, c.store.FSM(), c.obs, time.Second, func() {
 		if err := c.pass(ctx); err != nil && ctx.Err() == nil {
 			c.log.Warn("healing step failed; will retry", "err", err)
 		}
-		t := time.NewTimer(time.Second)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return
-		case <-fsmCh:
-		case <-obsCh:
-		case <-t.C:
-		}
-		t.Stop()
-	}
+	})
 }
 
 func (c *healController) pass(ctx context.Context) error {
@@ -329,8 +318,7 @@ func sentinelReset(ctx context.Context, sentinel, name string) error {
 
 // demoteRedis makes the redis at addr a replica of primary.
 func demoteRedis(ctx context.Context, addr, password, primary string) error {
-	c := redis.NewClient(&redis.Options{Addr: addr, Password: password, DialTimeout: time.Second,
-		ReadTimeout: time.Second, WriteTimeout: time.Second, MaxRetries: -1, PoolSize: 1, DisableIdentity: true})
+	c := redis.NewClient(memberOptions(addr, password))
 	defer c.Close()
 	host, port, err := splitHostPort(primary)
 	if err != nil {
@@ -369,11 +357,9 @@ const (
 // every write, ask Sentinel to fail over, wait for the replica to be a
 // master, make the old primary its replica, let HAProxy see it, unpause.
 func switchover(ctx context.Context, sw switchoverReq) error {
-	old := redis.NewClient(&redis.Options{Addr: sw.primary, Password: sw.password, DialTimeout: time.Second,
-		ReadTimeout: time.Second, WriteTimeout: time.Second, MaxRetries: -1, PoolSize: 1, DisableIdentity: true})
+	old := redis.NewClient(memberOptions(sw.primary, sw.password))
 	defer old.Close()
-	rep := redis.NewClient(&redis.Options{Addr: sw.replica, Password: sw.password, DialTimeout: time.Second,
-		ReadTimeout: time.Second, WriteTimeout: time.Second, MaxRetries: -1, PoolSize: 1, DisableIdentity: true})
+	rep := redis.NewClient(memberOptions(sw.replica, sw.password))
 	defer rep.Close()
 	call := func(c *redis.Client, args ...any) error {
 		cctx, cancel := context.WithTimeout(ctx, time.Second)

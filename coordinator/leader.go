@@ -114,3 +114,23 @@ func (l *leadership) establish(ctx context.Context) error {
 	}
 	return nil
 }
+
+// runPasses calls pass now and again after every FSM change, every
+// heartbeat, or period without either, until ctx ends. The channels are
+// taken before the pass, so a change during it is never missed.
+func runPasses(ctx context.Context, f *FSM, obs *observed, period time.Duration, pass func()) {
+	for {
+		fsmCh, obsCh := f.Changed(), obs.Changed()
+		pass()
+		t := time.NewTimer(period)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-fsmCh:
+		case <-obsCh:
+		case <-t.C:
+		}
+		t.Stop()
+	}
+}

@@ -44,25 +44,14 @@ type provisionController struct {
 func (c *provisionController) Name() string { return "provision" }
 
 func (c *provisionController) Run(ctx context.Context) {
-	for {
-		fsmCh, obsCh := c.store.FSM().Changed(), c.obs.Changed()
+	runPasses(ctx, c.store.FSM(), c.obs, 500*time.Millisecond, func() {
 		c.view = nil // rebuilt at most once per pass, and after each placement
 		for _, op := range c.active() {
 			if err := c.advance(ctx, op); err != nil && ctx.Err() == nil {
 				c.log.Warn("provision step failed; will retry", "op", op.ID, "addon", op.AddonID, "err", err)
 			}
 		}
-		t := time.NewTimer(500 * time.Millisecond)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return
-		case <-fsmCh:
-		case <-obsCh:
-		case <-t.C:
-		}
-		t.Stop()
-	}
+	})
 }
 
 func (c *provisionController) active() []api.Operation {
@@ -237,12 +226,19 @@ func schedulerState(s *State) scheduler.State {
 
 // pingRedis dials addr, authenticates and sends PING, within ctx.
 func pingRedis(ctx context.Context, addr, password string) error {
-	c := redis.NewClient(&redis.Options{
-		Addr: addr, Password: password, DialTimeout: time.Second, ReadTimeout: time.Second,
-		WriteTimeout: time.Second, MaxRetries: -1, DialerRetries: 1, PoolSize: 1, DisableIdentity: true,
-	})
+	opt := memberOptions(addr, password)
+	opt.DialerRetries = 1
+	c := redis.NewClient(opt)
 	defer c.Close()
 	return c.Ping(ctx).Err()
+}
+
+// memberOptions are the options of the coordinator's short-lived clients of
+// a member: one connection, one-second timeouts, no retries (the controllers
+// retry on their next pass).
+func memberOptions(addr, password string) *redis.Options {
+	return &redis.Options{Addr: addr, Password: password, DialTimeout: time.Second, ReadTimeout: time.Second,
+		WriteTimeout: time.Second, MaxRetries: -1, PoolSize: 1, DisableIdentity: true}
 }
 
 // allocateVIP returns the lowest address of pool (network address excluded)

@@ -37,24 +37,13 @@ type removeController struct {
 func (c *removeController) Name() string { return "remove" }
 
 func (c *removeController) Run(ctx context.Context) {
-	for {
-		fsmCh, obsCh := c.store.FSM().Changed(), c.obs.Changed()
+	runPasses(ctx, c.store.FSM(), c.obs, time.Second, func() {
 		for _, op := range c.pending() {
 			if err := c.advance(ctx, op); err != nil && ctx.Err() == nil {
 				c.log.Warn("remove step failed; will retry", "op", op.op.ID, "addon", op.op.AddonID, "err", err)
 			}
 		}
-		t := time.NewTimer(time.Second)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return
-		case <-fsmCh:
-		case <-obsCh:
-		case <-t.C:
-		}
-		t.Stop()
-	}
+	})
 }
 
 type removal struct {

@@ -30,24 +30,13 @@ type settingsController struct {
 func (c *settingsController) Name() string { return "settings" }
 
 func (c *settingsController) Run(ctx context.Context) {
-	for {
-		fsmCh, obsCh := c.store.FSM().Changed(), c.obs.Changed()
+	runPasses(ctx, c.store.FSM(), c.obs, 500*time.Millisecond, func() {
 		for _, op := range c.active() {
 			if err := c.advance(ctx, op); err != nil && ctx.Err() == nil {
 				c.log.Warn("settings step failed; will retry", "op", op.ID, "addon", op.AddonID, "err", err)
 			}
 		}
-		t := time.NewTimer(500 * time.Millisecond)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return
-		case <-fsmCh:
-		case <-obsCh:
-		case <-t.C:
-		}
-		t.Stop()
-	}
+	})
 }
 
 func (c *settingsController) active() []api.Operation {
@@ -109,8 +98,7 @@ func (c *settingsController) advance(ctx context.Context, op api.Operation) erro
 
 // checkRedisSettings compares CONFIG GET answers with the settings.
 func checkRedisSettings(ctx context.Context, addr, password string, s api.Settings, planMB int) error {
-	c := redis.NewClient(&redis.Options{Addr: addr, Password: password, DialTimeout: time.Second,
-		ReadTimeout: time.Second, WriteTimeout: time.Second, MaxRetries: -1, PoolSize: 1, DisableIdentity: true})
+	c := redis.NewClient(memberOptions(addr, password))
 	defer c.Close()
 	want := map[string]string{"appendonly": "no", "maxmemory-policy": "noeviction"}
 	if s.Persistence == api.PersistenceAOF {

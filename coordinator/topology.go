@@ -41,20 +41,9 @@ type topologyController struct {
 func (c *topologyController) Name() string { return "topology" }
 
 func (c *topologyController) Run(ctx context.Context) {
-	for {
-		fsmCh, obsCh := c.store.FSM().Changed(), c.obs.Changed()
+	runPasses(ctx, c.store.FSM(), c.obs, time.Second, func() {
 		c.pass(ctx)
-		t := time.NewTimer(time.Second)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return
-		case <-fsmCh:
-		case <-obsCh:
-		case <-t.C:
-		}
-		t.Stop()
-	}
+	})
 }
 
 type haView struct {

@@ -107,7 +107,7 @@ func TestBenchAdminWrites(t *testing.T) {
 		}
 	}
 	section := benchSection(results, clients, duration, fsyncP50, fsyncP99)
-	path := writeBenchSection(t, section)
+	path := writeBenchSection(t, benchStart, benchEnd, section)
 	t.Logf("wrote %s:\n%s", path, section)
 }
 
@@ -427,10 +427,11 @@ func gitCommit() string {
 	return c
 }
 
-// writeBenchSection replaces this benchmark's section of docs/benchmarks.md
-// (between its markers), creating the file or appending the section when
-// missing, and returns the file's path.
-func writeBenchSection(t *testing.T, section string) string {
+// writeBenchSection replaces one benchmark's section of docs/benchmarks.md
+// (between its start and end markers), creating the file or appending the
+// section when missing, and returns the file's path. Every benchmark of the
+// package writes through it.
+func writeBenchSection(t *testing.T, benchStart, benchEnd, section string) string {
 	t.Helper()
 	root, err := moduleRoot()
 	if err != nil {

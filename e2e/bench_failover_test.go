@@ -14,7 +14,6 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"sort"
 	"strconv"
@@ -59,7 +58,7 @@ func TestBenchFailover(t *testing.T) {
 		host = append(host, benchKill(t, f, fmt.Sprintf("h%d:", i), true))
 	}
 	section := foSection(proc, host, tp)
-	path := foWriteSection(t, section)
+	path := writeBenchSection(t, foStart, foEnd, section)
 	t.Logf("wrote %s:\n%s", path, section)
 }
 
@@ -395,32 +394,4 @@ func foSection(proc, host []foKill, tp throughput) string {
 		"so the ratio is what one extra user-space hop costs here, not HAProxy's capacity.\n")
 	p("%s\n", foEnd)
 	return b.String()
-}
-
-// foWriteSection replaces this benchmark's section of docs/benchmarks.md.
-func foWriteSection(t *testing.T, section string) string {
-	t.Helper()
-	root, err := moduleRoot()
-	if err != nil {
-		t.Fatalf("module root: %v", err)
-	}
-	path := filepath.Join(root, "docs", "benchmarks.md")
-	old, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("read %s: %v", path, err)
-	}
-	doc := string(old)
-	i, j := strings.Index(doc, foStart), strings.Index(doc, foEnd)
-	switch {
-	case i >= 0 && j > i:
-		doc = doc[:i] + strings.TrimSuffix(section, "\n") + doc[j+len(foEnd):]
-	case i >= 0 || j >= 0:
-		t.Fatalf("%s: only one of the markers %s / %s is present; fix the file by hand", path, foStart, foEnd)
-	default:
-		doc = strings.TrimRight(doc, "\n") + "\n\n" + section
-	}
-	if err := os.WriteFile(path, []byte(doc), 0o644); err != nil {
-		t.Fatalf("write %s: %v", path, err)
-	}
-	return path
 }

@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	goruntime "runtime"
 	"sort"
 	"strconv"
@@ -113,7 +112,7 @@ func TestBenchFootprint(t *testing.T) {
 	members := membersRSS(ag)
 
 	section := fpSection(procs, elapsed, scrapes, provisioned, members)
-	path := fpWriteSection(t, section)
+	path := writeBenchSection(t, fpStart, fpEnd, section)
 	t.Logf("wrote %s:\n%s", path, section)
 }
 
@@ -394,42 +393,4 @@ func gitCommitShort() string {
 		c += " (with uncommitted changes)"
 	}
 	return c
-}
-
-// fpWriteSection replaces the footprint section of docs/benchmarks.md
-// (between its markers) and keeps everything else; a missing section is
-// appended.
-func fpWriteSection(t *testing.T, section string) string {
-	t.Helper()
-	root, err := moduleRoot()
-	if err != nil {
-		t.Fatalf("module root: %v", err)
-	}
-	path := filepath.Join(root, "docs", "benchmarks.md")
-	old, err := os.ReadFile(path)
-	if err != nil && !os.IsNotExist(err) {
-		t.Fatalf("read %s: %v", path, err)
-	}
-	doc := string(old)
-	if doc == "" {
-		doc = "# cacheplane benchmarks\n\n" +
-			"Figures written by `make bench`. Each benchmark replaces only its own section (between its\n" +
-			"`<!-- bench:NAME:start -->` and `<!-- bench:NAME:end -->` markers); the rest of this file is kept.\n"
-	}
-	i, j := strings.Index(doc, fpStart), strings.Index(doc, fpEnd)
-	switch {
-	case i >= 0 && j > i:
-		doc = doc[:i] + strings.TrimSuffix(section, "\n") + doc[j+len(fpEnd):]
-	case i >= 0 || j >= 0:
-		t.Fatalf("%s: only one of the markers %s / %s is present; fix the file by hand", path, fpStart, fpEnd)
-	default:
-		doc = strings.TrimRight(doc, "\n") + "\n\n" + section
-	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		t.Fatalf("docs dir: %v", err)
-	}
-	if err := os.WriteFile(path, []byte(doc), 0o644); err != nil {
-		t.Fatalf("write %s: %v", path, err)
-	}
-	return path
 }

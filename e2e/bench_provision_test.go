@@ -86,7 +86,7 @@ func TestBenchProvision(t *testing.T) {
 		runs = append(runs, r)
 	}
 	section := provSection(runs, base, baseImport, load+" at the start, "+loadAvg()+" at the end")
-	path := provWriteSection(t, section)
+	path := writeBenchSection(t, provBenchStart, provBenchEnd, section)
 	t.Logf("wrote %s:\n%s", path, section)
 }
 
@@ -411,37 +411,4 @@ func containerdVersion() string {
 		return f[2]
 	}
 	return "(version unknown)"
-}
-
-// provWriteSection replaces this benchmark's section of docs/benchmarks.md
-// (between its markers), appending it when missing; other sections are
-// kept as they are.
-func provWriteSection(t *testing.T, section string) string {
-	t.Helper()
-	root, err := moduleRoot()
-	if err != nil {
-		t.Fatalf("module root: %v", err)
-	}
-	path := filepath.Join(root, "docs", "benchmarks.md")
-	old, err := os.ReadFile(path)
-	if err != nil && !os.IsNotExist(err) {
-		t.Fatalf("read %s: %v", path, err)
-	}
-	doc := string(old)
-	if doc == "" {
-		doc = "# cacheplane benchmarks\n"
-	}
-	i, j := strings.Index(doc, provBenchStart), strings.Index(doc, provBenchEnd)
-	switch {
-	case i >= 0 && j > i:
-		doc = doc[:i] + strings.TrimSuffix(section, "\n") + doc[j+len(provBenchEnd):]
-	case i >= 0 || j >= 0:
-		t.Fatalf("%s: only one of the markers %s / %s is present; fix the file by hand", path, provBenchStart, provBenchEnd)
-	default:
-		doc = strings.TrimRight(doc, "\n") + "\n\n" + section
-	}
-	if err := os.WriteFile(path, []byte(doc), 0o644); err != nil {
-		t.Fatalf("write %s: %v", path, err)
-	}
-	return path
 }
