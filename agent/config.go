@@ -2,7 +2,6 @@ package agent
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net"
 	"os"
@@ -22,30 +21,8 @@ import (
 // file when none is named.
 const DefaultConfigPath = "/etc/cacheplane/agent.json"
 
-// Duration is a time.Duration that reads and writes as "500ms" in JSON.
-type Duration time.Duration
-
-// MarshalJSON writes the duration as a string.
-func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
-
-// UnmarshalJSON reads "500ms" or a number of nanoseconds.
-func (d *Duration) UnmarshalJSON(b []byte) error {
-	var s string
-	if err := json.Unmarshal(b, &s); err != nil {
-		var n int64
-		if err2 := json.Unmarshal(b, &n); err2 != nil {
-			return fmt.Errorf("duration: want a string like \"500ms\": %w", err)
-		}
-		*d = Duration(n)
-		return nil
-	}
-	v, err := time.ParseDuration(s)
-	if err != nil {
-		return fmt.Errorf("duration %q: %w", s, err)
-	}
-	*d = Duration(v)
-	return nil
-}
+// Duration is api.Duration: "500ms" in JSON.
+type Duration = api.Duration
 
 // Config is the agent daemon's configuration. Every default is in
 // DefaultConfig; flags override the file; Validate fills what is derived

@@ -1,7 +1,6 @@
 package coordinator
 
 import (
-	"encoding/json"
 	"fmt"
 	"net/netip"
 	"os"
@@ -19,30 +18,8 @@ const DefaultConfigPath = "/etc/cacheplane/coordinator.json"
 // DefaultSocketPath is the admin socket when the config names none.
 const DefaultSocketPath = "/run/cacheplane/admin.sock"
 
-// Duration is a time.Duration that reads and writes as "500ms" in JSON.
-type Duration time.Duration
-
-// MarshalJSON writes the duration as a string.
-func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
-
-// UnmarshalJSON reads "500ms" or a number of nanoseconds.
-func (d *Duration) UnmarshalJSON(b []byte) error {
-	var s string
-	if err := json.Unmarshal(b, &s); err != nil {
-		var n int64
-		if err2 := json.Unmarshal(b, &n); err2 != nil {
-			return fmt.Errorf("duration: want a string like \"500ms\": %w", err)
-		}
-		*d = Duration(n)
-		return nil
-	}
-	v, err := time.ParseDuration(s)
-	if err != nil {
-		return fmt.Errorf("duration %q: %w", s, err)
-	}
-	*d = Duration(v)
-	return nil
-}
+// Duration is api.Duration: "500ms" in JSON.
+type Duration = api.Duration
 
 // Config is the coordinator daemon's configuration. Every default is in
 // DefaultConfig; flags override the file.
