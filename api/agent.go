@@ -39,6 +39,13 @@ const (
 	MemberRunning  = "running"  // process up and answering (redis PING with auth)
 	MemberFailed   = "failed"   // could not start, or exited; Detail says why
 	MemberStopped  = "stopped"
+	// MemberBusy: the process is alive and accepts connections but does
+	// not answer within the probe bound (a long script or command). It is
+	// never failed over or restarted for that.
+	MemberBusy = "busy"
+	// MemberUnresponsive: the process runs but does not serve (its own
+	// address refuses connections, or it is frozen); the agent acts on it.
+	MemberUnresponsive = "unresponsive"
 )
 
 // MemberStatus is one member as its agent sees it.

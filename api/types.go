@@ -92,12 +92,23 @@ const (
 	RoleHAProxy  Role = "haproxy"
 )
 
-// EngineVersion is an entry of the engine catalog.
+// EngineVersion is an entry of the engine catalog. Everything the upgrade
+// rules (package engines) need is data here, so adding a version is an
+// entry, not code.
 type EngineVersion struct {
 	Engine  Engine          `json:"engine"`
 	Version string          `json:"version"`
 	Images  map[Role]string `json:"images"`
 	Default bool            `json:"default,omitempty"`
+	// RDB is the RDB format version this version writes (Redis 7.0: 10,
+	// Valkey 8.x: 11, Redis 8.0: 12). A server loads formats up to its own,
+	// so a replica syncs from a primary whose format is not newer. 0 means
+	// unknown: no rolling upgrade is planned to or from it.
+	RDB int `json:"rdb,omitempty"`
+	// SwitchFrom lists the versions of another engine whose data this
+	// version takes over in an engine switch, as "engine-major" or
+	// "engine-major.minor" ("redis-7"). Empty: no switch lands here.
+	SwitchFrom []string `json:"switch_from,omitempty"`
 }
 
 // Key is the catalog key of an engine version, e.g. "redis-7.0.15".
@@ -197,7 +208,15 @@ const (
 	OpRunning OperationState = "running"
 	OpDone    OperationState = "done"
 	OpFailed  OperationState = "failed"
+	// OpCancelled: an operator cancelled the operation; it stopped at a
+	// safe point and its Error says what was done and what was not.
+	OpCancelled OperationState = "cancelled"
 )
+
+// Finished reports whether the state is final (done, failed or cancelled).
+func (s OperationState) Finished() bool {
+	return s == OpDone || s == OpFailed || s == OpCancelled
+}
 
 // Step is one recorded step of an operation.
 type Step struct {
@@ -206,6 +225,11 @@ type Step struct {
 	Detail     string         `json:"detail,omitempty"`
 	StartedAt  time.Time      `json:"started_at,omitempty"`
 	FinishedAt time.Time      `json:"finished_at,omitempty"`
+	// Attempts counts how often the step's action (a switchover, a
+	// sentinel reset, ...) ran; LastAttempt is when it last did. A step
+	// never repeats its action sooner than the operation engine allows.
+	Attempts    int       `json:"attempts,omitempty"`
+	LastAttempt time.Time `json:"last_attempt,omitzero"`
 }
 
 // Operation is a durable, stepwise change to an addon; each step is committed
@@ -220,11 +244,18 @@ type Operation struct {
 	Error   string         `json:"error,omitempty"`
 	// Target is the member a replace-member operation moves away, and
 	// Replacement the member that takes its place.
-	Target      string    `json:"target,omitempty"`
-	Replacement string    `json:"replacement,omitempty"`
-	Reason      string    `json:"reason,omitempty"`
-	CreatedAt   time.Time `json:"created_at"`
-	UpdatedAt   time.Time `json:"updated_at"`
+	Target      string `json:"target,omitempty"`
+	Replacement string `json:"replacement,omitempty"`
+	Reason      string `json:"reason,omitempty"`
+	// Stuck says why the operation cannot make progress (a step waited
+	// or failed for too long); it is cleared when it moves again. Stuck
+	// operations are counted by the cacheplane_operations_stuck metric.
+	Stuck string `json:"stuck,omitempty"`
+	// CancelRequested: an operator asked to cancel; the engine stops the
+	// operation at its next safe point.
+	CancelRequested bool      `json:"cancel_requested,omitempty"`
+	CreatedAt       time.Time `json:"created_at"`
+	UpdatedAt       time.Time `json:"updated_at"`
 }
 
 // CurrentStep returns the index of the first step not done, or len(Steps).

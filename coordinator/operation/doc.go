@@ -1,0 +1,19 @@
+// Package operation is the decision half of the operation engine: for an
+// addon's operation (provision, remove, settings-change, replace-member —
+// the drain and healing moves), what happens next is a pure function of
+// the addon's View (FSM copy plus what the leader observes) and the
+// operation's recorded steps: advance the current step (with the state
+// change it commits), wait (and say why), run one action on the world
+// (ping, settings check, switchover, failover, sentinel reset) and record
+// its outcome, fail, or stop at a safe point because an operator cancelled.
+//
+// It also decides healing: which replace operations to create for members
+// on draining or lost hosts, with a fleet-wide bound, one addon at a time
+// per addon and never one addon's trouble holding up another.
+//
+// No I/O, no clock, no goroutines: the coordinator's engine (engine.go in
+// package coordinator) reads the FSM, calls Next, performs the action and
+// commits each step through Raft before the next starts, so a new leader
+// resumes any operation from the FSM alone. Everything here is
+// table-tested without a network.
+package operation

@@ -1,0 +1,113 @@
+package operation
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/cacheplane/cacheplane/api"
+)
+
+// Fleet is what healing decisions read.
+type Fleet struct {
+	Hosts  map[string]api.Host
+	Addons []api.Addon // by id
+	Plans  []api.Plan
+	// Active is each addon's active operation, by addon id.
+	Active map[string]api.Operation
+	Now    time.Time
+}
+
+// HealConfig are healing's figures.
+type HealConfig struct {
+	// HealAfter: a member of a host down this long is replaced.
+	HealAfter time.Duration
+	// MaxParallel bounds the replace operations running at once across
+	// the fleet.
+	MaxParallel int
+}
+
+// Healing is what PlanHealing decided.
+type Healing struct {
+	// Create are the replace operations to start (ids, times to fill).
+	Create []api.Operation
+	// Left are members on unhealthy hosts that healing does not move, with
+	// why (starters: no replica to switch to).
+	Left []Left
+}
+
+// Left is a member healing leaves where it is.
+type Left struct {
+	AddonID, MemberID, HostID, Reason string
+}
+
+// unhealthy says why members must leave host h ("" when they need not).
+func unhealthy(h api.Host, now time.Time, after time.Duration) string {
+	switch {
+	case h.State == api.HostDraining:
+		return "host " + h.ID + " is draining"
+	case h.State == api.HostDown && !h.DownSince.IsZero() && now.Sub(h.DownSince) >= after:
+		return fmt.Sprintf("host %s is down since %s", h.ID, h.DownSince.UTC().Format(time.RFC3339))
+	}
+	return ""
+}
+
+// PlanHealing decides which members to move: each member of a running
+// business addon on a draining host, or on a host down for HealAfter, gets
+// a replace operation — one per addon at a time (an addon with an active
+// operation waits for it), at most MaxParallel across the fleet, addons in
+// id order. One addon's operation, stuck or not, never holds up another's.
+// A starter is never replaced (its one node has no replica to switch to):
+// on a lost host it restarts in place when the host returns, on a draining
+// host it stays, listed in Left with why.
+func PlanHealing(f Fleet, c HealConfig) Healing {
+	var out Healing
+	running := 0
+	for _, op := range f.Active {
+		if op.Kind == api.OpReplaceMember {
+			running++
+		}
+	}
+	for _, a := range f.Addons {
+		if a.Status != api.AddonRunning && a.Status != api.AddonUpdating {
+			continue
+		}
+		plan, _ := api.FindPlan(f.Plans, a.Plan)
+		redis := 0
+		for _, m := range a.Members {
+			if m.Role == api.RoleRedis {
+				redis++
+			}
+		}
+		for _, m := range a.Members {
+			h, ok := f.Hosts[m.HostID]
+			if !ok {
+				continue
+			}
+			reason := unhealthy(h, f.Now, c.HealAfter)
+			if reason == "" {
+				continue
+			}
+			if plan.Kind == api.PlanStarter || (m.Role == api.RoleRedis && redis < 2) {
+				why := "a starter has one redis node and no replica to switch to: it stays on " + h.ID
+				if h.State == api.HostDown {
+					why += " and restarts in place on its own data when the host returns"
+				} else {
+					why += " (move it by changing its plan, or remove it)"
+				}
+				out.Left = append(out.Left, Left{AddonID: a.ID, MemberID: m.ID, HostID: h.ID, Reason: why})
+				continue
+			}
+			if _, busy := f.Active[a.ID]; busy {
+				break // one operation per addon; this one comes after
+			}
+			if c.MaxParallel > 0 && running >= c.MaxParallel {
+				break
+			}
+			out.Create = append(out.Create, api.Operation{AddonID: a.ID, App: a.App, Kind: api.OpReplaceMember, State: api.OpPending,
+				Steps: ReplaceSteps(), Target: m.ID, Reason: reason, CreatedAt: f.Now, UpdatedAt: f.Now})
+			running++
+			break
+		}
+	}
+	return out
+}
