@@ -37,7 +37,8 @@ func TestAddonCreateValidate(t *testing.T) {
 		wantVersion string
 	}{
 		{"default engine", AddonCreateRequest{App: "my-app", Type: "redis", Plan: "redis-starter-256"}, "", EngineRedis, "7.0.15"},
-		{"valkey by engine", AddonCreateRequest{App: "my-app", Type: "redis", Plan: "redis-business-1024", Engine: EngineValkey}, "", EngineValkey, "8.0.1"},
+		{"valkey by engine: its newest version", AddonCreateRequest{App: "my-app", Type: "redis", Plan: "redis-business-1024", Engine: EngineValkey}, "", EngineValkey, "8.1.1"},
+		{"redis by engine: its newest version", AddonCreateRequest{App: "my-app", Type: "redis", Plan: "redis-business-1024", Engine: EngineRedis}, "", EngineRedis, "8.0.2"},
 		{"version only", AddonCreateRequest{App: "my-app", Type: "redis", Plan: "redis-starter-256", Version: "8.0.1"}, "", EngineValkey, "8.0.1"},
 		{"unknown plan lists plans", AddonCreateRequest{App: "my-app", Type: "redis", Plan: "redis-huge"}, `unknown plan "redis-huge"; valid plans: redis-starter-256, redis-starter-512`, "", ""},
 		{"missing plan", AddonCreateRequest{App: "my-app", Type: "redis"}, "plan is missing; valid plans:", "", ""},
@@ -45,7 +46,7 @@ func TestAddonCreateValidate(t *testing.T) {
 		{"bad app", AddonCreateRequest{App: "Bad", Type: "redis", Plan: "redis-starter-256"}, "malformed", "", ""},
 		{"missing type", AddonCreateRequest{App: "my-app", Plan: "redis-starter-256"}, "addon type is missing", "", ""},
 		{"other type", AddonCreateRequest{App: "my-app", Type: "postgresql", Plan: "redis-starter-256"}, `unknown addon type "postgresql"`, "", ""},
-		{"unknown version", AddonCreateRequest{App: "my-app", Type: "redis", Plan: "redis-starter-256", Engine: EngineRedis, Version: "6.2"}, `unknown engine version "redis-6.2"; available: redis-7.0.15, valkey-8.0.1`, "", ""},
+		{"unknown version", AddonCreateRequest{App: "my-app", Type: "redis", Plan: "redis-starter-256", Engine: EngineRedis, Version: "6.2"}, `unknown engine version "redis-6.2"; available: redis-7.0.15, redis-8.0.2, valkey-8.0.1, valkey-8.1.1`, "", ""},
 		{"bad request id", AddonCreateRequest{App: "my-app", Type: "redis", Plan: "redis-starter-256", RequestID: "a b"}, "request id", "", ""},
 	}
 	for _, tt := range tests {
