@@ -210,6 +210,13 @@ func (c *Client) Operations(ctx context.Context, app, addon string) ([]Operation
 	return out, c.do(ctx, http.MethodGet, "/v1/operations?"+q.Encode(), nil, &out)
 }
 
+// OperationCancel asks the coordinator to stop an operation at its next
+// safe point.
+func (c *Client) OperationCancel(ctx context.Context, id string) (OperationCancelResponse, error) {
+	var out OperationCancelResponse
+	return out, c.do(ctx, http.MethodPost, "/v1/operations/"+url.PathEscape(id)+"/cancel", nil, &out)
+}
+
 // Cluster returns the coordinator cluster as the contacted member sees it.
 func (c *Client) Cluster(ctx context.Context) (ClusterStatus, error) {
 	var out ClusterStatus

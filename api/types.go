@@ -351,3 +351,9 @@ type AddonSettingsResponse struct {
 	Operation Operation `json:"operation,omitempty"`
 	Message   string    `json:"message"`
 }
+
+// OperationCancelResponse answers operations-cancel.
+type OperationCancelResponse struct {
+	Operation Operation `json:"operation"`
+	Message   string    `json:"message"`
+}

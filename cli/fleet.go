@@ -102,14 +102,76 @@ func operationsCmd(g *globals) *cobra.Command {
 				if o.Error != "" {
 					step += " (" + o.Error + ")"
 				}
-				rows = append(rows, []string{o.ID, o.AddonID, string(o.Kind), string(o.State), step, o.CreatedAt.Local().Format("2006-01-02 15:04:05")})
+				state := string(o.State)
+				if o.Stuck != "" {
+					state += " (stuck: " + o.Stuck + ")"
+				} else if o.CancelRequested && !o.State.Finished() {
+					state += " (cancelling)"
+				}
+				rows = append(rows, []string{o.ID, o.AddonID, string(o.Kind), state, step, o.CreatedAt.Local().Format("2006-01-02 15:04:05")})
 			}
-			return printTable(cmd.OutOrStdout(), []string{"ID", "ADDON", "KIND", "STATE", "STEP", "CREATED"}, rows)
+			if err := printTable(cmd.OutOrStdout(), []string{"ID", "ADDON", "KIND", "STATE", "STEP", "CREATED"}, rows); err != nil {
+				return err
+			}
+			if app == "" && addon == "" {
+				return nil
+			}
+			// For one app or addon: every step with its state and times.
+			rows = rows[:0]
+			for _, o := range ops {
+				for i, st := range o.Steps {
+					rows = append(rows, []string{o.ID, fmt.Sprintf("%d %s", i+1, st.Name), string(st.State), clock(st.StartedAt), clock(st.FinishedAt), attempts(st), st.Detail})
+				}
+			}
+			fmt.Fprintln(cmd.OutOrStdout())
+			return printTable(cmd.OutOrStdout(), []string{"OPERATION", "STEP", "STATE", "STARTED", "FINISHED", "TRIES", "DETAIL"}, rows)
 		},
 	}
 	cmd.Flags().StringVarP(&app, "app", "a", "", "app name")
 	cmd.Flags().StringVar(&addon, "addon", "", "addon id")
 	return cmd
+}
+
+func clock(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return t.Local().Format("15:04:05.000")
+}
+
+func attempts(s api.Step) string {
+	if s.Attempts == 0 {
+		return "-"
+	}
+	return fmt.Sprint(s.Attempts)
+}
+
+func operationsCancelCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "operations-cancel OPERATION_ID",
+		Short: "Stop an operation at its next safe point (removals cannot be cancelled)",
+		Long: `Stop an operation at its next safe point. The engine finishes the step in
+flight, undoes a half-done member move (a replacement placed beside the member
+it was to replace is removed again), and records what was done and what was
+not in the operation's error (see: cacheplane operations).`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := api.ValidateMemberID("operation", args[0]); err != nil {
+				return err
+			}
+			ctx, cancel := g.ctx(cmd)
+			defer cancel()
+			res, err := g.client().OperationCancel(ctx, args[0])
+			if err != nil {
+				return err
+			}
+			if g.json {
+				return printJSON(cmd.OutOrStdout(), res)
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), res.Message)
+			return nil
+		},
+	}
 }
 
 func membersCmd(g *globals) *cobra.Command {

@@ -49,7 +49,7 @@ func NewRoot(name string) *cobra.Command {
 	root.AddCommand(
 		serveCmd(g),
 		plansCmd(g), addonsAddCmd(g), addonsCmd(g), addonsInfoCmd(g), addonsRemoveCmd(g), envCmd(g),
-		hostsCmd(g), operationsCmd(g), statsCmd(g), settingsCmd(g), drainCmd(g, true), drainCmd(g, false), membersCmd(g), joinCmd(g), leaveCmd(g),
+		hostsCmd(g), operationsCmd(g), operationsCancelCmd(g), statsCmd(g), settingsCmd(g), drainCmd(g, true), drainCmd(g, false), membersCmd(g), joinCmd(g), leaveCmd(g),
 	)
 	return root
 }

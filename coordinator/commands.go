@@ -34,6 +34,7 @@ const (
 	CmdMemberAdded       CommandType = 13
 	CmdMemberRemoved     CommandType = 14
 	CmdEntrypointHolder  CommandType = 15
+	CmdOperationCancel   CommandType = 16
 )
 
 var commandNames = map[CommandType]string{
@@ -52,6 +53,7 @@ var commandNames = map[CommandType]string{
 	CmdMemberAdded:       "member-added",
 	CmdMemberRemoved:     "member-removed",
 	CmdEntrypointHolder:  "entrypoint-holder",
+	CmdOperationCancel:   "operation-cancel",
 }
 
 func (t CommandType) String() string {
@@ -176,4 +178,11 @@ type EntrypointHolderCmd struct {
 	AddonID  string    `json:"addon_id"`
 	MemberID string    `json:"member_id"`
 	At       time.Time `json:"at"`
+}
+
+// OperationCancelCmd asks the engine to stop an operation at its next safe
+// point (operations-cancel, or an undrain for the drain's moves).
+type OperationCancelCmd struct {
+	OperationID string    `json:"operation_id"`
+	At          time.Time `json:"at"`
 }

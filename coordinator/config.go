@@ -62,6 +62,9 @@ type Config struct {
 	// HealAfter is how long a host stays down before its members are
 	// replaced on other hosts.
 	HealAfter Duration `json:"heal_after"`
+	// HealParallel bounds the replace operations (healing and drain moves)
+	// running at once across the fleet; each addon has at most one.
+	HealParallel int `json:"heal_parallel"`
 	// ApplyTimeout bounds one write through Raft.
 	ApplyTimeout Duration `json:"apply_timeout"`
 	// LogLevel is debug, info, warn or error; logs are JSON on stderr.
@@ -85,6 +88,7 @@ func DefaultConfig() Config {
 		ApplyTimeout:       Duration(10 * time.Second),
 		HostDownAfter:      Duration(5 * time.Second),
 		HealAfter:          Duration(30 * time.Second),
+		HealParallel:       4,
 		LogLevel:           "info",
 	}
 }
@@ -154,6 +158,9 @@ func (c *Config) Validate() error {
 	}
 	if c.HealAfter < 0 {
 		return fmt.Errorf("config: heal_after must not be negative")
+	}
+	if c.HealParallel < 1 {
+		return fmt.Errorf("config: heal_parallel must be at least 1 (it bounds the replace operations running at once)")
 	}
 	if c.ApplyTimeout <= 0 {
 		return fmt.Errorf("config: apply_timeout must be positive")

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/cacheplane/cacheplane/api"
+	"github.com/cacheplane/cacheplane/coordinator/operation"
+	"github.com/cacheplane/cacheplane/redisctl"
 )
 
 // Coordinator is one running member: Raft store, admin socket, peer API and
@@ -77,13 +79,11 @@ func Start(cfg Config, log *slog.Logger, raftLog io.Writer) (*Coordinator, error
 		store: store, log: log.With("component", "leader"),
 		self: api.CoordinatorMember{ID: cfg.ID, RaftAddr: cfg.RaftAddr, HTTPAddr: cfg.HTTPAddr},
 		controllers: []Controller{
-			&removeController{store: store, obs: obs, stats: stats, log: log.With("component", "remove"), now: time.Now},
 			&hostsController{store: store, obs: obs, log: log.With("component", "hosts"), now: time.Now, downAfter: time.Duration(cfg.HostDownAfter)},
-			&settingsController{store: store, obs: obs, log: log.With("component", "settings"), now: time.Now, check: checkRedisSettings},
-			&topologyController{store: store, obs: obs, log: log.With("component", "topology"), now: time.Now, askMaster: sentinelMaster, failover: sentinelFailover},
-			&healController{store: store, obs: obs, log: log.With("component", "heal"), now: time.Now, healAfter: time.Duration(cfg.HealAfter),
-				failover: sentinelFailover, reset: sentinelReset, demote: demoteRedis, switchover: switchover},
-			&provisionController{store: store, obs: obs, log: log.With("component", "provision"), now: time.Now, ping: pingRedis, vipPool: cfg.EntrypointCIDR},
+			&topologyController{store: store, obs: obs, log: log.With("component", "topology"), now: time.Now, askMaster: redisctl.MasterAddr, failover: sentinelFailover},
+			&engine{store: store, obs: obs, stats: stats, log: log.With("component", "operations"), now: time.Now, vipPool: cfg.EntrypointCIDR,
+				heal:   operation.HealConfig{HealAfter: time.Duration(cfg.HealAfter), MaxParallel: cfg.HealParallel},
+				limits: operation.DefaultLimits(), act: redisActions()},
 		},
 	}
 	c.wg.Add(3)
@@ -153,4 +153,11 @@ func NewLogger(w io.Writer, level string) *slog.Logger {
 	var l slog.Level
 	_ = l.UnmarshalText([]byte(level))
 	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: l}))
+}
+
+// sentinelFailover asks one sentinel to fail master name over now; the
+// controllers try an addon's sentinels in turn.
+func sentinelFailover(ctx context.Context, sentinel, name string) error {
+	_, err := redisctl.Failover(ctx, []string{sentinel}, name)
+	return err
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/cacheplane/cacheplane/api"
+	"github.com/cacheplane/cacheplane/coordinator/operation"
 )
 
 // errIDTaken means the leader drew an id already in use; it draws again.
@@ -141,6 +142,10 @@ func (f *FSM) applyOne(data []byte) any {
 		var c EntrypointHolderCmd
 		decode(&c)
 		return f.applyEntrypointHolder(c)
+	case CmdOperationCancel:
+		var c OperationCancelCmd
+		decode(&c)
+		return f.applyOperationCancel(c)
 	}
 	if t&IgnoreUnknownFlag != 0 {
 		f.log.Warn("ignoring unknown optional command", "type", uint8(t))
@@ -215,9 +220,11 @@ func (f *FSM) applyOperationUpdate(c OperationUpdateCmd) any {
 	if !ok {
 		return fmt.Errorf("%w: operation %s", api.ErrNotFound, c.Operation.ID)
 	}
-	if old.State == api.OpDone || old.State == api.OpFailed {
+	if old.State.Finished() {
 		return fmt.Errorf("%w: operation %s is already %s", api.ErrConflict, old.ID, old.State)
 	}
+	// A cancel request stays, whatever the update was computed from.
+	c.Operation.CancelRequested = c.Operation.CancelRequested || old.CancelRequested
 	f.state.putOp(c.Operation)
 	if c.AddonStatus != "" {
 		if a, ok := f.state.Addons[c.Operation.AddonID]; ok {
@@ -237,7 +244,7 @@ func (f *FSM) applyAddonPlaced(c AddonPlacedCmd) any {
 	if a.Status == api.AddonRemoving {
 		return fmt.Errorf("%w: addon %s is being removed", api.ErrConflict, c.AddonID)
 	}
-	if old, ok := f.state.Operations[c.Operation.ID]; !ok || old.State == api.OpDone || old.State == api.OpFailed {
+	if old, ok := f.state.Operations[c.Operation.ID]; !ok || old.State.Finished() {
 		return fmt.Errorf("%w: operation %s is not active", api.ErrConflict, c.Operation.ID)
 	}
 	a.Members = append([]api.Member(nil), c.Members...)
@@ -331,10 +338,27 @@ func (f *FSM) applyOperationCreate(c OperationCreateCmd) any {
 // checkStep refuses an entry for an operation that is no longer active.
 func (f *FSM) checkStep(op api.Operation) error {
 	old, ok := f.state.Operations[op.ID]
-	if !ok || old.State == api.OpDone || old.State == api.OpFailed {
+	if !ok || old.State.Finished() {
 		return fmt.Errorf("%w: operation %s is not active", api.ErrConflict, op.ID)
 	}
 	return nil
+}
+
+// applyOperationCancel marks an operation for cancellation; the engine
+// stops it at its next safe point. Removals cannot be cancelled.
+func (f *FSM) applyOperationCancel(c OperationCancelCmd) any {
+	op, ok := f.state.Operations[c.OperationID]
+	if !ok {
+		return fmt.Errorf("%w: no operation %s (see: cacheplane operations)", api.ErrNotFound, c.OperationID)
+	}
+	if err := operation.Cancellable(op); err != nil {
+		return err
+	}
+	op.Steps = append([]api.Step(nil), op.Steps...)
+	op.CancelRequested = true
+	op.UpdatedAt = c.At
+	f.state.putOp(op)
+	return op
 }
 
 func (f *FSM) applyMemberAdded(c MemberAddedCmd) any {

@@ -16,6 +16,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/cacheplane/cacheplane/api"
+	"github.com/cacheplane/cacheplane/coordinator/operation"
 	"github.com/cacheplane/cacheplane/internal/testutil"
 )
 
@@ -38,7 +39,7 @@ func testAddon(app, id, reqID string) AddonCreateCmd {
 			Version: "7.0.15", Password: strings.Repeat("p", 64), Settings: api.DefaultSettings(),
 			Status: api.AddonProvisioning, CreatedAt: t0, UpdatedAt: t0, RequestID: reqID},
 		Operation: api.Operation{ID: "op-" + id, AddonID: id, App: app, Kind: api.OpProvision, State: api.OpPending,
-			Steps: ProvisionSteps(), CreatedAt: t0, UpdatedAt: t0},
+			Steps: operation.ProvisionSteps(), CreatedAt: t0, UpdatedAt: t0},
 	}
 }
 
@@ -84,7 +85,7 @@ func TestApplyEachCommand(t *testing.T) {
 				}
 			}},
 		{"addon remove", CmdAddonRemove, AddonRemoveCmd{AddonID: "base-app-1000", App: "base-app", At: t0,
-			Operation: api.Operation{ID: "op-rm", AddonID: "base-app-1000", App: "base-app", Kind: api.OpRemove, State: api.OpPending, Steps: removeSteps()}},
+			Operation: api.Operation{ID: "op-rm", AddonID: "base-app-1000", App: "base-app", Kind: api.OpRemove, State: api.OpPending, Steps: operation.RemoveSteps()}},
 			func(t *testing.T, s *State, res any) {
 				if s.Addons["base-app-1000"].Status != api.AddonRemoving {
 					t.Fatalf("status = %s", s.Addons["base-app-1000"].Status)
@@ -202,7 +203,7 @@ func TestAddonSettingsOnlyWhenRunning(t *testing.T) {
 	f.Apply(entry(t, 1, CmdAddonCreate, testAddon("my-app", "my-app-1111", "")))
 	aof := api.Settings{Persistence: api.PersistenceAOF}
 	cmd := AddonSettingsCmd{AddonID: "my-app-1111", Settings: aof, At: t0,
-		Operation: api.Operation{ID: "op-s", AddonID: "my-app-1111", Kind: api.OpSettingsChange, State: api.OpPending, Steps: SettingsSteps()}}
+		Operation: api.Operation{ID: "op-s", AddonID: "my-app-1111", Kind: api.OpSettingsChange, State: api.OpPending, Steps: operation.SettingsSteps()}}
 	if err, _ := f.Apply(entry(t, 2, CmdAddonSettings, cmd)).(error); !errors.Is(err, api.ErrConflict) {
 		t.Fatalf("settings change while provisioning = %v; want conflict", err)
 	}
@@ -252,7 +253,7 @@ func TestReplaceMemberCommands(t *testing.T) {
 		{ID: "r0", Role: api.RoleRedis, HostID: "h1", RedisRole: "primary"},
 		{ID: "r1", Role: api.RoleRedis, HostID: "h2", RedisRole: "replica"},
 	}}))
-	op := api.Operation{ID: "op-rep", AddonID: "ha-app-1111", Kind: api.OpReplaceMember, State: api.OpPending, Steps: ReplaceSteps(), Target: "r1"}
+	op := api.Operation{ID: "op-rep", AddonID: "ha-app-1111", Kind: api.OpReplaceMember, State: api.OpPending, Steps: operation.ReplaceSteps(), Target: "r1"}
 	if err, _ := f.Apply(entry(t, 3, CmdOperationCreate, OperationCreateCmd{Operation: op})).(error); !errors.Is(err, api.ErrConflict) {
 		t.Fatalf("second operation while provisioning = %v; want conflict", err)
 	}
@@ -378,7 +379,7 @@ func TestOlderLogStillApplies(t *testing.T) {
 func writeV1Log(t *testing.T, path string) {
 	a := testAddon("old-app", "old-app-4242", "req-old")
 	rm := AddonRemoveCmd{AddonID: "gone-app-1000", App: "gone-app", At: t0,
-		Operation: api.Operation{ID: "op-rm", AddonID: "gone-app-1000", App: "gone-app", Kind: api.OpRemove, State: api.OpPending, Steps: removeSteps(), CreatedAt: t0}}
+		Operation: api.Operation{ID: "op-rm", AddonID: "gone-app-1000", App: "gone-app", Kind: api.OpRemove, State: api.OpPending, Steps: operation.RemoveSteps(), CreatedAt: t0}}
 	done := rm.Operation
 	done.State = api.OpDone
 	cmds := []struct {
@@ -465,4 +466,39 @@ func assertRoundTrip(t *testing.T, f *FSM) {
 	if !reflect.DeepEqual(a, b) {
 		t.Fatalf("state differs after snapshot/restore:\n%+v\n%+v", a, b)
 	}
+}
+
+func TestOperationCancel(t *testing.T) {
+	f := NewFSM(testutil.Logger(t))
+	f.Apply(entry(t, 1, CmdAddonCreate, testAddon("c-app", "c-app-1", "")))
+	prov := testAddon("c-app", "c-app-1", "").Operation
+	if err, _ := f.Apply(entry(t, 2, CmdOperationCancel, OperationCancelCmd{OperationID: "nope", At: t0})).(error); !errors.Is(err, api.ErrNotFound) {
+		t.Fatalf("cancel of an unknown operation = %v; want not found", err)
+	}
+	res := f.Apply(entry(t, 3, CmdOperationCancel, OperationCancelCmd{OperationID: prov.ID, At: t0}))
+	if op, ok := res.(api.Operation); !ok || !op.CancelRequested {
+		t.Fatalf("cancel = %v", res)
+	}
+	// An update computed before the request does not clear it.
+	prov.State = api.OpRunning
+	f.Apply(entry(t, 4, CmdOperationUpdate, OperationUpdateCmd{Operation: prov}))
+	f.Read(func(s *State, _ uint64) {
+		if !s.Operations[prov.ID].CancelRequested {
+			t.Fatal("cancel request lost by an update")
+		}
+	})
+	prov.State = api.OpCancelled
+	f.Apply(entry(t, 5, CmdOperationUpdate, OperationUpdateCmd{Operation: prov, AddonStatus: api.AddonError}))
+	if err, _ := f.Apply(entry(t, 6, CmdOperationUpdate, OperationUpdateCmd{Operation: prov})).(error); !errors.Is(err, api.ErrConflict) {
+		t.Fatalf("update of a cancelled operation = %v; want conflict", err)
+	}
+	if err, _ := f.Apply(entry(t, 7, CmdOperationCancel, OperationCancelCmd{OperationID: prov.ID, At: t0})).(error); !errors.Is(err, api.ErrConflict) {
+		t.Fatalf("cancel of a cancelled operation = %v; want conflict", err)
+	}
+	f.Read(func(s *State, _ uint64) {
+		if len(s.active) != 0 {
+			t.Fatalf("a cancelled operation is still active: %v", s.active)
+		}
+	})
+	assertRoundTrip(t, f)
 }

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/cacheplane/cacheplane/api"
+	"github.com/cacheplane/cacheplane/coordinator/operation"
 	"github.com/cacheplane/cacheplane/scheduler"
 )
 
@@ -77,6 +78,7 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("DELETE /v1/addons/{id}", s.write(s.handleAddonRemove))
 	mux.Handle("GET /v1/env", s.read(s.handleEnv))
 	mux.Handle("GET /v1/operations", s.read(s.handleOperations))
+	mux.Handle("POST /v1/operations/{id}/cancel", s.write(s.handleOperationCancel))
 	mux.Handle("POST /v1/agent/register", s.write(s.handleRegister))
 	mux.Handle("POST /v1/agent/heartbeat", s.write(s.handleHeartbeat))
 	mux.Handle("GET /v1/agent/assignments", s.read(s.handleAssignments))
@@ -463,20 +465,11 @@ func (s *Server) newAddon(req api.AddonCreateRequest, plan api.Plan) (AddonCreat
 	}
 	op := api.Operation{
 		ID: opID, AddonID: a.ID, App: a.App, Kind: api.OpProvision, State: api.OpPending,
-		Steps: ProvisionSteps(), CreatedAt: now, UpdatedAt: now,
+		Steps: operation.ProvisionSteps(), CreatedAt: now, UpdatedAt: now,
 	}
 	return AddonCreateCmd{Addon: a, Operation: op}, nil
 }
 
-// ProvisionSteps is the step list of a provision operation.
-func ProvisionSteps() []api.Step {
-	return []api.Step{
-		{Name: "place members", State: api.OpPending},
-		{Name: "start members", State: api.OpPending},
-		{Name: "wait healthy", State: api.OpPending},
-		{Name: "mark running", State: api.OpPending},
-	}
-}
 
 // NewPassword returns 64 URL-safe characters from crypto/rand.
 func NewPassword() (string, error) {
@@ -510,7 +503,7 @@ func (s *Server) handleAddonRemove(w http.ResponseWriter, r *http.Request) error
 	}
 	now := s.now().UTC()
 	op := api.Operation{ID: opID, AddonID: id, App: app, Kind: api.OpRemove, State: api.OpPending,
-		Steps: removeSteps(), CreatedAt: now, UpdatedAt: now}
+		Steps: operation.RemoveSteps(), CreatedAt: now, UpdatedAt: now}
 	res, err := s.store.Apply(r.Context(), CmdAddonRemove, AddonRemoveCmd{AddonID: id, App: app, Operation: op, At: now})
 	if err != nil {
 		return err
@@ -580,9 +573,21 @@ func (s *Server) handleOperations(w http.ResponseWriter, r *http.Request) error 
 	return nil
 }
 
-// SettingsSteps is the step list of a settings-change operation.
-func SettingsSteps() []api.Step {
-	return []api.Step{{Name: StepApplySettings, State: api.OpPending}, {Name: StepMarkRunning, State: api.OpPending}}
+
+func (s *Server) handleOperationCancel(w http.ResponseWriter, r *http.Request) error {
+	id := r.PathValue("id")
+	if err := api.ValidateMemberID("operation", id); err != nil {
+		return err
+	}
+	res, err := s.store.Apply(r.Context(), CmdOperationCancel, OperationCancelCmd{OperationID: id, At: s.now().UTC()})
+	if err != nil {
+		return err
+	}
+	op := res.(api.Operation)
+	s.log.Warn("operation cancel requested", "op", op.ID, "addon", op.AddonID, "kind", op.Kind)
+	writeJSON(w, http.StatusAccepted, api.OperationCancelResponse{Operation: op,
+		Message: fmt.Sprintf("Operation %s (%s of %s) stops at its next safe point; follow it with: cacheplane operations --addon %s", op.ID, op.Kind, op.AddonID, op.AddonID)})
+	return nil
 }
 
 func (s *Server) handleSettings(w http.ResponseWriter, r *http.Request) error {
@@ -615,7 +620,7 @@ func (s *Server) handleSettings(w http.ResponseWriter, r *http.Request) error {
 	}
 	now := s.now().UTC()
 	op := api.Operation{ID: opID, AddonID: a.ID, App: a.App, Kind: api.OpSettingsChange, State: api.OpPending,
-		Steps: SettingsSteps(), CreatedAt: now, UpdatedAt: now}
+		Steps: operation.SettingsSteps(), CreatedAt: now, UpdatedAt: now}
 	res, err := s.store.Apply(r.Context(), CmdAddonSettings, AddonSettingsCmd{AddonID: a.ID, Settings: next, Operation: op, At: now})
 	if err != nil {
 		return err
@@ -670,6 +675,36 @@ func (s *Server) handleDrain(drain bool) handlerFunc {
 				return err
 			}
 			s.log.Info("host drain changed", "host", id, "state", h.State)
+		}
+		if drain {
+			// Starters cannot be moved by a switchover: say which stay.
+			var left []operation.Left
+			s.store.FSM().Read(func(st *State, _ uint64) {
+				left = operation.PlanHealing(operation.Fleet{Hosts: st.Hosts, Addons: sortedAddons(st.Addons), Plans: st.Plans,
+					Active: map[string]api.Operation{}, Now: s.now().UTC()}, operation.HealConfig{}).Left
+			})
+			for _, l := range left {
+				if l.HostID == id {
+					msg += "\n  " + l.MemberID + " stays: " + l.Reason
+				}
+			}
+		} else {
+			// Undrain cancels the drain's moves that have not finished.
+			var moves []string
+			s.store.FSM().Read(func(st *State, _ uint64) {
+				for _, o := range st.activeOps(api.OpReplaceMember) {
+					if o.CancelRequested || o.Reason != "host "+id+" is draining" {
+						continue
+					}
+					moves = append(moves, o.ID)
+				}
+			})
+			for _, opID := range moves {
+				if _, err := s.store.Apply(r.Context(), CmdOperationCancel, OperationCancelCmd{OperationID: opID, At: s.now().UTC()}); err != nil {
+					return fmt.Errorf("cancel drain move %s: %w", opID, err)
+				}
+				msg += "\n  drain move " + opID + " cancelled (it stops at its next safe point)"
+			}
 		}
 		writeJSON(w, http.StatusOK, map[string]string{"message": msg})
 		return nil

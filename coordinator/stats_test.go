@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/cacheplane/cacheplane/api"
+	"github.com/cacheplane/cacheplane/coordinator/operation"
 )
 
 func TestStatsHistoryFoldsMinutesAndBounds(t *testing.T) {
@@ -55,9 +56,9 @@ func TestAllocateVIP(t *testing.T) {
 		{"10.0.9.8/30", []string{"10.0.9.9:1", "10.0.9.10:1", "10.0.9.11:1"}, "", true},
 		{"nope", nil, "", true},
 	} {
-		got, err := allocateVIP(tt.pool, tt.used)
+		got, err := operation.AllocateVIP(tt.pool, tt.used)
 		if (err != nil) != tt.err || got != tt.want {
-			t.Errorf("allocateVIP(%s, %v) = %q, %v; want %q (error %v)", tt.pool, tt.used, got, err, tt.want, tt.err)
+			t.Errorf("operation.AllocateVIP(%s, %v) = %q, %v; want %q (error %v)", tt.pool, tt.used, got, err, tt.want, tt.err)
 		}
 	}
 }

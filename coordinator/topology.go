@@ -2,14 +2,10 @@ package coordinator
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"net"
-	"strconv"
 	"sync"
 	"time"
-
-	"github.com/redis/go-redis/v9"
 
 	"github.com/cacheplane/cacheplane/api"
 )
@@ -206,33 +202,4 @@ func (c *topologyController) reconcile(ctx context.Context, v haView) {
 			c.log.Warn("new primary recorded", "addon", v.addon.ID, "primary", m.ID, "was", v.primary.ID)
 		}
 	}
-}
-
-func sentinelClient(addr string) *redis.Client {
-	return redis.NewClient(&redis.Options{Addr: addr, DialTimeout: 500 * time.Millisecond, ReadTimeout: 500 * time.Millisecond,
-		WriteTimeout: 500 * time.Millisecond, MaxRetries: -1, PoolSize: 1, DisableIdentity: true})
-}
-
-// sentinelMaster asks a sentinel for the master's host:port.
-func sentinelMaster(ctx context.Context, sentinel, name string) (string, error) {
-	c := sentinelClient(sentinel)
-	defer c.Close()
-	res, err := c.Do(ctx, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", name).StringSlice()
-	if err != nil {
-		return "", fmt.Errorf("sentinel %s: %w", sentinel, err)
-	}
-	if len(res) != 2 {
-		return "", fmt.Errorf("sentinel %s: unexpected answer %q", sentinel, res)
-	}
-	if _, err := strconv.Atoi(res[1]); err != nil {
-		return "", fmt.Errorf("sentinel %s: bad port %q", sentinel, res[1])
-	}
-	return net.JoinHostPort(res[0], res[1]), nil
-}
-
-// sentinelFailover asks a sentinel to fail over now.
-func sentinelFailover(ctx context.Context, sentinel, name string) error {
-	c := sentinelClient(sentinel)
-	defer c.Close()
-	return c.Do(ctx, "SENTINEL", "FAILOVER", name).Err()
 }

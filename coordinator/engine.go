@@ -1,0 +1,453 @@
+package coordinator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/cacheplane/cacheplane/api"
+	"github.com/cacheplane/cacheplane/coordinator/operation"
+	"github.com/cacheplane/cacheplane/redisctl"
+	"github.com/cacheplane/cacheplane/scheduler"
+)
+
+// engine is the I/O half of the operation engine: every pass it reads the
+// FSM, lets operation.PlanHealing decide which members to move and
+// operation.Next decide each addon's next step, performs the step's action
+// (ping, settings check, switchover, failover, sentinel reset) and commits
+// the outcome through Raft before the step after it is considered. It
+// keeps nothing between passes that the FSM does not hold, so a new leader
+// resumes every operation where the old one stopped; a mutating action
+// that was under way when the leader died is judged afresh from what is
+// observed (a switchover that happened is seen as a new primary).
+//
+// Each addon's action runs in its own goroutine (at most parallel at
+// once, one per addon): a slow or failing step of one addon never holds up
+// another's.
+type engine struct {
+	store    *Store
+	obs      *observed
+	stats    *statsHistory
+	log      *slog.Logger
+	now      func() time.Time
+	vipPool  string
+	heal     operation.HealConfig
+	limits   operation.Limits
+	act      actions
+	parallel int
+
+	mu       sync.Mutex
+	inflight map[string]bool // addon ids with an action under way
+	left     []operation.Left
+	sem      chan struct{}
+}
+
+// actions are the engine's conversations with redis and sentinel.
+type actions struct {
+	ping          func(ctx context.Context, addr, password string) error
+	checkSettings func(ctx context.Context, addr, password string, s api.Settings, planMB int) error
+	switchover    func(ctx context.Context, sw redisctl.SwitchoverRequest) error
+	failover      func(ctx context.Context, sentinels []string, name string) (string, error)
+	reset         func(ctx context.Context, sentinel, name string) error
+}
+
+// redisActions are the production actions (package redisctl).
+func redisActions() actions {
+	return actions{ping: redisctl.Ping, checkSettings: redisctl.CheckSettings, switchover: redisctl.Switchover,
+		failover: redisctl.Failover, reset: redisctl.Reset}
+}
+
+// Action time bounds.
+const (
+	checkTimeout      = 2 * time.Second
+	switchoverTimeout = 15 * time.Second
+	sentinelTimeout   = time.Second
+)
+
+func (e *engine) Name() string { return "operations" }
+
+func (e *engine) Run(ctx context.Context) {
+	e.mu.Lock()
+	e.inflight = map[string]bool{}
+	if e.parallel <= 0 {
+		e.parallel = 8
+	}
+	e.sem = make(chan struct{}, e.parallel)
+	e.mu.Unlock()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	runPasses(ctx, e.store.FSM(), e.obs, 500*time.Millisecond, func() { e.pass(ctx, &wg) })
+}
+
+// snapshot is one pass's copy of the FSM.
+type snapshot struct {
+	ops    []api.Operation // the oldest active operation of each addon
+	addons map[string]api.Addon
+	hosts  map[string]api.Host
+	plans  []api.Plan
+	fleet  scheduler.State
+	used   []string
+	active map[string]api.Operation
+}
+
+func (e *engine) snapshot() snapshot {
+	var sn snapshot
+	e.store.FSM().Read(func(s *State, _ uint64) {
+		sn.addons = make(map[string]api.Addon, len(s.Addons))
+		for id, a := range s.Addons {
+			a.Members = append([]api.Member(nil), a.Members...)
+			sn.addons[id] = a
+			sn.used = append(sn.used, a.Entrypoint)
+		}
+		sn.hosts = make(map[string]api.Host, len(s.Hosts))
+		for id, h := range s.Hosts {
+			sn.hosts[id] = h
+		}
+		sn.plans = append([]api.Plan(nil), s.Plans...)
+		sn.fleet = schedulerState(s)
+		sn.active = map[string]api.Operation{}
+		for id := range s.active {
+			o := s.Operations[id]
+			if cur, ok := sn.active[o.AddonID]; ok && (cur.CreatedAt.Before(o.CreatedAt) || (cur.CreatedAt.Equal(o.CreatedAt) && cur.ID < o.ID)) {
+				continue
+			}
+			o.Steps = append([]api.Step(nil), o.Steps...)
+			sn.active[o.AddonID] = o
+		}
+	})
+	for _, o := range sn.active {
+		sn.ops = append(sn.ops, o)
+	}
+	sortOps(sn.ops)
+	return sn
+}
+
+func sortOps(ops []api.Operation) {
+	m := make(map[string]api.Operation, len(ops))
+	for _, o := range ops {
+		m[o.ID] = o
+	}
+	copy(ops, sortedOperations(m))
+}
+
+// view is the pure side's view of one addon.
+func (e *engine) view(sn snapshot, addonID string, now time.Time) operation.View {
+	a, ok := sn.addons[addonID]
+	v := operation.View{Addon: a, Exists: ok, Hosts: sn.hosts, Fleet: sn.fleet, VIPPool: e.vipPool, UsedEntrypoints: sn.used, Now: now,
+		Observed: map[string]operation.Observed{}, HostSeen: map[string]time.Time{}}
+	v.Plan, v.PlanKnown = api.FindPlan(sn.plans, a.Plan)
+	for _, m := range a.Members {
+		ms, seen := e.obs.member(m.HostID, m.ID)
+		v.Observed[m.ID] = operation.Observed{Seen: seen, State: ms.State, Detail: ms.Detail, RedisRole: ms.RedisRole}
+		v.HostSeen[m.HostID] = e.obs.lastSeen(m.HostID)
+	}
+	return v
+}
+
+func (e *engine) pass(ctx context.Context, wg *sync.WaitGroup) {
+	now := e.now().UTC()
+	sn := e.snapshot()
+	h := operation.PlanHealing(operation.Fleet{Hosts: sn.hosts, Addons: sortedAddons(sn.addons), Plans: sn.plans, Active: sn.active, Now: now}, e.heal)
+	e.setLeft(h.Left)
+	for _, op := range h.Create {
+		id, err := newOperationID()
+		if err != nil {
+			e.log.Error("cannot draw an operation id", "err", err)
+			return
+		}
+		op.ID = id
+		if _, err := e.store.Apply(ctx, CmdOperationCreate, OperationCreateCmd{Operation: op}); err != nil {
+			if ctx.Err() == nil {
+				e.log.Warn("cannot start healing", "addon", op.AddonID, "member", op.Target, "err", err)
+			}
+			continue
+		}
+		e.log.Warn("replacing member", "addon", op.AddonID, "member", op.Target, "reason", op.Reason, "op", op.ID)
+	}
+	if len(h.Create) > 0 {
+		sn = e.snapshot()
+	}
+	for _, op := range sn.ops {
+		if ctx.Err() != nil {
+			return
+		}
+		if !e.claim(op.AddonID) {
+			continue // its action is under way
+		}
+		d := operation.Next(e.view(sn, op.AddonID, now), op)
+		if d.Kind == operation.Run {
+			v := e.view(sn, op.AddonID, now)
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer e.release(op.AddonID)
+				select {
+				case e.sem <- struct{}{}:
+				case <-ctx.Done():
+					return
+				}
+				err := e.perform(ctx, v, d.Action)
+				<-e.sem
+				if ctx.Err() != nil {
+					return
+				}
+				if err := e.record(ctx, op.ID, d, err); err != nil && ctx.Err() == nil {
+					e.log.Warn("cannot record a step", "op", op.ID, "addon", op.AddonID, "err", err)
+				}
+			}()
+			continue
+		}
+		err := e.commit(ctx, op, d, now, false)
+		e.release(op.AddonID)
+		if err != nil && ctx.Err() == nil {
+			e.log.Warn("operation step not recorded; will retry", "op", op.ID, "addon", op.AddonID, "kind", op.Kind, "err", err)
+		}
+		switch d.Effect.(type) {
+		case operation.PlaceMembers, operation.AddMember:
+			sn.fleet = e.snapshot().fleet // the next placement sees this one
+		}
+	}
+}
+
+func (e *engine) claim(addonID string) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.inflight[addonID] {
+		return false
+	}
+	e.inflight[addonID] = true
+	return true
+}
+
+func (e *engine) release(addonID string) {
+	e.mu.Lock()
+	delete(e.inflight, addonID)
+	e.mu.Unlock()
+}
+
+func (e *engine) setLeft(l []operation.Left) {
+	e.mu.Lock()
+	e.left = l
+	e.mu.Unlock()
+}
+
+// Left lists the members healing leaves where they are (last pass).
+func (e *engine) Left() []operation.Left {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return append([]operation.Left(nil), e.left...)
+}
+
+// errTerminal marks an action error that no retry can fix.
+var errTerminal = errors.New("cannot succeed")
+
+// perform runs one action with its time bound.
+func (e *engine) perform(ctx context.Context, v operation.View, act operation.Action) error {
+	pw, name := v.Addon.Password, v.Addon.ID
+	switch a := act.(type) {
+	case operation.PingEntrypoint:
+		cctx, cancel := context.WithTimeout(ctx, checkTimeout)
+		defer cancel()
+		return e.act.ping(cctx, a.Addr, pw)
+	case operation.CheckSettings:
+		cctx, cancel := context.WithTimeout(ctx, checkTimeout)
+		defer cancel()
+		return e.act.checkSettings(cctx, a.Addr, pw, a.Settings, a.PlanMB)
+	case operation.Switchover:
+		cctx, cancel := context.WithTimeout(ctx, switchoverTimeout)
+		defer cancel()
+		err := e.act.switchover(cctx, redisctl.SwitchoverRequest{Name: name, Password: pw, Primary: a.Primary, Replica: a.Replica, Sentinels: a.Sentinels})
+		if errors.Is(err, redisctl.ErrNoReplica) {
+			return fmt.Errorf("%w: %w", errTerminal, err)
+		}
+		return err
+	case operation.Failover:
+		cctx, cancel := context.WithTimeout(ctx, sentinelTimeout*time.Duration(max(1, len(a.Sentinels))))
+		defer cancel()
+		_, err := e.act.failover(cctx, a.Sentinels, name)
+		if errors.Is(err, redisctl.ErrFailoverInProgress) {
+			return nil
+		}
+		return err
+	case operation.ResetSentinels:
+		ok := 0
+		var errs []string
+		for _, s := range a.Sentinels {
+			cctx, cancel := context.WithTimeout(ctx, sentinelTimeout)
+			err := e.act.reset(cctx, s, name)
+			cancel()
+			if err == nil {
+				ok++
+			} else {
+				errs = append(errs, s+": "+err.Error())
+			}
+		}
+		if ok*2 <= len(a.Sentinels) {
+			return fmt.Errorf("%d of %d sentinels reset: %s", ok, len(a.Sentinels), strings.Join(errs, "; "))
+		}
+		return nil
+	}
+	return fmt.Errorf("%w: unknown action %T", errTerminal, act)
+}
+
+// record commits an action's outcome on the operation as it is now.
+func (e *engine) record(ctx context.Context, opID string, d operation.Decision, actErr error) error {
+	var (
+		op api.Operation
+		ok bool
+	)
+	e.store.FSM().Read(func(s *State, _ uint64) {
+		op, ok = s.Operations[opID]
+		op.Steps = append([]api.Step(nil), op.Steps...)
+	})
+	if !ok || op.State.Finished() {
+		return nil
+	}
+	now := e.now().UTC()
+	i := op.CurrentStep()
+	if i >= len(op.Steps) {
+		return nil
+	}
+	mut := d.Action.Mutates()
+	if mut {
+		op.Steps[i].Attempts++
+		op.Steps[i].LastAttempt = now
+	}
+	switch {
+	case actErr == nil && d.Then == operation.Advance:
+		if mut {
+			e.log.Info("operation action done", "op", op.ID, "addon", op.AddonID, "action", d.Action.String())
+		}
+		return e.commit(ctx, op, operation.Decision{Kind: operation.Advance, Detail: d.Detail, Effect: d.Effect, Status: d.Status}, now, mut)
+	case actErr == nil:
+		if mut {
+			e.log.Info("operation action done", "op", op.ID, "addon", op.AddonID, "action", d.Action.String())
+		}
+		return e.commit(ctx, op, operation.Decision{Kind: operation.Wait, Detail: d.Detail}, now, mut)
+	case errors.Is(actErr, errTerminal):
+		return e.commit(ctx, op, operation.Decision{Kind: operation.Fail, Detail: d.Action.String() + ": " + actErr.Error()}, now, true)
+	}
+	var detail string
+	switch a := d.Action.(type) {
+	case operation.PingEntrypoint:
+		detail = fmt.Sprintf("entrypoint %s does not answer yet: %v", a.Addr, actErr)
+	case operation.CheckSettings:
+		detail = "waiting for the members to apply them: " + actErr.Error()
+	default:
+		detail = fmt.Sprintf("%s failed (attempt %d), retrying: %v", d.Action, op.Steps[i].Attempts, actErr)
+		e.log.Warn("operation action failed; will retry", "op", op.ID, "addon", op.AddonID, "action", d.Action.String(), "attempt", op.Steps[i].Attempts, "err", actErr)
+	}
+	return e.commit(ctx, op, operation.Decision{Kind: operation.Wait, Detail: detail}, now, mut)
+}
+
+// commit records decision d on op (whose current step it is about) with
+// its effect, in one Raft entry where it can. A wait that changes nothing
+// is not written unless force.
+func (e *engine) commit(ctx context.Context, op api.Operation, d operation.Decision, now time.Time, force bool) error {
+	i := op.CurrentStep()
+	var step *api.Step
+	if i < len(op.Steps) {
+		step = &op.Steps[i]
+		if step.StartedAt.IsZero() {
+			step.StartedAt = now
+		}
+	}
+	op.UpdatedAt = now
+	apply := func(t CommandType, cmd any) error {
+		_, err := e.store.Apply(ctx, t, cmd)
+		return err
+	}
+	switch d.Kind {
+	case operation.Wait:
+		if step == nil {
+			return nil
+		}
+		prevDetail, prevState, prevStuck := step.Detail, step.State, op.Stuck
+		step.State, step.Detail = api.OpRunning, d.Detail
+		op.State = api.OpRunning
+		op.Stuck = operation.Stuck(op, now, e.limits)
+		if !force && prevState == api.OpRunning && prevDetail == d.Detail && prevStuck == op.Stuck {
+			return nil
+		}
+		if op.Stuck != "" && prevStuck == "" {
+			e.log.Error("operation stuck", "op", op.ID, "addon", op.AddonID, "kind", op.Kind, "why", op.Stuck)
+		}
+		return apply(CmdOperationUpdate, OperationUpdateCmd{Operation: op})
+	case operation.Advance:
+		if step != nil {
+			step.State, step.FinishedAt = api.OpDone, now
+			if d.Detail != "" {
+				step.Detail = d.Detail
+			}
+		}
+		op.Stuck = ""
+		op.State = api.OpRunning
+		if op.CurrentStep() >= len(op.Steps) {
+			op.State = api.OpDone
+		}
+		var err error
+		switch eff := d.Effect.(type) {
+		case nil:
+			err = apply(CmdOperationUpdate, OperationUpdateCmd{Operation: op, AddonStatus: d.Status})
+			d.Status = ""
+		case operation.PlaceMembers:
+			err = apply(CmdAddonPlaced, AddonPlacedCmd{AddonID: op.AddonID, Members: eff.Members, Entrypoint: eff.Entrypoint, Operation: op})
+		case operation.AddMember:
+			op.Replacement = eff.Member.ID
+			err = apply(CmdMemberAdded, MemberAddedCmd{AddonID: op.AddonID, Member: eff.Member, Operation: op})
+		case operation.RemoveMember:
+			err = apply(CmdMemberRemoved, MemberRemovedCmd{AddonID: op.AddonID, MemberID: eff.MemberID, Operation: op})
+		case operation.DeleteAddon:
+			var members []api.Member
+			e.store.FSM().Read(func(s *State, _ uint64) { members = append(members, s.Addons[op.AddonID].Members...) })
+			if err = apply(CmdAddonDelete, AddonDeleteCmd{AddonID: op.AddonID, At: now}); err == nil {
+				for _, m := range members {
+					e.stats.drop(m.ID)
+				}
+				err = apply(CmdOperationUpdate, OperationUpdateCmd{Operation: op})
+			}
+		default:
+			return fmt.Errorf("unknown effect %T", d.Effect)
+		}
+		if err == nil && d.Status != "" && op.State != api.OpDone {
+			err = apply(CmdOperationUpdate, OperationUpdateCmd{Operation: op, AddonStatus: d.Status})
+		}
+		if err == nil {
+			e.logStep(op, i, d)
+		}
+		return err
+	case operation.Fail:
+		if step != nil {
+			step.State, step.Detail, step.FinishedAt = api.OpFailed, d.Detail, now
+		}
+		op.State, op.Error, op.Stuck = api.OpFailed, d.Detail, ""
+		e.log.Warn("operation failed", "op", op.ID, "addon", op.AddonID, "kind", op.Kind, "reason", d.Detail)
+		return apply(CmdOperationUpdate, OperationUpdateCmd{Operation: op, AddonStatus: d.Status})
+	case operation.Cancel:
+		op.State, op.Error, op.Stuck = api.OpCancelled, d.Detail, ""
+		if step != nil && step.State == api.OpRunning {
+			step.Detail = strings.TrimPrefix(step.Detail+"; stopped here", "; ")
+		}
+		e.log.Warn("operation cancelled", "op", op.ID, "addon", op.AddonID, "kind", op.Kind, "account", d.Detail)
+		if rm, ok := d.Effect.(operation.RemoveMember); ok {
+			return apply(CmdMemberRemoved, MemberRemovedCmd{AddonID: op.AddonID, MemberID: rm.MemberID, Operation: op})
+		}
+		return apply(CmdOperationUpdate, OperationUpdateCmd{Operation: op, AddonStatus: d.Status})
+	}
+	return fmt.Errorf("unknown decision %v", d.Kind)
+}
+
+func (e *engine) logStep(op api.Operation, i int, d operation.Decision) {
+	name := "done"
+	if i < len(op.Steps) {
+		name = op.Steps[i].Name
+	}
+	e.log.Info("operation step done", "op", op.ID, "addon", op.AddonID, "kind", op.Kind, "step", name, "detail", d.Detail)
+	if op.State == api.OpDone {
+		e.log.Info("operation done", "op", op.ID, "addon", op.AddonID, "kind", op.Kind, "took", op.UpdatedAt.Sub(op.CreatedAt).Round(time.Millisecond).String())
+	}
+}

@@ -1,0 +1,27 @@
+// Package redisctl owns every conversation the agent and the coordinator
+// have with a running redis (or valkey) member and with Sentinel: the
+// go-redis client options (one constructor for members, one for
+// sentinels), PING, INFO replication, REPLICAOF, the planned zero-loss
+// switchover, the sentinels' view of a master (GET-MASTER-ADDR-BY-NAME
+// asked of one sentinel or of a majority, REPLICAS, SENTINELS), FAILOVER
+// and RESET, and the mapping between an addon's settings and redis's CONFIG
+// parameters in both directions (what redis.conf says, what CONFIG SET
+// changes live, what CONFIG GET must answer).
+//
+// Every network call takes a ctx and bounds itself with a deadline of its
+// own when the ctx has none sooner; clients are short-lived (one
+// connection, no retries: callers retry on their next pass) unless the
+// caller hands one in. Errors say which address and which command failed,
+// never the password. Sentinel's refusals that callers act on are typed:
+// ErrNoGoodReplica (-NOGOODSLAVE), ErrFailoverInProgress (-INPROG),
+// ErrNoMajority, ErrNoReplica; test them with errors.Is.
+//
+// It does not own what the files of a member say beyond the settings
+// parameters (agent/render renders redis.conf and sentinel.conf, taking
+// the settings lines from Config), when to talk to whom (the agent's
+// safety gate and probes, the coordinator's controllers decide), nor
+// processes and containers (agent/runtime). The pure parts (ParseReplication,
+// the settings mapping, the SENTINEL REPLICAS/SENTINELS parser) have table
+// tests; the rest is tested against real redis-server and redis-sentinel
+// processes on loopback addresses.
+package redisctl
