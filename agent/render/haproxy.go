@@ -1,6 +1,9 @@
 package render
 
-import "strings"
+import (
+	"strings"
+	"time"
+)
 
 // HAProxy figures.
 const (
@@ -17,15 +20,37 @@ const (
 	// server up, one failure marks it down (failover through the entrypoint
 	// in ~1.5 s after the primary's death, notes/feasibility.md).
 	checkInter = "200ms"
-	// checkTimeout bounds a check's answer (after the connect). A hung
-	// primary is failed over by Sentinel after down-after (1.5 s) anyway;
-	// marking it down sooner would only cut sessions of a primary that is
-	// merely slow (a long command, a fork), so the timeout matches it.
-	checkTimeout = "1500ms"
 	// connectTimeout: a refused or lost connect is retried after
 	// min(timeout connect, 1 s); 100 ms took failover from ~3.1 s to ~2.5 s.
 	connectTimeout = "100ms"
 )
+
+// checkTimeout bounds a role check's wait for an answer on an established
+// connection; it is at least SentinelDownAfter. A check only waits that long
+// when the member accepted the connection and does not answer: a busy
+// primary (a long EVAL, DEBUG SLEEP, a big DEL or KEYS; during the first
+// busy-reply-threshold of a script it answers nothing) or a frozen one.
+// With fall 1 and on-marked-down shutdown-sessions, a short timeout (it was
+// 1.5 s) marked a busy primary down and cut every client's session. Deaths
+// do not wait for it: a dead process refuses the connection at once, a lost
+// host fails `timeout connect` (100 ms: HAProxy connects checks within
+// min(timeout connect, inter)), and a replica answers role:slave then
+// closes on QUIT, which fails the check at once. A member frozen longer
+// than ~1 s is killed by its agent (agent/liveness.go), which resets the
+// check's connection. What it does cost: a check already waiting on a host
+// that then vanishes without a reset (a whole host frozen, or packets
+// dropped mid-check) keeps that server up until the timeout, so whoever
+// learns of that loss first (the coordinator) must take the server out
+// itself rather than wait for the check.
+var checkTimeout = durationString(SentinelDownAfter)
+
+// durationString writes d for HAProxy ("30s", "1500ms").
+func durationString(d time.Duration) string {
+	if d%time.Second == 0 {
+		return itoa(int(d/time.Second)) + "s"
+	}
+	return itoa(int(d/time.Millisecond)) + "ms"
+}
 
 // HAProxyServer is one redis member behind the entrypoint.
 type HAProxyServer struct {
@@ -127,7 +152,9 @@ func HAProxyOpenFiles(maxConn int) uint64 {
 // `balance first` sends every connection to the first up server, so even a
 // moment with two masters never splits one app's writes across both.
 // on-marked-down shutdown-sessions cuts the sessions of a primary that
-// stopped being one, so clients reconnect to the new primary.
+// stopped being one, so clients reconnect to the new primary. A busy primary
+// is not marked down: its check waits up to checkTimeout (Sentinel's
+// down-after) for the answer.
 //
 // Connection limit: the frontend accepts up to MaxConn+64 connections and
 // closes (tcp-request connection reject) every one beyond MaxConn the moment
@@ -172,6 +199,8 @@ func HAProxy(in HAProxyInput) (string, error) {
 	c.indented("mode", "tcp")
 	c.indented("log", "global")
 	c.indented("timeout", "connect", connectTimeout)
+	c.comment(true, "A check waits this long only on a member that accepted it and does not answer (busy):",
+		"as long as Sentinel's down-after, so a busy primary keeps its sessions.")
 	c.indented("timeout", "check", checkTimeout)
 	c.comment(true,
 		"No timeout client/server on purpose: a BLPOP or an idle subscriber stays",

@@ -138,8 +138,18 @@ func evictionPolicy(cacheMode bool) string {
 //   - min-replicas-to-write stays 0 (off): with one replica, 1 would turn the
 //     replica's loss, replacement, resize or upgrade into a write outage of
 //     the primary, and starter plans have no replica at all. The write-loss
-//     window of a partitioned primary is bounded instead by Sentinel's
-//     down-after (1.5 s) and HAProxy's role check.
+//     window of a partitioned primary is bounded instead by the failover
+//     the fleet forces when it loses the primary's host (the coordinator's
+//     host-down-after), Sentinel's down-after (30 s, the safety net) when
+//     the control plane is gone too, and HAProxy's role check.
+//   - enable-debug-command local: DEBUG (and MODULE) only from a loopback
+//     client (127.0.0.1, ::1 or a unix socket; Redis 7's default is no), so
+//     the fleet's own tests and an operator on the host can make a member
+//     busy on purpose (DEBUG SLEEP) and prove a busy primary is not failed
+//     over. An app reaches redis through HAProxy, from the proxy's host
+//     address, never from 127.0.0.1 on a real fleet; when the ACL work of a
+//     later issue splits the app's user from the fleet's control user, the
+//     app's user loses DEBUG by ACL as well.
 //   - replica-serve-stale-data yes (the default): apps reach only the primary
 //     through the entrypoint; a replica is read by the agent (INFO, backups),
 //     which must keep working while its link is down. replica-read-only yes.
@@ -201,6 +211,8 @@ func Redis(in RedisInput) (string, error) {
 	c.comment(false, "Security: one user, no other can be created.")
 	c.line("user", "default", "on", ">"+in.Password, "~*", "&*", "+@all")
 	c.line("masterauth", in.Password)
+	c.comment(false, "DEBUG only from loopback clients (the fleet's tests and operators).")
+	c.line("enable-debug-command", "local")
 	c.blank()
 
 	c.comment(false, "Memory: maxmemory is the plan memory.")

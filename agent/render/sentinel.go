@@ -8,18 +8,33 @@ const (
 	// that the primary is down.
 	SentinelQuorum = 2
 
-	// SentinelDownAfter is down-after-milliseconds. Measured on 2-vCPU
-	// machines (shared/notes/feasibility.md): 1000 and 500 fail over faster
-	// but sometimes make the sentinels flag the just-promoted primary down
-	// too, exactly down-after after the switch (Sentinel's first PING to a
-	// new master goes out at min(down-after, 1 s)), and start a spurious
-	// second failover that then blocks real ones for 2 × failover-timeout;
-	// 1500 was the lowest value clean in 15 runs (1.93 s to a writable
-	// primary through HAProxy). A process death the runtime reports needs no
-	// wait at all: the agent sends SENTINEL FAILOVER at once.
-	SentinelDownAfter = 1500 * time.Millisecond
+	// SentinelDownAfter is down-after-milliseconds: how long a primary may
+	// leave Sentinel's PINGs unanswered before Sentinel calls it down.
+	// Sentinel is the safety net, not the detector. A busy primary (a long
+	// EVAL or FUNCTION, DEBUG SLEEP, a big DEL, KEYS or a synchronous
+	// FLUSHALL) answers its PING late, or with -BUSY, and Sentinel counts
+	// that as down: at 1500 ms a 2.2 s script caused a failover and cut
+	// every session (shared/notes/feasibility.md, issue 10). The fleet
+	// detects deaths with certain knowledge instead, at once: the agent
+	// forces the failover when the runtime reports the primary's process
+	// dead (agent/safety.go) or when the member stops serving
+	// (agent/liveness.go: frozen, or its own address refusing
+	// connections), and the coordinator does when it has lost the
+	// primary's host. Sentinel's own detection only acts when the whole
+	// control plane is gone, and a busy primary gets 30 s before it does.
+	//
+	// Derived from it inside Sentinel: the PING period stays 1 s
+	// (min(down-after, 1 s)); a replica is not promoted when its link to
+	// the primary has been down for more than 10 × down-after (now 300 s,
+	// was 15 s), so that bound on a stale replica's promotion is Sentinel's
+	// no longer: a caller forcing a failover must look at the replica's
+	// link itself. The spurious second failover seen at 500-1000 ms
+	// (Sentinel flagging the just-promoted primary down exactly down-after
+	// after the switch) cannot happen at 30 s.
+	SentinelDownAfter = 30 * time.Second
 
-	// SentinelFailoverTimeout is failover-timeout. Sentinel's default (3 min)
+	// SentinelFailoverTimeout is failover-timeout (independent of
+	// down-after). Sentinel's default (3 min)
 	// is tuned for large replica sets. Ours is one replica on the same
 	// network: the promotion is seen within about 1 s (Sentinel polls a
 	// replica's INFO every second during a failover) and reconfiguring the
@@ -124,7 +139,8 @@ func Sentinel(in SentinelInput) (string, error) {
 	c.blank()
 	c.line("sentinel", "monitor", name, in.Primary.Addr, itoa(in.Primary.Port), itoa(SentinelQuorum))
 	c.line("sentinel", "auth-pass", name, in.Password)
-	c.comment(false, "1500 ms: lower values made a just-promoted primary look down too (notes/feasibility.md).")
+	c.comment(false, "30 s: the safety net only. A busy primary answers late and is not dead; the agent and the",
+		"coordinator force the failover at once on a death they know of (agent/render/sentinel.go).")
 	c.line("sentinel", "down-after-milliseconds", name, itoa(int(SentinelDownAfter/time.Millisecond)))
 	c.comment(false, "10 s: one replica on a local network; bounds the 2 x failover-timeout block after a failed attempt.")
 	c.line("sentinel", "failover-timeout", name, itoa(int(SentinelFailoverTimeout/time.Millisecond)))
