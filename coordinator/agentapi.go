@@ -254,11 +254,3 @@ func memberAddr(st *State, m api.Member) string {
 	}
 	return net.JoinHostPort(addr, strconv.Itoa(m.Port))
 }
-
-func splitHostPort(addr string) (string, string, error) {
-	h, p, err := net.SplitHostPort(addr)
-	if err != nil {
-		return "", "", fmt.Errorf("address %q: %w", addr, err)
-	}
-	return h, p, nil
-}
