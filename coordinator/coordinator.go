@@ -80,7 +80,7 @@ func Start(cfg Config, log *slog.Logger, raftLog io.Writer) (*Coordinator, error
 		self: api.CoordinatorMember{ID: cfg.ID, RaftAddr: cfg.RaftAddr, HTTPAddr: cfg.HTTPAddr},
 		controllers: []Controller{
 			&hostsController{store: store, obs: obs, log: log.With("component", "hosts"), now: time.Now, downAfter: time.Duration(cfg.HostDownAfter)},
-			&topologyController{store: store, obs: obs, log: log.With("component", "topology"), now: time.Now, askMaster: redisctl.MasterAddr, failover: sentinelFailover},
+			&topologyController{store: store, obs: obs, log: log.With("component", "topology"), now: time.Now, askMajority: redisctl.AskMajority, failover: redisctl.Failover, demote: redisctl.Demote},
 			&engine{store: store, obs: obs, stats: stats, log: log.With("component", "operations"), now: time.Now, vipPool: cfg.EntrypointCIDR,
 				heal:   operation.HealConfig{HealAfter: time.Duration(cfg.HealAfter), MaxParallel: cfg.HealParallel},
 				limits: operation.DefaultLimits(), act: redisActions()},
@@ -155,9 +155,3 @@ func NewLogger(w io.Writer, level string) *slog.Logger {
 	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: l}))
 }
 
-// sentinelFailover asks one sentinel to fail master name over now; the
-// controllers try an addon's sentinels in turn.
-func sentinelFailover(ctx context.Context, sentinel, name string) error {
-	_, err := redisctl.Failover(ctx, []string{sentinel}, name)
-	return err
-}

@@ -8,73 +8,93 @@ import (
 	"time"
 
 	"github.com/cacheplane/cacheplane/api"
+	"github.com/cacheplane/cacheplane/coordinator/operation"
 )
 
-// topologyController keeps the FSM's record of each HA addon's primary in
-// line with what Sentinel decided. Sentinel is the authority on promotions;
-// the coordinator only records them (for assignments: a restarting member
-// becomes a replica of the recorded primary) and shows them. When agents'
-// reports disagree with the record, it asks the addon's sentinels; a
-// majority answer naming another member is committed.
+// topologyController keeps each HA addon's topology right; its decisions
+// are operation.NeedsSentinels, Reconcile, FailoverReason and
+// EntrypointHolder (pure), this is their I/O:
 //
-// It also forces failovers: a heartbeat that reports the recorded primary's
-// process dead (certain knowledge from the runtime) makes the leader send
-// SENTINEL FAILOVER at once instead of waiting for Sentinel's own detection.
+//   - Sentinel is the authority on promotions; the coordinator records
+//     them (a restarting member becomes a replica of the recorded primary)
+//     when what the agents report disagrees with the record and a majority
+//     of the sentinels names another member.
+//   - A member answering as a master beside the primary the sentinels name
+//     is a stray (a primary that was busy or frozen through a failover and
+//     came back as a master): it is demoted at once (REPLICAOF the agreed
+//     primary), so it never takes writes beside the primary for long.
+//   - A primary whose host is lost, or whose process its agent reports dead
+//     or unresponsive, is failed over at once (SENTINEL FAILOVER): that is
+//     certain knowledge, unlike Sentinel's late PING, which a busy primary
+//     also gives (Sentinel's own down-after is only the safety net).
+//   - The VIP moves off a holder whose host is down or draining.
 type topologyController struct {
 	store *Store
 	obs   *observed
 	log   *slog.Logger
 	now   func() time.Time
-	// askMaster returns the master address a sentinel reports.
-	askMaster func(ctx context.Context, sentinel, name string) (string, error)
-	// failover asks a sentinel to fail over now.
-	failover func(ctx context.Context, sentinel, name string) error
+	// askMajority returns the member address a majority of the sentinels
+	// names the primary.
+	askMajority func(ctx context.Context, sentinels []string, name string) (string, int, error)
+	// failover asks the sentinels, in turn, to fail over now.
+	failover func(ctx context.Context, sentinels []string, name string) (string, error)
+	// demote makes the redis at addr a replica of primary.
+	demote func(ctx context.Context, addr, password, primary string) error
 
 	mu     sync.Mutex
-	forced map[string]time.Time // addon → last forced failover
+	forced map[string]time.Time            // addon → last forced failover
+	stray  map[string]map[string]time.Time // addon → member → stray since
 }
 
 func (c *topologyController) Name() string { return "topology" }
 
 func (c *topologyController) Run(ctx context.Context) {
+	c.mu.Lock()
+	c.forced, c.stray = map[string]time.Time{}, map[string]map[string]time.Time{}
+	c.mu.Unlock()
 	runPasses(ctx, c.store.FSM(), c.obs, time.Second, func() {
 		c.pass(ctx)
 	})
 }
 
 type haView struct {
-	addon     api.Addon
-	primary   api.Member
-	redis     []api.Member
-	haproxy   []api.Member
-	hasVIP    bool
-	hostState map[string]api.HostState
-	sentinels []string
+	t         operation.Topology
 	addrOf    map[string]string // member id → host:port
+	byAddr    map[string]string // host:port → redis member id
+	sentinels []string
+	hasVIP    bool
 }
 
 func (c *topologyController) pass(ctx context.Context) {
 	var views []haView
+	now := c.now().UTC()
 	c.store.FSM().Read(func(s *State, _ uint64) {
 		for _, a := range s.Addons {
 			if a.Status == api.AddonRemoving || a.Status == api.AddonProvisioning || len(a.Members) < 3 {
 				continue
 			}
-			v := haView{addon: a, addrOf: map[string]string{}, hostState: map[string]api.HostState{}}
+			a.Members = append([]api.Member(nil), a.Members...)
+			v := haView{addrOf: map[string]string{}, byAddr: map[string]string{},
+				t: operation.Topology{Addon: a, Hosts: map[string]api.Host{}, Observed: map[string]operation.Observed{}, Now: now}}
+			redis := 0
 			for _, m := range a.Members {
 				v.addrOf[m.ID] = memberAddr(s, m)
-				v.hostState[m.HostID] = s.Hosts[m.HostID].State
+				v.t.Hosts[m.HostID] = s.Hosts[m.HostID]
 				switch m.Role {
-				case api.RoleHAProxy:
-					v.haproxy = append(v.haproxy, m)
 				case api.RoleRedis:
-					v.redis = append(v.redis, m)
+					redis++
+					v.byAddr[v.addrOf[m.ID]] = m.ID
 				case api.RoleSentinel:
-					v.sentinels = append(v.sentinels, memberAddr(s, m))
+					v.sentinels = append(v.sentinels, v.addrOf[m.ID])
 				}
 			}
-			if len(v.redis) < 2 || len(v.sentinels) == 0 {
+			if redis < 2 || len(v.sentinels) == 0 {
 				continue
+			}
+			if op, ok := s.activeOperation(a.ID); ok && op.Kind == api.OpReplaceMember {
+				if i := op.CurrentStep(); i < len(op.Steps) && op.Steps[i].Name == operation.StepDemote {
+					v.t.Switching = true
+				}
 			}
 			// The addon has a VIP when its entrypoint is no member's own address.
 			if ep, _, err := net.SplitHostPort(a.Entrypoint); err == nil {
@@ -85,7 +105,6 @@ func (c *topologyController) pass(ctx context.Context) {
 					}
 				}
 			}
-			v.primary, _ = primaryOf(a)
 			views = append(views, v)
 		}
 	})
@@ -93,9 +112,93 @@ func (c *topologyController) pass(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		c.forceIfPrimaryDied(ctx, v)
+		for _, m := range v.t.Addon.Members {
+			ms, seen := c.obs.member(m.HostID, m.ID)
+			v.t.Observed[m.ID] = operation.Observed{Seen: seen, State: ms.State, Detail: ms.Detail, RedisRole: ms.RedisRole}
+		}
+		c.forceFailover(ctx, v)
 		c.reconcile(ctx, v)
 		c.moveEntrypoint(ctx, v)
+	}
+}
+
+// forceFailover sends SENTINEL FAILOVER when operation.FailoverReason says
+// so, at most once per 5 s per addon.
+func (c *topologyController) forceFailover(ctx context.Context, v haView) {
+	why := operation.FailoverReason(v.t)
+	if why == "" {
+		return
+	}
+	id := v.t.Addon.ID
+	c.mu.Lock()
+	if last, ok := c.forced[id]; ok && c.now().Sub(last) < 5*time.Second {
+		c.mu.Unlock()
+		return
+	}
+	c.forced[id] = c.now()
+	c.mu.Unlock()
+	// Sentinels on the lost host cannot answer: ask the others first.
+	prim, _ := primaryOf(v.t.Addon)
+	var near, far []string
+	for _, m := range v.t.Addon.Members {
+		if m.Role != api.RoleSentinel {
+			continue
+		}
+		if m.HostID == prim.HostID {
+			far = append(far, v.addrOf[m.ID])
+		} else {
+			near = append(near, v.addrOf[m.ID])
+		}
+	}
+	fctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	s, err := c.failover(fctx, append(near, far...), id)
+	if err != nil {
+		c.log.Info("sentinels refused a forced failover", "addon", id, "why", why, "err", err)
+		return
+	}
+	c.log.Warn("failover forced", "addon", id, "why", why, "sentinel", s)
+}
+
+// reconcile records the primary the sentinels name and demotes strays.
+func (c *topologyController) reconcile(ctx context.Context, v haView) {
+	id := v.t.Addon.ID
+	c.mu.Lock()
+	v.t.StraySince = c.stray[id]
+	c.mu.Unlock()
+	if !operation.NeedsSentinels(v.t) {
+		c.mu.Lock()
+		delete(c.stray, id)
+		c.mu.Unlock()
+		return
+	}
+	qctx, cancel := context.WithTimeout(ctx, time.Second)
+	addr, _, err := c.askMajority(qctx, v.sentinels, id)
+	cancel()
+	if err == nil {
+		v.t.Majority = v.byAddr[addr]
+	}
+	r := operation.Reconcile(v.t)
+	c.mu.Lock()
+	c.stray[id] = r.Stray
+	c.mu.Unlock()
+	if r.Record != "" {
+		if _, err := c.store.Apply(ctx, CmdPrimaryObserved, PrimaryObservedCmd{AddonID: id, PrimaryID: r.Record, At: c.now().UTC()}); err != nil {
+			c.log.Warn("cannot record new primary", "addon", id, "err", err)
+			return
+		}
+		prim, _ := primaryOf(v.t.Addon)
+		c.log.Warn("new primary recorded", "addon", id, "primary", r.Record, "was", prim.ID)
+	}
+	for _, m := range r.Demote {
+		dctx, cancel := context.WithTimeout(ctx, time.Second)
+		err := c.demote(dctx, v.addrOf[m], v.t.Addon.Password, v.addrOf[r.Primary])
+		cancel()
+		if err != nil {
+			c.log.Warn("cannot demote a stray master; will retry", "addon", id, "member", m, "primary", r.Primary, "err", err)
+			continue
+		}
+		c.log.Warn("stray master demoted", "addon", id, "member", m, "primary", r.Primary, "stray_for", c.now().Sub(r.Stray[m]).Round(time.Millisecond).String())
 	}
 }
 
@@ -103,103 +206,16 @@ func (c *topologyController) pass(ctx context.Context) {
 // its holder's host is down or draining (or no member holds it). The
 // coordinator is the arbiter: only the member it names binds the VIP.
 func (c *topologyController) moveEntrypoint(ctx context.Context, v haView) {
-	if len(v.haproxy) == 0 || !v.hasVIP {
+	if !v.hasVIP {
 		return
 	}
-	var holder, candidate *api.Member
-	for i := range v.haproxy {
-		m := &v.haproxy[i]
-		if m.Active {
-			holder = m
-		} else if v.hostState[m.HostID] == api.HostReady && candidate == nil {
-			candidate = m
-		}
-	}
-	if holder != nil && v.hostState[holder.HostID] == api.HostReady {
+	to := operation.EntrypointHolder(v.t)
+	if to == "" {
 		return
 	}
-	if candidate == nil {
+	if _, err := c.store.Apply(ctx, CmdEntrypointHolder, EntrypointHolderCmd{AddonID: v.t.Addon.ID, MemberID: to, At: c.now().UTC()}); err != nil {
+		c.log.Warn("cannot move entrypoint", "addon", v.t.Addon.ID, "err", err)
 		return
 	}
-	if _, err := c.store.Apply(ctx, CmdEntrypointHolder, EntrypointHolderCmd{AddonID: v.addon.ID, MemberID: candidate.ID, At: c.now().UTC()}); err != nil {
-		c.log.Warn("cannot move entrypoint", "addon", v.addon.ID, "err", err)
-		return
-	}
-	was := "nobody"
-	if holder != nil {
-		was = holder.ID
-	}
-	c.log.Warn("entrypoint moved", "addon", v.addon.ID, "entrypoint", v.addon.Entrypoint, "to", candidate.ID, "from", was)
-}
-
-// forceIfPrimaryDied sends SENTINEL FAILOVER when the recorded primary's
-// agent reports its process dead. At most once per 10 s per addon.
-func (c *topologyController) forceIfPrimaryDied(ctx context.Context, v haView) {
-	ms, seen := c.obs.member(v.primary.HostID, v.primary.ID)
-	if !seen || (ms.State != api.MemberFailed && ms.State != api.MemberStopped) {
-		return
-	}
-	c.mu.Lock()
-	if c.forced == nil {
-		c.forced = map[string]time.Time{}
-	}
-	if last, ok := c.forced[v.addon.ID]; ok && c.now().Sub(last) < 10*time.Second {
-		c.mu.Unlock()
-		return
-	}
-	c.forced[v.addon.ID] = c.now()
-	c.mu.Unlock()
-	for _, s := range v.sentinels {
-		fctx, cancel := context.WithTimeout(ctx, time.Second)
-		err := c.failover(fctx, s, v.addon.ID)
-		cancel()
-		if err == nil {
-			c.log.Warn("primary process died: failover forced", "addon", v.addon.ID, "primary", v.primary.ID, "sentinel", s)
-			return
-		}
-		c.log.Info("sentinel refused forced failover", "addon", v.addon.ID, "sentinel", s, "err", err)
-	}
-}
-
-// reconcile records the primary Sentinel reports when the agents' reports
-// disagree with the FSM.
-func (c *topologyController) reconcile(ctx context.Context, v haView) {
-	agree := true
-	for _, m := range v.redis {
-		ms, seen := c.obs.member(m.HostID, m.ID)
-		if !seen || ms.State != api.MemberRunning {
-			continue
-		}
-		isMaster := ms.RedisRole == "master"
-		if isMaster != (m.ID == v.primary.ID) {
-			agree = false
-		}
-	}
-	if agree {
-		return
-	}
-	votes := map[string]int{}
-	for _, s := range v.sentinels {
-		qctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
-		addr, err := c.askMaster(qctx, s, v.addon.ID)
-		cancel()
-		if err == nil {
-			votes[addr]++
-		}
-	}
-	for addr, n := range votes {
-		if n*2 <= len(v.sentinels) {
-			continue
-		}
-		for _, m := range v.redis {
-			if v.addrOf[m.ID] != addr || m.ID == v.primary.ID {
-				continue
-			}
-			if _, err := c.store.Apply(ctx, CmdPrimaryObserved, PrimaryObservedCmd{AddonID: v.addon.ID, PrimaryID: m.ID, At: c.now().UTC()}); err != nil {
-				c.log.Warn("cannot record new primary", "addon", v.addon.ID, "err", err)
-				return
-			}
-			c.log.Warn("new primary recorded", "addon", v.addon.ID, "primary", m.ID, "was", v.primary.ID)
-		}
-	}
+	c.log.Warn("entrypoint moved", "addon", v.t.Addon.ID, "entrypoint", v.t.Addon.Entrypoint, "to", to)
 }

@@ -1,0 +1,176 @@
+package operation
+
+import (
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/cacheplane/cacheplane/api"
+)
+
+// Topology is what the topology decisions read about one HA addon.
+type Topology struct {
+	Addon    api.Addon
+	Hosts    map[string]api.Host
+	Observed map[string]Observed
+	// Majority is the redis member a majority of the sentinels names the
+	// primary ("" when not asked or no majority).
+	Majority string
+	// StraySince is when each member was first seen answering as a
+	// master beside the agreed primary (kept by the caller between passes).
+	StraySince map[string]time.Time
+	// Switching is true while the addon's operation runs a planned
+	// switchover (the two masters there are the switchover's own).
+	Switching bool
+	Now       time.Time
+}
+
+// StrayGrace is how long a second master is tolerated before it is
+// demoted: long enough for a switchover to demote its old primary itself
+// (within ~1 s of the promotion), short enough that the stray takes few
+// writes. The entrypoint routes to one master (the first that answers as
+// one), so a stray rarely gets a write in that time at all.
+const StrayGrace = time.Second
+
+// Masters lists the addon's redis members observed answering as masters.
+func (t Topology) masters() []string {
+	var out []string
+	for _, m := range t.Addon.Members {
+		if m.Role != api.RoleRedis {
+			continue
+		}
+		if o := t.Observed[m.ID]; o.alive() && o.RedisRole == "master" {
+			out = append(out, m.ID)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// NeedsSentinels says whether what the agents report disagrees with the
+// recorded primary (another member answers as a master, or the recorded
+// one answers as a replica), so the sentinels must be asked who the
+// primary is.
+func NeedsSentinels(t Topology) bool {
+	prim, _ := primary(t.Addon)
+	for _, m := range t.Addon.Members {
+		if m.Role != api.RoleRedis {
+			continue
+		}
+		o := t.Observed[m.ID]
+		if !o.alive() || o.RedisRole == "" {
+			continue
+		}
+		if (o.RedisRole == "master") != (m.ID == prim.ID) {
+			return true
+		}
+	}
+	return false
+}
+
+// Reconciled is what Reconcile decided.
+type Reconciled struct {
+	// Record is the member to record as the primary ("" keeps the record).
+	Record string
+	// Demote are stray masters to make replicas of Primary now.
+	Demote  []string
+	Primary string
+	// Stray is the updated StraySince (members still stray, with since).
+	Stray map[string]time.Time
+	// Why explains a decision not to act ("" when nothing to say).
+	Why string
+}
+
+// Reconcile decides from the sentinels' majority: the member they name is
+// recorded as the primary when the record differs; any other member that
+// answers as a master beside it is a stray and is demoted once it has been
+// one for StrayGrace — but only while the named primary is itself seen
+// serving as a master (never demote towards a primary that is not there),
+// and never during a planned switchover.
+func Reconcile(t Topology) Reconciled {
+	r := Reconciled{Stray: map[string]time.Time{}}
+	if t.Majority == "" {
+		r.Why = "no majority of the sentinels names a primary"
+		return r
+	}
+	named, ok := member(t.Addon, t.Majority)
+	if !ok || named.Role != api.RoleRedis {
+		r.Why = fmt.Sprintf("the sentinels name %s, which is not a redis member of the addon", t.Majority)
+		return r
+	}
+	r.Primary = named.ID
+	if prim, _ := primary(t.Addon); prim.ID != named.ID {
+		r.Record = named.ID
+	}
+	if o := t.Observed[named.ID]; !o.alive() || o.RedisRole != "master" {
+		r.Why = named.ID + " is named the primary but not seen serving as one yet"
+		return r
+	}
+	for _, id := range t.masters() {
+		if id == named.ID {
+			continue
+		}
+		since, ok := t.StraySince[id]
+		if !ok {
+			since = t.Now
+		}
+		r.Stray[id] = since
+		if !t.Switching && t.Now.Sub(since) >= StrayGrace {
+			r.Demote = append(r.Demote, id)
+		}
+	}
+	return r
+}
+
+// FailoverReason says why the recorded primary must be failed over now
+// ("" when it must not): its host is lost, or its agent reports its
+// process dead or unresponsive (frozen, not serving its address). A busy
+// primary — alive, accepting connections, answering late — is never a
+// reason. Both are certain knowledge of the fleet, unlike a late PING.
+func FailoverReason(t Topology) string {
+	prim, ok := primary(t.Addon)
+	if !ok {
+		return ""
+	}
+	hasReplica := false
+	for _, m := range t.Addon.Members {
+		if m.Role == api.RoleRedis && m.ID != prim.ID {
+			hasReplica = true
+		}
+	}
+	if !hasReplica {
+		return ""
+	}
+	if h := t.Hosts[prim.HostID]; h.State == api.HostDown {
+		return "host " + h.ID + " of primary " + prim.ID + " is lost"
+	}
+	o := t.Observed[prim.ID]
+	switch {
+	case !o.Seen:
+	case o.State == api.MemberFailed || o.State == api.MemberStopped:
+		return "primary " + prim.ID + " process is dead (" + o.State + ")"
+	case o.State == api.MemberUnresponsive:
+		return "primary " + prim.ID + " is unresponsive: " + o.Detail
+	}
+	return ""
+}
+
+// EntrypointHolder returns the haproxy member that should hold the
+// addon's VIP when its holder's host is down or draining, or none holds
+// it ("" keeps the holder).
+func EntrypointHolder(t Topology) string {
+	candidate := ""
+	for _, m := range t.Addon.Members {
+		if m.Role != api.RoleHAProxy {
+			continue
+		}
+		ready := t.Hosts[m.HostID].State == api.HostReady
+		if m.Active && ready {
+			return ""
+		}
+		if !m.Active && ready && candidate == "" {
+			candidate = m.ID
+		}
+	}
+	return candidate
+}

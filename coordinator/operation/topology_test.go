@@ -1,0 +1,148 @@
+package operation
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cacheplane/cacheplane/api"
+)
+
+func topo(f *fixture) Topology {
+	return Topology{Addon: f.addons["b-1"], Hosts: f.hosts, Observed: f.obs, StraySince: map[string]time.Time{}, Now: t0}
+}
+
+func TestNeedsSentinels(t *testing.T) {
+	f := newFixture()
+	if NeedsSentinels(topo(f)) {
+		t.Fatal("reports agree with the record")
+	}
+	f.obs["b-1-redis-0"] = Observed{Seen: true, State: api.MemberBusy, RedisRole: "master"}
+	if NeedsSentinels(topo(f)) {
+		t.Fatal("a busy primary that still says master agrees")
+	}
+	f.obs["b-1-redis-1"] = Observed{Seen: true, State: api.MemberRunning, RedisRole: "master"}
+	if !NeedsSentinels(topo(f)) {
+		t.Fatal("a second master disagrees")
+	}
+	f = newFixture()
+	f.obs["b-1-redis-0"] = Observed{Seen: true, State: api.MemberRunning, RedisRole: "slave"}
+	if !NeedsSentinels(topo(f)) {
+		t.Fatal("the recorded primary answering as a replica disagrees")
+	}
+}
+
+func TestReconcile(t *testing.T) {
+	twoMasters := func(f *fixture) {
+		f.obs["b-1-redis-0"] = Observed{Seen: true, State: api.MemberRunning, RedisRole: "master"}
+		f.obs["b-1-redis-1"] = Observed{Seen: true, State: api.MemberRunning, RedisRole: "master"}
+	}
+	t.Run("failover happened: record the named member, the old primary is a stray after the grace", func(t *testing.T) {
+		f := newFixture()
+		twoMasters(f)
+		tp := topo(f)
+		tp.Majority = "b-1-redis-1"
+		r := Reconcile(tp)
+		if r.Record != "b-1-redis-1" || len(r.Demote) != 0 || r.Stray["b-1-redis-0"] != t0 {
+			t.Fatalf("first sight: %+v", r)
+		}
+		tp.StraySince, tp.Now = r.Stray, t0.Add(StrayGrace)
+		r = Reconcile(tp)
+		if len(r.Demote) != 1 || r.Demote[0] != "b-1-redis-0" || r.Primary != "b-1-redis-1" {
+			t.Fatalf("after the grace: %+v", r)
+		}
+	})
+	t.Run("never demote during a planned switchover", func(t *testing.T) {
+		f := newFixture()
+		twoMasters(f)
+		tp := topo(f)
+		tp.Majority, tp.Switching = "b-1-redis-1", true
+		tp.StraySince = map[string]time.Time{"b-1-redis-0": t0.Add(-time.Hour)}
+		if r := Reconcile(tp); len(r.Demote) != 0 {
+			t.Fatalf("demoted during a switchover: %+v", r)
+		}
+	})
+	t.Run("never demote towards a primary not seen serving", func(t *testing.T) {
+		f := newFixture()
+		f.obs["b-1-redis-1"] = Observed{Seen: true, State: api.MemberFailed}
+		tp := topo(f)
+		tp.Majority = "b-1-redis-1"
+		tp.StraySince = map[string]time.Time{"b-1-redis-0": t0.Add(-time.Hour)}
+		r := Reconcile(tp)
+		if len(r.Demote) != 0 || !strings.Contains(r.Why, "not seen serving") {
+			t.Fatalf("%+v", r)
+		}
+	})
+	t.Run("no majority: nothing", func(t *testing.T) {
+		f := newFixture()
+		twoMasters(f)
+		if r := Reconcile(topo(f)); r.Record != "" || len(r.Demote) != 0 || r.Why == "" {
+			t.Fatalf("%+v", r)
+		}
+	})
+	t.Run("a stray that became a replica is forgotten", func(t *testing.T) {
+		f := newFixture()
+		tp := topo(f)
+		tp.Majority = "b-1-redis-0"
+		tp.StraySince = map[string]time.Time{"b-1-redis-1": t0.Add(-time.Hour)}
+		if r := Reconcile(tp); len(r.Stray) != 0 || len(r.Demote) != 0 {
+			t.Fatalf("%+v", r)
+		}
+	})
+}
+
+func TestFailoverReason(t *testing.T) {
+	tests := []struct {
+		name string
+		set  func(f *fixture)
+		want string
+	}{
+		{"healthy", func(f *fixture) {}, ""},
+		{"busy is never a reason", func(f *fixture) {
+			f.obs["b-1-redis-0"] = Observed{Seen: true, State: api.MemberBusy, RedisRole: "master"}
+		}, ""},
+		{"process dead", func(f *fixture) { f.obs["b-1-redis-0"] = Observed{Seen: true, State: api.MemberFailed} }, "process is dead"},
+		{"unresponsive", func(f *fixture) {
+			f.obs["b-1-redis-0"] = Observed{Seen: true, State: api.MemberUnresponsive, Detail: "frozen (SIGSTOP)"}
+		}, "frozen"},
+		{"host lost", func(f *fixture) {
+			h := f.hosts["h1"]
+			h.State = api.HostDown
+			f.hosts["h1"] = h
+		}, "host h1 of primary b-1-redis-0 is lost"},
+		{"a replica's death is not the primary's", func(f *fixture) { f.obs["b-1-redis-1"] = Observed{Seen: true, State: api.MemberFailed} }, ""},
+		{"no replica: nothing to fail over to", func(f *fixture) {
+			f.obs["b-1-redis-0"] = Observed{Seen: true, State: api.MemberFailed}
+			removeMember(f, "b-1-redis-1")
+		}, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture()
+			tc.set(f)
+			got := FailoverReason(topo(f))
+			if (tc.want == "") != (got == "") || !strings.Contains(got, tc.want) {
+				t.Fatalf("reason %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestEntrypointHolder(t *testing.T) {
+	f := newFixture()
+	if got := EntrypointHolder(topo(f)); got != "" {
+		t.Fatalf("holder on a ready host moved to %q", got)
+	}
+	h := f.hosts["h1"]
+	h.State = api.HostDown
+	f.hosts["h1"] = h
+	if got := EntrypointHolder(topo(f)); got != "b-1-haproxy-1" {
+		t.Fatalf("moved to %q", got)
+	}
+	h2 := f.hosts["h2"]
+	h2.State = api.HostDraining
+	f.hosts["h2"] = h2
+	if got := EntrypointHolder(topo(f)); got != "" {
+		t.Fatalf("moved to %q with no ready candidate", got)
+	}
+}
