@@ -3,6 +3,7 @@ package packaging
 import (
 	"archive/tar"
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -10,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	goruntime "runtime"
 	"sort"
@@ -43,6 +45,22 @@ type Image struct {
 	// Optional files are added (with their libraries when executable) if
 	// present, skipped otherwise.
 	Optional []string
+	// Version, when set, is the upstream version Binaries[0] must report
+	// ("v=7.0.15" in `--version`): WriteImages runs it, through the image's
+	// own loader and libraries when it has them, before writing the image.
+	Version string
+	// Debian, when set, is where the files come from: packages of another
+	// suite, unpacked into Root by WriteImages (Options.DebianDir).
+	Debian *DebianSource
+	// Root is the tree Binaries and Optional are read from ("" = the
+	// host). With Debian.OwnLibraries the libraries are resolved inside it
+	// too; otherwise they are the host's.
+	Root string
+}
+
+// ownLibraries reports whether the image carries its tree's libraries.
+func (img Image) ownLibraries() bool {
+	return img.Root != "" && img.Debian != nil && img.Debian.OwnLibraries
 }
 
 // ErrNotInstalled is returned (wrapped) by Build when a binary of the image
@@ -81,31 +99,56 @@ func Build(img Image) (*Built, error) {
 	for p, c := range baseFiles {
 		fs.literal(p, 0o644, []byte(c))
 	}
+	if img.Debian != nil && img.Root == "" {
+		return nil, fmt.Errorf("image %s: built from %s packages, which are not unpacked (no Debian cache dir given): %w", img.Ref, img.Debian.Suite, ErrNotInstalled)
+	}
 	var files []string
 	for _, b := range img.Binaries {
-		if _, err := os.Stat(b); err != nil {
-			return nil, fmt.Errorf("image %s: %s %w", img.Ref, b, ErrNotInstalled)
+		if _, err := resolveIn(img.Root, b); err != nil {
+			where := ""
+			if img.Root != "" {
+				where = " in " + img.Root
+			}
+			return nil, fmt.Errorf("image %s: %s%s %w", img.Ref, b, where, ErrNotInstalled)
 		}
 		files = append(files, b)
 	}
 	for _, b := range img.Optional {
-		if _, err := os.Stat(b); err == nil {
+		if _, err := resolveIn(img.Root, b); err == nil {
 			files = append(files, b)
 		}
 	}
-	for _, f := range files {
-		if err := fs.addHost(f); err != nil {
+	var loader treeLoader
+	if img.ownLibraries() {
+		var err error
+		if loader, err = loaderFor(img.Root, img.Binaries[0]); err != nil {
 			return nil, fmt.Errorf("image %s: %w", img.Ref, err)
 		}
-		if fi, err := os.Stat(f); err != nil || fi.Mode().Perm()&0o111 == 0 {
+	}
+	for _, f := range files {
+		if err := fs.addFrom(img.Root, f); err != nil {
+			return nil, fmt.Errorf("image %s: %w", img.Ref, err)
+		}
+		hostPath, err := resolveIn(img.Root, f)
+		if err != nil {
+			return nil, fmt.Errorf("image %s: %w", img.Ref, err)
+		}
+		if fi, err := os.Stat(hostPath); err != nil || fi.Mode().Perm()&0o111 == 0 {
 			continue
 		}
-		libs, err := sharedLibs(f)
+		libRoot := ""
+		var libs []string
+		if img.ownLibraries() {
+			libRoot = img.Root
+			libs, err = loader.libs(f)
+		} else {
+			libs, err = sharedLibs(hostPath)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("image %s: %w", img.Ref, err)
 		}
 		for _, l := range libs {
-			if err := fs.addHost(l); err != nil {
+			if err := fs.addFrom(libRoot, l); err != nil {
 				return nil, fmt.Errorf("image %s: library of %s: %w", img.Ref, f, err)
 			}
 		}
@@ -133,7 +176,7 @@ func Build(img Image) (*Built, error) {
 		"rootfs": map[string]any{"type": "layers", "diff_ids": []string{diffID}},
 		"history": []map[string]any{{
 			"created":    created,
-			"created_by": "cacheplane packaging: " + strings.Join(files, " ") + " and their libraries",
+			"created_by": createdBy(img, files),
 		}},
 	}
 	configJSON, err := json.Marshal(config)
@@ -270,11 +313,37 @@ func ReadIndex(dir string) (Index, error) {
 	return ix, nil
 }
 
-// WriteDir builds every image into dir as <Name>.tar and writes the index.
-// An image whose binaries are not installed is skipped (and reported through
-// skipped) when optional is true for it, an error otherwise. Files are
-// written to a temporary name and renamed, so a reader never sees half.
+// Options tune WriteImages.
+type Options struct {
+	// DebianDir keeps what images built from Debian packages of other
+	// suites need (private apt configuration and lists, the .deb files,
+	// the unpacked trees), so that a rebuild is fast and offline. Empty:
+	// such images count as not installed.
+	DebianDir string
+	// EtcApt is the host's apt configuration directory, read (never
+	// written) for the Debian mirror; default /etc/apt.
+	EtcApt string
+	// Optional reports whether an image whose files are missing is skipped
+	// (and logged) instead of failing the build.
+	Optional func(Image) bool
+	// Logf receives progress lines; nil discards them.
+	Logf func(format string, args ...any)
+}
+
+// WriteDir builds every image into dir with the host's files only (images
+// from Debian packages are skipped when optional says so).
 func WriteDir(dir string, imgs []Image, optional func(Image) bool, logf func(format string, args ...any)) (Index, error) {
+	return WriteImages(context.Background(), dir, imgs, Options{Optional: optional, Logf: logf})
+}
+
+// WriteImages builds every image into dir as <Name>.tar and writes the
+// index. Images with a Debian source are first unpacked from the cache in
+// opts.DebianDir (downloading what it lacks). An image whose files are
+// missing is skipped when opts.Optional says so, an error otherwise. Each
+// image with a Version runs once to check it. Files are written to a
+// temporary name and renamed, so a reader never sees half.
+func WriteImages(ctx context.Context, dir string, imgs []Image, opts Options) (Index, error) {
+	logf := opts.Logf
 	if logf == nil {
 		logf = func(string, ...any) {}
 	}
@@ -282,14 +351,41 @@ func WriteDir(dir string, imgs []Image, optional func(Image) bool, logf func(for
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return ix, err
 	}
+	var cache *debianCache
+	if opts.DebianDir != "" {
+		etc := opts.EtcApt
+		if etc == "" {
+			etc = "/etc/apt"
+		}
+		abs, err := filepath.Abs(opts.DebianDir)
+		if err != nil {
+			return ix, err
+		}
+		cache = &debianCache{dir: abs, etcApt: etc, logf: logf, updated: map[string]bool{}}
+		unlock, err := cache.lock()
+		if err != nil {
+			return ix, err
+		}
+		defer unlock()
+	}
 	for _, img := range imgs {
 		start := time.Now()
+		if img.Debian != nil && img.Root == "" && cache != nil {
+			root, err := cache.prepare(ctx, img)
+			if err != nil {
+				return ix, err
+			}
+			img.Root = root
+		}
 		b, err := Build(img)
-		if errors.Is(err, ErrNotInstalled) && optional != nil && optional(img) {
+		if errors.Is(err, ErrNotInstalled) && opts.Optional != nil && opts.Optional(img) {
 			logf("skip %s: %v", img.Ref, err)
 			continue
 		}
 		if err != nil {
+			return ix, err
+		}
+		if err := CheckVersion(ctx, img); err != nil {
 			return ix, err
 		}
 		file := img.Name + ".tar"
@@ -305,6 +401,50 @@ func WriteDir(dir string, imgs []Image, optional func(Image) bool, logf func(for
 		return ix, err
 	}
 	return ix, writeFileAtomic(filepath.Join(dir, IndexFile), append(js, '\n'))
+}
+
+// CheckVersion runs img's first binary with --version (through the image's
+// own loader and libraries when it carries them, with argv[0] as inside the
+// image) and checks it reports img.Version. No Version: nothing to check.
+func CheckVersion(ctx context.Context, img Image) error {
+	if img.Version == "" {
+		return nil
+	}
+	bin := img.Binaries[0]
+	// Without its own libraries, the binary runs on the host's loader: its
+	// path (symlink included) keeps argv[0] as inside the image.
+	argv := []string{filepath.Join(img.Root, bin), "--version"}
+	if img.ownLibraries() {
+		l, err := loaderFor(img.Root, bin)
+		if err == nil {
+			argv, err = l.command(bin, "--version")
+		}
+		if err != nil {
+			return fmt.Errorf("image %s: %w", img.Ref, err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("image %s: %s --version: %w: %s", img.Ref, bin, err, bytes.TrimSpace(out))
+	}
+	if !strings.Contains(string(out), "v="+img.Version+" ") {
+		return fmt.Errorf("image %s: %s --version says %q, want v=%s", img.Ref, bin, bytes.TrimSpace(out), img.Version)
+	}
+	return nil
+}
+
+func createdBy(img Image, files []string) string {
+	s := "cacheplane packaging: " + strings.Join(files, " ") + " and their libraries"
+	if img.Debian != nil {
+		s += fmt.Sprintf(", from Debian %s packages %s (%s)", img.Debian.Suite, strings.Join(img.Debian.Packages, " "), img.Debian.Version)
+		if !img.Debian.OwnLibraries {
+			s += " with the host's libraries"
+		}
+	}
+	return s
 }
 
 func writeFileAtomic(name string, data []byte) error {

@@ -54,15 +54,26 @@ func (r *rootfs) literal(p string, mode int64, data []byte) {
 	r.entries[p] = &entry{name: p, typeflag: tar.TypeReg, mode: mode, data: data}
 }
 
-// addHost adds the host file at p under the same path, following every
-// symlink on the way (in the directory part too, e.g. /lib64 -> usr/lib64)
-// and recording each symlink as it is, so names a binary switches on
-// (redis-sentinel -> redis-check-rdb) survive.
-func (r *rootfs) addHost(p string) error {
-	return r.addHostDepth(p, 0)
+// addFrom adds the file at image path p of the tree at root ("" = the
+// host; else unpacked packages, read at root+p), following every symlink
+// on the way (in the directory part too, e.g. /lib64 -> usr/lib64; inside
+// root, absolute ones too) and recording each symlink as it is, so names a
+// binary switches on (redis-sentinel -> redis-check-rdb) survive.
+func (r *rootfs) addFrom(root, p string) error {
+	return r.walkTo(root, p, 0, true, nil)
 }
 
-func (r *rootfs) addHostDepth(p string, depth int) error {
+// resolveIn returns the host path of the regular file or directory that
+// image path p names inside root, following symlinks inside root.
+func resolveIn(root, p string) (string, error) {
+	var out string
+	err := (&rootfs{entries: map[string]*entry{}}).walkTo(root, p, 0, false, &out)
+	return out, err
+}
+
+// walkTo walks image path p inside root component by component; record
+// adds what it passes to r, final receives the host path reached.
+func (r *rootfs) walkTo(root, p string, depth int, record bool, final *string) error {
 	if depth > 40 {
 		return fmt.Errorf("add %s: too many levels of symbolic links", p)
 	}
@@ -73,40 +84,56 @@ func (r *rootfs) addHostDepth(p string, depth int) error {
 	cur := "/"
 	for i, part := range parts {
 		next := path.Join(cur, part)
-		fi, err := os.Lstat(next)
+		fi, err := os.Lstat(root + next)
 		if err != nil {
 			return fmt.Errorf("add %s: %w", p, err)
 		}
 		last := i == len(parts)-1
 		switch {
 		case fi.Mode()&os.ModeSymlink != 0:
-			target, err := os.Readlink(next)
+			target, err := os.Readlink(root + next)
 			if err != nil {
 				return fmt.Errorf("add %s: %w", p, err)
 			}
-			r.dir(cur, 0o755)
-			r.entries[next] = &entry{name: next, typeflag: tar.TypeSymlink, mode: 0o777, linkname: target}
+			if record {
+				r.dir(cur, 0o755)
+				r.entries[next] = &entry{name: next, typeflag: tar.TypeSymlink, mode: 0o777, linkname: target}
+			}
 			resolved := target
 			if !path.IsAbs(resolved) {
 				resolved = path.Join(cur, target)
 			}
 			rest := path.Join(append([]string{resolved}, parts[i+1:]...)...)
-			return r.addHostDepth(rest, depth+1)
+			return r.walkTo(root, rest, depth+1, record, final)
 		case fi.IsDir():
 			if last {
+				if final != nil {
+					*final = root + next
+					return nil
+				}
 				return fmt.Errorf("add %s: is a directory", p)
 			}
-			r.dir(next, int64(fi.Mode().Perm()))
+			if record {
+				r.dir(next, int64(fi.Mode().Perm()))
+			}
 			cur = next
 		case fi.Mode().IsRegular():
 			if !last {
 				return fmt.Errorf("add %s: %s is not a directory", p, next)
 			}
-			r.dir(cur, 0o755)
-			r.entries[next] = &entry{name: next, typeflag: tar.TypeReg, mode: int64(fi.Mode().Perm()), src: next}
+			if final != nil {
+				*final = root + next
+			}
+			if record {
+				r.dir(cur, 0o755)
+				r.entries[next] = &entry{name: next, typeflag: tar.TypeReg, mode: int64(fi.Mode().Perm()), src: root + next}
+			}
 		default:
 			return fmt.Errorf("add %s: %s is not a regular file, directory or symlink", p, next)
 		}
+	}
+	if final != nil && len(parts) == 1 && parts[0] == "" {
+		*final = root + "/"
 	}
 	return nil
 }
