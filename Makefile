@@ -7,6 +7,9 @@ export PATH := /usr/local/go/bin:$(HOME)/go/bin:$(PATH)
 GO       ?= go
 BIN      ?= bin
 IMAGES   ?= $(CURDIR)/.dev/images
+# Debian packages of the engine versions bookworm does not ship (private apt
+# lists, .debs, unpacked trees): kept so a second `make images` is offline
+DEBIAN_CACHE ?= $(CURDIR)/.dev/debian
 # Tests: unit + multi-process, all with -race.
 TESTFLAGS ?= -race -timeout 25m
 VERSION  ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
@@ -34,7 +37,7 @@ containerd:
 	@scripts/ensure-containerd.sh
 
 images:
-	$(GO) run ./packaging/cmd/build-images -out $(IMAGES)
+	$(GO) run ./packaging/cmd/build-images -out $(IMAGES) -debian $(DEBIAN_CACHE)
 
 build:
 	@mkdir -p $(BIN)

@@ -187,6 +187,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	loop("metrics", a.metricsLoop)
 	if a.register(ctx) {
 		loop("heartbeat", a.heartbeatLoop)
+		loop("alive", a.aliveLoop)
 		loop("assignments", a.watchLoop)
 		// Import missing images before the first reconcile, so the first
 		// member placed on a fresh host does not pay for it.

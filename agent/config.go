@@ -59,6 +59,10 @@ type Config struct {
 	ImageDir string `json:"image_dir"`
 	// HeartbeatInterval is how often the agent reports its members.
 	HeartbeatInterval Duration `json:"heartbeat_interval"`
+	// AliveInterval is how often the agent sends its liveness signal (a
+	// tiny request; the coordinator suspects the host lost when it stops).
+	// 0 turns it off.
+	AliveInterval Duration `json:"alive_interval"`
 	// AssignmentsWait is how long one blocking assignments query may wait.
 	AssignmentsWait Duration `json:"assignments_wait"`
 	// RestartDelay is how long an assigned member that exited stays down
@@ -91,6 +95,7 @@ func DefaultConfig() Config {
 		ContainerdSocket:  runtime.DefaultSocket,
 		ImageDir:          "/usr/share/cacheplane/images",
 		HeartbeatInterval: Duration(time.Second),
+		AliveInterval:     Duration(250 * time.Millisecond),
 		AssignmentsWait:   Duration(30 * time.Second),
 		RestartDelay:      Duration(2 * time.Second),
 		MaxRestartDelay:   Duration(time.Minute),

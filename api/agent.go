@@ -7,6 +7,7 @@ import "time"
 //
 //	POST /v1/agent/register     RegisterRequest  → Host
 //	POST /v1/agent/heartbeat    HeartbeatRequest → HeartbeatResponse
+//	POST /v1/agent/alive        AliveRequest     → 204 (liveness, 4×/s)
 //	GET  /v1/agent/assignments?host=ID&index=N&wait=30s → Assignments
 //
 // The assignments call is a blocking query (Consul style): it answers at once
@@ -128,3 +129,14 @@ type Assignments struct {
 	Index       uint64       `json:"index"`
 	Assignments []Assignment `json:"assignments"`
 }
+
+// AliveRequest is the agent's liveness signal, sent several times a second
+// (much more often than the full heartbeat): the coordinator suspects a
+// host lost as soon as these stop, and confirms it by probing the host's
+// members before it fails anything over.
+type AliveRequest struct {
+	HostID string `json:"host_id"`
+}
+
+// Validate checks the host id.
+func (r *AliveRequest) Validate() error { return ValidateMemberID("host", r.HostID) }

@@ -217,6 +217,11 @@ func (c *Client) OperationCancel(ctx context.Context, id string) (OperationCance
 	return out, c.do(ctx, http.MethodPost, "/v1/operations/"+url.PathEscape(id)+"/cancel", nil, &out)
 }
 
+// Alive sends the agent's liveness signal.
+func (c *Client) Alive(ctx context.Context, hostID string) error {
+	return c.do(ctx, http.MethodPost, "/v1/agent/alive", AliveRequest{HostID: hostID}, nil)
+}
+
 // Cluster returns the coordinator cluster as the contacted member sees it.
 func (c *Client) Cluster(ctx context.Context) (ClusterStatus, error) {
 	var out ClusterStatus

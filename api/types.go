@@ -176,6 +176,10 @@ type Addon struct {
 	UpdatedAt  time.Time   `json:"updated_at"`
 	// RequestID is the idempotency key of the request that created the addon.
 	RequestID string `json:"request_id,omitempty"`
+	// Health is what a client would check, computed when the addon is
+	// read (never stored): "ok", or "degraded: why" (no master, two
+	// masters, a replica not in sync, a member not serving).
+	Health string `json:"health,omitempty"`
 }
 
 // Redacted returns a copy without the password, for list views and logs.

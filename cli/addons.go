@@ -297,7 +297,7 @@ func addonsInfoCmd(g *globals) *cobra.Command {
 			w := cmd.OutOrStdout()
 			if err := printTable(w, []string{"ADDON", "VALUE"}, [][]string{
 				{"id", a.ID}, {"app", a.App}, {"plan", a.Plan}, {"engine", string(a.Engine) + " " + a.Version},
-				{"status", string(a.Status)}, {"entrypoint", orDash(a.Entrypoint)},
+				{"status", string(a.Status)}, {"health", orDash(a.Health)}, {"entrypoint", orDash(a.Entrypoint)},
 				{"persistence", a.Settings.Persistence}, {"cache mode", onOff(a.Settings.CacheMode)},
 				{"created", a.CreatedAt.Local().Format("2006-01-02 15:04:05")},
 			}); err != nil {

@@ -13,7 +13,7 @@ import (
 func serveCmd(g *globals) *cobra.Command {
 	var (
 		id, dataDir, raftAddr, httpAddr, tokenFile, logLevel, vipCIDR string
-		hostDownAfter, healAfter                                      time.Duration
+		hostDownAfter, hostSuspectAfter, healAfter                    time.Duration
 		bootstrap                                                     bool
 	)
 	cmd := &cobra.Command{
@@ -60,6 +60,9 @@ defaults in coordinator.DefaultConfig), then these flags override it.`,
 			if f.Changed("host-down-after") {
 				cfg.HostDownAfter = coordinator.Duration(hostDownAfter)
 			}
+			if f.Changed("host-suspect-after") {
+				cfg.HostSuspectAfter = coordinator.Duration(hostSuspectAfter)
+			}
 			if f.Changed("heal-after") {
 				cfg.HealAfter = coordinator.Duration(healAfter)
 			}
@@ -93,6 +96,7 @@ defaults in coordinator.DefaultConfig), then these flags override it.`,
 	f.StringVar(&logLevel, "log-level", d.LogLevel, "debug, info, warn or error")
 	f.StringVar(&vipCIDR, "entrypoint-cidr", d.EntrypointCIDR, "pool of virtual IPs for business addons' entrypoints (e.g. 127.0.1.0/24 on one machine)")
 	f.DurationVar(&hostDownAfter, "host-down-after", time.Duration(d.HostDownAfter), "mark a host down after this long without heartbeat")
+	f.DurationVar(&hostSuspectAfter, "host-suspect-after", time.Duration(d.HostSuspectAfter), "probe a host whose liveness signal stopped this long; mark it down at once when none of its members accepts a connection (0: off)")
 	f.DurationVar(&healAfter, "heal-after", time.Duration(d.HealAfter), "replace the members of a host down for this long")
 	return cmd
 }

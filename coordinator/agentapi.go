@@ -118,6 +118,20 @@ func (s *Server) handleHeartbeat(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// handleAlive records an agent's liveness signal (leader only, in memory).
+func (s *Server) handleAlive(w http.ResponseWriter, r *http.Request) error {
+	var req api.AliveRequest
+	if err := api.Decode(r.Body, &req); err != nil {
+		return err
+	}
+	if err := req.Validate(); err != nil {
+		return err
+	}
+	s.obs.alive(req.HostID, s.now())
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
 // handleAssignments is the agents' blocking query.
 func (s *Server) handleAssignments(w http.ResponseWriter, r *http.Request) error {
 	q := r.URL.Query()

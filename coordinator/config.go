@@ -53,6 +53,12 @@ type Config struct {
 	// HostDownAfter marks a host down when its agent has not sent a
 	// heartbeat for this long.
 	HostDownAfter Duration `json:"host_down_after"`
+	// HostSuspectAfter: a host whose agent's liveness signal (every 250 ms)
+	// stopped this long is probed; when none of its members accepts a
+	// connection it is lost, marked down at once, and its primaries fail
+	// over. 0, or a value not below host_down_after, leaves only
+	// host_down_after.
+	HostSuspectAfter Duration `json:"host_suspect_after"`
 	// EntrypointCIDR is the pool of virtual IPs for business addons'
 	// entrypoints (e.g. "10.0.9.0/24"; dev mode uses "127.0.1.0/24"). The
 	// holder haproxy binds its addon's VIP; the coordinator moves it to the
@@ -87,6 +93,7 @@ func DefaultConfig() Config {
 		SnapshotThreshold:  8192,
 		ApplyTimeout:       Duration(10 * time.Second),
 		HostDownAfter:      Duration(5 * time.Second),
+		HostSuspectAfter:   Duration(time.Second),
 		HealAfter:          Duration(30 * time.Second),
 		HealParallel:       4,
 		LogLevel:           "info",
@@ -155,6 +162,9 @@ func (c *Config) Validate() error {
 		if _, err := netip.ParsePrefix(c.EntrypointCIDR); err != nil {
 			return fmt.Errorf("config: entrypoint_cidr %q: %v", c.EntrypointCIDR, err)
 		}
+	}
+	if c.HostSuspectAfter < 0 {
+		return fmt.Errorf("config: host_suspect_after must not be negative (0 turns the fast lost-host path off)")
 	}
 	if c.HealAfter < 0 {
 		return fmt.Errorf("config: heal_after must not be negative")

@@ -2,30 +2,79 @@ package coordinator
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
+	"net"
+	"sync"
 	"time"
 
 	"github.com/cacheplane/cacheplane/api"
 )
 
-// hostsController marks a ready host down when its heartbeats stop for
-// downAfter. A heartbeat from a down host marks it ready again (in the
-// heartbeat handler). A new leader counts every host as seen at the moment
-// it took over, so a leader change never flaps the fleet.
+// hostsController marks hosts down. Two signals, two speeds:
+//
+//   - Lost: the agent's liveness signal (every 250 ms) has stopped for
+//     suspectAfter (1 s) and none of the host's members accepts a TCP
+//     connection (probeTimeout each). A member that is busy still accepts
+//     (the kernel does), so a busy primary never looks lost; a dead process
+//     refuses and a vanished host times out. The host is marked down at
+//     once, so its primaries fail over and its VIPs move within about two
+//     seconds of the loss, without waiting for Sentinel.
+//   - Silent: no signal for downAfter (5 s), whatever the probe says (an
+//     agent cut off from the coordinators). Marked down for placement and
+//     healing; its primaries are failed over too (the coordinator cannot
+//     see them serve).
+//
+// A heartbeat from a down host marks it ready again (in the heartbeat
+// handler). A new leader counts every host as seen at the moment it took
+// over, so a leader change never flaps the fleet.
 type hostsController struct {
-	store     *Store
-	obs       *observed
-	log       *slog.Logger
-	now       func() time.Time
-	downAfter time.Duration
+	store        *Store
+	obs          *observed
+	log          *slog.Logger
+	now          func() time.Time
+	downAfter    time.Duration
+	suspectAfter time.Duration
+	// probe reports whether any of addrs accepts a connection.
+	probe func(ctx context.Context, addrs []string) bool
+
+	mu        sync.Mutex
+	lastProbe map[string]time.Time
+	answering map[string]bool // host → its members answered the last probe
 }
+
+// Probe figures.
+const (
+	probeTimeout = 300 * time.Millisecond
+	probeEvery   = 500 * time.Millisecond
+)
 
 func (c *hostsController) Name() string { return "hosts" }
 
+// hostVerdict is the pure rule: given how long the host has been silent
+// and whether its members answered a probe (probed = a probe ran), mark it
+// down now ("" = not yet), with why.
+func hostVerdict(silence, suspectAfter, downAfter time.Duration, hasMembers, probed, answering bool) (down bool, probe bool, why string) {
+	switch {
+	case silence >= downAfter:
+		return true, false, fmt.Sprintf("no heartbeat for %s", silence.Round(time.Millisecond))
+	case suspectAfter <= 0 || silence < suspectAfter || !hasMembers:
+		return false, false, ""
+	case !probed:
+		return false, true, ""
+	case !answering:
+		return true, false, fmt.Sprintf("lost: no liveness signal for %s and none of its members accepts a connection", silence.Round(time.Millisecond))
+	}
+	return false, false, ""
+}
+
 func (c *hostsController) Run(ctx context.Context) {
 	c.obs.reset()
+	c.mu.Lock()
+	c.lastProbe, c.answering = map[string]time.Time{}, map[string]bool{}
+	c.mu.Unlock()
 	since := c.now()
-	tick := time.NewTicker(max(c.downAfter/10, 50*time.Millisecond))
+	tick := time.NewTicker(max(min(c.downAfter/10, 100*time.Millisecond), 20*time.Millisecond))
 	defer tick.Stop()
 	for {
 		select {
@@ -33,9 +82,20 @@ func (c *hostsController) Run(ctx context.Context) {
 			return
 		case <-tick.C:
 		}
-		var hosts []api.Host
-		c.store.FSM().Read(func(s *State, _ uint64) { hosts = sortedHosts(s.Hosts) })
+		var (
+			hosts []api.Host
+			addrs = map[string][]string{}
+		)
+		c.store.FSM().Read(func(s *State, _ uint64) {
+			hosts = sortedHosts(s.Hosts)
+			for _, a := range s.Addons {
+				for _, m := range a.Members {
+					addrs[m.HostID] = append(addrs[m.HostID], memberAddr(s, m))
+				}
+			}
+		})
 		now := c.now()
+		var toProbe []string
 		for _, h := range hosts {
 			if h.State == api.HostDown {
 				continue
@@ -44,7 +104,17 @@ func (c *hostsController) Run(ctx context.Context) {
 			if last.Before(since) {
 				last = since
 			}
-			if now.Sub(last) < c.downAfter {
+			c.mu.Lock()
+			lp := c.lastProbe[h.ID]
+			probed := lp.After(last) && now.Sub(lp) < probeEvery
+			answering := c.answering[h.ID]
+			c.mu.Unlock()
+			down, probe, why := hostVerdict(now.Sub(last), c.suspectAfter, c.downAfter, len(addrs[h.ID]) > 0, probed, answering)
+			if probe {
+				toProbe = append(toProbe, h.ID)
+				continue
+			}
+			if !down {
 				continue
 			}
 			h.State = api.HostDown
@@ -55,7 +125,55 @@ func (c *hostsController) Run(ctx context.Context) {
 				}
 				continue
 			}
-			c.log.Warn("host is down: no heartbeat", "host", h.ID, "silent_for", now.Sub(last).Round(time.Millisecond).String())
+			c.log.Warn("host is down", "host", h.ID, "why", why)
 		}
+		c.probeHosts(ctx, toProbe, addrs)
 	}
+}
+
+// probeHosts probes each host's members at once (in parallel) and records
+// the outcome; the next tick decides.
+func (c *hostsController) probeHosts(ctx context.Context, hosts []string, addrs map[string][]string) {
+	if len(hosts) == 0 {
+		return
+	}
+	var wg sync.WaitGroup
+	for _, h := range hosts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			pctx, cancel := context.WithTimeout(ctx, probeTimeout)
+			ok := c.probe(pctx, addrs[h])
+			cancel()
+			c.mu.Lock()
+			c.lastProbe[h], c.answering[h] = c.now(), ok
+			c.mu.Unlock()
+			if ok {
+				c.log.Info("host silent but its members accept connections; not lost", "host", h)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// probeTCP reports whether any of addrs accepts a TCP connection within
+// ctx. Accepting is the kernel's work: a busy server accepts, a dead
+// process refuses, a lost host does not answer.
+func probeTCP(ctx context.Context, addrs []string) bool {
+	ok := make(chan bool, len(addrs))
+	for _, a := range addrs {
+		go func() {
+			var d net.Dialer
+			conn, err := d.DialContext(ctx, "tcp", a)
+			if err == nil {
+				_ = conn.Close()
+			}
+			ok <- err == nil
+		}()
+	}
+	up := false
+	for range addrs {
+		up = <-ok || up
+	}
+	return up
 }

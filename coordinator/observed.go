@@ -28,6 +28,20 @@ func newObserved() *observed {
 	return &observed{hosts: map[string]*hostObs{}, changed: make(chan struct{})}
 }
 
+// alive records a host's liveness signal: it moves lastSeen only (no
+// wake-up: nothing to decide on a host that is as it was).
+func (o *observed) alive(hostID string, at time.Time) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if h, ok := o.hosts[hostID]; ok {
+		if at.After(h.lastSeen) {
+			h.lastSeen = at
+		}
+		return
+	}
+	o.hosts[hostID] = &hostObs{lastSeen: at, members: map[string]api.MemberStatus{}}
+}
+
 // record stores a heartbeat and wakes the controllers.
 func (o *observed) record(req api.HeartbeatRequest, at time.Time) {
 	o.mu.Lock()

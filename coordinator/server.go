@@ -81,6 +81,7 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("POST /v1/operations/{id}/cancel", s.write(s.handleOperationCancel))
 	mux.Handle("POST /v1/agent/register", s.write(s.handleRegister))
 	mux.Handle("POST /v1/agent/heartbeat", s.write(s.handleHeartbeat))
+	mux.Handle("POST /v1/agent/alive", s.write(s.handleAlive))
 	mux.Handle("GET /v1/agent/assignments", s.read(s.handleAssignments))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, fmt.Errorf("%w: no such endpoint %s %s", api.ErrNotFound, r.Method, r.URL.Path))
@@ -351,24 +352,42 @@ func (s *Server) handleAddon(w http.ResponseWriter, r *http.Request) error {
 		a  api.Addon
 		ok bool
 	)
-	s.store.FSM().Read(func(st *State, _ uint64) { a, ok = st.Addons[id] })
+	hosts := map[string]api.Host{}
+	s.store.FSM().Read(func(st *State, _ uint64) {
+		a, ok = st.Addons[id]
+		for _, m := range a.Members {
+			hosts[m.HostID] = st.Hosts[m.HostID]
+		}
+	})
 	if !ok {
 		return fmt.Errorf("%w: no addon %s", api.ErrNotFound, id)
 	}
 	a = a.Redacted()
-	s.observeMembers(&a)
+	s.observeMembers(&a, hosts)
 	writeJSON(w, http.StatusOK, a)
 	return nil
 }
 
-// observeMembers fills each member's State (and, for redis, the role its
-// agent last saw) from the leader's observations.
-func (s *Server) observeMembers(a *api.Addon) {
+// observeMembers fills each member's State from what the fleet observes:
+// the agent's last report, "unknown (host down)" for a member of a down
+// host (its last report says nothing about now), "unknown (not reported)"
+// before its agent reported it; and the addon's Health (operation.Health).
+func (s *Server) observeMembers(a *api.Addon, hosts map[string]api.Host) {
+	obs := map[string]operation.Observed{}
 	for i, m := range a.Members {
-		if ms, seen := s.obs.member(m.HostID, m.ID); seen {
+		ms, seen := s.obs.member(m.HostID, m.ID)
+		switch {
+		case hosts[m.HostID].State == api.HostDown:
+			a.Members[i].State = "unknown (host down)"
+			seen = false
+		case !seen:
+			a.Members[i].State = "unknown (not reported)"
+		default:
 			a.Members[i].State = ms.State
 		}
+		obs[m.ID] = operation.Observed{Seen: seen, State: ms.State, Detail: ms.Detail, RedisRole: ms.RedisRole, Offset: ms.ReplOffset}
 	}
+	a.Health = operation.Health(operation.Topology{Addon: *a, Hosts: hosts, Observed: obs})
 }
 
 func (s *Server) handleAddonCreate(w http.ResponseWriter, r *http.Request) error {
@@ -469,7 +488,6 @@ func (s *Server) newAddon(req api.AddonCreateRequest, plan api.Plan) (AddonCreat
 	}
 	return AddonCreateCmd{Addon: a, Operation: op}, nil
 }
-
 
 // NewPassword returns 64 URL-safe characters from crypto/rand.
 func NewPassword() (string, error) {
@@ -572,7 +590,6 @@ func (s *Server) handleOperations(w http.ResponseWriter, r *http.Request) error 
 	writeJSON(w, http.StatusOK, out)
 	return nil
 }
-
 
 func (s *Server) handleOperationCancel(w http.ResponseWriter, r *http.Request) error {
 	id := r.PathValue("id")

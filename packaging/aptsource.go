@@ -203,7 +203,7 @@ func PrivateSourcesList(m Mirror, suite string) string {
 // AptConfig is the apt configuration file (apt-get -c) of a private
 // workspace dir: its own sources list, package lists, cache and an empty
 // dpkg status (so the host's installed packages never sway which version
-// is picked), no hooks of the host's configuration (they would touch the
+// is picked), its own binary package cache, no hooks of the host's configuration (they would touch the
 // host's caches), no translations or AppStream metadata. Everything else
 // (proxies, timeouts) still comes from the host's apt.conf.d.
 func AptConfig(dir string) string {
@@ -223,6 +223,10 @@ func AptConfig(dir string) string {
 	fmt.Fprintf(&b, "Dir::State::Lists %q;\n", filepath.Join(dir, "lists"))
 	fmt.Fprintf(&b, "Dir::State::status %q;\n", filepath.Join(dir, "status"))
 	fmt.Fprintf(&b, "Dir::Cache %q;\n", filepath.Join(dir, "cache"))
+	// Keep the binary package cache (some hosts turn it off): each
+	// apt-cache call then takes milliseconds instead of parsing the lists.
+	fmt.Fprintf(&b, "Dir::Cache::pkgcache \"pkgcache.bin\";\n")
+	fmt.Fprintf(&b, "Dir::Cache::srcpkgcache \"\";\n")
 	return b.String()
 }
 

@@ -39,6 +39,7 @@ type Observed struct {
 	State     string // api.Member* states
 	Detail    string
 	RedisRole string // master or slave, for redis members that answer
+	Offset    int64  // replication offset, for redis members that answer
 }
 
 // alive: the member serves, or is busy but alive.

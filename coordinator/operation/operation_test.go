@@ -98,7 +98,9 @@ func TestReplace(t *testing.T) {
 				}
 			}},
 		{name: "demote: never a switchover while the replica is not serving as one", target: "b-1-redis-0", want: Wait,
-			setup: func(f *fixture, _ *api.Operation) { f.obs["b-1-redis-1"] = Observed{Seen: true, State: api.MemberStarting} },
+			setup: func(f *fixture, _ *api.Operation) {
+				f.obs["b-1-redis-1"] = Observed{Seen: true, State: api.MemberStarting}
+			},
 			check: func(t *testing.T, d Decision) { wantIn(t, d.Detail, "b-1-redis-1") }},
 		{name: "demote: a recent attempt paces the next", target: "b-1-redis-0", want: Wait,
 			setup: func(f *fixture, op *api.Operation) {
@@ -143,7 +145,9 @@ func TestReplace(t *testing.T) {
 			},
 			check: func(t *testing.T, d Decision) { wantIn(t, d.Detail, "capacity") }},
 		{name: "wait: replacement running", target: "b-1-redis-1", done: 2, want: Advance,
-			setup: func(f *fixture, op *api.Operation) { addReplacement(f, op, Observed{Seen: true, State: api.MemberRunning, RedisRole: "slave"}) }},
+			setup: func(f *fixture, op *api.Operation) {
+				addReplacement(f, op, Observed{Seen: true, State: api.MemberRunning, RedisRole: "slave"})
+			}},
 		{name: "wait: replacement failed keeps waiting with why", target: "b-1-redis-1", done: 2, want: Wait,
 			setup: func(f *fixture, op *api.Operation) {
 				addReplacement(f, op, Observed{Seen: true, State: api.MemberFailed, Detail: "exit 1"})

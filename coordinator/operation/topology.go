@@ -3,6 +3,7 @@ package operation
 import (
 	"fmt"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/cacheplane/cacheplane/api"
@@ -173,4 +174,52 @@ func EntrypointHolder(t Topology) string {
 		}
 	}
 	return candidate
+}
+
+// InSyncBytes is how far (replication offset) a replica may be behind its
+// primary's last reported offset and still count as in sync: reports are
+// taken up to a heartbeat apart, so a busy addon's replica always lags a
+// little in them.
+const InSyncBytes = 1 << 20
+
+// Health is what a client would check of the addon: "ok", or "degraded: "
+// and why — a starter whose node does not serve; for HA plans: not exactly
+// one master, the master not the recorded primary, a replica not serving
+// as one or too far behind, a sentinel or haproxy not running.
+func Health(t Topology) string {
+	var why []string
+	prim, _ := primary(t.Addon)
+	masters := t.masters()
+	redis := 0
+	for _, m := range t.Addon.Members {
+		o := t.Observed[m.ID]
+		switch {
+		case m.Role != api.RoleRedis:
+			if !o.Seen || o.State != api.MemberRunning {
+				why = append(why, m.ID+" "+describe(o))
+			}
+			continue
+		case !o.alive():
+			why = append(why, m.ID+" "+describe(o))
+		case m.ID != prim.ID && o.RedisRole != "slave":
+			why = append(why, m.ID+" is not a replica ("+describe(o)+")")
+		case m.ID != prim.ID:
+			if p := t.Observed[prim.ID]; p.alive() && p.Offset-o.Offset > InSyncBytes {
+				why = append(why, fmt.Sprintf("%s is %d bytes behind", m.ID, p.Offset-o.Offset))
+			}
+		}
+		redis++
+	}
+	switch {
+	case len(masters) == 0 && redis > 0:
+		why = append([]string{"no master"}, why...)
+	case len(masters) > 1:
+		why = append([]string{fmt.Sprintf("%d masters (%s)", len(masters), strings.Join(masters, ", "))}, why...)
+	case len(masters) == 1 && masters[0] != prim.ID:
+		why = append([]string{masters[0] + " answers as the master, " + prim.ID + " is recorded"}, why...)
+	}
+	if len(why) == 0 {
+		return "ok"
+	}
+	return "degraded: " + strings.Join(why, "; ")
 }

@@ -146,3 +146,35 @@ func TestEntrypointHolder(t *testing.T) {
 		t.Fatalf("moved to %q with no ready candidate", got)
 	}
 }
+
+func TestHealth(t *testing.T) {
+	tests := []struct {
+		name string
+		set  func(f *fixture)
+		want string
+	}{
+		{"all serving", func(f *fixture) {}, "ok"},
+		{"busy primary is still ok", func(f *fixture) {
+			f.obs["b-1-redis-0"] = Observed{Seen: true, State: api.MemberBusy, RedisRole: "master"}
+		}, "ok"},
+		{"stray master", func(f *fixture) {
+			f.obs["b-1-redis-1"] = Observed{Seen: true, State: api.MemberRunning, RedisRole: "master"}
+		}, "degraded: 2 masters (b-1-redis-0, b-1-redis-1); b-1-redis-1 is not a replica (running as master)"},
+		{"replica far behind", func(f *fixture) {
+			f.obs["b-1-redis-0"] = Observed{Seen: true, State: api.MemberRunning, RedisRole: "master", Offset: 5 << 20}
+			f.obs["b-1-redis-1"] = Observed{Seen: true, State: api.MemberRunning, RedisRole: "slave", Offset: 1 << 20}
+		}, "degraded: b-1-redis-1 is 4194304 bytes behind"},
+		{"host down", func(f *fixture) { f.obs["b-1-redis-1"] = Observed{} }, "degraded: b-1-redis-1 not reported"},
+		{"no master", func(f *fixture) { f.obs["b-1-redis-0"] = Observed{Seen: true, State: api.MemberFailed} }, "degraded: no master; b-1-redis-0 failed"},
+		{"a sentinel down", func(f *fixture) { f.obs["b-1-sentinel-2"] = Observed{Seen: true, State: api.MemberFailed} }, "degraded: b-1-sentinel-2 failed"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture()
+			tc.set(f)
+			if got := Health(topo(f)); got != tc.want {
+				t.Fatalf("health %q, want %q", got, tc.want)
+			}
+		})
+	}
+}

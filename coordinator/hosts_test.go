@@ -1,0 +1,60 @@
+package coordinator
+
+import (
+	"context"
+	"net"
+	"testing"
+	"time"
+)
+
+func TestHostVerdict(t *testing.T) {
+	const suspect, down = time.Second, 5 * time.Second
+	tests := []struct {
+		name                         string
+		silence                      time.Duration
+		hasMembers, probed, answered bool
+		wantDown, wantProbe          bool
+	}{
+		{"heartbeating", 300 * time.Millisecond, true, false, false, false, false},
+		{"silent: probe it", 1100 * time.Millisecond, true, false, false, false, true},
+		{"silent, members refuse: lost", 1200 * time.Millisecond, true, true, false, true, false},
+		{"silent, a member accepts (busy or agent gone): wait", 1200 * time.Millisecond, true, true, true, false, false},
+		{"silent, no members: nothing to probe, wait", 2 * time.Second, false, false, false, false, false},
+		{"silent for down-after: down whatever the probe says", down, true, true, true, true, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			d, p, why := hostVerdict(tc.silence, suspect, down, tc.hasMembers, tc.probed, tc.answered)
+			if d != tc.wantDown || p != tc.wantProbe || d != (why != "") {
+				t.Fatalf("down %v probe %v why %q", d, p, why)
+			}
+		})
+	}
+	if d, p, _ := hostVerdict(2*time.Second, 0, down, true, false, false); d || p {
+		t.Fatal("suspect_after 0 turns the fast path off")
+	}
+}
+
+func TestProbeTCP(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	// A listener that never accepts still completes connections (the
+	// kernel's backlog): that is what a busy redis looks like.
+	dead, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadAddr := dead.Addr().String()
+	dead.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), probeTimeout)
+	defer cancel()
+	if !probeTCP(ctx, []string{deadAddr, ln.Addr().String()}) {
+		t.Fatal("a listening member was not seen")
+	}
+	if probeTCP(ctx, []string{deadAddr}) {
+		t.Fatal("a closed port was seen as up")
+	}
+}
