@@ -184,11 +184,19 @@ func Failover(ctx context.Context, sentinels []string, name string) (string, err
 }
 
 // Reset makes one sentinel forget the replicas and sentinels of master
-// name it no longer sees (SENTINEL RESET); it rediscovers the live ones
-// within seconds. Check with Known that every live member rejoined first.
+// name (SENTINEL RESET) so that it forgets those that are gone; it
+// rediscovers the live sentinels within seconds (hello messages every 2 s)
+// and the replicas when it next reads the master's INFO (every 10 s).
+// Check with Known that every live member has joined first.
 func Reset(ctx context.Context, sentinel, name string) error {
-	_, err := sentinelDo(ctx, sentinel, "RESET", name)
-	return err
+	v, err := sentinelDo(ctx, sentinel, "RESET", name)
+	if err != nil {
+		return err
+	}
+	if n, _ := v.(int64); n == 0 {
+		return fmt.Errorf("sentinel %s: no master named %q", sentinel, name)
+	}
+	return nil
 }
 
 // Peer is a replica or a sentinel as a sentinel records it.
