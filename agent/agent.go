@@ -57,6 +57,7 @@ type Agent struct {
 	hostStats *sysstats.Host
 	statsCfg  sysstats.Config
 	probes    *prober
+	live      *liveness // liveness.go
 	metrics   *agentMetrics
 
 	reconcileNow chan struct{}
@@ -129,6 +130,7 @@ func New(ctx context.Context, cfg Config, opts Options) (*Agent, error) {
 		statsCfg:     opts.Stats,
 		hostStats:    sysstats.NewHost(opts.Stats, sysstats.HostOptions{DiskPath: cfg.DataDir, Logger: base.With("component", "sysstats")}),
 		probes:       newProber(),
+		live:         newLiveness(),
 		reconcileNow: make(chan struct{}, 1),
 		heartbeatNow: make(chan struct{}, 1),
 		assigned:     map[string]api.Assignment{},

@@ -232,6 +232,9 @@ func (a *Agent) writeConf(ctx context.Context, p memberPlan, st *runtime.Status)
 // memory limit and (redis) live settings. It returns a retry delay when
 // something could not be applied yet.
 func (a *Agent) update(ctx context.Context, p memberPlan, st *runtime.Status) time.Duration {
+	if d, done := a.actOnLiveness(ctx, p, st); done { // liveness.go: unresponsive, taken down
+		return d
+	}
 	log := a.log.With("member", p.as.MemberID, "addon", p.as.AddonID)
 	var retry time.Duration
 	if !p.writeOnce {
@@ -264,6 +267,9 @@ func (a *Agent) update(ctx context.Context, p memberPlan, st *runtime.Status) ti
 	}
 	if !grow { // maxmemory first, then the smaller limit
 		setLimit()
+	}
+	if d := a.keepIdentity(ctx, p); d > 0 && (retry == 0 || d < retry) { // liveness.go
+		retry = d
 	}
 	return retry
 }
@@ -329,6 +335,7 @@ func (a *Agent) removeFiles(id string) error {
 		return fmt.Errorf("refusing to remove member dir %q", id)
 	}
 	a.probes.close(id)
+	a.live.forget(id)
 	a.mu.Lock()
 	delete(a.failures, id)
 	delete(a.memberStats, id)

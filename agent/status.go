@@ -205,8 +205,12 @@ func (a *Agent) sendHeartbeat(ctx context.Context) (settling bool, err error) {
 	defer cancel()
 	req := a.Report(hctx)
 	a.metrics.observe(req, time.Now())
+	settling = a.live.frozen() // liveness.go: act on a freeze ~1 s after it, not a heartbeat later
 	for _, m := range req.Members {
 		if m.State == api.MemberPending || (m.State == api.MemberStarting && time.Since(m.StartedAt) < settleFor) {
+			settling = true
+		}
+		if m.State == api.MemberUnresponsive { // liveness.go: the reconcile loop acts on it
 			settling = true
 		}
 	}
@@ -330,8 +334,16 @@ func (a *Agent) memberStatus(ctx context.Context, as api.Assignment, have bool, 
 	p, planErr := a.planMember(as)
 	var pr probeResult
 	probed := false
+	var lv liveVerdict // liveness.go: what the member serves
 	if planErr == nil && (st == nil || st.State == runtime.StateRunning) {
-		pr, probed = a.probe(ctx, p), true
+		if st != nil && !inStart {
+			lv = a.look(ctx, p, st)
+		}
+		if lv.state == "" {
+			pr, probed = a.probe(ctx, p), true
+		} else { // busy, frozen or refusing: a probe would only wait
+			pr, probed = probeResult{err: errors.New(lv.detail)}, true
+		}
 	}
 	ms.State, ms.Detail = deriveState(st, f, probed, pr.err)
 	if st != nil && st.State == runtime.StateStopped && f.reason == "" {
@@ -354,6 +366,18 @@ func (a *Agent) memberStatus(ctx context.Context, as api.Assignment, have bool, 
 			fp.resolved = true
 		}
 		a.mu.Unlock()
+	}
+	if lv.state != "" && st != nil && st.State == runtime.StateRunning { // liveness.go
+		ms.State, ms.Detail = lv.state, lv.detail
+		if lv.state == api.MemberBusy { // alive: its last known role stands
+			ms.RedisRole, ms.ReplOffset = a.live.lastKnown(as.MemberID, st.Pid)
+		}
+	}
+	if ms.State == api.MemberRunning && lv.probe && as.Role == api.RoleRedis {
+		a.live.noteRole(as.MemberID, st.Pid, pr.redisRole, pr.replOffset)
+		if note := a.checkIdentity(ctx, p, pr.redisRole); note != "" {
+			ms.Detail = note
+		}
 	}
 	if st != nil && st.State == runtime.StateRunning {
 		ms.Stats = a.memberFigures(ctx, as, p, st)
