@@ -25,6 +25,8 @@ type Host struct {
 	Labels        map[string]string `json:"labels,omitempty"`
 	State         HostState         `json:"state"`
 	DownSince     time.Time         `json:"down_since,omitzero"`
+	// DrainingSince is when the host was last set draining.
+	DrainingSince time.Time `json:"draining_since,omitzero"`
 	RegisteredAt  time.Time         `json:"registered_at"`
 	LastHeartbeat time.Time         `json:"last_heartbeat,omitempty"`
 }

@@ -92,6 +92,8 @@ type snapshot struct {
 	fleet  scheduler.State
 	used   []string
 	active map[string]api.Operation
+	// cancelled: when each member's replace operation was last cancelled.
+	cancelled map[string]time.Time
 }
 
 func (e *engine) snapshot() snapshot {
@@ -110,6 +112,12 @@ func (e *engine) snapshot() snapshot {
 		sn.plans = append([]api.Plan(nil), s.Plans...)
 		sn.fleet = schedulerState(s)
 		sn.active = map[string]api.Operation{}
+		sn.cancelled = map[string]time.Time{}
+		for _, o := range s.Operations {
+			if o.Kind == api.OpReplaceMember && o.State == api.OpCancelled && o.UpdatedAt.After(sn.cancelled[o.Target]) {
+				sn.cancelled[o.Target] = o.UpdatedAt
+			}
+		}
 		for id := range s.active {
 			o := s.Operations[id]
 			if cur, ok := sn.active[o.AddonID]; ok && (cur.CreatedAt.Before(o.CreatedAt) || (cur.CreatedAt.Equal(o.CreatedAt) && cur.ID < o.ID)) {
@@ -151,7 +159,7 @@ func (e *engine) view(sn snapshot, addonID string, now time.Time) operation.View
 func (e *engine) pass(ctx context.Context, wg *sync.WaitGroup) {
 	now := e.now().UTC()
 	sn := e.snapshot()
-	h := operation.PlanHealing(operation.Fleet{Hosts: sn.hosts, Addons: sortedAddons(sn.addons), Plans: sn.plans, Active: sn.active, Now: now}, e.heal)
+	h := operation.PlanHealing(operation.Fleet{Hosts: sn.hosts, Addons: sortedAddons(sn.addons), Plans: sn.plans, Active: sn.active, Cancelled: sn.cancelled, Now: now}, e.heal)
 	e.setLeft(h.Left)
 	for _, op := range h.Create {
 		id, err := newOperationID()

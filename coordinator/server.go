@@ -680,6 +680,7 @@ func (s *Server) handleDrain(drain bool) handlerFunc {
 			msg = "Host " + id + " is already draining"
 		case drain:
 			h.State = api.HostDraining
+			h.DrainingSince = s.now().UTC()
 			msg = "Host " + id + " is draining: its members move to other hosts one by one (follow with: cacheplane operations)"
 		case h.State != api.HostDraining:
 			return fmt.Errorf("%w: host %s is %s, not draining", api.ErrConflict, id, h.State)

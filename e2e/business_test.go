@@ -65,12 +65,15 @@ func startBusiness(t testing.TB, app string, o bizOpts) *bizFleet {
 	if o.CoordIP == "" {
 		o.CoordIP, o.HostIPs, o.VIPPool = bizCoordIP, bizHostIPs, bizVIPPool
 	}
-	args := append([]string{"--host-down-after", "1s", "--heal-after", "3s", "--entrypoint-cidr", o.VIPPool}, o.CoordArgs...)
+	// Default host detection (liveness signal, host_suspect_after 1 s,
+	// host_down_after 5 s) and heartbeats: the figures users get. Only
+	// heal-after is short, so replacements start quickly.
+	args := append([]string{"--heal-after", healAfter.String(), "--entrypoint-cidr", o.VIPPool}, o.CoordArgs...)
 	f := &bizFleet{t: t, app: app, agents: map[string]*Agent{}}
 	f.c = StartCoordinator(t, "c1", o.CoordIP, CoordinatorOpts{Bootstrap: true, ExtraArgs: args})
 	for i, ip := range o.HostIPs {
 		id := fmt.Sprintf("h%d", i+1)
-		f.agents[id] = StartAgent(t, f.c, id, ip, AgentOpts{Heartbeat: 250 * time.Millisecond, ExtraArgs: o.AgentArgs})
+		f.agents[id] = StartAgent(t, f.c, id, ip, AgentOpts{Heartbeat: time.Second, ExtraArgs: o.AgentArgs})
 	}
 	if res := f.c.CLI("addons-add", "--app", app, "redis", "redis-business-256"); res.Code != 0 {
 		t.Fatalf("addons-add: %s", res)

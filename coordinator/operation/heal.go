@@ -14,7 +14,11 @@ type Fleet struct {
 	Plans  []api.Plan
 	// Active is each addon's active operation, by addon id.
 	Active map[string]api.Operation
-	Now    time.Time
+	// Cancelled is when an operator last cancelled a replace operation of
+	// each member, by member id: that member is not moved again while its
+	// host stays in the state it was in then.
+	Cancelled map[string]time.Time
+	Now       time.Time
 }
 
 // HealConfig are healing's figures.
@@ -49,6 +53,14 @@ func unhealthy(h api.Host, now time.Time, after time.Duration) string {
 		return fmt.Sprintf("host %s is down since %s", h.ID, h.DownSince.UTC().Format(time.RFC3339))
 	}
 	return ""
+}
+
+// since is when host h entered its current unhealthy state.
+func since(h api.Host) time.Time {
+	if h.State == api.HostDown {
+		return h.DownSince
+	}
+	return h.DrainingSince
 }
 
 // PlanHealing decides which members to move: each member of a running
@@ -95,6 +107,11 @@ func PlanHealing(f Fleet, c HealConfig) Healing {
 					why += " (move it by changing its plan, or remove it)"
 				}
 				out.Left = append(out.Left, Left{AddonID: a.ID, MemberID: m.ID, HostID: h.ID, Reason: why})
+				continue
+			}
+			if at, ok := f.Cancelled[m.ID]; ok && at.After(since(h)) {
+				out.Left = append(out.Left, Left{AddonID: a.ID, MemberID: m.ID, HostID: h.ID,
+					Reason: "its move was cancelled by an operator at " + at.UTC().Format(time.RFC3339) + "; undrain and drain the host again to retry"})
 				continue
 			}
 			if _, busy := f.Active[a.ID]; busy {
