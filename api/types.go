@@ -18,17 +18,17 @@ const (
 
 // Host is a machine running one agent.
 type Host struct {
-	ID            string            `json:"id"`
-	Address       string            `json:"address"`
-	AgentAddr     string            `json:"agent_addr,omitempty"`
-	MemoryMB      int               `json:"memory_mb"`
-	Labels        map[string]string `json:"labels,omitempty"`
-	State         HostState         `json:"state"`
-	DownSince     time.Time         `json:"down_since,omitzero"`
+	ID        string            `json:"id"`
+	Address   string            `json:"address"`
+	AgentAddr string            `json:"agent_addr,omitempty"`
+	MemoryMB  int               `json:"memory_mb"`
+	Labels    map[string]string `json:"labels,omitempty"`
+	State     HostState         `json:"state"`
+	DownSince time.Time         `json:"down_since,omitzero"`
 	// DrainingSince is when the host was last set draining.
 	DrainingSince time.Time `json:"draining_since,omitzero"`
-	RegisteredAt  time.Time         `json:"registered_at"`
-	LastHeartbeat time.Time         `json:"last_heartbeat,omitempty"`
+	RegisteredAt  time.Time `json:"registered_at"`
+	LastHeartbeat time.Time `json:"last_heartbeat,omitempty"`
 }
 
 // Zone is the host's zone label, empty when unlabelled.
