@@ -208,6 +208,14 @@ func TestProvisionRemoveAndHostLiveness(t *testing.T) {
 	if families["cacheplane_raft_apply_duration_seconds"] == nil || families["cacheplane_addons"] == nil {
 		t.Fatal("apply latency or addons missing from /metrics")
 	}
+	for _, m := range families["cacheplane_operations_stuck"].GetMetric() {
+		if v := m.GetGauge().GetValue(); v != 0 {
+			t.Fatalf("operations_stuck %v = %v; nothing is stuck", m.GetLabel(), v)
+		}
+	}
+	if len(families["cacheplane_operations_stuck"].GetMetric()) != 4 {
+		t.Fatalf("operations_stuck: %v", families["cacheplane_operations_stuck"])
+	}
 
 	// Removal: the member leaves the assignments; once the host reports it
 	// gone, the addon is forgotten.

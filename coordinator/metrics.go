@@ -40,7 +40,7 @@ type stateCollector struct {
 	store *Store
 	id    string
 
-	raftState, leader, applied, lastContact, peers, hosts, addons, ops *prometheus.Desc
+	raftState, leader, applied, lastContact, peers, hosts, addons, ops, stuck *prometheus.Desc
 }
 
 func newStateCollector(s *Store, id string) *stateCollector {
@@ -58,11 +58,12 @@ func newStateCollector(s *Store, id string) *stateCollector {
 		hosts:       d("hosts", "Hosts by state.", "state"),
 		addons:      d("addons", "Addons by status.", "status"),
 		ops:         d("operations", "Operations by kind and state.", "kind", "state"),
+		stuck:       d("operations_stuck", "Active operations that cannot make progress (a step waited too long or its action kept failing); alert on > 0.", "kind"),
 	}
 }
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.raftState, c.leader, c.applied, c.lastContact, c.peers, c.hosts, c.addons, c.ops} {
+	for _, d := range []*prometheus.Desc{c.raftState, c.leader, c.applied, c.lastContact, c.peers, c.hosts, c.addons, c.ops, c.stuck} {
 		ch <- d
 	}
 }
@@ -100,7 +101,13 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		s api.OperationState
 	}
 	ops := map[kk]int{}
+	stuck := map[api.OperationKind]int{api.OpProvision: 0, api.OpRemove: 0, api.OpSettingsChange: 0, api.OpReplaceMember: 0}
 	c.store.FSM().Read(func(s *State, _ uint64) {
+		for id := range s.active {
+			if o := s.Operations[id]; o.Stuck != "" {
+				stuck[o.Kind]++
+			}
+		}
 		for _, h := range s.Hosts {
 			hosts[h.State]++
 		}
@@ -119,5 +126,8 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for k, n := range ops {
 		ch <- prometheus.MustNewConstMetric(c.ops, prometheus.GaugeValue, float64(n), string(k.k), string(k.s))
+	}
+	for k, n := range stuck {
+		ch <- prometheus.MustNewConstMetric(c.stuck, prometheus.GaugeValue, float64(n), string(k))
 	}
 }
