@@ -6,9 +6,13 @@
 //
 // It serves the admin API (HTTP/JSON on a 0600 unix socket, writes and
 // consistent reads forwarded to the leader) and the peer API (HTTP on TCP,
-// used for forwarding and joins), and runs the leader-only controllers.
+// used for forwarding and joins), and runs the leader-only controllers:
+// hosts (liveness), topology (primaries, strays, forced failovers, VIPs) and
+// the operation engine (the I/O half; its decisions are package operation).
 //
-// It does not place members (package scheduler does, as pure functions), run
-// containers (package agent does) or store dumps (package backupstore does).
+// It does not decide steps (package coordinator/operation does, as pure
+// functions), place members (package scheduler), talk redis or sentinel
+// protocol (package redisctl), run containers (package agent) or store
+// dumps (package backupstore).
 // See DESIGN.md beside this file.
 package coordinator
