@@ -154,12 +154,45 @@ func TestReplace(t *testing.T) {
 			},
 			check: func(t *testing.T, d Decision) { wantIn(t, d.Detail, "exit 1") }},
 		{name: "remove old: never the recorded primary", target: "b-1-redis-0", done: 3, want: Wait},
-		{name: "remove old: a replica goes", target: "b-1-redis-1", done: 3, want: Advance,
+		{name: "remove old: a replica goes once its replacement is in sync", target: "b-1-redis-1", done: 3, want: Advance,
+			setup: func(f *fixture, op *api.Operation) { addReplacement(f, op, Observed{Seen: true, State: api.MemberRunning, RedisRole: "slave"}) },
 			check: func(t *testing.T, d Decision) {
 				if rm, ok := d.Effect.(RemoveMember); !ok || rm.MemberID != "b-1-redis-1" {
 					t.Fatalf("effect %#v", d.Effect)
 				}
 			}},
+		{name: "remove old: kept while the replacement lags", target: "b-1-redis-1", done: 3, want: Wait,
+			setup: func(f *fixture, op *api.Operation) {
+				f.obs["b-1-redis-0"] = Observed{Seen: true, State: api.MemberRunning, RedisRole: "master", Offset: 10 << 20}
+				addReplacement(f, op, Observed{Seen: true, State: api.MemberRunning, RedisRole: "slave", Offset: 1 << 20})
+			},
+			check: func(t *testing.T, d Decision) { wantIn(t, d.Detail, "keeping b-1-redis-1 until its replacement holds the data") }},
+		{name: "remove old: never while the primary does not serve (the old replica may hold the only copy)", target: "b-1-redis-1", done: 3, want: Wait,
+			setup: func(f *fixture, op *api.Operation) {
+				addReplacement(f, op, Observed{Seen: true, State: api.MemberRunning, RedisRole: "slave"})
+				h := f.hosts["h1"]
+				h.State = api.HostDown
+				f.hosts["h1"] = h
+				f.obs["b-1-redis-0"] = Observed{}
+			},
+			check: func(t *testing.T, d Decision) { wantIn(t, d.Detail, "primary b-1-redis-0 is not serving") }},
+		{name: "remove old: it became the primary again: switch over to the replacement", target: "b-1-redis-1", done: 3, want: Run,
+			setup: func(f *fixture, op *api.Operation) {
+				a := f.addons["b-1"]
+				a.Members[0].RedisRole, a.Members[1].RedisRole = "replica", "primary"
+				f.addons["b-1"] = a
+				f.obs["b-1-redis-0"] = Observed{Seen: true, State: api.MemberRunning, RedisRole: "slave"}
+				f.obs["b-1-redis-1"] = Observed{Seen: true, State: api.MemberRunning, RedisRole: "master"}
+				addReplacement(f, op, Observed{Seen: true, State: api.MemberRunning, RedisRole: "slave"})
+			},
+			check: func(t *testing.T, d Decision) {
+				if sw, ok := d.Action.(Switchover); !ok || sw.Primary != "127.0.0.12:20001" || sw.Replica != "127.0.0.13:20004" {
+					t.Fatalf("action %#v", d.Action)
+				}
+			}},
+		{name: "wait: a redis replacement counts once it is a replica in sync", target: "b-1-redis-1", done: 2, want: Wait,
+			setup: func(f *fixture, op *api.Operation) { addReplacement(f, op, Observed{Seen: true, State: api.MemberRunning, RedisRole: "master"}) },
+			check: func(t *testing.T, d Decision) { wantIn(t, d.Detail, "not a replica yet") }},
 		{name: "reset: waits while a member still answers as a master (stray)", target: "b-1-redis-1", done: 4, want: Wait,
 			setup: func(f *fixture, op *api.Operation) {
 				addReplacement(f, op, Observed{Seen: true, State: api.MemberRunning, RedisRole: "master"})

@@ -71,18 +71,43 @@ func replace(v View, op api.Operation, step api.Step) Decision {
 		}
 		o := v.Observed[nm.ID]
 		switch {
-		case o.Seen && o.State == api.MemberRunning:
-			return advance(nm.ID + " running")
 		case o.Seen && o.State == api.MemberFailed:
 			return wait(nm.ID + " failed: " + o.Detail)
+		case !o.Seen || o.State != api.MemberRunning:
+			return wait("waiting for " + nm.ID + " to run (now: " + describe(o) + ")")
+		case nm.Role != api.RoleRedis:
+			return advance(nm.ID + " running")
 		}
-		return wait("waiting for " + nm.ID + " to run (now: " + describe(o) + ")")
+		// A redis replacement counts once it holds the data: a replica in
+		// sync with a serving primary.
+		if why := notInSync(v, nm.ID); why != "" {
+			return wait(why)
+		}
+		return advance(nm.ID + " running, a replica in sync")
 	case StepRemoveOld:
 		if !hasTarget {
 			return advance("already removed")
 		}
-		if prim, _ := primary(a); target.Role == api.RoleRedis && prim.ID == target.ID {
-			return wait("waiting for the old primary to be demoted")
+		if target.Role == api.RoleRedis {
+			// Never drop a redis member that may hold the only copy of the
+			// data: the replacement must be a replica in sync with a
+			// serving primary first.
+			nm, ok := member(a, op.Replacement)
+			if !ok {
+				return wait("no replacement to take over from " + target.ID)
+			}
+			if why := notInSync(v, nm.ID); why != "" {
+				return wait("keeping " + target.ID + " until its replacement holds the data: " + why)
+			}
+			if prim, _ := primary(a); prim.ID == target.ID {
+				// It became the primary again (a failover while it was
+				// being replaced): hand the role to the replacement.
+				if v.Hosts[target.HostID].State == api.HostDown {
+					return wait(target.ID + " is the primary on a lost host: waiting for a failover")
+				}
+				return paced(step, v, Decision{Kind: Run, Action: Switchover{Primary: addr(v, target), Replica: addr(v, nm), Sentinels: sentinels(v)}, Then: Wait,
+					Detail: target.ID + " had become the primary again: switched over to " + nm.ID + "; waiting for it to be recorded", RetryAfter: switchoverEvery})
+			}
 		}
 		return Decision{Kind: Advance, Effect: RemoveMember{MemberID: target.ID}, Detail: target.ID + " removed"}
 	case StepResetSentinel:
@@ -134,6 +159,28 @@ func notRejoined(v View) string {
 		return ""
 	}
 	return "waiting before resetting the sentinels (they would forget a member that has not rejoined): " + strings.Join(waiting, ", ")
+}
+
+// notInSync says why redis member id does not hold the addon's data yet
+// ("" when it does): it must serve as a replica, the recorded primary as a
+// master, and its offset be within InSyncBytes of the primary's.
+func notInSync(v View, id string) string {
+	prim, ok := primary(v.Addon)
+	if !ok {
+		return "the addon has no primary"
+	}
+	p, o := v.Observed[prim.ID], v.Observed[id]
+	switch {
+	case id == prim.ID:
+		return ""
+	case !p.alive() || p.RedisRole != "master":
+		return fmt.Sprintf("the primary %s is not serving (%s)", prim.ID, describe(p))
+	case !o.alive() || o.RedisRole != "slave":
+		return fmt.Sprintf("%s is not a replica yet (%s)", id, describe(o))
+	case p.Offset-o.Offset > InSyncBytes:
+		return fmt.Sprintf("%s is %d bytes behind the primary", id, p.Offset-o.Offset)
+	}
+	return ""
 }
 
 // describe is an observed member in a few words.
