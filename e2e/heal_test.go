@@ -114,6 +114,12 @@ func TestHealingPerAddon(t *testing.T) {
 	t.Logf("drain %s (starter %s), kill %s (starter %s) and %s (business members)", x, s1.ID, y, s2.ID, z)
 
 	w := startWriter(f.opt, "heal:")
+	stopped := false
+	t.Cleanup(func() {
+		if !stopped {
+			w.finish()
+		}
+	})
 	w.waitAcksAfter(t, time.Now(), 300, 20*time.Second)
 	at := time.Now()
 	drained := make(chan CLIResult, 1)
@@ -145,6 +151,7 @@ func TestHealingPerAddon(t *testing.T) {
 	healed := time.Since(at)
 	w.waitAcksAfter(t, time.Now(), 100, 30*time.Second)
 	acks, failed, _ := w.finish()
+	stopped = true
 	c := redis.NewClient(f.opt)
 	defer c.Close()
 	if lost := missing(t, c, "heal:", acks); len(lost) > 0 {
@@ -269,16 +276,27 @@ func TestOperationCancel(t *testing.T) {
 		}
 	}
 	op2 := waiting()
-	undrained := ""
-	for _, h := range drain {
-		res := f.c.CLI("hosts-undrain", h)
-		if res.Code != 0 {
-			t.Fatalf("hosts-undrain %s: %s", h, res)
+	// Undrain the moved member's host first: the undrain of the other one
+	// would give the move room to finish.
+	var first string
+	for _, m := range f.mustAddon().Members {
+		if m.ID == op2.Target {
+			first = m.HostID
 		}
-		undrained += res.Stdout
 	}
-	if !strings.Contains(undrained, "drain move "+op2.ID+" cancelled") {
-		t.Errorf("undrain does not cancel %s: %s", op2.ID, undrained)
+	if !contains(drain, first) {
+		t.Fatalf("move %s of %s is not off a drained host (%s)", op2.ID, op2.Target, first)
+	}
+	res = f.c.CLI("hosts-undrain", first)
+	if res.Code != 0 || !strings.Contains(res.Stdout, "drain move "+op2.ID+" cancelled") {
+		t.Errorf("undrain of %s does not cancel %s: %s", first, op2.ID, res)
+	}
+	for _, h := range drain {
+		if h != first {
+			if res := f.c.CLI("hosts-undrain", h); res.Code != 0 {
+				t.Fatalf("hosts-undrain %s: %s", h, res)
+			}
+		}
 	}
 	testutil.WaitFor(t, 60*time.Second, func() error {
 		for _, o := range opsOf(t, f, f.app) {
