@@ -53,12 +53,13 @@ type actions struct {
 	switchover    func(ctx context.Context, sw redisctl.SwitchoverRequest) error
 	failover      func(ctx context.Context, sentinels []string, name string) (string, error)
 	reset         func(ctx context.Context, sentinel, name string) error
+	known         func(ctx context.Context, sentinel, name string) (redisctl.Peers, error)
 }
 
 // redisActions are the production actions (package redisctl).
 func redisActions() actions {
 	return actions{ping: redisctl.Ping, checkSettings: redisctl.CheckSettings, switchover: redisctl.Switchover,
-		failover: redisctl.Failover, reset: redisctl.Reset}
+		failover: redisctl.Failover, reset: redisctl.Reset, known: redisctl.Known}
 }
 
 // Action time bounds.
@@ -66,6 +67,10 @@ const (
 	checkTimeout      = 2 * time.Second
 	switchoverTimeout = 15 * time.Second
 	sentinelTimeout   = time.Second
+	// resetTimeout bounds a rolling reset: each sentinel rediscovers the
+	// replicas at once and the other sentinels from their hello messages
+	// (every 2 s).
+	resetTimeout = time.Minute
 )
 
 func (e *engine) Name() string { return "operations" }
@@ -282,24 +287,73 @@ func (e *engine) perform(ctx context.Context, v operation.View, act operation.Ac
 		}
 		return err
 	case operation.ResetSentinels:
-		ok := 0
-		var errs []string
-		for _, s := range a.Sentinels {
-			cctx, cancel := context.WithTimeout(ctx, sentinelTimeout)
-			err := e.act.reset(cctx, s, name)
-			cancel()
-			if err == nil {
-				ok++
-			} else {
-				errs = append(errs, s+": "+err.Error())
-			}
-		}
-		if ok*2 <= len(a.Sentinels) {
-			return fmt.Errorf("%d of %d sentinels reset: %s", ok, len(a.Sentinels), strings.Join(errs, "; "))
-		}
-		return nil
+		cctx, cancel := context.WithTimeout(ctx, resetTimeout)
+		defer cancel()
+		return e.rollingReset(cctx, name, a)
 	}
 	return fmt.Errorf("%w: unknown action %T", errTerminal, act)
+}
+
+// rollingReset resets the sentinels one at a time: each must know every
+// replica and the other sentinels again before the next is reset, so a
+// majority always knows the replica a failover needs. A sentinel that does
+// not answer is skipped (it is on a lost host, or being replaced); the
+// reset fails unless a majority went through.
+func (e *engine) rollingReset(ctx context.Context, name string, a operation.ResetSentinels) error {
+	ok := 0
+	var errs []string
+	for _, s := range a.Sentinels {
+		rctx, cancel := context.WithTimeout(ctx, sentinelTimeout)
+		err := e.act.reset(rctx, s, name)
+		cancel()
+		if err != nil {
+			errs = append(errs, s+": "+err.Error())
+			continue
+		}
+		err = pollCtx(ctx, func() error {
+			kctx, cancel := context.WithTimeout(ctx, sentinelTimeout)
+			defer cancel()
+			p, err := e.act.known(kctx, s, name)
+			if err != nil {
+				return err
+			}
+			for _, r := range a.Replicas {
+				if !redisctl.Has(p.Replicas, r) {
+					return fmt.Errorf("sentinel %s does not know replica %s again yet", s, r)
+				}
+			}
+			if n := len(p.Sentinels); n < len(a.Sentinels)-1 {
+				return fmt.Errorf("sentinel %s knows %d of the %d other sentinels again", s, n, len(a.Sentinels)-1)
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("after resetting %s: %w", s, err)
+		}
+		ok++
+	}
+	if ok*2 <= len(a.Sentinels) {
+		return fmt.Errorf("%d of %d sentinels reset: %s", ok, len(a.Sentinels), strings.Join(errs, "; "))
+	}
+	return nil
+}
+
+// pollCtx calls fn every 100 ms until it returns nil or ctx ends (then its
+// last error).
+func pollCtx(ctx context.Context, fn func() error) error {
+	for {
+		err := fn()
+		if err == nil {
+			return nil
+		}
+		t := time.NewTimer(100 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return err
+		case <-t.C:
+		}
+	}
 }
 
 // record commits an action's outcome on the operation as it is now.

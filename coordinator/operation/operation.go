@@ -142,8 +142,17 @@ type Switchover struct {
 // certainly gone (its host is lost).
 type Failover struct{ Sentinels []string }
 
-// ResetSentinels makes the sentinels forget members that are gone.
-type ResetSentinels struct{ Sentinels []string }
+// ResetSentinels makes the sentinels forget members that are gone, one
+// sentinel at a time: each is reset, then must know every replica in
+// Replicas and the other sentinels again before the next one is, so a
+// majority always knows the replica a failover needs (a reset sentinel
+// rediscovers replicas from the primary and sentinels from their hello
+// messages within seconds; a primary lost in that window would otherwise
+// leave no sentinel able to promote: NOGOODSLAVE).
+type ResetSentinels struct {
+	Sentinels []string
+	Replicas  []string
+}
 
 func (PingEntrypoint) Mutates() bool { return false }
 func (CheckSettings) Mutates() bool  { return false }

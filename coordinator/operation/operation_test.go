@@ -210,7 +210,7 @@ func TestReplace(t *testing.T) {
 				removeMember(f, "b-1-redis-1")
 			},
 			check: func(t *testing.T, d Decision) {
-				if r, ok := d.Action.(ResetSentinels); !ok || len(r.Sentinels) != 3 || d.Then != Advance {
+				if r, ok := d.Action.(ResetSentinels); !ok || len(r.Sentinels) != 3 || d.Then != Advance || len(r.Replicas) != 1 || r.Replicas[0] != "127.0.0.13:20004" {
 					t.Fatalf("action %#v", d.Action)
 				}
 			}},

@@ -124,8 +124,15 @@ func replace(v View, op api.Operation, step api.Step) Decision {
 		if why := notRejoined(v); why != "" {
 			return wait(why)
 		}
-		return paced(step, v, Decision{Kind: Run, Action: ResetSentinels{Sentinels: sentinels(v)}, Then: Advance,
-			Detail: "sentinels reset: they forget the old member and rediscover the others", RetryAfter: resetEvery})
+		prim, _ := primary(a)
+		var replicas []string
+		for _, m := range a.Members {
+			if m.Role == api.RoleRedis && m.ID != prim.ID {
+				replicas = append(replicas, addr(v, m))
+			}
+		}
+		return paced(step, v, Decision{Kind: Run, Action: ResetSentinels{Sentinels: sentinels(v), Replicas: replicas}, Then: Advance,
+			Detail: "sentinels reset one by one: they forget the old member and know the others again", RetryAfter: resetEvery})
 	}
 	return fail("unknown step " + step.Name)
 }
