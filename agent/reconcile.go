@@ -8,13 +8,12 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"strconv"
 	"strings"
 	"time"
 
-	"github.com/cacheplane/cacheplane/agent/render"
 	"github.com/cacheplane/cacheplane/agent/runtime"
 	"github.com/cacheplane/cacheplane/api"
+	"github.com/cacheplane/cacheplane/redisctl"
 )
 
 // liveTimeout bounds the CONFIG GET/SET exchange of a live settings change.
@@ -274,43 +273,25 @@ func (a *Agent) update(ctx context.Context, p memberPlan, st *runtime.Status) ti
 	return retry
 }
 
-// applyLive brings a running redis's persistence, cache mode and maxmemory
-// to the assignment with CONFIG SET, reading the current values from the
+// applyLive brings a running redis's settings parameters (persistence,
+// cache mode, maxmemory, and the fsync and save rules: redisctl.Config) to
+// the assignment with CONFIG SET, reading the current values from the
 // process itself (nothing about them is kept on the agent).
 func (a *Agent) applyLive(ctx context.Context, p memberPlan) error {
 	ctx, cancel := context.WithTimeout(ctx, liveTimeout)
 	defer cancel()
 	c := a.probes.client(p.as.MemberID, p.probe, p.as.Password)
-	vals, err := c.ConfigGet(ctx, "*").Result()
+	cmds, err := redisctl.ApplySettings(ctx, c, p.as.Settings, p.as.PlanMemoryMB)
 	if err != nil {
-		return fmt.Errorf("config get: %w", err)
-	}
-	from := api.Settings{Persistence: api.PersistenceRDB, CacheMode: vals["maxmemory-policy"] == "allkeys-lru"}
-	if vals["appendonly"] == "yes" {
-		from.Persistence = api.PersistenceAOF
-	}
-	from.ForceTLS = p.as.Settings.ForceTLS
-	to := p.as.Settings
-	if to.Persistence == "" {
-		to.Persistence = api.PersistenceRDB
-	}
-	cmds := render.LiveSettingsChange(from, to, p.as.PlanMemoryMB)
-	want := int64(p.as.PlanMemoryMB) << 20
-	if got, _ := strconv.ParseInt(vals["maxmemory"], 10, 64); got != want && from.CacheMode == to.CacheMode {
-		cmds = append([][]string{{"CONFIG", "SET", "maxmemory", strconv.Itoa(p.as.PlanMemoryMB) + "mb"}}, cmds...)
-	}
-	for _, cmd := range cmds {
-		args := make([]any, len(cmd))
-		for i, s := range cmd {
-			args[i] = s
-		}
-		if err := c.Do(ctx, args...).Err(); err != nil {
-			return fmt.Errorf("%s: %w", strings.Join(cmd, " "), err)
-		}
+		return err
 	}
 	if len(cmds) > 0 {
-		a.log.Info("settings changed live", "member", p.as.MemberID, "addon", p.as.AddonID,
-			"persistence", to.Persistence, "cache_mode", to.CacheMode, "plan_memory_mb", p.as.PlanMemoryMB)
+		params := make([]string, len(cmds))
+		for i, cmd := range cmds {
+			params[i] = cmd[2]
+		}
+		a.log.Info("settings changed live", "member", p.as.MemberID, "addon", p.as.AddonID, "params", params,
+			"persistence", p.as.Settings.Persistence, "cache_mode", p.as.Settings.CacheMode, "plan_memory_mb", p.as.PlanMemoryMB)
 	}
 	return nil
 }

@@ -36,25 +36,19 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
-	"sort"
-	"strings"
 	"sync"
 	"time"
-
-	"github.com/redis/go-redis/v9"
 
 	"github.com/cacheplane/cacheplane/agent/render"
 	"github.com/cacheplane/cacheplane/agent/runtime"
 	"github.com/cacheplane/cacheplane/api"
+	"github.com/cacheplane/cacheplane/redisctl"
 )
 
 // Safety gate figures.
 const (
-	// sentinelAskTimeout bounds one sentinel's answer.
-	sentinelAskTimeout = 500 * time.Millisecond
 	// holdRetry is how soon a held member is looked at again.
 	holdRetry = 200 * time.Millisecond
 	// failoverEvery bounds how often the agent asks for a failover of one
@@ -153,7 +147,7 @@ func (a *Agent) gateStart(ctx context.Context, p *memberPlan, st *runtime.Status
 		return 0, true
 	}
 	self := p.probe
-	master, votes, err := askSentinels(ctx, as.Sentinels, as.MasterName)
+	master, votes, err := redisctl.AskMajority(ctx, as.Sentinels, as.MasterName)
 	switch {
 	case err != nil:
 		if backoff > 0 {
@@ -233,24 +227,17 @@ func (a *Agent) askFailover(ctx context.Context, as api.Assignment) error {
 	}
 	g.failover[as.MemberID] = time.Now()
 	g.mu.Unlock()
-	var errs []string
-	nogood := 0
-	for _, s := range as.Sentinels {
-		err := sentinelDo(ctx, s, "SENTINEL", "FAILOVER", as.MasterName)
-		if err == nil {
-			a.log.Warn("primary process dead: failover requested", "member", as.MemberID, "addon", as.AddonID, "sentinel", s)
-			a.clearNoGood(as.MemberID)
-			return nil
-		}
-		if strings.HasPrefix(err.Error(), "NOGOODSLAVE") {
-			nogood++
-		}
-		if strings.HasPrefix(err.Error(), "INPROG") {
-			return nil // already under way
-		}
-		errs = append(errs, s+": "+err.Error())
+	by, err := redisctl.Failover(ctx, as.Sentinels, as.MasterName)
+	if err == nil {
+		a.log.Warn("primary process dead: failover requested", "member", as.MemberID, "addon", as.AddonID, "sentinel", by)
+		a.clearNoGood(as.MemberID)
+		return nil
 	}
-	if nogood*2 > len(as.Sentinels) {
+	if errors.Is(err, redisctl.ErrFailoverInProgress) {
+		return nil // already under way
+	}
+	var fe *redisctl.FailoverError
+	if errors.As(err, &fe) && fe.Count(redisctl.ErrNoGoodReplica)*2 > len(as.Sentinels) {
 		g.mu.Lock()
 		since, ok := g.nogood[as.MemberID]
 		if !ok {
@@ -264,81 +251,5 @@ func (a *Agent) askFailover(ctx context.Context, as api.Assignment) error {
 		return fmt.Errorf("the sentinels see no replica to promote yet (NOGOODSLAVE for %s); asking again", time.Since(since).Round(time.Second))
 	}
 	a.clearNoGood(as.MemberID)
-	return errors.New(strings.Join(errs, "; "))
-}
-
-// askSentinels asks every sentinel for the master of name at once and
-// returns the address a majority names, with how many did.
-func askSentinels(ctx context.Context, sentinels []string, name string) (string, int, error) {
-	type answer struct {
-		addr string
-		err  error
-	}
-	out := make([]answer, len(sentinels))
-	var wg sync.WaitGroup
-	for i, s := range sentinels {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			out[i].addr, out[i].err = sentinelMaster(ctx, s, name)
-		}()
-	}
-	wg.Wait()
-	votes := map[string]int{}
-	var errs []string
-	for i, r := range out {
-		if r.err != nil {
-			errs = append(errs, sentinels[i]+": "+r.err.Error())
-			continue
-		}
-		votes[r.addr]++
-	}
-	for addr, n := range votes {
-		if n*2 > len(sentinels) {
-			return addr, n, nil
-		}
-	}
-	names := make([]string, 0, len(votes))
-	for addr, n := range votes {
-		names = append(names, fmt.Sprintf("%s (%d)", addr, n))
-	}
-	sort.Strings(names)
-	msg := fmt.Sprintf("no majority of %d sentinels names a primary", len(sentinels))
-	if len(names) > 0 {
-		msg += "; answers: " + strings.Join(names, ", ")
-	}
-	if len(errs) > 0 {
-		msg += "; unreachable: " + strings.Join(errs, "; ")
-	}
-	return "", 0, errors.New(msg)
-}
-
-// sentinelMaster asks one sentinel for the master's host:port.
-func sentinelMaster(ctx context.Context, sentinel, name string) (string, error) {
-	c := sentinelClient(sentinel)
-	defer c.Close()
-	ctx, cancel := context.WithTimeout(ctx, sentinelAskTimeout)
-	defer cancel()
-	res, err := c.Do(ctx, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", name).StringSlice()
-	if err != nil {
-		return "", err
-	}
-	if len(res) != 2 {
-		return "", fmt.Errorf("unexpected answer %q", res)
-	}
-	return net.JoinHostPort(res[0], res[1]), nil
-}
-
-// sentinelDo sends one command to a sentinel.
-func sentinelDo(ctx context.Context, sentinel string, args ...any) error {
-	c := sentinelClient(sentinel)
-	defer c.Close()
-	ctx, cancel := context.WithTimeout(ctx, sentinelAskTimeout)
-	defer cancel()
-	return c.Do(ctx, args...).Err()
-}
-
-func sentinelClient(addr string) *redis.Client {
-	return redis.NewClient(&redis.Options{Addr: addr, Protocol: 2, DialTimeout: sentinelAskTimeout,
-		ReadTimeout: sentinelAskTimeout, WriteTimeout: sentinelAskTimeout, MaxRetries: -1, PoolSize: 1, DisableIdentity: true})
+	return err
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/cacheplane/cacheplane/agent/render"
 	"github.com/cacheplane/cacheplane/agent/runtime"
 	"github.com/cacheplane/cacheplane/api"
+	"github.com/cacheplane/cacheplane/redisctl"
 )
 
 // fakeSentinel answers the two commands the gate sends: GET-MASTER-ADDR-BY-NAME
@@ -143,14 +144,14 @@ func TestAskSentinelsMajority(t *testing.T) {
 	a, b := "10.0.0.1:6379", "10.0.0.2:6379"
 	ctx := context.Background()
 	s1, s2, s3 := newFakeSentinel(t, a), newFakeSentinel(t, a), newFakeSentinel(t, b)
-	got, n, err := askSentinels(ctx, []string{s1.addr(), s2.addr(), s3.addr()}, "m")
+	got, n, err := redisctl.AskMajority(ctx, []string{s1.addr(), s2.addr(), s3.addr()}, "m")
 	if err != nil || got != a || n != 2 {
-		t.Fatalf("askSentinels = %s, %d, %v; want %s by 2", got, n, err, a)
+		t.Fatalf("AskMajority = %s, %d, %v; want %s by 2", got, n, err, a)
 	}
 	// One for each, one unreachable: no majority.
 	s2.set(b, "")
 	s3.set("", "")
-	_, _, err = askSentinels(ctx, []string{s1.addr(), s2.addr(), deadAddr(t)}, "m")
+	_, _, err = redisctl.AskMajority(ctx, []string{s1.addr(), s2.addr(), deadAddr(t)}, "m")
 	if err == nil || !strings.Contains(err.Error(), "no majority of 3 sentinels") || !strings.Contains(err.Error(), "unreachable") {
 		t.Fatalf("split answers: err = %v", err)
 	}

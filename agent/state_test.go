@@ -46,14 +46,6 @@ func TestDeriveState(t *testing.T) {
 	}
 }
 
-func TestParseReplication(t *testing.T) {
-	info := "# Replication\r\nrole:slave\r\nmaster_host:127.0.0.11\r\nmaster_repl_offset:12345\r\nslave_repl_offset:12000\r\n"
-	role, off := parseReplication(info)
-	if role != "slave" || off != 12345 {
-		t.Fatalf("parseReplication = %s, %d", role, off)
-	}
-}
-
 func TestExitReasonAndScrub(t *testing.T) {
 	for code, want := range map[int]string{137: "killed by signal 9", 1: "exited with code 1", -1: "status unknown"} {
 		if got := exitReason(code, time.Time{}); !strings.Contains(got, want) {

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/cacheplane/cacheplane/agent/runtime"
 	"github.com/cacheplane/cacheplane/api"
+	"github.com/cacheplane/cacheplane/redisctl"
 	"github.com/cacheplane/cacheplane/sysstats"
 )
 
@@ -23,7 +23,6 @@ import (
 // (or failed), never waited for.
 const (
 	probeDialTimeout = 500 * time.Millisecond
-	probeIOTimeout   = time.Second
 	probeTimeout     = 2 * time.Second
 )
 
@@ -53,18 +52,11 @@ func (p *prober) client(id, addr, password string) *redis.Client {
 		}
 		_ = pc.c.Close()
 	}
-	c := redis.NewClient(&redis.Options{
-		Addr:            addr,
-		Password:        password,
-		Protocol:        2,
-		DialTimeout:     probeDialTimeout,
-		ReadTimeout:     probeIOTimeout,
-		WriteTimeout:    probeIOTimeout,
-		MaxRetries:      -1,
-		DialerRetries:   1,
-		PoolSize:        2,
-		DisableIdentity: true,
-	})
+	o := redisctl.MemberOptions(addr, password)
+	// A shorter dial bound than redisctl's, and two connections: probes,
+	// metrics and live settings changes share the client.
+	o.DialTimeout, o.PoolSize = probeDialTimeout, 2
+	c := redis.NewClient(o)
 	p.clients[id] = &probeClient{key: key, c: c}
 	return c
 }
@@ -124,30 +116,11 @@ func (a *Agent) probe(ctx context.Context, p memberPlan) probeResult {
 		a.probes.close(p.as.MemberID)
 		return probeResult{err: fmt.Errorf("ping %s: %w", p.probe, err)}
 	}
-	info, err := c.Info(ctx, "replication").Result()
+	repl, err := redisctl.ClientReplication(ctx, c)
 	if err != nil {
-		return probeResult{err: fmt.Errorf("info replication on %s: %w", p.probe, err)}
+		return probeResult{err: fmt.Errorf("%s: %w", p.probe, err)}
 	}
-	r := probeResult{}
-	r.redisRole, r.replOffset = parseReplication(info)
-	return r
-}
-
-// parseReplication reads role and master_repl_offset from INFO replication.
-func parseReplication(info string) (role string, offset int64) {
-	for _, line := range strings.Split(info, "\n") {
-		k, v, ok := strings.Cut(strings.TrimSpace(line), ":")
-		if !ok {
-			continue
-		}
-		switch k {
-		case "role":
-			role = v
-		case "master_repl_offset":
-			offset, _ = strconv.ParseInt(v, 10, 64)
-		}
-	}
-	return role, offset
+	return probeResult{redisRole: repl.Role, replOffset: repl.Offset}
 }
 
 // settleInterval is how often the agent reports while a member is pending or

@@ -119,15 +119,21 @@ func AskMajority(ctx context.Context, sentinels []string, name string) (string, 
 		names = append(names, fmt.Sprintf("%s (%d)", addr, n))
 	}
 	sort.Strings(names)
-	msg := fmt.Sprintf("%d sentinels asked", len(sentinels))
+	msg := fmt.Sprintf("no majority of %d sentinels names a primary for %s", len(sentinels), name)
 	if len(names) > 0 {
 		msg += "; answers: " + strings.Join(names, ", ")
 	}
 	if len(errs) > 0 {
 		msg += "; unreachable: " + strings.Join(errs, "; ")
 	}
-	return "", 0, fmt.Errorf("master %s: %w: %s", name, ErrNoMajority, msg)
+	return "", 0, noMajorityError(msg)
 }
+
+// noMajorityError is AskMajority's error: ErrNoMajority with the answers.
+type noMajorityError string
+
+func (e noMajorityError) Error() string        { return string(e) }
+func (e noMajorityError) Is(target error) bool { return target == ErrNoMajority }
 
 // FailoverError is Failover's error when no sentinel accepted: each asked
 // sentinel's refusal, in order. errors.Is(err, ErrNoGoodReplica) holds when

@@ -2,7 +2,10 @@
 // redis.conf of a Redis or Valkey node, the sentinel.conf of a Sentinel and
 // the haproxy.cfg of an entrypoint HAProxy, plus the figures derived from a
 // plan that the agent needs next to them (the container memory limit of a
-// redis member, the CONFIG SET commands that switch settings live).
+// redis member). The settings lines of redis.conf (appendonly, appendfsync,
+// save, maxmemory, maxmemory-policy) come from redisctl.Config, the one
+// mapping of settings to redis parameters, which also drives the live
+// change (redisctl.LiveChange) and the coordinator's check.
 //
 // It is pure: every function takes plain structs and returns the file content
 // or an error. It does no I/O, keeps no state and reads no clock; the agent

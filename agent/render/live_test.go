@@ -399,64 +399,6 @@ func TestRealMaxmemory(t *testing.T) {
 	})
 }
 
-// TestRealLiveSettingsChange applies LiveSettingsChange to a running redis
-// and back.
-func TestRealLiveSettingsChange(t *testing.T) {
-	bin := needBinary(t, "redis-server")
-	ctx := context.Background()
-	rdb := api.DefaultSettings()
-	aofCache := api.Settings{Persistence: api.PersistenceAOF, CacheMode: true}
-	r := startRedis(t, bin, RedisInput{BindAddr: "127.0.0.1", PlanMemoryMB: 32, Settings: rdb})
-	if err := r.client.Set(ctx, "k", "v", 0).Err(); err != nil {
-		t.Fatal(err)
-	}
-	apply := func(from, to api.Settings) {
-		t.Helper()
-		for _, cmd := range LiveSettingsChange(from, to, 32) {
-			args := make([]any, len(cmd))
-			for i, a := range cmd {
-				args[i] = a
-			}
-			if err := r.client.Do(ctx, args...).Err(); err != nil {
-				t.Fatalf("%q: %v", cmd, err)
-			}
-		}
-	}
-
-	apply(rdb, aofCache)
-	waitFor(t, 10*time.Second, "AOF rewrite done", func() error {
-		m := parseInfo(r.client.Info(ctx, "persistence").Val())
-		if m["aof_enabled"] != "1" || m["aof_rewrite_in_progress"] != "0" || m["aof_rewrite_scheduled"] != "0" {
-			return fmt.Errorf("aof_enabled=%s rewrite_in_progress=%s scheduled=%s",
-				m["aof_enabled"], m["aof_rewrite_in_progress"], m["aof_rewrite_scheduled"])
-		}
-		if m["aof_last_bgrewrite_status"] != "ok" {
-			return fmt.Errorf("aof_last_bgrewrite_status=%s", m["aof_last_bgrewrite_status"])
-		}
-		return nil
-	}, r.proc)
-	if got := configGet(t, r.client, "maxmemory-policy"); got != "allkeys-lru" {
-		t.Errorf("maxmemory-policy = %s after switching cache mode on", got)
-	}
-	if got := configGet(t, r.client, "maxmemory"); got != strconv.Itoa(32<<20) {
-		t.Errorf("maxmemory = %s", got)
-	}
-	if _, err := os.Stat(filepath.Join(r.in.DataDir, AOFDirName)); err != nil {
-		t.Errorf("AOF dir: %v", err)
-	}
-
-	apply(aofCache, rdb)
-	if got := configGet(t, r.client, "appendonly"); got != "no" {
-		t.Errorf("appendonly = %s after switching back to rdb", got)
-	}
-	if got := configGet(t, r.client, "maxmemory-policy"); got != "noeviction" {
-		t.Errorf("maxmemory-policy = %s after switching cache mode off", got)
-	}
-	if got := r.client.Get(ctx, "k").Val(); got != "v" {
-		t.Errorf("GET k = %q after the switches", got)
-	}
-}
-
 func TestRealHAProxyConfigCheck(t *testing.T) {
 	bin := needBinary(t, "haproxy")
 	dir := t.TempDir()

@@ -1,7 +1,10 @@
 package render
 
 import (
+	"strings"
+
 	"github.com/cacheplane/cacheplane/api"
+	"github.com/cacheplane/cacheplane/redisctl"
 )
 
 // Names of the database files in a redis member's data dir (the engines'
@@ -18,9 +21,6 @@ const (
 	RedisDatabases   = 5   // databases 0-4
 	RedisIdleTimeout = 150 // seconds; idle clients are closed after it
 )
-
-// RDBSaveRules are the snapshot rules "seconds changes", one `save` line each.
-var RDBSaveRules = [][2]int{{900, 1}, {300, 10}, {60, 10000}}
 
 // RedisInput is everything a redis.conf depends on.
 type RedisInput struct {
@@ -105,13 +105,25 @@ func persistence(file string, s api.Settings) (string, error) {
 	return "", invalidf(file, "unknown persistence %q (want %s or %s)", s.Persistence, api.PersistenceRDB, api.PersistenceAOF)
 }
 
-func maxmemory(planMB int) string { return itoa(planMB) + "mb" }
-
-func evictionPolicy(cacheMode bool) string {
-	if cacheMode {
-		return "allkeys-lru"
+// settingsParams are the settings' CONFIG parameters (redisctl.Config, the
+// one mapping of settings to redis parameters) by name.
+func settingsParams(s api.Settings, planMB int) map[string]string {
+	m := map[string]string{}
+	for _, p := range redisctl.Config(s, planMB) {
+		m[p.Name] = p.Value
 	}
-	return "noeviction"
+	return m
+}
+
+// saveLines splits the save parameter ("900 1 300 10 …") into one
+// `save seconds changes` line per rule.
+func saveLines(v string) [][]string {
+	f := strings.Fields(v)
+	var out [][]string
+	for i := 0; i+1 < len(f); i += 2 {
+		out = append(out, []string{"save", f[i], f[i+1]})
+	}
+	return out
 }
 
 // Redis renders the redis.conf of one redis member (primary or replica) of an
@@ -132,7 +144,7 @@ func evictionPolicy(cacheMode bool) string {
 //   - RDB rules stay on in AOF mode: AOF (appendfsync always) is the
 //     durability, the RDB snapshot is the restart fallback and what backups
 //     copy; Redis's docs recommend both for PostgreSQL-like safety, and
-//     switching rdb<->aof live is then one CONFIG SET (LiveSettingsChange).
+//     switching rdb<->aof live is then one CONFIG SET (redisctl.LiveChange).
 //     appendfsync always is rendered in RDB mode too (it is inert while
 //     appendonly is no).
 //   - min-replicas-to-write stays 0 (off): with one replica, 1 would turn the
@@ -215,32 +227,31 @@ func Redis(in RedisInput) (string, error) {
 	c.line("enable-debug-command", "local")
 	c.blank()
 
+	set := settingsParams(in.Settings, in.PlanMemoryMB)
 	c.comment(false, "Memory: maxmemory is the plan memory.")
-	c.line("maxmemory", maxmemory(in.PlanMemoryMB))
+	c.line("maxmemory", set["maxmemory"])
 	if in.Settings.CacheMode {
 		c.comment(false, "Cache mode: least recently used keys are evicted at the limit.")
 	} else {
 		c.comment(false, "Not a cache: writes at the limit get an OOM error, no key is ever evicted.")
 	}
-	c.line("maxmemory-policy", evictionPolicy(in.Settings.CacheMode))
+	c.line("maxmemory-policy", set["maxmemory-policy"])
 	c.blank()
 
 	c.comment(false, "Persistence: RDB snapshots always; AOF on top when asked.")
 	c.line("dir", in.DataDir)
 	c.line("dbfilename", RDBFileName)
-	for _, r := range RDBSaveRules {
-		c.line("save", itoa(r[0]), itoa(r[1]))
+	for _, words := range saveLines(set["save"]) {
+		c.line(words...)
 	}
 	c.line("stop-writes-on-bgsave-error", "yes")
 	if mode == api.PersistenceAOF {
 		c.comment(false, "AOF: every command that changes the dataset is written synchronously.")
-		c.line("appendonly", "yes")
-	} else {
-		c.line("appendonly", "no")
 	}
+	c.line("appendonly", set["appendonly"])
 	c.line("appendfilename", `"`+AOFFileName+`"`)
 	c.line("appenddirname", `"`+AOFDirName+`"`)
-	c.line("appendfsync", "always")
+	c.line("appendfsync", set["appendfsync"])
 	c.line("aof-use-rdb-preamble", "yes")
 	c.blank()
 
@@ -296,45 +307,7 @@ func ContainerMemoryLimitBytes(planMB int) int64 {
 	return (int64(planMB)*MemoryLimitFactor + MemoryLimitFixedMB) << 20
 }
 
-// LiveSettingsChange returns the commands that switch a running redis from
-// settings from to settings to (both valid) without a restart, in the order to send them;
-// each is a full command ("CONFIG", "SET", parameter, value), ready for
-// go-redis's Do. It returns nil when nothing changes live.
-//
-//   - rdb -> aof: appendfsync always, then appendonly yes. Redis starts an
-//     AOF rewrite in the background; the switch is complete when INFO
-//     persistence shows aof_rewrite_in_progress:0 (and
-//     aof_rewrite_scheduled:0) with aof_last_bgrewrite_status:ok.
-//   - aof -> rdb: appendonly no (RDB rules were on all along).
-//   - cache mode on/off: maxmemory (the plan) then maxmemory-policy
-//     allkeys-lru / noeviction. Turning cache mode off on a full cache makes
-//     the next writes fail with OOM until keys are deleted or the plan grows.
-//
-// The agent must also re-render redis.conf with the new settings, so a
-// restart keeps them. ForceTLS cannot change live (RestartRequired).
-func LiveSettingsChange(from, to api.Settings, planMB int) [][]string {
-	oldMode, _ := persistence("redis.conf", api.Settings{Persistence: from.Persistence})
-	newMode, _ := persistence("redis.conf", api.Settings{Persistence: to.Persistence})
-	var cmds [][]string
-	set := func(param, value string) {
-		cmds = append(cmds, []string{"CONFIG", "SET", param, value})
-	}
-	if oldMode != newMode {
-		if newMode == api.PersistenceAOF {
-			set("appendfsync", "always")
-			set("appendonly", "yes")
-		} else {
-			set("appendonly", "no")
-		}
-	}
-	if from.CacheMode != to.CacheMode {
-		set("maxmemory", maxmemory(planMB))
-		set("maxmemory-policy", evictionPolicy(to.CacheMode))
-	}
-	return cmds
-}
-
 // RestartRequired reports whether going from settings from to settings to
 // needs the redis process restarted with a re-rendered redis.conf rather
-// than LiveSettingsChange: only a ForceTLS change does.
+// than a live change (redisctl.LiveChange): only a ForceTLS change does.
 func RestartRequired(from, to api.Settings) bool { return from.ForceTLS != to.ForceTLS }

@@ -5,11 +5,11 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
-	"reflect"
 	"strings"
 	"testing"
 
 	"github.com/cacheplane/cacheplane/api"
+	"github.com/cacheplane/cacheplane/redisctl"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/*.golden from the current output")
@@ -252,42 +252,42 @@ func TestDefaultsFilled(t *testing.T) {
 	}
 }
 
-func TestLiveSettingsChange(t *testing.T) {
+func TestRestartRequired(t *testing.T) {
 	rdb := api.Settings{Persistence: api.PersistenceRDB}
-	aof := api.Settings{Persistence: api.PersistenceAOF}
-	cache := api.Settings{Persistence: api.PersistenceRDB, CacheMode: true}
 	aofCache := api.Settings{Persistence: api.PersistenceAOF, CacheMode: true}
-	cs := func(p, v string) []string { return []string{"CONFIG", "SET", p, v} }
-	cases := []struct {
-		name     string
-		from, to api.Settings
-		want     [][]string
-	}{
-		{"same", rdb, rdb, nil},
-		{"default is rdb", api.Settings{}, rdb, nil},
-		{"rdb to aof", rdb, aof, [][]string{cs("appendfsync", "always"), cs("appendonly", "yes")}},
-		{"aof to rdb", aof, rdb, [][]string{cs("appendonly", "no")}},
-		{"cache on", rdb, cache, [][]string{cs("maxmemory", "512mb"), cs("maxmemory-policy", "allkeys-lru")}},
-		{"cache off", cache, rdb, [][]string{cs("maxmemory", "512mb"), cs("maxmemory-policy", "noeviction")}},
-		{"both", rdb, aofCache, [][]string{
-			cs("appendfsync", "always"), cs("appendonly", "yes"),
-			cs("maxmemory", "512mb"), cs("maxmemory-policy", "allkeys-lru"),
-		}},
-		{"tls is not live", rdb, api.Settings{Persistence: api.PersistenceRDB, ForceTLS: true}, nil},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			got := LiveSettingsChange(tc.from, tc.to, 512)
-			if !reflect.DeepEqual(got, tc.want) {
-				t.Errorf("got %q, want %q", got, tc.want)
-			}
-		})
-	}
 	if !RestartRequired(rdb, api.Settings{Persistence: api.PersistenceRDB, ForceTLS: true}) {
 		t.Error("a TLS change does not require a restart")
 	}
 	if RestartRequired(rdb, aofCache) {
 		t.Error("persistence and cache mode changes require a restart")
+	}
+}
+
+// TestRedisSettingsFromRedisctl: every CONFIG parameter redisctl maps the
+// settings to is in redis.conf with redisctl's value, so the file and a
+// live change (redisctl.LiveChange) never disagree.
+func TestRedisSettingsFromRedisctl(t *testing.T) {
+	for _, s := range []api.Settings{
+		{Persistence: api.PersistenceRDB}, {Persistence: api.PersistenceAOF},
+		{Persistence: api.PersistenceRDB, CacheMode: true}, {Persistence: api.PersistenceAOF, CacheMode: true},
+	} {
+		in := starter()
+		in.Settings = s
+		conf, err := Redis(in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := map[string][]string{}
+		for _, l := range strings.Split(conf, "\n") {
+			if f := strings.Fields(l); len(f) > 1 && !strings.HasPrefix(f[0], "#") {
+				got[f[0]] = append(got[f[0]], strings.Join(f[1:], " "))
+			}
+		}
+		for _, p := range redisctl.Config(s, in.PlanMemoryMB) {
+			if v := strings.Join(got[p.Name], " "); v != p.Value {
+				t.Errorf("%+v: redis.conf says %s %q, redisctl %q", s, p.Name, v, p.Value)
+			}
+		}
 	}
 }
 
