@@ -85,10 +85,6 @@ func (o *observed) member(hostID, memberID string) (api.MemberStatus, bool) {
 	return m, ok
 }
 
-// hostReported is true when the host sent a heartbeat after t.
-func (o *observed) hostReported(hostID string, t time.Time) bool {
-	return o.lastSeen(hostID).After(t)
-}
 
 // reset forgets everything (on losing leadership).
 func (o *observed) reset() {
