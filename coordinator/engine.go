@@ -54,12 +54,13 @@ type actions struct {
 	failover      func(ctx context.Context, sentinels []string, name string) (string, error)
 	reset         func(ctx context.Context, sentinel, name string) error
 	known         func(ctx context.Context, sentinel, name string) (redisctl.Peers, error)
+	master        func(ctx context.Context, sentinel, name string) (string, error)
 }
 
 // redisActions are the production actions (package redisctl).
 func redisActions() actions {
 	return actions{ping: redisctl.Ping, checkSettings: redisctl.CheckSettings, switchover: redisctl.Switchover,
-		failover: redisctl.Failover, reset: redisctl.Reset, known: redisctl.Known}
+		failover: redisctl.Failover, reset: redisctl.Reset, known: redisctl.Known, master: redisctl.MasterAddr}
 }
 
 // Action time bounds.
@@ -270,6 +271,29 @@ func (e *engine) perform(ctx context.Context, v operation.View, act operation.Ac
 		cctx, cancel := context.WithTimeout(ctx, checkTimeout)
 		defer cancel()
 		return e.act.checkSettings(cctx, a.Addr, pw, a.Settings, a.PlanMB)
+	case operation.CheckSentinel:
+		cctx, cancel := context.WithTimeout(ctx, checkTimeout)
+		defer cancel()
+		got, err := e.act.master(cctx, a.Addr, name)
+		if err != nil {
+			return err
+		}
+		if got != a.Primary {
+			return fmt.Errorf("sentinel %s names %s, the primary is %s", a.Addr, got, a.Primary)
+		}
+		p, err := e.act.known(cctx, a.Addr, name)
+		if err != nil {
+			return err
+		}
+		for _, r := range a.Replicas {
+			if !redisctl.Has(p.Replicas, r) {
+				return fmt.Errorf("sentinel %s does not know replica %s yet", a.Addr, r)
+			}
+		}
+		if len(p.Sentinels) < a.Others {
+			return fmt.Errorf("sentinel %s knows %d of its %d peers", a.Addr, len(p.Sentinels), a.Others)
+		}
+		return nil
 	case operation.Switchover:
 		cctx, cancel := context.WithTimeout(ctx, switchoverTimeout)
 		defer cancel()
@@ -399,6 +423,8 @@ func (e *engine) record(ctx context.Context, opID string, d operation.Decision, 
 		detail = fmt.Sprintf("entrypoint %s does not answer yet: %v", a.Addr, actErr)
 	case operation.CheckSettings:
 		detail = "waiting for the members to apply them: " + actErr.Error()
+	case operation.CheckSentinel:
+		detail = "waiting for the new sentinel to know the addon: " + actErr.Error()
 	default:
 		detail = fmt.Sprintf("%s failed (attempt %d), retrying: %v", d.Action, op.Steps[i].Attempts, actErr)
 		e.log.Warn("operation action failed; will retry", "op", op.ID, "addon", op.AddonID, "action", d.Action.String(), "attempt", op.Steps[i].Attempts, "err", actErr)

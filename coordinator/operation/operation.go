@@ -138,6 +138,15 @@ type Switchover struct {
 	Sentinels        []string
 }
 
+// CheckSentinel checks that the sentinel at Addr names Primary and knows
+// every replica in Replicas and at least Others other sentinels: a new
+// sentinel counts only once it could run a failover.
+type CheckSentinel struct {
+	Addr, Primary string
+	Replicas      []string
+	Others        int
+}
+
 // Failover asks the sentinels to promote the replica of a primary that is
 // certainly gone (its host is lost).
 type Failover struct{ Sentinels []string }
@@ -156,12 +165,14 @@ type ResetSentinels struct {
 
 func (PingEntrypoint) Mutates() bool { return false }
 func (CheckSettings) Mutates() bool  { return false }
+func (CheckSentinel) Mutates() bool  { return false }
 func (Switchover) Mutates() bool     { return true }
 func (Failover) Mutates() bool       { return true }
 func (ResetSentinels) Mutates() bool { return true }
 
 func (a PingEntrypoint) String() string { return "ping " + a.Addr }
 func (a CheckSettings) String() string  { return "check settings on " + a.Addr }
+func (a CheckSentinel) String() string  { return "check sentinel " + a.Addr }
 func (a Switchover) String() string     { return "switchover " + a.Primary + " -> " + a.Replica }
 func (a Failover) String() string       { return "sentinel failover" }
 func (a ResetSentinels) String() string { return "sentinel reset" }

@@ -148,6 +148,20 @@ func TestReplace(t *testing.T) {
 			setup: func(f *fixture, op *api.Operation) {
 				addReplacement(f, op, Observed{Seen: true, State: api.MemberRunning, RedisRole: "slave"})
 			}},
+		{name: "wait: a new sentinel counts once it knows the primary, the replicas and its peers", target: "b-1-sentinel-2", done: 2, want: Run,
+			setup: func(f *fixture, op *api.Operation) {
+				a := f.addons["b-1"]
+				a.Members = append(a.Members, api.Member{ID: "b-1-sentinel-3", Role: api.RoleSentinel, HostID: "h4", Port: 20002})
+				f.addons["b-1"] = a
+				op.Replacement = "b-1-sentinel-3"
+				f.obs["b-1-sentinel-3"] = Observed{Seen: true, State: api.MemberRunning}
+			},
+			check: func(t *testing.T, d Decision) {
+				cs, ok := d.Action.(CheckSentinel)
+				if !ok || cs.Addr != "127.0.0.14:20002" || cs.Primary != "127.0.0.11:20001" || len(cs.Replicas) != 1 || cs.Others != 2 || d.Then != Advance {
+					t.Fatalf("action %#v", d.Action)
+				}
+			}},
 		{name: "wait: replacement failed keeps waiting with why", target: "b-1-redis-1", done: 2, want: Wait,
 			setup: func(f *fixture, op *api.Operation) {
 				addReplacement(f, op, Observed{Seen: true, State: api.MemberFailed, Detail: "exit 1"})

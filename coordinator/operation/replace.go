@@ -75,6 +75,22 @@ func replace(v View, op api.Operation, step api.Step) Decision {
 			return wait(nm.ID + " failed: " + o.Detail)
 		case !o.Seen || o.State != api.MemberRunning:
 			return wait("waiting for " + nm.ID + " to run (now: " + describe(o) + ")")
+		case nm.Role == api.RoleSentinel:
+			// A sentinel counts once it knows the primary, the replicas
+			// and its peers: it may be the one a failover needs next.
+			prim, _ := primary(a)
+			var replicas []string
+			others := 0
+			for _, m := range a.Members {
+				switch {
+				case m.Role == api.RoleRedis && m.ID != prim.ID:
+					replicas = append(replicas, addr(v, m))
+				case m.Role == api.RoleSentinel && m.ID != nm.ID && m.ID != op.Target:
+					others++
+				}
+			}
+			return Decision{Kind: Run, Action: CheckSentinel{Addr: addr(v, nm), Primary: addr(v, prim), Replicas: replicas, Others: others},
+				Then: Advance, Detail: nm.ID + " running, knows the primary, the replicas and its peers"}
 		case nm.Role != api.RoleRedis:
 			return advance(nm.ID + " running")
 		}
