@@ -253,6 +253,10 @@ type Operation struct {
 	Target      string `json:"target,omitempty"`
 	Replacement string `json:"replacement,omitempty"`
 	Reason      string `json:"reason,omitempty"`
+	// Change says what a plan change (or an engine upgrade) changes, in
+	// the words the app hook is told: "plan redis-starter-256 ->
+	// redis-starter-1024".
+	Change string `json:"change,omitempty"`
 	// Stuck says why the operation cannot make progress (a step waited
 	// or failed for too long); it is cleared when it moves again. Stuck
 	// operations are counted by the cacheplane_operations_stuck metric.

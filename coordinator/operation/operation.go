@@ -31,6 +31,8 @@ type View struct {
 	VIPPool         string
 	UsedEntrypoints []string
 	Now             time.Time
+	// AppHook is the fleet's app hook (NotifyStep).
+	AppHook AppHook
 }
 
 // Observed is one member as its agent last reported it.
@@ -210,6 +212,8 @@ func Next(v View, op api.Operation) Decision {
 		return settings(v, step)
 	case api.OpReplaceMember:
 		return replace(v, op, step)
+	case api.OpPlanChange:
+		return planChange(v, op, step)
 	}
 	return Decision{Kind: Fail, Detail: fmt.Sprintf("this coordinator cannot run %s operations", op.Kind)}
 }
@@ -278,6 +282,9 @@ func cancel(v View, op api.Operation) Decision {
 	case api.OpSettingsChange:
 		d.Status = api.AddonRunning
 		acc += "; the new settings stay recorded and the agents keep applying them"
+	case api.OpPlanChange:
+		d.Status = api.AddonRunning
+		acc += "; the new plan stays recorded and the agents keep resizing to it (to go back, change the plan again)"
 	}
 	d.Detail = acc
 	return d
