@@ -150,6 +150,13 @@ func (c *Client) Engines(ctx context.Context) ([]EngineVersion, error) {
 	return out, c.do(ctx, http.MethodGet, "/v1/engines", nil, &out)
 }
 
+// EnginePaths returns the engine catalog with every upgrade path between
+// its versions.
+func (c *Client) EnginePaths(ctx context.Context) (EngineCatalog, error) {
+	var out EngineCatalog
+	return out, c.do(ctx, http.MethodGet, "/v1/engines/paths", nil, &out)
+}
+
 // Hosts lists the hosts with their figures and memory commitments.
 func (c *Client) Hosts(ctx context.Context) ([]HostView, error) {
 	var out []HostView

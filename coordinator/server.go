@@ -67,6 +67,7 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("DELETE /v1/cluster/members/{id}", s.write(s.handleRemoveMember))
 	mux.Handle("GET /v1/plans", s.read(s.handlePlans))
 	mux.Handle("GET /v1/engines", s.read(s.handleEngines))
+	mux.Handle("GET /v1/engines/paths", s.read(s.handleEnginePaths))
 	mux.Handle("GET /v1/hosts", s.read(s.handleHosts))
 	mux.Handle("GET /v1/addons", s.read(s.handleAddons))
 	mux.Handle("GET /v1/addons/{id}", s.read(s.handleAddon))
