@@ -25,15 +25,17 @@ func DefaultPlans() []Plan {
 
 // Image references of the locally built images (packaging/ builds them:
 // from the machine's own Debian packages for bookworm's versions, from
-// bookworm-backports' and trixie's packages for the others). A reference
-// names one exact version, so two patch releases never share one; the
-// Redis 7.0 references keep their first names because running clusters
-// stored them in their catalog. A Valkey version and Redis 8 run sentinels
-// from the server image (the same binary run as a sentinel).
+// bookworm-backports' and trixie's packages for the others). A new
+// reference names one exact version, so two patch releases never share one;
+// the references of Redis 7.0.15 and Valkey 8.0.1 keep their first names
+// because running clusters stored them in their catalog (the FSM), and a
+// renamed reference would be missing from their image directories. Valkey
+// and Redis 8 run sentinels from the server image (the same binary run as a
+// sentinel).
 const (
 	ImageRedis7    = "cacheplane.local/redis:7.0"
 	ImageSentinel7 = "cacheplane.local/redis-sentinel:7.0"
-	ImageValkey8   = "cacheplane.local/valkey:8.0.1"
+	ImageValkey8   = "cacheplane.local/valkey:8.0"
 	ImageValkey81  = "cacheplane.local/valkey:8.1.1"
 	ImageRedis8    = "cacheplane.local/redis:8.0.2"
 	ImageHAProxy   = "cacheplane.local/haproxy:2.6"

@@ -362,3 +362,42 @@ func Validate(catalog []api.EngineVersion) error {
 	}
 	return errors.Join(errs...)
 }
+
+// Merge brings a catalog stored by a running cluster up to date with
+// defaults (api.DefaultEngines of this release): versions it lacks are
+// appended (never as a second default), and for versions it has, the rule
+// data (RDB, SwitchFrom) is taken from defaults. What runs is never
+// changed: a stored version keeps its images and default flag, and no
+// stored version is removed. changed reports whether merged differs from
+// stored.
+func Merge(stored, defaults []api.EngineVersion) (merged []api.EngineVersion, changed bool) {
+	byKey := map[string]api.EngineVersion{}
+	for _, d := range defaults {
+		byKey[d.Key()] = d
+	}
+	have := map[string]bool{}
+	hasDefault := false
+	for _, s := range stored {
+		m := s
+		if d, ok := byKey[s.Key()]; ok {
+			if m.RDB != d.RDB || !slices.Equal(m.SwitchFrom, d.SwitchFrom) {
+				m.RDB, m.SwitchFrom, changed = d.RDB, slices.Clone(d.SwitchFrom), true
+			}
+		}
+		have[s.Key()] = true
+		hasDefault = hasDefault || s.Default
+		merged = append(merged, m)
+	}
+	for _, d := range defaults {
+		if have[d.Key()] {
+			continue
+		}
+		if hasDefault {
+			d.Default = false
+		}
+		hasDefault = hasDefault || d.Default
+		merged = append(merged, d)
+		changed = true
+	}
+	return merged, changed
+}

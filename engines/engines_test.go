@@ -295,3 +295,57 @@ func ExampleUpgradeAllowed() {
 	// false valkey-8.0.1
 	// no switch lands on valkey-8.1.1; a switch from redis-7.0.15 lands on valkey-8.0.1; upgrade to valkey-8.0.1 first
 }
+
+func TestMerge(t *testing.T) {
+	defaults := api.DefaultEngines()
+	// What a cluster bootstrapped by the previous release stored.
+	old := []api.EngineVersion{
+		{Engine: api.EngineRedis, Version: "7.0.15", Default: true, Images: map[api.Role]string{
+			api.RoleRedis: api.ImageRedis7, api.RoleSentinel: api.ImageSentinel7, api.RoleHAProxy: api.ImageHAProxy}},
+		{Engine: api.EngineValkey, Version: "8.0.1", Images: map[api.Role]string{
+			api.RoleRedis: "cacheplane.local/valkey:old", api.RoleSentinel: "cacheplane.local/valkey:old", api.RoleHAProxy: api.ImageHAProxy}},
+		{Engine: api.EngineRedis, Version: "6.2.14", RDB: 9, Images: map[api.Role]string{
+			api.RoleRedis: "r6", api.RoleSentinel: "s6", api.RoleHAProxy: api.ImageHAProxy}},
+	}
+	merged, changed := Merge(old, defaults)
+	if !changed {
+		t.Fatal("Merge of an old catalog reports no change")
+	}
+	var keys []string
+	for _, e := range merged {
+		keys = append(keys, e.Key())
+	}
+	if want := "redis-7.0.15 valkey-8.0.1 redis-6.2.14 valkey-8.1.1 redis-8.0.2"; strings.Join(keys, " ") != want {
+		t.Fatalf("merged %v, want %s (stored order kept, new versions appended, none removed)", keys, want)
+	}
+	if merged[0].RDB != 10 || merged[1].RDB != 11 || strings.Join(merged[1].SwitchFrom, ",") != "redis-7" {
+		t.Errorf("rule data not taken from the defaults: %+v %+v", merged[0], merged[1])
+	}
+	if merged[1].Images[api.RoleRedis] != "cacheplane.local/valkey:old" {
+		t.Errorf("a stored version's image changed: %v", merged[1].Images)
+	}
+	defaultsCount := 0
+	for _, e := range merged {
+		if e.Default {
+			defaultsCount++
+		}
+	}
+	if defaultsCount != 1 || !merged[0].Default {
+		t.Errorf("%d defaults, want the stored one only", defaultsCount)
+	}
+	if err := Validate(merged); err != nil {
+		t.Errorf("merged catalog: %v", err)
+	}
+	if ok, _, _ := UpgradeAllowed(merged, "redis-6.2.14", "redis-7.0.15"); !ok {
+		t.Error("the merged catalog's rules do not apply")
+	}
+	if again, changed := Merge(merged, defaults); changed || len(again) != len(merged) {
+		t.Errorf("Merge is not idempotent: changed %v, %d entries", changed, len(again))
+	}
+	if m, changed := Merge(nil, defaults); !changed || len(m) != len(defaults) {
+		t.Errorf("Merge into an empty catalog: %d entries, changed %v", len(m), changed)
+	}
+	if _, changed := Merge(defaults, defaults); changed {
+		t.Error("the defaults merged into themselves change")
+	}
+}
