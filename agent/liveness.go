@@ -578,22 +578,34 @@ func (a *Agent) actOnLiveness(ctx context.Context, p memberPlan, st *runtime.Sta
 	} else {
 		reason += "; stopped by the agent (SIGTERM: its data is the only copy, saved first)"
 	}
-	lines, _ := a.rt.LastLogLines(id, logLines)
-	a.mu.Lock()
-	if as, assigned := a.assigned[id]; assigned {
+	record := func() time.Duration {
+		lines, _ := a.rt.LastLogLines(id, logLines)
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		as, assigned := a.assigned[id]
+		if !assigned {
+			as = p.as
+		}
 		a.recordFailureLocked(as, reason, lines, st.Pid)
-	} else {
-		a.recordFailureLocked(p.as, reason, lines, st.Pid)
+		return time.Until(a.failures[id].nextRestart)
 	}
-	next := time.Until(a.failures[id].nextRestart)
-	a.mu.Unlock()
 	l.mu.Lock()
 	delete(l.act, id)
 	delete(l.track, id)
 	l.mu.Unlock()
-	poke(a.heartbeatNow)
-
+	// The failure is recorded before a SIGKILL (the runtime's exit report
+	// then finds the death recorded and keeps this reason), after a save
+	// stop (SIGCONT lets the process answer for a moment, which would
+	// clear a failure recorded before).
+	var next time.Duration
+	if how == stopKill {
+		next = record()
+	}
 	err := a.takeDown(ctx, id, how)
+	if how == stopSave {
+		next = record()
+	}
+	poke(a.heartbeatNow)
 	if err != nil {
 		log.Warn("take down unresponsive member", "err", err)
 		return reconcileRetry, true

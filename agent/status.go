@@ -309,7 +309,7 @@ func (a *Agent) memberStatus(ctx context.Context, as api.Assignment, have bool, 
 	probed := false
 	var lv liveVerdict // liveness.go: what the member serves
 	if planErr == nil && (st == nil || st.State == runtime.StateRunning) {
-		if st != nil && !inStart {
+		if st != nil && !inStart && st.SpecHash == p.spec.SpecHash { // (another hash: being replaced)
 			lv = a.look(ctx, p, st)
 		}
 		if lv.state == "" {
