@@ -3,6 +3,7 @@ package cli
 import (
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -13,6 +14,7 @@ import (
 func serveCmd(g *globals) *cobra.Command {
 	var (
 		id, dataDir, raftAddr, httpAddr, tokenFile, logLevel, vipCIDR string
+		appHookCommand, appHookURL                                    string
 		hostDownAfter, hostSuspectAfter, healAfter                    time.Duration
 		bootstrap                                                     bool
 	)
@@ -69,6 +71,12 @@ defaults in coordinator.DefaultConfig), then these flags override it.`,
 			if f.Changed("log-level") {
 				cfg.LogLevel = logLevel
 			}
+			if f.Changed("app-hook-command") {
+				cfg.AppHookCommand = strings.Fields(appHookCommand)
+			}
+			if f.Changed("app-hook-url") {
+				cfg.AppHookURL = appHookURL
+			}
 			if err := cfg.Validate(); err != nil {
 				return err
 			}
@@ -98,5 +106,7 @@ defaults in coordinator.DefaultConfig), then these flags override it.`,
 	f.DurationVar(&hostDownAfter, "host-down-after", time.Duration(d.HostDownAfter), "mark a host down after this long without heartbeat")
 	f.DurationVar(&hostSuspectAfter, "host-suspect-after", time.Duration(d.HostSuspectAfter), "probe a host whose liveness signal stopped this long; mark it down at once when none of its members accepts a connection (0: off)")
 	f.DurationVar(&healAfter, "heal-after", time.Duration(d.HealAfter), "replace the members of a host down for this long")
+	f.StringVar(&appHookCommand, "app-hook-command", "", "program (and arguments, split on spaces, no shell) run after a plan change with CACHEPLANE_ADDON_ID, CACHEPLANE_APP, CACHEPLANE_CHANGE, REDIS_URL in its environment (config app_hook_command takes an argv array)")
+	f.StringVar(&appHookURL, "app-hook-url", "", "http(s) URL POSTed the same as JSON after a plan change")
 	return cmd
 }

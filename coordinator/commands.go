@@ -35,6 +35,7 @@ const (
 	CmdMemberRemoved     CommandType = 14
 	CmdEntrypointHolder  CommandType = 15
 	CmdOperationCancel   CommandType = 16
+	CmdAddonPlanChange   CommandType = 17
 )
 
 var commandNames = map[CommandType]string{
@@ -54,6 +55,7 @@ var commandNames = map[CommandType]string{
 	CmdMemberRemoved:     "member-removed",
 	CmdEntrypointHolder:  "entrypoint-holder",
 	CmdOperationCancel:   "operation-cancel",
+	CmdAddonPlanChange:   "addon-plan-change",
 }
 
 func (t CommandType) String() string {
@@ -185,4 +187,17 @@ type EntrypointHolderCmd struct {
 type OperationCancelCmd struct {
 	OperationID string    `json:"operation_id"`
 	At          time.Time `json:"at"`
+}
+
+// AddonPlanChangeCmd records an addon's new plan (its agents resize its
+// redis members live from their next assignment) and starts the
+// plan-change operation that checks the resize and tells the app. It is
+// refused unless the addon is running with no other active operation and
+// the plan is in the catalog.
+type AddonPlanChangeCmd struct {
+	AddonID   string        `json:"addon_id"`
+	App       string        `json:"app"`
+	Plan      string        `json:"plan"`
+	Operation api.Operation `json:"operation"`
+	At        time.Time     `json:"at"`
 }

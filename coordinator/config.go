@@ -3,7 +3,9 @@ package coordinator
 import (
 	"fmt"
 	"net/netip"
+	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
@@ -73,6 +75,24 @@ type Config struct {
 	HealParallel int `json:"heal_parallel"`
 	// ApplyTimeout bounds one write through Raft.
 	ApplyTimeout Duration `json:"apply_timeout"`
+	// AppHookCommand is run (argv, no shell) on the leader after a plan
+	// change (or an engine upgrade) of an addon, with CACHEPLANE_ADDON_ID,
+	// CACHEPLANE_APP, CACHEPLANE_CHANGE ("plan redis-starter-256 ->
+	// redis-starter-1024"), CACHEPLANE_OPERATION_ID and REDIS_URL in its
+	// environment; exit 0 is success. AppHookURL is POSTed the same as
+	// JSON (api.AppHookEvent); a 2xx answer is success. Either, both or
+	// neither may be set; set them alike on every member (the leader runs
+	// them). A hook may run more than once for one change: make it
+	// idempotent.
+	AppHookCommand []string `json:"app_hook_command,omitempty"`
+	AppHookURL     string   `json:"app_hook_url,omitempty"`
+	// AppHookTimeout bounds one attempt; a failing hook is tried
+	// AppHookAttempts times, AppHookRetryAfter apart. After the last
+	// failure the operation records that the app was not told and
+	// finishes: the change itself is done.
+	AppHookTimeout    Duration `json:"app_hook_timeout"`
+	AppHookAttempts   int      `json:"app_hook_attempts"`
+	AppHookRetryAfter Duration `json:"app_hook_retry_after"`
 	// LogLevel is debug, info, warn or error; logs are JSON on stderr.
 	LogLevel string `json:"log_level"`
 }
@@ -92,6 +112,9 @@ func DefaultConfig() Config {
 		SnapshotInterval:   Duration(2 * time.Minute),
 		SnapshotThreshold:  8192,
 		ApplyTimeout:       Duration(10 * time.Second),
+		AppHookTimeout:     Duration(10 * time.Second),
+		AppHookAttempts:    3,
+		AppHookRetryAfter:  Duration(5 * time.Second),
 		HostDownAfter:      Duration(5 * time.Second),
 		HostSuspectAfter:   Duration(time.Second),
 		HealAfter:          Duration(30 * time.Second),
@@ -178,10 +201,42 @@ func (c *Config) Validate() error {
 	if c.EnvPrefix == "" {
 		return fmt.Errorf("config: env_prefix is empty")
 	}
+	if err := c.validateAppHook(); err != nil {
+		return err
+	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":
 	default:
 		return fmt.Errorf("config: log_level %q: use debug, info, warn or error", c.LogLevel)
+	}
+	return nil
+}
+
+// validateAppHook checks the app hook settings. A message never repeats
+// the URL: it may hold credentials or a secret path.
+func (c *Config) validateAppHook() error {
+	if len(c.AppHookCommand) > 0 {
+		if strings.TrimSpace(c.AppHookCommand[0]) == "" {
+			return fmt.Errorf("config: app_hook_command: the program (first element) is empty")
+		}
+		if _, err := exec.LookPath(c.AppHookCommand[0]); err != nil {
+			return fmt.Errorf("config: app_hook_command: %s is not an executable file (or not in PATH)", c.AppHookCommand[0])
+		}
+	}
+	if c.AppHookURL != "" {
+		u, err := url.Parse(c.AppHookURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("config: app_hook_url: want an http:// or https:// URL with a host")
+		}
+	}
+	if c.AppHookTimeout <= 0 {
+		return fmt.Errorf("config: app_hook_timeout must be positive")
+	}
+	if c.AppHookAttempts < 1 {
+		return fmt.Errorf("config: app_hook_attempts must be at least 1")
+	}
+	if c.AppHookRetryAfter < 0 {
+		return fmt.Errorf("config: app_hook_retry_after must not be negative")
 	}
 	return nil
 }

@@ -84,7 +84,7 @@ func Start(cfg Config, log *slog.Logger, raftLog io.Writer) (*Coordinator, error
 			&topologyController{store: store, obs: obs, log: log.With("component", "topology"), now: time.Now, askMajority: redisctl.AskMajority, failover: redisctl.Failover, demote: redisctl.Demote},
 			&engine{store: store, obs: obs, stats: stats, log: log.With("component", "operations"), now: time.Now, vipPool: cfg.EntrypointCIDR,
 				heal:   operation.HealConfig{HealAfter: time.Duration(cfg.HealAfter), MaxParallel: cfg.HealParallel},
-				limits: operation.DefaultLimits(), act: redisActions()},
+				limits: operation.DefaultLimits(), act: redisActions(), hook: newAppHook(cfg)},
 		},
 	}
 	c.wg.Add(3)

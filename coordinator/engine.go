@@ -38,6 +38,7 @@ type engine struct {
 	heal     operation.HealConfig
 	limits   operation.Limits
 	act      actions
+	hook     appHook // the fleet's app hook (NotifyApp)
 	parallel int
 
 	mu       sync.Mutex
@@ -55,12 +56,17 @@ type actions struct {
 	reset         func(ctx context.Context, sentinel, name string) error
 	known         func(ctx context.Context, sentinel, name string) (redisctl.Peers, error)
 	master        func(ctx context.Context, sentinel, name string) (string, error)
+	// checkMaxmemory checks a redis member's maxmemory (plan changes).
+	checkMaxmemory func(ctx context.Context, addr, password string, planMB int) error
+	// notify tells an app (tests); nil runs the engine's app hook.
+	notify func(ctx context.Context, ev api.AppHookEvent) error
 }
 
 // redisActions are the production actions (package redisctl).
 func redisActions() actions {
 	return actions{ping: redisctl.Ping, checkSettings: redisctl.CheckSettings, switchover: redisctl.Switchover,
-		failover: redisctl.Failover, reset: redisctl.Reset, known: redisctl.Known, master: redisctl.MasterAddr}
+		failover: redisctl.Failover, reset: redisctl.Reset, known: redisctl.Known, master: redisctl.MasterAddr,
+		checkMaxmemory: redisctl.CheckMaxmemory}
 }
 
 // Action time bounds.
@@ -154,6 +160,7 @@ func (e *engine) view(sn snapshot, addonID string, now time.Time) operation.View
 	v := operation.View{Addon: a, Exists: ok, Hosts: sn.hosts, Fleet: sn.fleet, VIPPool: e.vipPool, UsedEntrypoints: sn.used, Now: now,
 		Observed: map[string]operation.Observed{}, HostSeen: map[string]time.Time{}}
 	v.Plan, v.PlanKnown = api.FindPlan(sn.plans, a.Plan)
+	v.AppHook = e.hook.policy()
 	for _, m := range a.Members {
 		ms, seen := e.obs.member(m.HostID, m.ID)
 		v.Observed[m.ID] = operation.Observed{Seen: seen, State: ms.State, Detail: ms.Detail, RedisRole: ms.RedisRole}
@@ -314,6 +321,21 @@ func (e *engine) perform(ctx context.Context, v operation.View, act operation.Ac
 		cctx, cancel := context.WithTimeout(ctx, resetTimeout)
 		defer cancel()
 		return e.rollingReset(cctx, name, a)
+	case operation.CheckMaxmemory:
+		var errs []error
+		for _, addr := range a.Addrs {
+			cctx, cancel := context.WithTimeout(ctx, checkTimeout)
+			errs = append(errs, e.act.checkMaxmemory(cctx, addr, pw, a.PlanMB))
+			cancel()
+		}
+		return errors.Join(errs...)
+	case operation.NotifyApp:
+		ev := api.AppHookEvent{AddonID: v.Addon.ID, App: v.Addon.App, Change: a.Change, RedisURL: RedisURL(v.Addon),
+			OperationID: a.OperationID, Kind: a.Kind}
+		if e.act.notify != nil {
+			return e.act.notify(ctx, ev)
+		}
+		return e.hook.run(ctx, ev)
 	}
 	return fmt.Errorf("%w: unknown action %T", errTerminal, act)
 }
@@ -423,6 +445,11 @@ func (e *engine) record(ctx context.Context, opID string, d operation.Decision, 
 		detail = fmt.Sprintf("entrypoint %s does not answer yet: %v", a.Addr, actErr)
 	case operation.CheckSettings:
 		detail = "waiting for the members to apply them: " + actErr.Error()
+	case operation.CheckMaxmemory:
+		detail = "waiting for the agents to resize: " + strings.ReplaceAll(actErr.Error(), "\n", "; ")
+	case operation.NotifyApp:
+		detail = fmt.Sprintf("app hook attempt %d failed: %v", op.Steps[i].Attempts, actErr)
+		e.log.Warn("app hook failed", "op", op.ID, "addon", op.AddonID, "attempt", op.Steps[i].Attempts, "err", actErr)
 	case operation.CheckSentinel:
 		detail = "waiting for the new sentinel to know the addon: " + actErr.Error()
 	default:

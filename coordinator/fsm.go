@@ -146,6 +146,10 @@ func (f *FSM) applyOne(data []byte) any {
 		var c OperationCancelCmd
 		decode(&c)
 		return f.applyOperationCancel(c)
+	case CmdAddonPlanChange:
+		var c AddonPlanChangeCmd
+		decode(&c)
+		return f.applyAddonPlanChange(c)
 	}
 	if t&IgnoreUnknownFlag != 0 {
 		f.log.Warn("ignoring unknown optional command", "type", uint8(t))
@@ -359,6 +363,34 @@ func (f *FSM) applyOperationCancel(c OperationCancelCmd) any {
 	op.UpdatedAt = c.At
 	f.state.putOp(op)
 	return op
+}
+
+// applyAddonPlanChange records the addon's new plan with its plan-change
+// operation (the leader checked sizes and room before proposing; these
+// are the checks the state alone decides).
+func (f *FSM) applyAddonPlanChange(c AddonPlanChangeCmd) any {
+	a, ok := f.state.Addons[c.AddonID]
+	if !ok || (c.App != "" && a.App != c.App) {
+		return fmt.Errorf("%w: app %s has no addon %s", api.ErrNotFound, c.App, c.AddonID)
+	}
+	if o, busy := f.activeOperation(a.ID); busy {
+		return fmt.Errorf("%w: addon %s has operation %s (%s) in progress", api.ErrConflict, a.ID, o.ID, o.Kind)
+	}
+	if a.Status != api.AddonRunning {
+		return fmt.Errorf("%w: addon %s is %s; its plan can be changed once it is running", api.ErrConflict, a.ID, a.Status)
+	}
+	if _, ok := api.FindPlan(f.state.Plans, c.Plan); !ok {
+		return api.Invalidf("unknown plan %q", c.Plan)
+	}
+	if _, ok := f.state.Operations[c.Operation.ID]; ok {
+		return fmt.Errorf("%w: operation %s", errIDTaken, c.Operation.ID)
+	}
+	a.Plan = c.Plan
+	a.Status = api.AddonUpdating
+	a.UpdatedAt = c.At
+	f.state.Addons[a.ID] = a
+	f.state.putOp(c.Operation)
+	return a
 }
 
 func (f *FSM) applyMemberAdded(c MemberAddedCmd) any {
