@@ -68,7 +68,8 @@ func Main(name string) {
 
 func exitCode(err error) int {
 	switch {
-	case errors.Is(err, api.ErrInvalid), errors.Is(err, api.ErrNotFound), errors.Is(err, api.ErrConflict):
+	case errors.Is(err, api.ErrInvalid), errors.Is(err, api.ErrNotFound), errors.Is(err, api.ErrConflict),
+		errors.Is(err, api.ErrPlanTooSmall), errors.Is(err, api.ErrNoCapacity):
 		return 2
 	case errors.Is(err, api.ErrNoSocket):
 		return 3
