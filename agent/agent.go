@@ -58,6 +58,7 @@ type Agent struct {
 	statsCfg  sysstats.Config
 	probes    *prober
 	live      *liveness // liveness.go
+	routes    *routes   // route.go: the entrypoints' routers
 	metrics   *agentMetrics
 
 	reconcileNow chan struct{}
@@ -131,6 +132,7 @@ func New(ctx context.Context, cfg Config, opts Options) (*Agent, error) {
 		hostStats:    sysstats.NewHost(opts.Stats, sysstats.HostOptions{DiskPath: cfg.DataDir, Logger: base.With("component", "sysstats")}),
 		probes:       newProber(),
 		live:         newLiveness(),
+		routes:       newRoutes(),
 		reconcileNow: make(chan struct{}, 1),
 		heartbeatNow: make(chan struct{}, 1),
 		assigned:     map[string]api.Assignment{},

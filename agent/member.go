@@ -146,22 +146,9 @@ func (a *Agent) planMember(as api.Assignment) (memberPlan, error) {
 		hashed["password"] = as.Password
 		p.probe = net.JoinHostPort(addr, strconv.Itoa(as.Port))
 	case api.RoleHAProxy:
-		ep := as.Entrypoint
-		if ep == "" {
-			ep = net.JoinHostPort(addr, strconv.Itoa(as.Port))
-		}
-		in := render.HAProxyInput{AddonID: as.AddonID, SourceAddr: addr, Password: as.Password, MaxConn: as.MaxConn}
-		if in.Entrypoint, err = endpoint("entrypoint", ep); err != nil {
+		in, err := a.haproxyInput(as)
+		if err != nil {
 			return p, err
-		}
-		servers := append([]string(nil), as.Servers...)
-		sort.Strings(servers)
-		for i, s := range servers {
-			e, err := endpoint("server", s)
-			if err != nil {
-				return p, err
-			}
-			in.Servers = append(in.Servers, render.HAProxyServer{Name: "redis-" + strconv.Itoa(i+1), Addr: e.Addr, Port: e.Port})
 		}
 		if p.conf, err = render.HAProxy(in); err != nil {
 			return p, err
@@ -171,13 +158,48 @@ func (a *Agent) planMember(as api.Assignment) (memberPlan, error) {
 		p.spec.MemoryLimitBytes = haproxyMemoryLimit
 		p.spec.NoFileLimit = render.HAProxyOpenFiles(as.MaxConn)
 		// HAProxy reads its file only at start: any change restarts it.
+		// Who holds the VIP is not in the file (route.go enables the
+		// clients' frontend on the holder): a VIP move restarts nothing.
 		hashed["conf"] = p.conf
-		p.probe = ep
+		// The member's own address: a frontend that is never disabled
+		// (with a VIP, the clients' frontend is closed on the non-holder).
+		p.probe = in.Local.String()
 	default:
 		return p, fmt.Errorf("%w: member %s: unknown role %q", api.ErrInvalid, as.MemberID, as.Role)
 	}
 	p.spec.SpecHash = hashOf(hashed)
 	return p, nil
+}
+
+// haproxyInput is what a haproxy member's haproxy.cfg is rendered from:
+// the entrypoint (the VIP:port, the same on both members of the pair, or
+// the member's own address:port), the member's own address, the redis
+// servers (named redis-1, redis-2, … in address order) and the admin stats
+// socket in the member's dir, through which the agent routes (route.go).
+func (a *Agent) haproxyInput(as api.Assignment) (render.HAProxyInput, error) {
+	addr := as.Address
+	if addr == "" {
+		addr = a.cfg.Address
+	}
+	own := render.Endpoint{Addr: addr, Port: as.Port}
+	in := render.HAProxyInput{AddonID: as.AddonID, Entrypoint: own, Local: own, SourceAddr: addr, Password: as.Password,
+		MaxConn: as.MaxConn, StatsSocket: a.hapSocketPath(as.MemberID)}
+	var err error
+	if as.Entrypoint != "" {
+		if in.Entrypoint, err = endpoint("entrypoint", as.Entrypoint); err != nil {
+			return in, err
+		}
+	}
+	servers := append([]string(nil), as.Servers...)
+	sort.Strings(servers)
+	for i, s := range servers {
+		e, err := endpoint("server", s)
+		if err != nil {
+			return in, err
+		}
+		in.Servers = append(in.Servers, render.HAProxyServer{Name: "redis-" + strconv.Itoa(i+1), Addr: e.Addr, Port: e.Port})
+	}
+	return in, nil
 }
 
 // hashOf is a short, stable digest of v (maps marshal with sorted keys).

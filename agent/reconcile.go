@@ -25,6 +25,7 @@ func (a *Agent) reconcileLoop(ctx context.Context) {
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	defer timer.Stop()
+	defer a.routes.stop() // route.go: the routers (and their subscriptions) end with the loop
 	for {
 		select {
 		case <-ctx.Done():
@@ -56,7 +57,8 @@ func (a *Agent) reconcile(ctx context.Context) time.Duration {
 		assigned[id] = as
 	}
 	a.mu.Unlock()
-	a.syncVIPs(ctx, assigned) // entrypoint VIPs before the haproxys bind them (vip.go)
+	a.syncVIPs(ctx, assigned)   // entrypoint VIPs before the haproxys bind them (vip.go)
+	a.syncRoutes(ctx, assigned) // the haproxys' routers (route.go): a VIP move reaches the frontends at once
 
 	sts, err := a.rt.List(ctx)
 	if err != nil {
@@ -167,11 +169,6 @@ func (a *Agent) ensure(ctx context.Context, as api.Assignment, st *runtime.Statu
 	if planErr != nil {
 		return fail("render config: "+planErr.Error(), false)
 	}
-	if running && as.Role == api.RoleHAProxy {
-		if d := a.delayVIPRelease(p); d > 0 {
-			return d // vip.go: the new holder binds the VIP first
-		}
-	}
 	a.mu.Lock()
 	a.starting[as.MemberID] = true
 	a.mu.Unlock()
@@ -191,7 +188,7 @@ func (a *Agent) ensure(ctx context.Context, as api.Assignment, st *runtime.Statu
 	}
 	begin := time.Now()
 	if running && as.Role == api.RoleHAProxy {
-		a.stopProxyForReplace(ctx, as.MemberID) // vip.go: an entrypoint move never waits 10 s
+		a.stopProxyForReplace(ctx, as.MemberID) // vip.go: a new haproxy.cfg never waits 10 s
 	}
 	if err := a.rt.Start(ctx, p.spec); err != nil {
 		if ctx.Err() != nil {
@@ -200,6 +197,9 @@ func (a *Agent) ensure(ctx context.Context, as api.Assignment, st *runtime.Statu
 		return fail(fmt.Sprintf("start: %v", err), true)
 	}
 	log.Info("member started", "image", p.spec.Image, "spec_hash", p.spec.SpecHash, "took", time.Since(begin))
+	if as.Role == api.RoleHAProxy {
+		a.routes.pokeMember(as.MemberID) // route.go: a new HAProxy starts with every server ready
+	}
 	return 0
 }
 

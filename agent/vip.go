@@ -1,10 +1,13 @@
 package agent
 
 // Entrypoint VIPs. The coordinator names one haproxy member per business
-// addon as the holder of the addon's virtual IP (Assignment.VIP). The agent
-// makes sure that address is configured on the host before the holder's
-// HAProxy binds it, and removes the addresses it added once it no longer
-// holds them. See docs/entrypoint.md for the network requirements.
+// addon as the holder of the addon's virtual IP (Assignment.VIP). Both
+// haproxy members bind VIP:port (with `transparent`: the bind does not need
+// the address on the host); the holder's router (route.go) enables the
+// clients' frontend, the other's disables it. The agent makes sure the
+// address is configured on the holder's host, and removes the addresses it
+// added once it no longer holds them. See docs/entrypoint.md for the
+// network requirements.
 //
 //   - A loopback address (127.0.0.0/8, ::1) needs nothing: Linux accepts a
 //     bind to any of them. This is the single-machine test setup.
@@ -29,7 +32,6 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/cacheplane/cacheplane/api"
@@ -89,7 +91,7 @@ var hostVIPOps = vipOps{
 
 // syncVIPs configures the VIPs the host's haproxy members hold and removes
 // the ones it added and no longer holds. Errors are logged: the holder's
-// HAProxy then fails to bind and is reported failed with its log.
+// HAProxy then serves an address that does not reach the host.
 func (a *Agent) syncVIPs(ctx context.Context, assigned map[string]api.Assignment) {
 	want := map[string]bool{}
 	for _, as := range assigned {
@@ -254,9 +256,11 @@ func writeVIPs(path string, added map[string]string) error {
 }
 
 // proxyReplaceGrace is the SIGTERM grace of a haproxy replaced for a new
-// config (an entrypoint move): HAProxy holds no data, and as PID 1 of its
-// container it ignores SIGTERM, which would cost the runtime's whole
-// replace grace (10 s) on every move of the VIP.
+// config (its redis servers changed): HAProxy holds no data, and as PID 1
+// of its container it ignores SIGTERM, which would cost the runtime's whole
+// replace grace (10 s). A VIP move no longer changes the config (both
+// members bind the VIP; route.go enables the clients' frontend on the
+// holder), so it restarts nothing.
 const proxyReplaceGrace = 200 * time.Millisecond
 
 // stopProxyForReplace stops a running haproxy at once before Start
@@ -267,45 +271,11 @@ func (a *Agent) stopProxyForReplace(ctx context.Context, id string) {
 	}
 }
 
-// vipReleaseGrace is how long a haproxy that held the addon's VIP keeps
-// serving it after the coordinator named another holder (a drain moves the
-// VIP while the old holder is alive): the new holder restarts onto the VIP
-// meanwhile, so the entrypoint is never unbound. Both serve it for that
-// moment (SO_REUSEPORT on one machine; on a network the new holder's
-// gratuitous ARP wins), and both route to the same primary.
+// vipReleaseGrace is how long a haproxy that held the addon's VIP keeps its
+// clients' frontend enabled after the coordinator named another holder (a
+// drain moves the VIP while the old holder is alive): the new holder's
+// frontend is enabled meanwhile, so the entrypoint is never unbound. Both
+// serve it for that moment (SO_REUSEPORT on one machine; on a network the
+// new holder's gratuitous ARP wins), and both route to the same primary.
+// route.go applies it.
 const vipReleaseGrace = 3 * time.Second
-
-// releasing: member → since when its VIP release is waiting.
-var releasing sync.Map // *Agent+member → time.Time
-
-// delayVIPRelease reports how long to wait before replacing a running
-// haproxy whose new config no longer binds the VIP its running config
-// binds (0: go ahead).
-func (a *Agent) delayVIPRelease(p memberPlan) time.Duration {
-	key := fmt.Sprintf("%p/%s", a, p.as.MemberID)
-	old, err := os.ReadFile(p.confPath)
-	if err != nil || p.as.VIP != "" || !bindsOtherThan(string(old), p.as.Address) {
-		releasing.Delete(key)
-		return 0
-	}
-	v, _ := releasing.LoadOrStore(key, time.Now())
-	if left := vipReleaseGrace - time.Since(v.(time.Time)); left > 0 {
-		return left
-	}
-	releasing.Delete(key)
-	return 0
-}
-
-// bindsOtherThan reports whether a haproxy.cfg binds an address other than
-// addr (the VIP).
-func bindsOtherThan(conf, addr string) bool {
-	for _, line := range strings.Split(conf, "\n") {
-		f := strings.Fields(line)
-		if len(f) >= 2 && f[0] == "bind" {
-			if h, _, err := net.SplitHostPort(f[1]); err == nil && h != addr {
-				return true
-			}
-		}
-	}
-	return false
-}

@@ -228,18 +228,42 @@ func assignmentsFor(st *State, hostID string) []api.Assignment {
 					as.Primary = memberAddr(st, primary)
 				}
 			case api.RoleHAProxy:
+				// With a VIP both members bind it (the same haproxy.cfg, so
+				// a move restarts nothing); the holder's agent enables the
+				// clients' frontend, the other's disables it. Without one,
+				// each binds its own address.
 				as.Entrypoint = net.JoinHostPort(host.Address, strconv.Itoa(m.Port))
-				if m.Active {
+				if vip, ok := entrypointVIP(st, a); ok {
 					as.Entrypoint = a.Entrypoint
-					as.VIP, _, _ = net.SplitHostPort(a.Entrypoint)
+					if m.Active {
+						as.VIP = vip
+					}
 				}
 				as.Servers = servers
 				as.MaxConn = DefaultMaxConn
+				// The agent routes only to the primary the sentinels agree on.
+				as.Sentinels = sentinels
+				as.MasterName = a.ID
 			}
 			out = append(out, as)
 		}
 	}
 	return out
+}
+
+// entrypointVIP returns the address of the addon's entrypoint when it is a
+// VIP from the entrypoint pool (no host's own address).
+func entrypointVIP(st *State, a api.Addon) (string, bool) {
+	ep, _, err := net.SplitHostPort(a.Entrypoint)
+	if err != nil || ep == "" {
+		return "", false
+	}
+	for _, h := range st.Hosts {
+		if h.Address == ep {
+			return "", false
+		}
+	}
+	return ep, true
 }
 
 // DefaultMaxConn is the per-addon connection cap of the entrypoint.

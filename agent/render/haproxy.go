@@ -39,9 +39,10 @@ const (
 // than ~1 s is killed by its agent (agent/liveness.go), which resets the
 // check's connection. What it does cost: a check already waiting on a host
 // that then vanishes without a reset (a whole host frozen, or packets
-// dropped mid-check) keeps that server up until the timeout, so whoever
-// learns of that loss first (the coordinator) must take the server out
-// itself rather than wait for the check.
+// dropped mid-check) keeps that server up until the timeout, and a busy
+// primary failed over keeps its sessions through its sleep; neither waits
+// for the check: the agent puts a server in MAINT and shuts its sessions the
+// moment the sentinels switch away from it (agent/route.go).
 var checkTimeout = durationString(SentinelDownAfter)
 
 // durationString writes d for HAProxy ("30s", "1500ms").
@@ -61,11 +62,22 @@ type HAProxyServer struct {
 
 // HAProxyInput is everything an addon's haproxy.cfg depends on.
 type HAProxyInput struct {
-	// AddonID names the frontend and backend.
+	// AddonID names the frontends and the backend (HAProxyFrontend,
+	// HAProxyLocalFrontend, HAProxyBackend).
 	AddonID string
 	// Entrypoint is the addon's stable address and port, where clients
-	// connect.
+	// connect: the addon's VIP:port, or (an addon without a VIP) this
+	// member's own address:port.
 	Entrypoint Endpoint
+	// Local is this member's own address:port. When it differs from
+	// Entrypoint (the entrypoint is a VIP), the clients' frontend binds
+	// the VIP with `transparent` (it binds whether or not this host holds
+	// the address, so both members of the pair render the same file and a
+	// VIP move restarts nothing), and a second small frontend binds Local,
+	// always open: the agent's liveness probe and an operator's check
+	// connect there, whoever holds the VIP. Zero, or equal to Entrypoint:
+	// one frontend on Entrypoint.
+	Local Endpoint
 	// SourceAddr is this HAProxy's host address: connections to the redis
 	// members (traffic and checks) leave from it.
 	SourceAddr string
@@ -76,10 +88,37 @@ type HAProxyInput struct {
 	Password string
 	// MaxConn is the addon's connection limit; 0 means DefaultMaxConn.
 	MaxConn int
-	// StatsSocket is an optional path of an admin-level stats socket for
-	// the agent (show stat, set server ...); empty means none.
+	// StatsSocket is the path of the admin-level stats socket (mode 0600)
+	// through which the agent drives the routing (set server ... state,
+	// shutdown sessions server ..., enable/disable frontend); required.
 	StatsSocket string
 }
+
+// splitFrontends reports whether the entrypoint is a VIP served beside a
+// frontend on the member's own address.
+func (in HAProxyInput) splitFrontends() bool {
+	return in.Local != (Endpoint{}) && in.Local != in.Entrypoint
+}
+
+// HAProxyFrontend is the name of the clients' frontend (the one bound to the
+// entrypoint) of addon id's haproxy.cfg.
+func HAProxyFrontend(addonID string) string { return "fe_" + addonID }
+
+// HAProxyLocalFrontend is the name of the frontend on the member's own
+// address (rendered when the entrypoint is a VIP).
+func HAProxyLocalFrontend(addonID string) string { return "fe_" + addonID + "_local" }
+
+// HAProxyBackend is the name of the backend holding the redis servers.
+func HAProxyBackend(addonID string) string { return "be_" + addonID }
+
+// maxUnixPath is the longest unix socket path the kernel takes
+// (sizeof(sun_path) - 1).
+const maxUnixPath = 107
+
+// localMaxConn bounds the member's own-address frontend: it serves the
+// agent's probe and an operator's check, not the app (the second
+// maxConnMargin of the process limit covers it).
+const localMaxConn = 16
 
 func (in HAProxyInput) validate() error {
 	const f = "haproxy.cfg"
@@ -114,10 +153,16 @@ func (in HAProxyInput) validate() error {
 	if in.MaxConn < 0 || in.MaxConn > 1_000_000 {
 		return invalidf(f, "max connections %d out of range 0-1000000", in.MaxConn)
 	}
-	if in.StatsSocket != "" {
-		if err := checkPath(f, "stats socket", in.StatsSocket); err != nil {
+	if in.Local != (Endpoint{}) {
+		if err := checkEndpoint(f, "own address", in.Local); err != nil {
 			return err
 		}
+	}
+	if err := checkPath(f, "stats socket", in.StatsSocket); err != nil {
+		return err
+	}
+	if len(in.StatsSocket) > maxUnixPath {
+		return invalidf(f, "stats socket path %q is longer than %d bytes (a unix socket's limit): use a shorter data dir", in.StatsSocket, maxUnixPath)
 	}
 	return nil
 }
@@ -145,22 +190,49 @@ func HAProxyOpenFiles(maxConn int) uint64 {
 // mode 0600. HAProxy runs in the foreground (haproxy -db -f FILE, or -W for
 // reloads) and logs server state changes on stdout.
 //
-// Routing: TCP mode, one backend with every redis member; a tcp-check
-// authenticates, asks INFO replication and sends QUIT right behind it, so a
-// replica's check fails as soon as it answers role:slave and closes (no wait
-// for the check timeout); only the member answering role:master is up.
-// `balance first` sends every connection to the first up server, so even a
-// moment with two masters never splits one app's writes across both.
-// on-marked-down shutdown-sessions cuts the sessions of a primary that
-// stopped being one, so clients reconnect to the new primary. A busy primary
-// is not marked down: its check waits up to checkTimeout (Sentinel's
-// down-after) for the answer.
+// Routing: TCP mode, one backend with every redis member. Two things must
+// both hold for a server to get connections:
 //
-// Connection limit: the frontend accepts up to MaxConn+64 connections and
-// closes (tcp-request connection reject) every one beyond MaxConn the moment
-// it is accepted: the next client is refused cleanly instead of waiting in
-// the kernel's backlog, which is what HAProxy does at its maxconn. The
-// process maxconn is higher still (HAProxyGlobalMaxConn).
+//   - The agent (agent/route.go, through the stats socket) has it `ready`:
+//     it follows the addon's sentinels (+switch-master, and a majority ask
+//     as a safety net) and keeps every server but the primary they agree on
+//     in MAINT with its sessions shut. On a switch the old primary's
+//     sessions are cut at once, so a primary that was busy or cut off
+//     through a failover (and wakes up as a stray master) never gets a
+//     write. While no majority is known the agent changes nothing, so the
+//     file's own state (every server ready) and the role check decide,
+//     which is also how a freshly started HAProxy routes until the agent
+//     has spoken.
+//   - Its role check passes: a tcp-check authenticates, asks INFO
+//     replication and sends QUIT right behind it, so a replica's check
+//     fails as soon as it answers role:slave and closes (no wait for the
+//     check timeout). A busy primary is not marked down: its check waits up
+//     to checkTimeout (Sentinel's down-after) for the answer.
+//
+// `balance first` sends every connection to the first usable server, so
+// even a moment with two masters ready never splits one app's writes.
+// on-marked-down shutdown-sessions cuts the sessions of a primary whose
+// check fails (its process died).
+//
+// Frontends: with a VIP entrypoint (Local differs from Entrypoint) both
+// members of the pair render the same file: the clients' frontend binds
+// VIP:port with `transparent` (IP_TRANSPARENT, or IP_FREEBIND without
+// CAP_NET_ADMIN: the bind succeeds whether or not the address is on this
+// host), and the agent disables it on the member that does not hold the VIP
+// and enables it on the holder (`disable frontend` releases the port,
+// `enable frontend` binds it again; established sessions are kept). A VIP
+// move is then an address move plus one runtime command: HAProxy is not
+// restarted. A second frontend binds the member's own address:port (at
+// most localMaxConn connections, same backend) and is never disabled: it is
+// where the agent's liveness probe connects. Without a VIP there is one
+// frontend, on the member's own address.
+//
+// Connection limit: the clients' frontend accepts up to MaxConn+64
+// connections and closes (tcp-request connection reject) every one beyond
+// MaxConn the moment it is accepted: the next client is refused cleanly
+// instead of waiting in the kernel's backlog, which is what HAProxy does at
+// its maxconn. The process maxconn is higher still (HAProxyGlobalMaxConn),
+// for the stats socket and the own-address frontend.
 //
 // Timeouts: there is no client or server inactivity timeout. Redis itself
 // closes idle clients after `timeout 150` but never a client blocked in
@@ -180,7 +252,8 @@ func HAProxy(in HAProxyInput) (string, error) {
 	if limit == 0 {
 		limit = DefaultMaxConn
 	}
-	fe, be := "fe_"+in.AddonID, "be_"+in.AddonID
+	fe, be := HAProxyFrontend(in.AddonID), HAProxyBackend(in.AddonID)
+	split := in.splitFrontends()
 
 	var c conf
 	c.comment(false,
@@ -191,9 +264,9 @@ func HAProxy(in HAProxyInput) (string, error) {
 	c.line("global")
 	c.indented("maxconn", itoa(HAProxyGlobalMaxConn(limit)))
 	c.indented("log", "stdout", "format", "raw", "daemon", "notice")
-	if in.StatsSocket != "" {
-		c.indented("stats", "socket", in.StatsSocket, "mode", "600", "level", "admin")
-	}
+	c.comment(true, "The agent routes through it: servers other than the sentinels' primary in MAINT,",
+		"the clients' frontend enabled only on the VIP holder.")
+	c.indented("stats", "socket", in.StatsSocket, "mode", "600", "level", "admin")
 	c.blank()
 	c.line("defaults")
 	c.indented("mode", "tcp")
@@ -210,16 +283,28 @@ func HAProxy(in HAProxyInput) (string, error) {
 	c.indented("timeout", "server-fin", "30s")
 	c.blank()
 	c.line("frontend", fe)
-	c.indented("bind", in.Entrypoint.String())
+	if split {
+		c.comment(true, "The addon's VIP, bound whether or not this host holds it (freebind);",
+			"the agent enables this frontend on the holder only.")
+		c.indented("bind", in.Entrypoint.String(), "transparent")
+	} else {
+		c.indented("bind", in.Entrypoint.String())
+	}
 	c.indented("maxconn", itoa(limit+maxConnMargin))
 	c.comment(true, "At most "+itoa(limit)+" clients: the next one is accepted and closed at once.")
 	c.indented("tcp-request", "connection", "reject", "if", "{", "fe_conn", "gt", itoa(limit), "}")
-	c.indented("option", "clitcpka")
-	c.indented("clitcpka-idle", "60s")
-	c.indented("clitcpka-intvl", "10s")
-	c.indented("clitcpka-cnt", "3")
+	clientKeepalive(&c)
 	c.indented("default_backend", be)
 	c.blank()
+	if split {
+		c.line("frontend", HAProxyLocalFrontend(in.AddonID))
+		c.comment(true, "This member's own address, never disabled: the agent's liveness probe connects here.")
+		c.indented("bind", in.Local.String())
+		c.indented("maxconn", itoa(localMaxConn))
+		clientKeepalive(&c)
+		c.indented("default_backend", be)
+		c.blank()
+	}
 	c.line("backend", be)
 	c.indented("balance", "first")
 	c.indented("retries", "3")
@@ -229,7 +314,8 @@ func HAProxy(in HAProxyInput) (string, error) {
 	c.indented("srvtcpka-intvl", "10s")
 	c.indented("srvtcpka-cnt", "3")
 	c.indented("source", bracketIPv6(in.SourceAddr))
-	c.comment(true, "Up only while the member answers role:master; QUIT right after INFO so a replica fails at once.")
+	c.comment(true, "Up only while the member answers role:master; QUIT right after INFO so a replica fails at once.",
+		"The agent also keeps every server but the sentinels' primary in MAINT.")
 	c.indented("option", "tcp-check")
 	c.indented("tcp-check", "connect")
 	c.indented("tcp-check", "send", `"AUTH `+in.Password+`\r\n"`)
@@ -242,6 +328,14 @@ func HAProxy(in HAProxyInput) (string, error) {
 		c.indented("server", s.Name, Endpoint{s.Addr, s.Port}.String())
 	}
 	return c.String(), nil
+}
+
+// clientKeepalive finds vanished clients of a frontend (see HAProxy).
+func clientKeepalive(c *conf) {
+	c.indented("option", "clitcpka")
+	c.indented("clitcpka-idle", "60s")
+	c.indented("clitcpka-intvl", "10s")
+	c.indented("clitcpka-cnt", "3")
 }
 
 // bracketIPv6 writes an IPv6 address the way HAProxy's address parser reads

@@ -404,10 +404,11 @@ func TestRealHAProxyConfigCheck(t *testing.T) {
 	dir := t.TempDir()
 	ipv6 := haproxyInput()
 	ipv6.Entrypoint.Addr, ipv6.SourceAddr, ipv6.Servers[0].Addr, ipv6.Servers[1].Addr = "::1", "::1", "::1", "::1"
-	withSocket := haproxyInput()
-	withSocket.MaxConn = 500
-	withSocket.StatsSocket = filepath.Join(dir, "haproxy.sock")
-	for name, in := range map[string]HAProxyInput{"default": haproxyInput(), "ipv6": ipv6, "stats-socket": withSocket} {
+	ipv6.Local = ipv6.Entrypoint
+	noVIP := haproxyInput()
+	noVIP.MaxConn = 500
+	noVIP.Entrypoint = noVIP.Local
+	for name, in := range map[string]HAProxyInput{"vip": haproxyInput(), "ipv6": ipv6, "no-vip": noVIP} {
 		t.Run(name, func(t *testing.T) {
 			conf, err := HAProxy(in)
 			if err != nil {
@@ -469,11 +470,15 @@ func (r *rawRedis) Close() error { return r.c.Close() }
 func startHAProxy(t *testing.T, in HAProxyInput) *proc {
 	t.Helper()
 	bin := needBinary(t, "haproxy")
+	dir := t.TempDir()
+	if in.StatsSocket == "" {
+		in.StatsSocket = filepath.Join(dir, "haproxy.sock")
+	}
 	conf, err := HAProxy(in)
 	if err != nil {
 		t.Fatal(err)
 	}
-	file := writeFile(t, t.TempDir(), "haproxy.cfg", conf)
+	file := writeFile(t, dir, "haproxy.cfg", conf)
 	return startProc(t, bin, "-db", "-f", file)
 }
 

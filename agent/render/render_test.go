@@ -44,12 +44,14 @@ func haproxyInput() HAProxyInput {
 	return HAProxyInput{
 		AddonID:    "my-app-3030",
 		Entrypoint: Endpoint{"127.0.0.20", 30300},
+		Local:      Endpoint{"127.0.0.13", 30300},
 		SourceAddr: "127.0.0.13",
 		Servers: []HAProxyServer{
 			{Name: "my-app-3030-r1", Addr: "127.0.0.11", Port: 6379},
 			{Name: "my-app-3030-r2", Addr: "127.0.0.12", Port: 6379},
 		},
-		Password: testPassword,
+		Password:    testPassword,
+		StatsSocket: "/var/lib/cacheplane/members/my-app-3030-p1/haproxy.sock",
 	}
 }
 
@@ -78,10 +80,10 @@ func goldenCases() []goldenCase {
 		{"valkey-starter", redis(func(in *RedisInput) { in.Engine = api.EngineValkey })},
 		{"sentinel", func() (string, error) { return Sentinel(sentinelInput()) }},
 		{"haproxy", func() (string, error) { return HAProxy(haproxyInput()) }},
-		{"haproxy-maxconn-stats", func() (string, error) {
+		{"haproxy-no-vip-maxconn", func() (string, error) {
 			in := haproxyInput()
 			in.MaxConn = 500
-			in.StatsSocket = "/run/cacheplane/my-app-3030/haproxy.sock"
+			in.Entrypoint = in.Local // no VIP: one frontend, on the member's own address
 			return HAProxy(in)
 		}},
 	}
@@ -208,6 +210,9 @@ func TestInvalidInputs(t *testing.T) {
 		{"haproxy maxconn", haproxy(func(in *HAProxyInput) { in.MaxConn = -5 })},
 		{"haproxy addon id", haproxy(func(in *HAProxyInput) { in.AddonID = "-x" })},
 		{"haproxy stats socket", haproxy(func(in *HAProxyInput) { in.StatsSocket = "rel/sock" })},
+		{"haproxy no stats socket", haproxy(func(in *HAProxyInput) { in.StatsSocket = "" })},
+		{"haproxy stats socket too long", haproxy(func(in *HAProxyInput) { in.StatsSocket = "/" + strings.Repeat("d", 100) + "/haproxy.sock" })},
+		{"haproxy own address", haproxy(func(in *HAProxyInput) { in.Local.Port = 0; in.Local.Addr = "127.0.0.13" })},
 		{"haproxy password", haproxy(func(in *HAProxyInput) { in.Password = `back\slash` })},
 	}
 	for _, tc := range cases {
@@ -322,7 +327,9 @@ func TestHAProxyLimits(t *testing.T) {
 	}
 	for _, want := range []string{
 		"    maxconn 2128", "    maxconn 2064", "{ fe_conn gt 2000 }", "    timeout connect 100ms",
-		"    source 127.0.0.13", "    bind 127.0.0.20:30300", "    server my-app-3030-r2 127.0.0.12:6379",
+		"    source 127.0.0.13", "    bind 127.0.0.20:30300 transparent", "    bind 127.0.0.13:30300", "    maxconn 16",
+		"    server my-app-3030-r2 127.0.0.12:6379", "frontend fe_my-app-3030", "frontend fe_my-app-3030_local",
+		"    stats socket /var/lib/cacheplane/members/my-app-3030-p1/haproxy.sock mode 600 level admin",
 		`    tcp-check expect string role:master`,
 	} {
 		if !strings.Contains(conf, want+"\n") {
@@ -334,6 +341,7 @@ func TestHAProxyLimits(t *testing.T) {
 	}
 	in := haproxyInput()
 	in.Entrypoint = Endpoint{"::1", 30300}
+	in.Local = in.Entrypoint
 	in.Servers[0].Addr = "::1"
 	in.SourceAddr = "::1"
 	conf, err = HAProxy(in)

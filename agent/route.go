@@ -1,0 +1,488 @@
+package agent
+
+// The entrypoint routes to the primary the fleet agreed on.
+//
+// HAProxy's role check alone cannot keep a stray master out: a primary that
+// is busy (a long script, DEBUG SLEEP) when Sentinel fails it over keeps its
+// check waiting (timeout check is Sentinel's down-after, on purpose, so a
+// busy primary keeps its sessions), stays UP with its sessions, and when it
+// wakes it is still a master for a moment: the clients connected through
+// HAProxy write to it, and those writes are lost when it is demoted. A
+// server whose host vanished mid-check stays UP the same way.
+//
+// So the agent of each haproxy member drives its HAProxy through the
+// runtime API (haproxyapi.go): a router per member follows the addon's
+// sentinels — a subscription to +switch-master on each of them, plus a
+// majority ask (redisctl.AskMajority) at start, on every (re)connection and
+// every majorityEvery as a safety net — and keeps every server but the
+// agreed primary in MAINT with its sessions shut; the agreed primary is
+// `ready` (its role check still has to pass). On a switch the old
+// primary's sessions are cut at once: its clients reconnect to the new
+// one, and a stray never gets a write. With no majority known (sentinels
+// unreachable), nothing changes: the router never takes every server out.
+//
+// The same router keeps the clients' frontend of an addon with a VIP
+// enabled on the member that holds the VIP and disabled on the other (both
+// render the same haproxy.cfg, binding the VIP with `transparent`, so a
+// move restarts nothing). A member that loses the VIP while alive (a drain)
+// keeps its frontend for vipReleaseGrace, so the new holder binds first.
+//
+// Decisions are pure (routeCommands, agreement, frontendCommand; table
+// tests); the router is their I/O. It re-reads HAProxy's state every
+// routeTick and applies what differs, so an HAProxy restart (all servers
+// ready again, the frontend enabled) or an agent restart converges within a
+// tick; the reconcile loop also pokes it after starting an HAProxy.
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/cacheplane/cacheplane/agent/render"
+	"github.com/cacheplane/cacheplane/api"
+	"github.com/cacheplane/cacheplane/redisctl"
+)
+
+// Router figures.
+const (
+	// routeTick: how often HAProxy's state is read and put right.
+	routeTick = 500 * time.Millisecond
+	// routeRetry: how soon a failed exchange with HAProxy (starting, not
+	// listening on its socket yet) is tried again.
+	routeRetry = 100 * time.Millisecond
+	// majorityEvery: how often the sentinels are asked who the primary is
+	// when no announcement came.
+	majorityEvery = 2 * time.Second
+	// switchSettle: after a +switch-master, a majority naming another
+	// primary is not believed for this long (the other sentinels learn a
+	// failover from the leader's hello messages, every 2 s).
+	switchSettle = 5 * time.Second
+	// watchBackoffMax bounds the wait between two subscription attempts
+	// to one sentinel.
+	watchBackoffMax = 2 * time.Second
+	// routeWarnEvery rate-limits the warnings of a router that keeps
+	// failing.
+	routeWarnEvery = 30 * time.Second
+	// hapSocketName is the admin stats socket in the member's dir.
+	hapSocketName = "haproxy.sock"
+)
+
+// ---------------------------------------------------------------------------
+// Pure decisions.
+
+// routeCommands are the runtime-API commands that make backend be route to
+// primary (a server name) and nowhere else: every other server in MAINT
+// with its sessions shut, primary ready. They come in that order, on one
+// line, so no moment has two servers ready. primary "" (no agreement) or
+// not among servers: nothing — never every server out.
+func routeCommands(be string, servers []hapServer, primary string) []string {
+	if primary == "" || !slices.ContainsFunc(servers, func(s hapServer) bool { return s.Name == primary }) {
+		return nil
+	}
+	var out []string
+	for _, s := range servers {
+		if s.Name == primary {
+			continue
+		}
+		if s.Admin != hapMaint {
+			out = append(out, "set server "+be+"/"+s.Name+" state maint")
+		}
+		if s.Admin != hapMaint || s.Sessions > 0 {
+			out = append(out, "shutdown sessions server "+be+"/"+s.Name)
+		}
+	}
+	for _, s := range servers {
+		if s.Name == primary && s.Admin != hapReady {
+			out = append(out, "set server "+be+"/"+s.Name+" state ready")
+		}
+	}
+	return out
+}
+
+// agreement is the primary (host:port) the router routes to: the last one
+// a sentinel announced (+switch-master), or what a majority of them names.
+type agreement struct {
+	primary string // "" until known
+	// switched: when the last announcement came (zero: none).
+	switched time.Time
+}
+
+// onSwitch records an announcement: the failover it reports is over.
+func (g agreement) onSwitch(to string, now time.Time) agreement {
+	return agreement{primary: to, switched: now}
+}
+
+// onMajority records a majority's answer. Within switchSettle of an
+// announcement the majority may not have heard of it yet: it is not
+// believed then when it names another primary.
+func (g agreement) onMajority(addr string, now time.Time) agreement {
+	if addr == "" || addr == g.primary {
+		return g
+	}
+	if !g.switched.IsZero() && now.Sub(g.switched) < switchSettle {
+		return g
+	}
+	return agreement{primary: addr}
+}
+
+// frontendCommand is the runtime-API command (or "") that puts the clients'
+// frontend fe of an addon with a VIP right: enabled on the VIP holder,
+// disabled on the other member once now passes releaseAt (the end of the
+// grace of a member that just lost the VIP; zero: none). known is false
+// when HAProxy has no such frontend (nothing to do).
+func frontendCommand(fe string, known, enabled, holder bool, releaseAt, now time.Time) string {
+	switch {
+	case !known:
+		return ""
+	case holder && !enabled:
+		return "enable frontend " + fe
+	case !holder && enabled && !now.Before(releaseAt):
+		return "disable frontend " + fe
+	}
+	return ""
+}
+
+// ---------------------------------------------------------------------------
+// The routers: one per haproxy member.
+
+// routeSpec is what a member's router needs from its assignment.
+type routeSpec struct {
+	socket  string // admin stats socket
+	backend string
+	// frontend is the clients' frontend when the entrypoint is a VIP
+	// ("": one frontend on the member's own address, always enabled).
+	frontend string
+	holder   bool              // the member holds the VIP
+	servers  map[string]string // redis member address → server name
+	// sentinels and masterName: whom to follow ("" / none: no
+	// routing, the role check alone decides).
+	sentinels  []string
+	masterName string
+	addon      string
+}
+
+// routeSpecOf derives the router's spec from a haproxy member's
+// assignment and the input its haproxy.cfg is rendered from.
+func routeSpecOf(as api.Assignment, in render.HAProxyInput) routeSpec {
+	s := routeSpec{
+		socket: in.StatsSocket, backend: render.HAProxyBackend(in.AddonID),
+		holder: as.VIP != "", servers: map[string]string{},
+		sentinels: append([]string(nil), as.Sentinels...), masterName: as.MasterName, addon: as.AddonID,
+	}
+	if in.Local != (render.Endpoint{}) && in.Local != in.Entrypoint {
+		s.frontend = render.HAProxyFrontend(in.AddonID)
+	}
+	for _, sv := range in.Servers {
+		s.servers[net.JoinHostPort(sv.Addr, strconv.Itoa(sv.Port))] = sv.Name
+	}
+	sort.Strings(s.sentinels)
+	return s
+}
+
+// hapSocketPath is the admin stats socket of a haproxy member.
+func (a *Agent) hapSocketPath(id string) string { return filepath.Join(a.memberDir(id), hapSocketName) }
+
+// routes holds the agent's routers.
+type routes struct {
+	mu sync.Mutex
+	r  map[string]*router
+	wg sync.WaitGroup
+}
+
+func newRoutes() *routes { return &routes{r: map[string]*router{}} }
+
+// router follows one haproxy member's sentinels and drives its HAProxy.
+type router struct {
+	id     string
+	log    *slog.Logger
+	spec   chan routeSpec // the latest assignment (capacity 1: latest wins)
+	poke   chan struct{}
+	cancel context.CancelFunc
+}
+
+// sync starts a router for every haproxy member in plans (member id →
+// spec), hands running ones their new spec, and stops the others. ctx is
+// the agent's: routers end with it.
+func (rs *routes) sync(ctx context.Context, log *slog.Logger, specs map[string]routeSpec) {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	for id, r := range rs.r {
+		if _, ok := specs[id]; !ok {
+			r.cancel()
+			delete(rs.r, id)
+		}
+	}
+	for id, spec := range specs {
+		r, ok := rs.r[id]
+		if !ok {
+			rctx, cancel := context.WithCancel(ctx)
+			r = &router{id: id, log: log.With("member", id, "addon", spec.addon), spec: make(chan routeSpec, 1),
+				poke: make(chan struct{}, 1), cancel: cancel}
+			rs.r[id] = r
+			rs.wg.Add(1)
+			go func() {
+				defer rs.wg.Done()
+				r.run(rctx, spec)
+			}()
+			continue
+		}
+		select { // replace a spec not taken yet
+		case <-r.spec:
+		default:
+		}
+		r.spec <- spec
+	}
+}
+
+// pokeMember makes member id's router look at its HAProxy now (it was
+// just started).
+func (rs *routes) pokeMember(id string) {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	if r, ok := rs.r[id]; ok {
+		poke(r.poke)
+	}
+}
+
+// stop ends every router and waits for them (and their subscriptions).
+func (rs *routes) stop() {
+	rs.mu.Lock()
+	for id, r := range rs.r {
+		r.cancel()
+		delete(rs.r, id)
+	}
+	rs.mu.Unlock()
+	rs.wg.Wait()
+}
+
+// routeEvent is what a sentinel watch reports: a (re)connection, or an
+// announcement.
+type routeEvent struct {
+	sentinel  string
+	connected bool
+	sw        redisctl.SwitchMaster
+}
+
+type majorityAnswer struct {
+	addr  string
+	votes int
+	err   error
+}
+
+// run is the router's loop (see the file comment).
+func (r *router) run(ctx context.Context, spec routeSpec) {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	events := make(chan routeEvent, 16)
+	var stopWatch context.CancelFunc = func() {}
+	watch := func() {
+		stopWatch()
+		var wctx context.Context
+		wctx, stopWatch = context.WithCancel(ctx)
+		for _, s := range spec.sentinels {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				watchSentinel(wctx, r.log, s, spec.masterName, events)
+			}()
+		}
+	}
+	watch()
+	defer func() { stopWatch() }()
+
+	api := hapAPI{socket: spec.socket}
+	var (
+		g         agreement
+		releaseAt time.Time
+		asking    bool
+		nextAsk   time.Time // zero: at once
+		majority  = make(chan majorityAnswer, 1)
+		failing   time.Time
+		lastWarn  time.Time
+		lastNoSrv string
+	)
+	tick := time.NewTicker(routeTick)
+	defer tick.Stop()
+	retry := time.NewTimer(time.Hour)
+	retry.Stop()
+	defer retry.Stop()
+	for {
+		now := time.Now()
+		if len(spec.sentinels) > 0 && !asking && !now.Before(nextAsk) {
+			asking, nextAsk = true, now.Add(majorityEvery)
+			sentinels, name := spec.sentinels, spec.masterName
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				actx, cancel := context.WithTimeout(ctx, 2*redisctl.SentinelTimeout)
+				defer cancel()
+				addr, votes, err := redisctl.AskMajority(actx, sentinels, name)
+				majority <- majorityAnswer{addr: addr, votes: votes, err: err}
+			}()
+		}
+		primary := spec.servers[g.primary]
+		if g.primary != "" && primary == "" && lastNoSrv != g.primary {
+			lastNoSrv = g.primary
+			r.log.Warn("the sentinels' primary is not a server of this entrypoint; routing left as it is", "primary", g.primary)
+		}
+		cmds, err := r.apply(ctx, api, spec, primary, releaseAt, now)
+		switch {
+		case err != nil && ctx.Err() == nil:
+			if failing.IsZero() {
+				failing = now
+			}
+			if now.Sub(failing) > 5*time.Second && now.Sub(lastWarn) > routeWarnEvery {
+				lastWarn = now
+				r.log.Warn("cannot drive the entrypoint's HAProxy", "err", err, "failing_for", now.Sub(failing).Round(time.Millisecond))
+			} else {
+				r.log.Debug("haproxy runtime API", "err", err)
+			}
+			retry.Reset(routeRetry)
+		case err == nil:
+			if !failing.IsZero() {
+				r.log.Debug("haproxy runtime API answers again", "after", now.Sub(failing).Round(time.Millisecond))
+			}
+			failing = time.Time{}
+			if len(cmds) > 0 {
+				r.log.Info("entrypoint routing applied", "primary", g.primary, "holder", spec.holder, "commands", cmds)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case ns := <-r.spec:
+			if spec.holder && !ns.holder {
+				releaseAt = time.Now().Add(vipReleaseGrace)
+				r.log.Info("VIP moved to the other member: the clients' frontend closes after the grace", "grace", vipReleaseGrace)
+			} else if ns.holder {
+				releaseAt = time.Time{}
+			}
+			resubscribe := !slices.Equal(ns.sentinels, spec.sentinels) || ns.masterName != spec.masterName
+			spec, api = ns, hapAPI{socket: ns.socket}
+			if resubscribe {
+				watch()
+				nextAsk = time.Time{}
+			}
+		case <-r.poke:
+		case e := <-events:
+			if e.connected {
+				nextAsk = time.Time{} // announcements may have been missed
+				continue
+			}
+			if e.sw.To != g.primary {
+				r.log.Warn("sentinel announced a new primary", "sentinel", e.sentinel, "from", e.sw.From, "to", e.sw.To)
+			}
+			g = g.onSwitch(e.sw.To, time.Now())
+		case m := <-majority:
+			asking = false
+			if m.err != nil {
+				r.log.Debug("sentinels: no majority; routing left as it is", "err", m.err)
+				continue
+			}
+			if ng := g.onMajority(m.addr, time.Now()); ng.primary != g.primary {
+				r.log.Info("primary named by a majority of the sentinels", "primary", m.addr, "votes", m.votes, "was", g.primary)
+				g = ng
+			}
+		case <-tick.C:
+		case <-retry.C:
+		}
+	}
+}
+
+// apply reads HAProxy's state and sends what routeCommands and
+// frontendCommand say (one line); it returns the commands sent.
+func (r *router) apply(ctx context.Context, api hapAPI, spec routeSpec, primary string, releaseAt, now time.Time) ([]string, error) {
+	st, err := api.state(ctx)
+	if err != nil {
+		return nil, err
+	}
+	cmds := routeCommands(spec.backend, st.Servers[spec.backend], primary)
+	if spec.frontend != "" {
+		enabled, known := st.Frontends[spec.frontend]
+		if c := frontendCommand(spec.frontend, known, enabled, spec.holder, releaseAt, now); c != "" {
+			cmds = append(cmds, c)
+		}
+	}
+	if err := api.exec(ctx, cmds); err != nil {
+		return nil, err
+	}
+	return cmds, nil
+}
+
+// watchSentinel subscribes to one sentinel's +switch-master announcements
+// for master name and reports them (and every successful subscription) on
+// events, reconnecting with backoff, until ctx ends.
+func watchSentinel(ctx context.Context, log *slog.Logger, addr, name string, events chan<- routeEvent) {
+	send := func(e routeEvent) bool {
+		select {
+		case events <- e:
+			return true
+		case <-ctx.Done():
+			return false
+		}
+	}
+	backoff := routeRetry
+	for ctx.Err() == nil {
+		w, err := redisctl.WatchSwitchMaster(ctx, addr)
+		if err != nil {
+			log.Debug("sentinel subscription", "sentinel", addr, "err", err, "retry_in", backoff)
+			if !sleep(ctx, backoff) {
+				return
+			}
+			backoff = min(2*backoff, watchBackoffMax)
+			continue
+		}
+		backoff = routeRetry
+		if !send(routeEvent{sentinel: addr, connected: true}) {
+			w.Close()
+			return
+		}
+		for {
+			ev, err := w.Next(ctx)
+			if err != nil {
+				w.Close()
+				if ctx.Err() == nil {
+					log.Debug("sentinel subscription lost", "sentinel", addr, "err", err)
+				}
+				break
+			}
+			if ev.Name != name {
+				continue
+			}
+			if !send(routeEvent{sentinel: addr, sw: ev}) {
+				w.Close()
+				return
+			}
+		}
+	}
+}
+
+// syncRoutes gives every assigned haproxy member its router (reconcile
+// loop, before the members are ensured: a VIP move reaches the frontends
+// at once) and stops the routers of members no longer assigned.
+func (a *Agent) syncRoutes(ctx context.Context, assigned map[string]api.Assignment) {
+	specs := map[string]routeSpec{}
+	for id, as := range assigned {
+		if as.Role != api.RoleHAProxy {
+			continue
+		}
+		in, err := a.haproxyInput(as)
+		if err != nil {
+			continue // ensure reports it
+		}
+		specs[id] = routeSpecOf(as, in)
+	}
+	a.routes.sync(ctx, a.log.With("component", "route"), specs)
+}
+
+// describeRoute is a one-line account of a spec, for tests and logs.
+func (s routeSpec) String() string {
+	return fmt.Sprintf("backend %s frontend %q holder %v servers %v sentinels %v master %s", s.backend, s.frontend, s.holder, s.servers, s.sentinels, s.masterName)
+}
