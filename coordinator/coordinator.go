@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/cacheplane/cacheplane/agent/render"
 	"github.com/cacheplane/cacheplane/api"
 	"github.com/cacheplane/cacheplane/coordinator/operation"
 	"github.com/cacheplane/cacheplane/redisctl"
@@ -81,7 +82,10 @@ func Start(cfg Config, log *slog.Logger, raftLog io.Writer) (*Coordinator, error
 		controllers: []Controller{
 			&hostsController{store: store, obs: obs, log: log.With("component", "hosts"), now: time.Now, downAfter: time.Duration(cfg.HostDownAfter),
 				suspectAfter: time.Duration(cfg.HostSuspectAfter), probe: probeTCP},
-			&topologyController{store: store, obs: obs, log: log.With("component", "topology"), now: time.Now, askMajority: redisctl.AskMajority, failover: redisctl.Failover, demote: redisctl.Demote},
+			&topologyController{store: store, obs: obs, log: log.With("component", "topology"), now: time.Now,
+				askLatest: redisctl.AskLatest, remonitor: redisctl.Remonitor, failover: redisctl.Failover, demote: redisctl.Demote,
+				settings: redisctl.SentinelSettings{Quorum: render.SentinelQuorum, DownAfter: render.SentinelDownAfter,
+					FailoverTimeout: render.SentinelFailoverTimeout, ParallelSyncs: render.SentinelParallelSyncs}},
 			&engine{store: store, obs: obs, stats: stats, log: log.With("component", "operations"), now: time.Now, vipPool: cfg.EntrypointCIDR,
 				heal:   operation.HealConfig{HealAfter: time.Duration(cfg.HealAfter), MaxParallel: cfg.HealParallel},
 				limits: operation.DefaultLimits(), act: redisActions(), hook: newAppHook(cfg)},

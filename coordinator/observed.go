@@ -85,7 +85,6 @@ func (o *observed) member(hostID, memberID string) (api.MemberStatus, bool) {
 	return m, ok
 }
 
-
 // reset forgets everything (on losing leadership).
 func (o *observed) reset() {
 	o.mu.Lock()

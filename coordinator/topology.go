@@ -9,6 +9,7 @@ import (
 
 	"github.com/cacheplane/cacheplane/api"
 	"github.com/cacheplane/cacheplane/coordinator/operation"
+	"github.com/cacheplane/cacheplane/redisctl"
 )
 
 // topologyController keeps each HA addon's topology right; its decisions
@@ -33,9 +34,12 @@ type topologyController struct {
 	obs   *observed
 	log   *slog.Logger
 	now   func() time.Time
-	// askMajority returns the member address a majority of the sentinels
-	// names the primary.
-	askMajority func(ctx context.Context, sentinels []string, name string) (string, int, error)
+	// askLatest returns what the sentinels name the primary, resolved by
+	// configuration epoch.
+	askLatest func(ctx context.Context, sentinels []string, name string) (redisctl.Latest, error)
+	// remonitor points one sentinel at the primary afresh, with settings.
+	remonitor func(ctx context.Context, sentinel, name, primary, password string, s redisctl.SentinelSettings) error
+	settings  redisctl.SentinelSettings
 	// failover asks the sentinels, in turn, to fail over now.
 	failover func(ctx context.Context, sentinels []string, name string) (string, error)
 	// demote makes the redis at addr a replica of primary.
@@ -44,13 +48,20 @@ type topologyController struct {
 	mu     sync.Mutex
 	forced map[string]time.Time            // addon → last forced failover
 	stray  map[string]map[string]time.Time // addon → member → stray since
+	stale  map[string]map[string]time.Time // addon → sentinel → stale since
+	asked  map[string]time.Time            // addon → sentinels last asked
 }
+
+// askEvery is how often the sentinels of an addon are asked when nothing
+// disagrees (to find a sentinel left behind on an old primary).
+const askEvery = 5 * time.Second
 
 func (c *topologyController) Name() string { return "topology" }
 
 func (c *topologyController) Run(ctx context.Context) {
 	c.mu.Lock()
 	c.forced, c.stray = map[string]time.Time{}, map[string]map[string]time.Time{}
+	c.stale, c.asked = map[string]map[string]time.Time{}, map[string]time.Time{}
 	c.mu.Unlock()
 	runPasses(ctx, c.store.FSM(), c.obs, time.Second, func() {
 		c.pass(ctx)
@@ -160,27 +171,44 @@ func (c *topologyController) forceFailover(ctx context.Context, v haView) {
 	c.log.Warn("failover forced", "addon", id, "why", why, "sentinel", s)
 }
 
-// reconcile records the primary the sentinels name and demotes strays.
+// reconcile records the primary the sentinels name, demotes strays and
+// points sentinels left on an old primary at the current one.
 func (c *topologyController) reconcile(ctx context.Context, v haView) {
 	id := v.t.Addon.ID
+	now := c.now()
 	c.mu.Lock()
-	v.t.StraySince = c.stray[id]
+	v.t.StraySince, v.t.StaleSince = c.stray[id], c.stale[id]
+	due := now.Sub(c.asked[id]) >= askEvery
 	c.mu.Unlock()
-	if !operation.NeedsSentinels(v.t) {
+	if !operation.NeedsSentinels(v.t) && !due {
 		c.mu.Lock()
 		delete(c.stray, id)
 		c.mu.Unlock()
 		return
 	}
 	qctx, cancel := context.WithTimeout(ctx, time.Second)
-	addr, _, err := c.askMajority(qctx, v.sentinels, id)
+	l, err := c.askLatest(qctx, v.sentinels, id)
 	cancel()
+	c.mu.Lock()
+	c.asked[id] = now
+	c.mu.Unlock()
 	if err == nil {
-		v.t.Majority = v.byAddr[addr]
+		v.t.Named = map[string]operation.NamedPrimary{}
+		for s, mv := range l.Views {
+			v.t.Named[s] = operation.NamedPrimary{Addr: mv.Addr, Epoch: mv.Epoch}
+		}
+		if l.Votes >= 2 || l.Votes == l.Answered {
+			v.t.Majority = v.byAddr[l.Addr]
+		}
 	}
 	r := operation.Reconcile(v.t)
+	var stale []string
+	var staleSince map[string]time.Time
+	if v.t.Majority != "" {
+		stale, staleSince = operation.StaleSentinels(v.t, l.Addr, l.Epoch)
+	}
 	c.mu.Lock()
-	c.stray[id] = r.Stray
+	c.stray[id], c.stale[id] = r.Stray, staleSince
 	c.mu.Unlock()
 	if r.Record != "" {
 		if _, err := c.store.Apply(ctx, CmdPrimaryObserved, PrimaryObservedCmd{AddonID: id, PrimaryID: r.Record, At: c.now().UTC()}); err != nil {
@@ -188,7 +216,7 @@ func (c *topologyController) reconcile(ctx context.Context, v haView) {
 			return
 		}
 		prim, _ := primaryOf(v.t.Addon)
-		c.log.Warn("new primary recorded", "addon", id, "primary", r.Record, "was", prim.ID)
+		c.log.Warn("new primary recorded", "addon", id, "primary", r.Record, "was", prim.ID, "epoch", l.Epoch)
 	}
 	for _, m := range r.Demote {
 		dctx, cancel := context.WithTimeout(ctx, time.Second)
@@ -199,6 +227,16 @@ func (c *topologyController) reconcile(ctx context.Context, v haView) {
 			continue
 		}
 		c.log.Warn("stray master demoted", "addon", id, "member", m, "primary", r.Primary, "stray_for", c.now().Sub(r.Stray[m]).Round(time.Millisecond).String())
+	}
+	for _, s := range stale {
+		mctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		err := c.remonitor(mctx, s, id, l.Addr, v.t.Addon.Password, c.settings)
+		cancel()
+		if err != nil {
+			c.log.Warn("cannot point a sentinel left on an old primary at the current one; will retry", "addon", id, "sentinel", s, "err", err)
+			continue
+		}
+		c.log.Warn("sentinel left on an old primary pointed at the current one", "addon", id, "sentinel", s, "was", v.t.Named[s].Addr, "primary", l.Addr)
 	}
 }
 

@@ -169,7 +169,9 @@ func TestReplace(t *testing.T) {
 			check: func(t *testing.T, d Decision) { wantIn(t, d.Detail, "exit 1") }},
 		{name: "remove old: never the recorded primary", target: "b-1-redis-0", done: 3, want: Wait},
 		{name: "remove old: a replica goes once its replacement is in sync", target: "b-1-redis-1", done: 3, want: Advance,
-			setup: func(f *fixture, op *api.Operation) { addReplacement(f, op, Observed{Seen: true, State: api.MemberRunning, RedisRole: "slave"}) },
+			setup: func(f *fixture, op *api.Operation) {
+				addReplacement(f, op, Observed{Seen: true, State: api.MemberRunning, RedisRole: "slave"})
+			},
 			check: func(t *testing.T, d Decision) {
 				if rm, ok := d.Effect.(RemoveMember); !ok || rm.MemberID != "b-1-redis-1" {
 					t.Fatalf("effect %#v", d.Effect)
@@ -180,7 +182,9 @@ func TestReplace(t *testing.T) {
 				f.obs["b-1-redis-0"] = Observed{Seen: true, State: api.MemberRunning, RedisRole: "master", Offset: 10 << 20}
 				addReplacement(f, op, Observed{Seen: true, State: api.MemberRunning, RedisRole: "slave", Offset: 1 << 20})
 			},
-			check: func(t *testing.T, d Decision) { wantIn(t, d.Detail, "keeping b-1-redis-1 until its replacement holds the data") }},
+			check: func(t *testing.T, d Decision) {
+				wantIn(t, d.Detail, "keeping b-1-redis-1 until its replacement holds the data")
+			}},
 		{name: "remove old: never while the primary does not serve (the old replica may hold the only copy)", target: "b-1-redis-1", done: 3, want: Wait,
 			setup: func(f *fixture, op *api.Operation) {
 				addReplacement(f, op, Observed{Seen: true, State: api.MemberRunning, RedisRole: "slave"})
@@ -205,7 +209,9 @@ func TestReplace(t *testing.T) {
 				}
 			}},
 		{name: "wait: a redis replacement counts once it is a replica in sync", target: "b-1-redis-1", done: 2, want: Wait,
-			setup: func(f *fixture, op *api.Operation) { addReplacement(f, op, Observed{Seen: true, State: api.MemberRunning, RedisRole: "master"}) },
+			setup: func(f *fixture, op *api.Operation) {
+				addReplacement(f, op, Observed{Seen: true, State: api.MemberRunning, RedisRole: "master"})
+			},
 			check: func(t *testing.T, d Decision) { wantIn(t, d.Detail, "not a replica yet") }},
 		{name: "reset: waits while a member still answers as a master (stray)", target: "b-1-redis-1", done: 4, want: Wait,
 			setup: func(f *fixture, op *api.Operation) {

@@ -14,9 +14,16 @@ type Topology struct {
 	Addon    api.Addon
 	Hosts    map[string]api.Host
 	Observed map[string]Observed
-	// Majority is the redis member a majority of the sentinels names the
-	// primary ("" when not asked or no majority).
+	// Majority is the redis member the sentinels name the primary at their
+	// highest configuration epoch, by at least two of them (the quorum)
+	// or by every one that answered ("" when not asked or unknown).
 	Majority string
+	// Named is each answering sentinel's primary (member address) and the
+	// epoch it was named at, by sentinel address (when asked).
+	Named map[string]NamedPrimary
+	// StaleSince is when each sentinel was first seen naming an older
+	// primary than the others (kept by the caller between passes).
+	StaleSince map[string]time.Time
 	// StraySince is when each member was first seen answering as a
 	// master beside the agreed primary (kept by the caller between passes).
 	StraySince map[string]time.Time
@@ -67,6 +74,42 @@ func NeedsSentinels(t Topology) bool {
 		}
 	}
 	return false
+}
+
+// NamedPrimary is one sentinel's answer: the address it names the primary
+// and the configuration epoch of that decision.
+type NamedPrimary struct {
+	Addr  string
+	Epoch int64
+}
+
+// StaleGrace is how long a sentinel may name an older primary than the
+// others before it is pointed at the current one: Sentinel spreads a
+// failover through hello messages within a couple of seconds; one that has
+// not heard of it by then cannot (it watches a primary that is gone).
+const StaleGrace = 5 * time.Second
+
+// StaleSentinels lists the sentinels to point at primary (an address): those
+// naming another primary at an older epoch than latest for StaleGrace, and
+// returns the updated StaleSince.
+func StaleSentinels(t Topology, primary string, latest int64) ([]string, map[string]time.Time) {
+	since := map[string]time.Time{}
+	var out []string
+	for s, n := range t.Named {
+		if n.Addr == primary || n.Epoch >= latest {
+			continue
+		}
+		at, ok := t.StaleSince[s]
+		if !ok {
+			at = t.Now
+		}
+		since[s] = at
+		if t.Now.Sub(at) >= StaleGrace {
+			out = append(out, s)
+		}
+	}
+	sort.Strings(out)
+	return out, since
 }
 
 // Reconciled is what Reconcile decided.

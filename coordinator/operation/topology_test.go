@@ -178,3 +178,25 @@ func TestHealth(t *testing.T) {
 		})
 	}
 }
+
+func TestStaleSentinels(t *testing.T) {
+	f := newFixture()
+	tp := topo(f)
+	tp.Named = map[string]NamedPrimary{
+		"s1": {Addr: "new:1", Epoch: 2}, "s2": {Addr: "new:1", Epoch: 2},
+		"s3": {Addr: "old:1", Epoch: 1}, // missed the failover
+	}
+	got, since := StaleSentinels(tp, "new:1", 2)
+	if len(got) != 0 || since["s3"] != t0 || len(since) != 1 {
+		t.Fatalf("first sight: %v %v", got, since)
+	}
+	tp.StaleSince, tp.Now = since, t0.Add(StaleGrace)
+	if got, _ := StaleSentinels(tp, "new:1", 2); len(got) != 1 || got[0] != "s3" {
+		t.Fatalf("after the grace: %v", got)
+	}
+	// Naming the current primary, or at the latest epoch: never stale.
+	tp.Named["s3"] = NamedPrimary{Addr: "new:1", Epoch: 1}
+	if got, since := StaleSentinels(tp, "new:1", 2); len(got) != 0 || len(since) != 0 {
+		t.Fatalf("current: %v %v", got, since)
+	}
+}
