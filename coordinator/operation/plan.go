@@ -86,10 +86,13 @@ func CheckPlanChange(r PlanChangeRequest) (from, to api.Plan, err error) {
 	case to.Name == a.Plan:
 		return from, to, api.Invalidf("addon %s is already on plan %s; nothing to change", a.ID, a.Plan)
 	case from.Kind != to.Kind:
-		return from, to, api.Invalidf("changing addon %s from a %s plan (%s) to a %s plan (%s) is not supported yet: "+
-			"a starter's address is its redis node's own and cannot become an HAProxy pair's; instead pick a %s plan, "+
-			"or add a %s addon for a new app, copy the data over and point the app at its URL",
-			a.ID, from.Kind, from.Name, to.Kind, to.Name, from.Kind, to.Kind)
+		why := "a starter's address is its redis node's own and cannot become an HAProxy pair's"
+		if from.Kind == api.PlanBusiness {
+			why = "a business addon's address is its HAProxy pair's, which a lone redis node cannot take over"
+		}
+		return from, to, api.Invalidf("changing addon %s from a %s plan (%s) to a %s plan (%s) is not supported yet (%s); "+
+			"instead pick a %s plan, or add a %s addon for a new app, copy the data over and point the app at its URL",
+			a.ID, from.Kind, from.Name, to.Kind, to.Name, why, from.Kind, to.Kind)
 	case r.Busy:
 		return from, to, fmt.Errorf("%w: addon %s has operation %s (%s) in progress; wait for it to finish (cacheplane operations --addon %s) or cancel it (cacheplane operations-cancel %s)",
 			api.ErrConflict, a.ID, r.Active.ID, r.Active.Kind, a.ID, r.Active.ID)

@@ -33,11 +33,12 @@ func TestCheckPlanChange(t *testing.T) {
 		{name: "same plan", addon: "s-1", to: "redis-starter-256", err: api.ErrInvalid,
 			want: "addon s-1 is already on plan redis-starter-256; nothing to change"},
 		{name: "starter to business is not supported yet", addon: "s-1", to: "redis-business-256", err: api.ErrInvalid,
-			want: "changing addon s-1 from a starter plan (redis-starter-256) to a business plan (redis-business-256) is not supported yet: " +
-				"a starter's address is its redis node's own and cannot become an HAProxy pair's; instead pick a starter plan, " +
+			want: "changing addon s-1 from a starter plan (redis-starter-256) to a business plan (redis-business-256) is not supported yet " +
+				"(a starter's address is its redis node's own and cannot become an HAProxy pair's); instead pick a starter plan, " +
 				"or add a business addon for a new app, copy the data over and point the app at its URL"},
 		{name: "business to starter is not supported yet", addon: "b-1", to: "redis-starter-1024", err: api.ErrInvalid,
-			want: "from a business plan (redis-business-256) to a starter plan (redis-starter-1024) is not supported yet"},
+			want: "from a business plan (redis-business-256) to a starter plan (redis-starter-1024) is not supported yet " +
+				"(a business addon's address is its HAProxy pair's, which a lone redis node cannot take over); instead pick a business plan"},
 		{name: "retired plan: its name says its kind", addon: "b-1", plan: "redis-business-300", to: "redis-starter-512", err: api.ErrInvalid,
 			want: "from a business plan (redis-business-300)"},
 		{name: "another operation runs", addon: "b-1", to: "redis-business-512", err: api.ErrConflict,
@@ -51,7 +52,7 @@ func TestCheckPlanChange(t *testing.T) {
 		{name: "too small only with the headroom", addon: "s-1", plan: "redis-starter-1024", to: "redis-starter-256", err: api.ErrPlanTooSmall,
 			edit: func(r *req) { r.Measured, r.UsedBytes = true, 240*mib }, want: "264.0 MB with 10 % headroom"},
 		{name: "no plan of the kind is large enough", addon: "b-1", plan: "redis-business-8192", to: "redis-business-4096", err: api.ErrPlanTooSmall,
-			edit: func(r *req) { r.Measured, r.UsedBytes = true, 8000 * mib }, want: "no business plan is large enough"},
+			edit: func(r *req) { r.Measured, r.UsedBytes = true, 8000*mib }, want: "no business plan is large enough"},
 		{name: "no room on a member's host", addon: "b-1", to: "redis-business-2048", host: 2048, err: api.ErrNoCapacity,
 			want: "cannot change addon b-1 to redis-business-2048: host h1 has 1703 MB free; resizing b-1-redis-0 from redis-business-256 to redis-business-2048 needs 1971 MB more"},
 		{name: "shrinking always fits", addon: "b-1", plan: "redis-business-2048", to: "redis-business-512", host: 2048},
@@ -133,7 +134,9 @@ func TestPlanChangeSteps(t *testing.T) {
 		{name: "business: check both redis members", addon: "b-1", to: "redis-business-1024", done: 1, kind: Run,
 			addrs: []string{"127.0.0.11:20001", "127.0.0.12:20001"}, detail: "maxmemory 1024mb on b-1-redis-0, b-1-redis-1, resized live"},
 		{name: "business: a replica restarting is waited for", addon: "b-1", to: "redis-business-1024", done: 1, kind: Wait,
-			edit:   func(f *fixture, _ *api.Operation) { f.obs["b-1-redis-1"] = Observed{Seen: true, State: api.MemberStarting} },
+			edit: func(f *fixture, _ *api.Operation) {
+				f.obs["b-1-redis-1"] = Observed{Seen: true, State: api.MemberStarting}
+			},
 			detail: "waiting for b-1-redis-1 (starting) to serve, to check its maxmemory"},
 		{name: "business: a member not reported yet is waited for", addon: "b-1", to: "redis-business-1024", done: 1, kind: Wait,
 			edit:   func(f *fixture, _ *api.Operation) { delete(f.obs, "b-1-redis-0") },

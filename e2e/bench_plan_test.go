@@ -1,0 +1,151 @@
+//go:build bench
+
+package e2e
+
+// make bench: plan changes measured through the URL (issue 11, item 3 and
+// "make bench"): starter and business addons grown and shrunk live while
+// a go-redis client writes sequence-numbered keys through the URL; failed
+// commands, longest stall and duration per transition, next to the
+// downtime the product docs give.
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/cacheplane/cacheplane/api"
+)
+
+const (
+	planBenchStart = "<!-- bench:plan-changes:start -->"
+	planBenchEnd   = "<!-- bench:plan-changes:end -->"
+)
+
+// planBenchRow is one transition measured rounds times.
+type planBenchRow struct {
+	name, how, docs string
+	runs            []transition
+	lost            int
+}
+
+func TestBenchPlanChanges(t *testing.T) {
+	rounds := envInt(t, "CACHEPLANE_BENCH_PLAN_ROUNDS", 5)
+	f := startBusiness(t, "bench-plan-biz", bizOpts{
+		CoordIP: "127.0.0.170", HostIPs: []string{"127.0.0.171", "127.0.0.172", "127.0.0.173", "127.0.0.174"}, VIPPool: "127.0.18.0/24",
+	})
+	const starterApp = "bench-plan-starter"
+	if res := f.c.CLI("addons-add", "--app", starterApp, "redis", "redis-starter-256"); res.Code != 0 {
+		t.Fatalf("addons-add: %s", res)
+	}
+	starterID := WaitForAddonStatus(t, f.c, starterApp, api.AddonRunning, 90*time.Second).ID
+	starterOpt, err := redis.ParseURL(RedisURL(t, f.c, starterApp))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	type addon struct {
+		app, id, kind string
+		opt           *redis.Options
+	}
+	var rows []*planBenchRow
+	for _, a := range []addon{{starterApp, starterID, "starter", starterOpt}, {f.app, f.id, "business", f.opt}} {
+		small, large := "redis-"+a.kind+"-256", "redis-"+a.kind+"-1024"
+		how := "the agent resizes the one redis node in place: cgroup limit, then `CONFIG SET maxmemory` (growing; the reverse order shrinking); no restart"
+		docs := "2–10 s"
+		if a.kind == "business" {
+			how = "both redis nodes resized in place at once (cgroup limit and `CONFIG SET maxmemory`); no restart, no switchover"
+			docs = "none"
+		}
+		grow := &planBenchRow{name: a.kind + " → " + a.kind + ", grow (256 → 1024 MB)", how: how, docs: docs}
+		shrink := &planBenchRow{name: a.kind + " → " + a.kind + ", shrink (1024 → 256 MB)", how: how, docs: docs}
+		prefix := "bench-" + a.kind + ":"
+		w := startWriter(a.opt, prefix)
+		w.waitAcksAfter(t, time.Now(), 300, 20*time.Second)
+		for i := 0; i < rounds; i++ {
+			grow.runs = append(grow.runs, changePlan(t, f.c, w, a.app, a.id, small, large))
+			w.waitAcksAfter(t, time.Now(), 100, 20*time.Second)
+			shrink.runs = append(shrink.runs, changePlan(t, f.c, w, a.app, a.id, large, small))
+			w.waitAcksAfter(t, time.Now(), 100, 20*time.Second)
+		}
+		acks, failed, errs := w.finish()
+		c := redis.NewClient(a.opt)
+		lost := len(missing(t, c, prefix, acks))
+		c.Close()
+		grow.lost = lost // over the whole writer run: both rows
+		shrink.lost = lost
+		t.Logf("%s: %d writes acknowledged, %d failed %v, %d lost", a.kind, len(acks), failed, errs, lost)
+		for _, r := range []*planBenchRow{grow, shrink} {
+			for _, tr := range r.runs {
+				t.Logf("%s", tr)
+			}
+		}
+		rows = append(rows, grow, shrink)
+	}
+	section := planSection(rows, rounds)
+	path := writeBenchSection(t, planBenchStart, planBenchEnd, section)
+	t.Logf("wrote %s:\n%s", path, section)
+	for _, r := range rows {
+		for _, tr := range r.runs {
+			if tr.failed > 0 {
+				t.Errorf("%s: %d failed commands", r.name, tr.failed)
+			}
+		}
+		if r.lost > 0 {
+			t.Errorf("%s: %d acknowledged writes lost", r.name, r.lost)
+		}
+	}
+}
+
+func durStats(ds []time.Duration) (med, hi time.Duration) {
+	s := append([]time.Duration(nil), ds...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	if len(s) == 0 {
+		return 0, 0
+	}
+	return medianDur(s), s[len(s)-1]
+}
+
+func planSection(rows []*planBenchRow, rounds int) string {
+	var b strings.Builder
+	p := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
+	p("%s\n## Plan changes: live resize measured through the URL\n\n", planBenchStart)
+	p("Measured %s on %s.  \n", time.Now().UTC().Format("2006-01-02 15:04 MST"), machine())
+	p("Commit %s.  \n", gitCommit())
+	p("Command: `make bench` (runs `go test -tags bench -run TestBench -v ./e2e/`; this section alone: " +
+		"`go test -tags bench -run TestBenchPlanChanges -v ./e2e/`, `CACHEPLANE_BENCH_PLAN_ROUNDS` rounds, default 5).\n\n")
+	p("Set-up: 1 coordinator, 4 agents on 127.0.0.171–174 under containerd (4096 MB each), one `redis-starter-256` and one "+
+		"`redis-business-256` addon (VIP entrypoint). For each addon a go-redis client with default options (retries on) writes "+
+		"sequence-numbered keys back to back through the URL the whole time while `cacheplane addons-upgrade` moves it 256 → 1024 MB and "+
+		"back, %d rounds; every acknowledged write is read back at the end. Failed commands and the longest stall (longest time "+
+		"without an acknowledged write) are counted from the request to the operation being done; duration is the operation's own "+
+		"(created → last step done: record plan, resize members — `CONFIG GET maxmemory` on each redis node —, notify app — no hook "+
+		"configured here —, mark running).\n\n", rounds)
+	p("| transition | how | downtime in the product docs | runs | failed commands | lost writes | longest stall (median / max) | duration (median / max) |\n")
+	p("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |\n")
+	for _, r := range rows {
+		var stalls, took []time.Duration
+		failed := 0
+		for _, tr := range r.runs {
+			stalls = append(stalls, tr.stall)
+			took = append(took, tr.opTook)
+			failed += tr.failed
+		}
+		sm, sx := durStats(stalls)
+		tm, tx := durStats(took)
+		p("| %s | %s | %s | %d | %d | %d | %s / %s | %s / %s |\n", r.name, r.how, r.docs, len(r.runs), failed, r.lost, ms(sm), ms(sx), secs(tm), secs(tx))
+	}
+	p("| starter → business | not supported yet: refused before anything changes (a starter's address is its redis node's own; " +
+		"an HAProxy pair's address would need an entrypoint redesign) | none | – | – | – | – | – |\n")
+	p("| business → starter | not supported yet: refused before anything changes (a lone redis node cannot take over the HAProxy pair's address) | " +
+		"none / 2–10 s | – | – | – | – | – |\n")
+	p("\nThe docs' order for business → business (\"replicas first, failover, then the old primary\") is not needed: the resize is " +
+		"live on every node (no restart, no role change), so both nodes are resized at once and nothing fails over. Lost writes count " +
+		"over all rounds of an addon (one writer per addon). The stall is what a client sees between two of its own back-to-back " +
+		"writes (one connection, ~0.1 ms round trip on loopback): it is the machine's scheduling noise, not an outage.\n")
+	p("%s\n", planBenchEnd)
+	return b.String()
+}
