@@ -1,0 +1,572 @@
+package agent
+
+// The router against the real binaries, without containerd: a primary on
+// 127.0.0.171, its replica on .172, three sentinels on .171-.173 and the
+// entrypoint HAProxy of .173 rendered as the agent renders it (the VIP
+// 127.0.6.1 bound with transparent, a frontend on its own address), each a
+// plain process in its own process group, killed when the test ends. Skips
+// when a binary is missing. Every wait polls with a deadline.
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/cacheplane/cacheplane/agent/render"
+	"github.com/cacheplane/cacheplane/api"
+	"github.com/cacheplane/cacheplane/internal/testutil"
+	"github.com/cacheplane/cacheplane/redisctl"
+)
+
+const (
+	rlHostP = "127.0.0.171" // the primary's host
+	rlHostR = "127.0.0.172" // the replica's host
+	rlHostH = "127.0.0.173" // the haproxy's host
+	rlVIP   = "127.0.6.1"
+	rlPass  = "pw_route-live-test-0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHI"
+	rlName  = "route-live"
+)
+
+type rlProc struct {
+	name string
+	cmd  *exec.Cmd
+	out  *strings.Builder
+	mu   sync.Mutex
+	done chan struct{}
+}
+
+func (p *rlProc) Write(b []byte) (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.out.Write(b)
+}
+
+func (p *rlProc) output() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return strings.ReplaceAll(p.out.String(), rlPass, "<password>")
+}
+
+func rlStart(t *testing.T, name, bin string, args ...string) *rlProc {
+	t.Helper()
+	path, err := exec.LookPath(bin)
+	if err != nil {
+		t.Skipf("%s is not installed", bin)
+	}
+	p := &rlProc{name: name, out: &strings.Builder{}, done: make(chan struct{})}
+	p.cmd = exec.Command(path, args...)
+	p.cmd.Stdout, p.cmd.Stderr = p, p
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := p.cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", bin, err)
+	}
+	go func() {
+		_ = p.cmd.Wait()
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		p.kill(t)
+		if t.Failed() {
+			t.Logf("%s output:\n%s", p.name, p.output())
+		}
+	})
+	return p
+}
+
+func (p *rlProc) kill(t *testing.T) {
+	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+	select {
+	case <-p.done:
+	case <-time.After(10 * time.Second):
+		t.Errorf("%s (pid %d) did not exit after SIGKILL", p.name, p.cmd.Process.Pid)
+	}
+}
+
+func rlWrite(t *testing.T, dir, name, content string) string {
+	t.Helper()
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	f := filepath.Join(dir, name)
+	if err := os.WriteFile(f, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+func rlRedis(t *testing.T, ip string, replicaOf render.Endpoint) string {
+	t.Helper()
+	dir := t.TempDir()
+	in := render.RedisInput{Engine: api.EngineRedis, BindAddr: ip, Port: testutil.FreePort(t, ip), AnnounceIP: ip, DataDir: dir,
+		Password: rlPass, PlanMemoryMB: 16, Settings: api.DefaultSettings(), ReplicaOf: replicaOf}
+	conf, err := render.Redis(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := net.JoinHostPort(ip, strconv.Itoa(in.Port))
+	p := rlStart(t, "redis "+addr, "redis-server", rlWrite(t, dir, "redis.conf", conf))
+	testutil.WaitFor(t, 10*time.Second, func() error {
+		select {
+		case <-p.done:
+			t.Fatalf("redis %s exited:\n%s", addr, p.output())
+		default:
+		}
+		return redisctl.Ping(context.Background(), addr, rlPass)
+	})
+	return addr
+}
+
+func rlSentinel(t *testing.T, ip string, primary render.Endpoint) (string, *rlProc) {
+	t.Helper()
+	dir := t.TempDir()
+	in := render.SentinelInput{BindAddr: ip, Port: testutil.FreePort(t, ip), AnnounceIP: ip, DataDir: dir,
+		MasterName: rlName, Primary: primary, Password: rlPass}
+	conf, err := render.Sentinel(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := net.JoinHostPort(ip, strconv.Itoa(in.Port))
+	p := rlStart(t, "sentinel "+addr, "redis-sentinel", rlWrite(t, dir, "sentinel.conf", conf))
+	return addr, p
+}
+
+func endpointOf(t *testing.T, addr string) render.Endpoint {
+	t.Helper()
+	e, err := endpoint("address", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+// rlConn is a raw client connection (what a client library hides).
+type rlConn struct {
+	c net.Conn
+	r *bufio.Reader
+}
+
+func rlDial(addr string) (*rlConn, error) {
+	c, err := net.DialTimeout("tcp", addr, time.Second)
+	if err != nil {
+		return nil, err
+	}
+	rc := &rlConn{c: c, r: bufio.NewReader(c)}
+	if err := rc.cmd(2*time.Second, "+OK", "AUTH", rlPass); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return rc, nil
+}
+
+// send writes one command.
+func (c *rlConn) send(args ...string) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "*%d\r\n", len(args))
+	for _, a := range args {
+		fmt.Fprintf(&b, "$%d\r\n%s\r\n", len(a), a)
+	}
+	_ = c.c.SetWriteDeadline(time.Now().Add(time.Second))
+	_, err := c.c.Write([]byte(b.String()))
+	return err
+}
+
+// reply reads one reply (a simple line or a bulk string).
+func (c *rlConn) reply(timeout time.Duration) (string, error) {
+	_ = c.c.SetReadDeadline(time.Now().Add(timeout))
+	l, err := c.r.ReadString('\n')
+	if err != nil {
+		return "", err
+	}
+	l = strings.TrimRight(l, "\r\n")
+	if strings.HasPrefix(l, "$") {
+		n, _ := strconv.Atoi(l[1:])
+		buf := make([]byte, n+2)
+		if _, err := io.ReadFull(c.r, buf); err != nil {
+			return "", err
+		}
+		return string(buf[:n]), nil
+	}
+	return l, nil
+}
+
+func (c *rlConn) cmd(timeout time.Duration, want string, args ...string) error {
+	if err := c.send(args...); err != nil {
+		return err
+	}
+	got, err := c.reply(timeout)
+	if err != nil {
+		return err
+	}
+	if want != "" && got != want {
+		return fmt.Errorf("%s: got %q, want %q", args[0], got, want)
+	}
+	return nil
+}
+
+// laddr is the redis member this connection reached (CLIENT INFO's laddr).
+func (c *rlConn) laddr() (string, error) {
+	if err := c.send("CLIENT", "INFO"); err != nil {
+		return "", err
+	}
+	info, err := c.reply(2 * time.Second)
+	if err != nil {
+		return "", err
+	}
+	for _, f := range strings.Fields(info) {
+		if v, ok := strings.CutPrefix(f, "laddr="); ok {
+			return v, nil
+		}
+	}
+	return "", fmt.Errorf("no laddr in %q", info)
+}
+
+func (c *rlConn) Close() { c.c.Close() }
+
+// reaches dials addr and reports the member it reaches.
+func reaches(addr string) (string, error) {
+	c, err := rlDial(addr)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	return c.laddr()
+}
+
+// TestRouterLive: the router keeps the replica in MAINT; a +switch-master
+// while the primary sleeps (DEBUG SLEEP 3) cuts the old primary's sessions
+// and routes new connections to the new one within ~200 ms of the
+// announcement, and nothing reaches the old primary when it wakes; the
+// clients' frontend is disabled on a non-holder (after the release grace
+// when it just lost the VIP) and enabled on the holder, keeping the
+// established sessions; a restarted HAProxy and a restarted router
+// converge; without a majority nothing changes.
+func TestRouterLive(t *testing.T) {
+	for _, b := range []string{"redis-server", "redis-sentinel", "haproxy"} {
+		if _, err := exec.LookPath(b); err != nil {
+			t.Skipf("%s is not installed", b)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	primary := rlRedis(t, rlHostP, render.Endpoint{})
+	replica := rlRedis(t, rlHostR, endpointOf(t, primary))
+	var sentinels []string
+	var sprocs []*rlProc
+	for _, ip := range []string{rlHostP, rlHostR, rlHostH} {
+		s, p := rlSentinel(t, ip, endpointOf(t, primary))
+		sentinels, sprocs = append(sentinels, s), append(sprocs, p)
+	}
+	for _, s := range sentinels {
+		testutil.WaitFor(t, 30*time.Second, func() error {
+			k, err := redisctl.Known(ctx, s, rlName)
+			if err != nil {
+				return err
+			}
+			if !redisctl.Has(k.Replicas, replica) || len(k.Sentinels) != 2 {
+				return fmt.Errorf("sentinel %s knows replicas %v, sentinels %v", s, k.Replicas, k.Sentinels)
+			}
+			return nil
+		})
+	}
+
+	// The entrypoint haproxy, as the agent renders it.
+	dataDir := t.TempDir()
+	a := &Agent{cfg: Config{Address: rlHostH, DataDir: dataDir}}
+	port := testutil.FreePort(t, rlHostH)
+	as := api.Assignment{MemberID: "hp-1", AddonID: rlName, Role: api.RoleHAProxy, Address: rlHostH, Port: port,
+		Password: rlPass, Entrypoint: net.JoinHostPort(rlVIP, strconv.Itoa(port)), VIP: rlVIP, MaxConn: 100,
+		Servers: []string{primary, replica}, Sentinels: sentinels, MasterName: rlName}
+	p, err := a.planMember(as)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in, _ := a.haproxyInput(as)
+	startHAP := func() *rlProc {
+		return rlStart(t, "haproxy", "haproxy", "-db", "-f", rlWrite(t, p.dir, haproxyConfName, p.conf))
+	}
+	hap := startHAP()
+	spec := routeSpecOf(as, in)
+	hapi := hapAPI{socket: spec.socket}
+	vip, own := in.Entrypoint.String(), in.Local.String()
+	rs := newRoutes()
+	defer rs.stop()
+	rs.sync(ctx, testutil.Logger(t), map[string]routeSpec{as.MemberID: spec})
+
+	// want polls until HAProxy's servers have the given admin states.
+	want := func(timeout time.Duration, admin map[string]string) time.Duration {
+		t.Helper()
+		start := time.Now()
+		testutil.WaitFor(t, timeout, func() error {
+			st, err := hapi.state(ctx)
+			if err != nil {
+				return err
+			}
+			for _, s := range st.Servers[spec.backend] {
+				if w, ok := admin[s.Name]; ok && s.Admin != w {
+					return fmt.Errorf("%s is %s, want %s (%+v)", s.Name, s.Admin, w, st.Servers[spec.backend])
+				}
+			}
+			return nil
+		})
+		return time.Since(start)
+	}
+	pName, rName := spec.servers[primary], spec.servers[replica]
+	want(10*time.Second, map[string]string{pName: hapReady, rName: hapMaint})
+	testutil.WaitFor(t, 5*time.Second, func() error {
+		got, err := reaches(vip)
+		if err == nil && got != primary {
+			err = fmt.Errorf("the VIP reaches %s", got)
+		}
+		return err
+	})
+	if got, err := reaches(own); err != nil || got != primary {
+		t.Fatalf("own address frontend: %s, %v", got, err)
+	}
+
+	// A session on the primary through the VIP.
+	c1, err := rlDial(vip)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c1.Close()
+	if got, _ := c1.laddr(); got != primary {
+		t.Fatalf("c1 reaches %s", got)
+	}
+	// Hear the announcement ourselves.
+	heard := make(chan time.Time, 1)
+	w, err := redisctl.WatchSwitchMaster(ctx, sentinels[2])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	go func() {
+		wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		if ev, err := w.Next(wctx); err == nil && ev.To == replica {
+			heard <- time.Now()
+		}
+	}()
+	// The primary goes busy; c1 writes meanwhile (it waits on the sleeper).
+	sleeper, err := rlDial(primary)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sleeper.Close()
+	if err := sleeper.send("DEBUG", "SLEEP", "3"); err != nil {
+		t.Fatal(err)
+	}
+	slept := time.Now()
+	testutil.WaitFor(t, 2*time.Second, func() error {
+		if err := redisctl.Ping(ctx, primary, rlPass); err == nil {
+			return errors.New("primary still answers")
+		}
+		return nil
+	})
+	if err := c1.send("SET", "written-to-the-sleeper", "1"); err != nil {
+		t.Fatal(err)
+	}
+	type outcome struct {
+		reply string
+		err   error
+		at    time.Time
+	}
+	c1done := make(chan outcome, 1)
+	go func() {
+		r, err := c1.reply(10 * time.Second)
+		c1done <- outcome{r, err, time.Now()}
+	}()
+	if _, err := redisctl.Failover(ctx, sentinels, rlName); err != nil {
+		t.Fatal(err)
+	}
+	failedOver := time.Now()
+	var at time.Time
+	select {
+	case at = <-heard:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no +switch-master within 10 s")
+	}
+	// New connections reach the new primary.
+	var routedAt time.Time
+	testutil.WaitFor(t, 2*time.Second, func() error {
+		got, err := reaches(vip)
+		if err == nil && got != replica {
+			err = fmt.Errorf("the VIP reaches %s", got)
+		}
+		routedAt = time.Now()
+		return err
+	})
+	var cut outcome
+	select {
+	case cut = <-c1done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the old primary's session was not cut")
+	}
+	if cut.err == nil {
+		t.Errorf("the write sent to the sleeping old primary was answered %q: it took a write after the switch", cut.reply)
+	}
+	t.Logf("+switch-master %s after SENTINEL FAILOVER; old primary's session cut %s after it (%v), new connections on the new primary %s after it",
+		at.Sub(failedOver).Round(time.Millisecond), cut.at.Sub(at).Round(time.Millisecond), cut.err, routedAt.Sub(at).Round(time.Millisecond))
+	if d := cut.at.Sub(at); d > 300*time.Millisecond {
+		t.Errorf("the old primary's session was cut %v after the announcement, want ~200 ms", d)
+	}
+	if d := routedAt.Sub(at); d > 300*time.Millisecond {
+		t.Errorf("new connections reached the new primary %v after the announcement, want ~200 ms", d)
+	}
+	want(time.Second, map[string]string{pName: hapMaint, rName: hapReady})
+	// When the old primary wakes (a stray master until Sentinel converts
+	// it) nothing reaches it.
+	testutil.WaitFor(t, 10*time.Second, func() error {
+		return redisctl.Ping(ctx, primary, rlPass)
+	})
+	t.Logf("old primary answers again %s after its sleep began", time.Since(slept).Round(time.Millisecond))
+	for i := 0; i < 20; i++ {
+		if got, err := reaches(vip); err != nil || got != replica {
+			t.Fatalf("after the old primary woke, the VIP reaches %s (%v)", got, err)
+		}
+	}
+	if st, err := hapi.state(ctx); err != nil {
+		t.Fatal(err)
+	} else {
+		for _, s := range st.Servers[spec.backend] {
+			if s.Name == pName && (s.Sessions != 0 || s.Admin != hapMaint) {
+				t.Errorf("old primary in HAProxy: %+v", s)
+			}
+		}
+	}
+
+	// The VIP moves away: the frontend closes after the grace, sessions
+	// stay; it comes back: the frontend opens again at once.
+	c3, err := rlDial(vip)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c3.Close()
+	moved := spec
+	moved.holder = false
+	rs.sync(ctx, testutil.Logger(t), map[string]routeSpec{as.MemberID: moved})
+	lost := time.Now()
+	testutil.WaitFor(t, vipReleaseGrace+2*time.Second, func() error {
+		c, err := net.DialTimeout("tcp", vip, time.Second)
+		if err == nil {
+			c.Close()
+			return errors.New("the VIP still accepts")
+		}
+		return nil
+	})
+	released := time.Since(lost)
+	if released < vipReleaseGrace {
+		t.Errorf("the frontend closed %v after the VIP moved, before the %v grace", released, vipReleaseGrace)
+	}
+	if err := c3.cmd(2*time.Second, "+PONG", "PING"); err != nil {
+		t.Errorf("a session through the disabled frontend: %v", err)
+	}
+	if got, err := reaches(own); err != nil || got != replica {
+		t.Errorf("own-address frontend with the VIP frontend disabled: %s, %v", got, err)
+	}
+	rs.sync(ctx, testutil.Logger(t), map[string]routeSpec{as.MemberID: spec})
+	back := time.Now()
+	testutil.WaitFor(t, 2*time.Second, func() error { _, err := reaches(vip); return err })
+	t.Logf("frontend disabled %s after the VIP left (grace %s), enabled again %s after it came back",
+		released.Round(time.Millisecond), vipReleaseGrace, time.Since(back).Round(time.Millisecond))
+	if err := c3.cmd(2*time.Second, "+PONG", "PING"); err != nil {
+		t.Errorf("a session across disable and enable: %v", err)
+	}
+
+	// A second member of the pair starts as a non-holder: its clients'
+	// frontend is disabled at once (both bind the VIP on loopback).
+	b := &Agent{cfg: Config{Address: rlHostR, DataDir: t.TempDir()}}
+	as2 := as
+	as2.MemberID, as2.Address, as2.VIP = "hp-2", rlHostR, ""
+	p2, err := b.planMember(as2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in2, _ := b.haproxyInput(as2)
+	rlStart(t, "haproxy 2", "haproxy", "-db", "-f", rlWrite(t, p2.dir, haproxyConfName, p2.conf))
+	rs2 := newRoutes()
+	defer rs2.stop()
+	spec2 := routeSpecOf(as2, in2)
+	rs2.sync(ctx, testutil.Logger(t), map[string]routeSpec{as2.MemberID: spec2})
+	testutil.WaitFor(t, 5*time.Second, func() error {
+		st, err := hapAPI{socket: spec2.socket}.state(ctx)
+		if err != nil {
+			return err
+		}
+		if st.Frontends[spec2.frontend] {
+			return errors.New("the non-holder's clients' frontend is enabled")
+		}
+		for _, s := range st.Servers[spec2.backend] {
+			if (s.Name == pName) != (s.Admin == hapMaint) {
+				return fmt.Errorf("non-holder's servers %+v", st.Servers[spec2.backend])
+			}
+		}
+		return nil
+	})
+
+	// HAProxy restarts (every server ready, the old primary first in the
+	// list): the router puts it right within a tick.
+	hap.kill(t)
+	restarted := time.Now()
+	hap = startHAP()
+	want(5*time.Second, map[string]string{pName: hapMaint, rName: hapReady})
+	t.Logf("restarted HAProxy routed again %s after its restart", time.Since(restarted).Round(time.Millisecond))
+	if d := time.Since(restarted); d > routeTick+time.Second {
+		t.Errorf("a restarted HAProxy was put right after %v", d)
+	}
+
+	// The router restarts (an agent restart): nothing changes, sessions
+	// stay.
+	c4, err := rlDial(vip)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c4.Close()
+	rs.stop()
+	rs = newRoutes()
+	defer rs.stop()
+	rs.sync(ctx, testutil.Logger(t), map[string]routeSpec{as.MemberID: spec})
+	if err := c4.cmd(2*time.Second, "+PONG", "PING"); err != nil {
+		t.Errorf("a session across a router restart: %v", err)
+	}
+
+	// No majority (two sentinels frozen): nothing changes, even when
+	// HAProxy's states are moved by hand.
+	for _, sp := range sprocs[:2] {
+		if err := syscall.Kill(sp.cmd.Process.Pid, syscall.SIGSTOP); err != nil {
+			t.Fatal(err)
+		}
+		defer syscall.Kill(sp.cmd.Process.Pid, syscall.SIGCONT)
+	}
+	rs.stop()
+	rs = newRoutes()
+	defer rs.stop()
+	if err := hapi.exec(ctx, []string{"set server " + spec.backend + "/" + rName + " state maint", "set server " + spec.backend + "/" + pName + " state ready"}); err != nil {
+		t.Fatal(err)
+	}
+	rs.sync(ctx, testutil.Logger(t), map[string]routeSpec{as.MemberID: spec})
+	deadline := time.Now().Add(majorityEvery + routeTick + time.Second)
+	for time.Now().Before(deadline) {
+		st, err := hapi.state(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range st.Servers[spec.backend] {
+			if s.Name == rName && s.Admin != hapMaint {
+				t.Fatalf("without a majority the router changed %s: %+v", rName, s)
+			}
+		}
+		time.Sleep(50 * time.Millisecond) // sampling period of the check, not synchronisation
+	}
+}

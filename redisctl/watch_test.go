@@ -1,0 +1,116 @@
+package redisctl
+
+import (
+	"context"
+	"errors"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func TestParseSwitchMaster(t *testing.T) {
+	ev, err := ParseSwitchMaster("my-app-1 127.0.0.11 20000 127.0.0.12 20001")
+	if err != nil || ev != (SwitchMaster{Name: "my-app-1", From: "127.0.0.11:20000", To: "127.0.0.12:20001"}) {
+		t.Errorf("ParseSwitchMaster = %+v, %v", ev, err)
+	}
+	if ev, err := ParseSwitchMaster("m ::1 6379 ::1 6380"); err != nil || ev.To != "[::1]:6380" {
+		t.Errorf("IPv6: %+v, %v", ev, err)
+	}
+	for _, bad := range []string{"", "m 127.0.0.1 1 127.0.0.2", "m 127.0.0.1 x 127.0.0.2 2", "m 127.0.0.1 1 127.0.0.2 70000"} {
+		if _, err := ParseSwitchMaster(bad); err == nil {
+			t.Errorf("ParseSwitchMaster(%q): no error", bad)
+		}
+	}
+}
+
+// TestRealSwitchMasterWatch: every sentinel announces a forced failover to
+// its subscribers; a sentinel that stops answering (SIGSTOP: no reset, as a
+// vanished host) ends its watch within watchIdle + SentinelTimeout; closing
+// the ctx ends a watch at once; a dead address fails within SentinelTimeout.
+func TestRealSwitchMasterWatch(t *testing.T) {
+	ctx := context.Background()
+	const name = "redisctl-watch"
+	b := startBusiness(t, name)
+	type got struct {
+		ev  SwitchMaster
+		err error
+		at  time.Time
+	}
+	results := make(chan got, len(b.sentinels))
+	for _, s := range b.sentinels {
+		w, err := WatchSwitchMaster(ctx, s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer w.Close()
+		go func() {
+			nctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+			defer cancel()
+			ev, err := w.Next(nctx)
+			results <- got{ev, err, time.Now()}
+		}()
+	}
+	start := time.Now()
+	if _, err := Failover(ctx, b.sentinels, name); err != nil {
+		t.Fatal(err)
+	}
+	want := SwitchMaster{Name: name, From: b.primary, To: b.replica}
+	for range b.sentinels {
+		r := <-results
+		if r.err != nil || r.ev != want {
+			t.Fatalf("announcement %+v, %v; want %+v", r.ev, r.err, want)
+		}
+		t.Logf("+switch-master heard %s after SENTINEL FAILOVER", r.at.Sub(start).Round(time.Millisecond))
+	}
+
+	// A frozen sentinel: the watch notices it by its PING.
+	s, p := startSentinel(t, ip3, "other", b.replica)
+	w, err := WatchSwitchMaster(ctx, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	if err := syscall.Kill(p.cmd.Process.Pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	start = time.Now()
+	_, err = w.Next(ctx)
+	if err == nil {
+		t.Fatal("Next on a frozen sentinel: no error")
+	}
+	if d := time.Since(start); d > watchIdle+SentinelTimeout+500*time.Millisecond {
+		t.Errorf("a frozen sentinel was noticed after %v", d)
+	}
+	t.Logf("frozen sentinel noticed after %v: %v", time.Since(start).Round(time.Millisecond), err)
+	_ = syscall.Kill(p.cmd.Process.Pid, syscall.SIGCONT)
+
+	// Closing the ctx ends a waiting watch.
+	cctx, cancel := context.WithCancel(ctx)
+	w2, err := WatchSwitchMaster(cctx, b.sentinels[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := w2.Next(cctx)
+		done <- err
+	}()
+	cancel()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.Canceled) {
+			t.Errorf("Next after cancel: %v", err)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("Next did not return after its ctx was cancelled")
+	}
+	w2.Close()
+
+	start = time.Now()
+	if _, err := WatchSwitchMaster(ctx, deadAddr(t, ip3)); err == nil {
+		t.Error("watch of a dead address: no error")
+	}
+	if d := time.Since(start); d > 2*SentinelTimeout {
+		t.Errorf("watch of a dead address took %v", d)
+	}
+}
