@@ -519,7 +519,7 @@ func TestRouterLive(t *testing.T) {
 	// list): the router puts it right within a tick.
 	hap.kill(t)
 	restarted := time.Now()
-	hap = startHAP()
+	startHAP() // killed at the end of the test
 	want(5*time.Second, map[string]string{pName: hapMaint, rName: hapReady})
 	t.Logf("restarted HAProxy routed again %s after its restart", time.Since(restarted).Round(time.Millisecond))
 	if d := time.Since(restarted); d > routeTick+time.Second {
