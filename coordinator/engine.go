@@ -162,11 +162,20 @@ func (e *engine) view(sn snapshot, addonID string, now time.Time) operation.View
 	v.Plan, v.PlanKnown = api.FindPlan(sn.plans, a.Plan)
 	v.AppHook = e.hook.policy()
 	for _, m := range a.Members {
-		ms, seen := e.obs.member(m.HostID, m.ID)
-		v.Observed[m.ID] = operation.Observed{Seen: seen, State: ms.State, Detail: ms.Detail, RedisRole: ms.RedisRole}
+		v.Observed[m.ID] = observe(e.obs, sn.hosts[m.HostID], m)
 		v.HostSeen[m.HostID] = e.obs.lastSeen(m.HostID)
 	}
 	return v
+}
+
+// observe is a member as the fleet sees it now: its agent's last report,
+// or nothing when its host is down (that report says nothing about now).
+func observe(obs *observed, h api.Host, m api.Member) operation.Observed {
+	if h.State == api.HostDown {
+		return operation.Observed{}
+	}
+	ms, seen := obs.member(m.HostID, m.ID)
+	return operation.Observed{Seen: seen, State: ms.State, Detail: ms.Detail, RedisRole: ms.RedisRole, Offset: ms.ReplOffset}
 }
 
 func (e *engine) pass(ctx context.Context, wg *sync.WaitGroup) {

@@ -124,8 +124,7 @@ func (c *topologyController) pass(ctx context.Context) {
 			return
 		}
 		for _, m := range v.t.Addon.Members {
-			ms, seen := c.obs.member(m.HostID, m.ID)
-			v.t.Observed[m.ID] = operation.Observed{Seen: seen, State: ms.State, Detail: ms.Detail, RedisRole: ms.RedisRole}
+			v.t.Observed[m.ID] = observe(c.obs, v.t.Hosts[m.HostID], m)
 		}
 		c.forceFailover(ctx, v)
 		c.reconcile(ctx, v)

@@ -213,27 +213,30 @@ func TestReplace(t *testing.T) {
 				addReplacement(f, op, Observed{Seen: true, State: api.MemberRunning, RedisRole: "master"})
 			},
 			check: func(t *testing.T, d Decision) { wantIn(t, d.Detail, "not a replica yet") }},
-		{name: "reset: waits while a member still answers as a master (stray)", target: "b-1-redis-1", done: 4, want: Wait,
+		{name: "reset: waits while a member still answers as a master (stray)", target: "b-1-sentinel-2", done: 4, want: Wait,
 			setup: func(f *fixture, op *api.Operation) {
-				addReplacement(f, op, Observed{Seen: true, State: api.MemberRunning, RedisRole: "master"})
-				removeMember(f, "b-1-redis-1")
+				replaceSentinel(f, op)
+				f.obs["b-1-redis-1"] = Observed{Seen: true, State: api.MemberRunning, RedisRole: "master"}
 			},
 			check: func(t *testing.T, d Decision) { wantIn(t, d.Detail, "want slave, now running as master") }},
-		{name: "reset: waits while a member has not rejoined", target: "b-1-redis-1", done: 4, want: Wait,
+		{name: "reset: waits while a member has not rejoined", target: "b-1-sentinel-2", done: 4, want: Wait,
 			setup: func(f *fixture, op *api.Operation) {
-				addReplacement(f, op, Observed{Seen: true, State: api.MemberStarting})
-				removeMember(f, "b-1-redis-1")
+				replaceSentinel(f, op)
+				f.obs["b-1-redis-1"] = Observed{Seen: true, State: api.MemberStarting}
 			}},
-		{name: "reset: every member in its role", target: "b-1-redis-1", done: 4, want: Run,
+		{name: "reset: every member in its role: the sentinels one by one", target: "b-1-sentinel-2", done: 4, want: Run,
+			setup: func(f *fixture, op *api.Operation) { replaceSentinel(f, op) },
+			check: func(t *testing.T, d Decision) {
+				if r, ok := d.Action.(ResetSentinels); !ok || len(r.Sentinels) != 3 || d.Then != Advance || len(r.Replicas) != 1 || r.Replicas[0] != "127.0.0.12:20001" {
+					t.Fatalf("action %#v", d.Action)
+				}
+			}},
+		{name: "reset: a replaced redis member needs none", target: "b-1-redis-1", done: 4, want: Advance,
 			setup: func(f *fixture, op *api.Operation) {
 				addReplacement(f, op, Observed{Seen: true, State: api.MemberRunning, RedisRole: "slave"})
 				removeMember(f, "b-1-redis-1")
 			},
-			check: func(t *testing.T, d Decision) {
-				if r, ok := d.Action.(ResetSentinels); !ok || len(r.Sentinels) != 3 || d.Then != Advance || len(r.Replicas) != 1 || r.Replicas[0] != "127.0.0.13:20004" {
-					t.Fatalf("action %#v", d.Action)
-				}
-			}},
+			check: func(t *testing.T, d Decision) { wantIn(t, d.Detail, "no sentinel replaced") }},
 		{name: "reset: a haproxy needs none", target: "b-1-haproxy-1", done: 4, want: Advance,
 			setup: func(f *fixture, op *api.Operation) {
 				a := f.addons["b-1"]
@@ -269,6 +272,17 @@ func addReplacement(f *fixture, op *api.Operation, o Observed) {
 	f.addons["b-1"] = a
 	op.Replacement = "b-1-redis-2"
 	f.obs["b-1-redis-2"] = o
+}
+
+// replaceSentinel: sentinel-2 (h3) was replaced by sentinel-3 (h4) and
+// removed.
+func replaceSentinel(f *fixture, op *api.Operation) {
+	a := f.addons["b-1"]
+	a.Members = append(a.Members, api.Member{ID: "b-1-sentinel-3", Role: api.RoleSentinel, HostID: "h4", Port: 20002})
+	f.addons["b-1"] = a
+	op.Replacement = "b-1-sentinel-3"
+	f.obs["b-1-sentinel-3"] = Observed{Seen: true, State: api.MemberRunning}
+	removeMember(f, "b-1-sentinel-2")
 }
 
 func removeMember(f *fixture, id string) {

@@ -79,17 +79,13 @@ func replace(v View, op api.Operation, step api.Step) Decision {
 			// A sentinel counts once it knows the primary, the replicas
 			// and its peers: it may be the one a failover needs next.
 			prim, _ := primary(a)
-			var replicas []string
 			others := 0
 			for _, m := range a.Members {
-				switch {
-				case m.Role == api.RoleRedis && m.ID != prim.ID:
-					replicas = append(replicas, addr(v, m))
-				case m.Role == api.RoleSentinel && m.ID != nm.ID && m.ID != op.Target:
+				if m.Role == api.RoleSentinel && m.ID != nm.ID && m.ID != op.Target && v.Hosts[m.HostID].State != api.HostDown {
 					others++
 				}
 			}
-			return Decision{Kind: Run, Action: CheckSentinel{Addr: addr(v, nm), Primary: addr(v, prim), Replicas: replicas, Others: others},
+			return Decision{Kind: Run, Action: CheckSentinel{Addr: addr(v, nm), Primary: addr(v, prim), Replicas: servingReplicas(v), Others: others},
 				Then: Advance, Detail: nm.ID + " running, knows the primary, the replicas and its peers"}
 		case nm.Role != api.RoleRedis:
 			return advance(nm.ID + " running")
@@ -131,8 +127,12 @@ func replace(v View, op api.Operation, step api.Step) Decision {
 		if nm, ok := member(a, op.Replacement); ok {
 			role = nm.Role
 		}
-		if role == api.RoleHAProxy {
-			return advance("a haproxy leaves no sentinel state to reset")
+		// Only a replaced sentinel must be forgotten: the sentinels count
+		// every sentinel they ever met in a failover's majority. A replaced
+		// redis member stays in their lists as down, which they never
+		// promote; a haproxy they never knew.
+		if role != api.RoleSentinel {
+			return advance("no sentinel replaced: nothing to reset")
 		}
 		if len(sentinels(v)) == 0 {
 			return advance("no sentinels")
@@ -140,14 +140,7 @@ func replace(v View, op api.Operation, step api.Step) Decision {
 		if why := notRejoined(v); why != "" {
 			return wait(why)
 		}
-		prim, _ := primary(a)
-		var replicas []string
-		for _, m := range a.Members {
-			if m.Role == api.RoleRedis && m.ID != prim.ID {
-				replicas = append(replicas, addr(v, m))
-			}
-		}
-		return paced(step, v, Decision{Kind: Run, Action: ResetSentinels{Sentinels: sentinels(v), Replicas: replicas}, Then: Advance,
+		return paced(step, v, Decision{Kind: Run, Action: ResetSentinels{Sentinels: sentinels(v), Replicas: servingReplicas(v)}, Then: Advance,
 			Detail: "sentinels reset one by one: they forget the old member and know the others again", RetryAfter: resetEvery})
 	}
 	return fail("unknown step " + step.Name)
@@ -182,6 +175,20 @@ func notRejoined(v View) string {
 		return ""
 	}
 	return "waiting before resetting the sentinels (they would forget a member that has not rejoined): " + strings.Join(waiting, ", ")
+}
+
+// servingReplicas lists the addresses of the redis members other than the
+// recorded primary that serve as replicas (a sentinel can only be expected
+// to know those).
+func servingReplicas(v View) []string {
+	prim, _ := primary(v.Addon)
+	var out []string
+	for _, m := range v.Addon.Members {
+		if o := v.Observed[m.ID]; m.Role == api.RoleRedis && m.ID != prim.ID && o.alive() && o.RedisRole == "slave" {
+			out = append(out, addr(v, m))
+		}
+	}
+	return out
 }
 
 // notInSync says why redis member id does not hold the addon's data yet
