@@ -97,6 +97,7 @@ type transition struct {
 	op       api.Operation
 	took     time.Duration // addons-upgrade sent → operation seen done
 	opTook   time.Duration // the operation's own: created → last step done
+	cli      time.Duration // the addons-upgrade command's run
 	failed   int
 	errs     map[string]int
 	stall    time.Duration
@@ -104,8 +105,8 @@ type transition struct {
 }
 
 func (tr transition) String() string {
-	return fmt.Sprintf("%s -> %s: operation done in %s (seen done %s after the request), %d writes acknowledged meanwhile, longest stall %s, %d failed commands %v",
-		tr.from, tr.to, tr.opTook.Round(time.Millisecond), tr.took.Round(time.Millisecond), tr.acked, tr.stall.Round(time.Millisecond), tr.failed, tr.errs)
+	return fmt.Sprintf("%s -> %s: operation done in %s (addons-upgrade ran %s; seen done %s after it was started), %d writes acknowledged meanwhile, longest stall %s, %d failed commands %v",
+		tr.from, tr.to, tr.opTook.Round(time.Millisecond), tr.cli.Round(time.Millisecond), tr.took.Round(time.Millisecond), tr.acked, tr.stall.Round(time.Millisecond), tr.failed, tr.errs)
 }
 
 // changePlan runs `cacheplane addons-upgrade` and waits until its
@@ -131,6 +132,7 @@ func changePlan(t testing.TB, c *Coordinator, w *writer, app, id, from, to strin
 	if n := len(op.Steps); n > 0 {
 		tr.opTook = op.Steps[n-1].FinishedAt.Sub(op.CreatedAt)
 	}
+	tr.cli = res.Duration
 	for k, v := range w.errClasses() {
 		if d := v - errsBefore[k]; d > 0 {
 			tr.errs[k] = d
