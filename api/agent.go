@@ -121,6 +121,11 @@ type Assignment struct {
 	VIP        string   `json:"vip,omitempty"`
 	Servers    []string `json:"servers,omitempty"`
 	MaxConn    int      `json:"max_conn,omitempty"`
+	// Stopped: keep the member's process stopped (SIGTERM, so redis saves
+	// on its way out) and its data dir; do not restart it until an
+	// assignment without Stopped arrives (an engine upgrade that stops
+	// every node). Not part of the member's spec.
+	Stopped bool `json:"stopped,omitempty"`
 }
 
 // Assignments answers the blocking query.

@@ -159,6 +159,25 @@ type Member struct {
 	// address (the VIP) when the addon has one.
 	State  string `json:"state,omitempty"`
 	Active bool   `json:"active,omitempty"`
+	// Engine and Version, when set, are the engine version this member
+	// runs instead of the addon's: an engine upgrade moves one member at
+	// a time (its agent restarts it on the new version, data dir kept),
+	// and clears them once every member is on the addon's new version.
+	Engine  Engine `json:"engine,omitempty"`
+	Version string `json:"version,omitempty"`
+	// Stopped: the member's process is stopped and not restarted, its data
+	// kept (an upgrade that stops every node: a replica that must not be
+	// promoted while its primary restarts).
+	Stopped bool `json:"stopped,omitempty"`
+}
+
+// MemberEngine is the engine version member m of a runs: its own when an
+// upgrade set one, else the addon's.
+func (a Addon) MemberEngine(m Member) (Engine, string) {
+	if m.Engine != "" {
+		return m.Engine, m.Version
+	}
+	return a.Engine, a.Version
 }
 
 // Addon is one caching database. Password is never part of list views.
@@ -257,6 +276,9 @@ type Operation struct {
 	// the words the app hook is told: "plan redis-starter-256 ->
 	// redis-starter-1024".
 	Change string `json:"change,omitempty"`
+	// Upgrade is what an engine upgrade moves to and what it recorded on
+	// its way (empty for other kinds).
+	Upgrade Upgrade `json:"upgrade,omitzero"`
 	// Stuck says why the operation cannot make progress (a step waited
 	// or failed for too long); it is cleared when it moves again. Stuck
 	// operations are counted by the cacheplane_operations_stuck metric.

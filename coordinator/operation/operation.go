@@ -42,6 +42,9 @@ type Observed struct {
 	Detail    string
 	RedisRole string // master or slave, for redis members that answer
 	Offset    int64  // replication offset, for redis members that answer
+	// StartedAt is when the member's running process started, as its
+	// agent reports it (zero when none runs).
+	StartedAt time.Time
 }
 
 // alive: the member serves, or is busy but alive.
@@ -214,6 +217,8 @@ func Next(v View, op api.Operation) Decision {
 		return replace(v, op, step)
 	case api.OpPlanChange:
 		return planChange(v, op, step)
+	case api.OpUpgrade:
+		return upgrade(v, op, step)
 	}
 	return Decision{Kind: Fail, Detail: fmt.Sprintf("this coordinator cannot run %s operations", op.Kind)}
 }
@@ -285,6 +290,8 @@ func cancel(v View, op api.Operation) Decision {
 	case api.OpPlanChange:
 		d.Status = api.AddonRunning
 		acc += "; the new plan stays recorded and the agents keep resizing to it (to go back, change the plan again)"
+	case api.OpUpgrade:
+		acc = cancelUpgrade(v, op, &d, acc)
 	}
 	d.Detail = acc
 	return d
