@@ -164,6 +164,8 @@ type Failover struct{ Sentinels []string }
 // messages within seconds; a primary lost in that window would otherwise
 // leave no sentinel able to promote: NOGOODSLAVE).
 type ResetSentinels struct {
+	// Sentinels are the addon's sentinels on live hosts: each must know
+	// the others again after its reset.
 	Sentinels []string
 	Replicas  []string
 }

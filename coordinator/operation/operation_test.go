@@ -231,6 +231,25 @@ func TestReplace(t *testing.T) {
 					t.Fatalf("action %#v", d.Action)
 				}
 			}},
+		{name: "reset: a sentinel on a lost host is neither reset nor waited for", target: "b-1-sentinel-2", done: 4, want: Run,
+			setup: func(f *fixture, op *api.Operation) {
+				replaceSentinel(f, op)
+				a := f.addons["b-1"]
+				for i := range a.Members {
+					if a.Members[i].ID == "b-1-sentinel-3" {
+						a.Members[i].HostID = "h5"
+					}
+				}
+				f.addons["b-1"] = a
+				h := f.hosts["h5"]
+				h.State = api.HostDown
+				f.hosts["h5"] = h
+			},
+			check: func(t *testing.T, d Decision) {
+				if r, ok := d.Action.(ResetSentinels); !ok || len(r.Sentinels) != 2 || contains(r.Sentinels, "127.0.0.15:20002") {
+					t.Fatalf("action %#v", d.Action)
+				}
+			}},
 		{name: "reset: a replaced redis member needs none", target: "b-1-redis-1", done: 4, want: Advance,
 			setup: func(f *fixture, op *api.Operation) {
 				addReplacement(f, op, Observed{Seen: true, State: api.MemberRunning, RedisRole: "slave"})

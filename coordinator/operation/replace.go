@@ -140,7 +140,16 @@ func replace(v View, op api.Operation, step api.Step) Decision {
 		if why := notRejoined(v); why != "" {
 			return wait(why)
 		}
-		return paced(step, v, Decision{Kind: Run, Action: ResetSentinels{Sentinels: sentinels(v), Replicas: servingReplicas(v)}, Then: Advance,
+		var live []string
+		for _, m := range a.Members {
+			if m.Role == api.RoleSentinel && v.Hosts[m.HostID].State != api.HostDown {
+				live = append(live, addr(v, m))
+			}
+		}
+		if len(live) == 0 {
+			return wait("no sentinel on a live host to reset")
+		}
+		return paced(step, v, Decision{Kind: Run, Action: ResetSentinels{Sentinels: live, Replicas: servingReplicas(v)}, Then: Advance,
 			Detail: "sentinels reset one by one: they forget the old member and know the others again", RetryAfter: resetEvery})
 	}
 	return fail("unknown step " + step.Name)

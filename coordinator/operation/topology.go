@@ -87,7 +87,8 @@ type NamedPrimary struct {
 // others before it is pointed at the current one: Sentinel spreads a
 // failover through hello messages within a couple of seconds; one that has
 // not heard of it by then cannot (it watches a primary that is gone).
-const StaleGrace = 5 * time.Second
+// Pointing one that was merely slow at the current primary costs nothing.
+const StaleGrace = 2 * time.Second
 
 // StaleSentinels lists the sentinels to point at primary (an address): those
 // naming another primary at an older epoch than latest for StaleGrace, and
