@@ -60,6 +60,7 @@ func TestBenchPlanChanges(t *testing.T) {
 			how = "both redis nodes resized in place at once (cgroup limit and `CONFIG SET maxmemory`); no restart, no switchover"
 			docs = "none"
 		}
+		base := &planBenchRow{name: a.kind + ", no change (baseline)", how: "`cacheplane addons --app` run instead of the change, stall counted over a window as long as the change's", docs: "–"}
 		grow := &planBenchRow{name: a.kind + " → " + a.kind + ", grow (256 → 1024 MB)", how: how, docs: docs}
 		shrink := &planBenchRow{name: a.kind + " → " + a.kind + ", shrink (1024 → 256 MB)", how: how, docs: docs}
 		prefix := "bench-" + a.kind + ":"
@@ -70,20 +71,20 @@ func TestBenchPlanChanges(t *testing.T) {
 			w.waitAcksAfter(t, time.Now(), 100, 20*time.Second)
 			shrink.runs = append(shrink.runs, changePlan(t, f.c, w, a.app, a.id, large, small))
 			w.waitAcksAfter(t, time.Now(), 100, 20*time.Second)
+			base.runs = append(base.runs, noChange(t, f.c, w, a.app, shrink.runs[i].took))
 		}
 		acks, failed, errs := w.finish()
 		c := redis.NewClient(a.opt)
 		lost := len(missing(t, c, prefix, acks))
 		c.Close()
-		grow.lost = lost // over the whole writer run: both rows
-		shrink.lost = lost
+		grow.lost, shrink.lost, base.lost = lost, lost, lost // over the whole writer run
 		t.Logf("%s: %d writes acknowledged, %d failed %v, %d lost", a.kind, len(acks), failed, errs, lost)
-		for _, r := range []*planBenchRow{grow, shrink} {
+		for _, r := range []*planBenchRow{grow, shrink, base} {
 			for _, tr := range r.runs {
 				t.Logf("%s", tr)
 			}
 		}
-		rows = append(rows, grow, shrink)
+		rows = append(rows, base, grow, shrink)
 	}
 	section := planSection(rows, rounds)
 	path := writeBenchSection(t, planBenchStart, planBenchEnd, section)
@@ -98,6 +99,23 @@ func TestBenchPlanChanges(t *testing.T) {
 			t.Errorf("%s: %d acknowledged writes lost", r.name, r.lost)
 		}
 	}
+}
+
+// noChange measures the writer over a window of length d that starts
+// with a CLI run changing nothing: the stall a client sees anyway on this
+// machine (the CLI process, the coordinator and the agents share the same
+// 2 CPUs with redis, HAProxy and the client).
+func noChange(t *testing.T, c *Coordinator, w *writer, app string, d time.Duration) transition {
+	t.Helper()
+	failedBefore := w.failures()
+	start := time.Now()
+	if res := c.CLI("addons", "--app", app); res.Code != 0 {
+		t.Fatalf("addons: %s", res)
+	}
+	end := start.Add(d)
+	w.waitAcksAfter(t, end, 10, 20*time.Second) // the window is over
+	acks := w.ackLog()
+	return transition{took: d, opTook: d, stall: gapWithin(acks, start, end), failed: w.failures() - failedBefore}
 }
 
 func durStats(ds []time.Duration) (med, hi time.Duration) {
@@ -136,7 +154,11 @@ func planSection(rows []*planBenchRow, rounds int) string {
 		}
 		sm, sx := durStats(stalls)
 		tm, tx := durStats(took)
-		p("| %s | %s | %s | %d | %d | %d | %s / %s | %s / %s |\n", r.name, r.how, r.docs, len(r.runs), failed, r.lost, ms(sm), ms(sx), secs(tm), secs(tx))
+		dur := secs(tm) + " / " + secs(tx)
+		if strings.Contains(r.name, "baseline") {
+			dur = "–"
+		}
+		p("| %s | %s | %s | %d | %d | %d | %s / %s | %s |\n", r.name, r.how, r.docs, len(r.runs), failed, r.lost, ms(sm), ms(sx), dur)
 	}
 	p("| starter → business | not supported yet: refused before anything changes (a starter's address is its redis node's own; " +
 		"an HAProxy pair's address would need an entrypoint redesign) | none | – | – | – | – | – |\n")
@@ -144,8 +166,9 @@ func planSection(rows []*planBenchRow, rounds int) string {
 		"none / 2–10 s | – | – | – | – | – |\n")
 	p("\nThe docs' order for business → business (\"replicas first, failover, then the old primary\") is not needed: the resize is " +
 		"live on every node (no restart, no role change), so both nodes are resized at once and nothing fails over. Lost writes count " +
-		"over all rounds of an addon (one writer per addon). The stall is what a client sees between two of its own back-to-back " +
-		"writes (one connection, ~0.1 ms round trip on loopback): it is the machine's scheduling noise, not an outage.\n")
+		"over all rounds of an addon (one writer per addon). The stall is the longest time between two of the client's own back-to-back " +
+		"writes (one connection, ~0.1 ms round trip on loopback); the baseline rows show what it is over a window of the same length " +
+		"with no change at all (the CLI, the coordinator and the agents share the machine's 2 CPUs with redis, HAProxy and the client).\n")
 	p("%s\n", planBenchEnd)
 	return b.String()
 }
