@@ -12,13 +12,15 @@ package agent
 //
 // So the agent of each haproxy member drives its HAProxy through the
 // runtime API (haproxyapi.go): a router per member follows the addon's
-// sentinels — a subscription to +switch-master on each of them, plus a
-// majority ask (redisctl.AskMajority) at start, on every (re)connection and
-// every majorityEvery as a safety net — and keeps every server but the
-// agreed primary in MAINT with its sessions shut; the agreed primary is
-// `ready` (its role check still has to pass). On a switch the old
-// primary's sessions are cut at once: its clients reconnect to the new
-// one, and a stray never gets a write. With no majority known (sentinels
+// sentinels — a subscription to +switch-master on each of them (and to
+// +failover-state-wait-promotion, which the leading sentinel publishes when
+// it has sent SLAVEOF NO ONE, ~1 s before its +switch-master: it waits for
+// its next INFO of the replica), plus a majority ask (redisctl.AskMajority)
+// at start, on every (re)connection and every majorityEvery as a safety
+// net — and keeps every server but the agreed primary in MAINT with its
+// sessions shut; the agreed primary is `ready` (its role check still has to
+// pass). On a switch the old primary's sessions are cut at once: its
+// clients reconnect to the new one, and a stray never gets a write. With no majority known (sentinels
 // unreachable), nothing changes: the router never takes every server out.
 //
 // The same router keeps the clients' frontend of an addon with a VIP
@@ -79,9 +81,10 @@ const (
 
 // routeCommands are the runtime-API commands that make backend be route to
 // primary (a server name) and nowhere else: every other server in MAINT
-// with its sessions shut, primary ready. They come in that order, on one
-// line, so no moment has two servers ready. primary "" (no agreement) or
-// not among servers: nothing — never every server out.
+// with its sessions shut, primary ready (and, leaving MAINT, marked down
+// until its role check passes). They come in that order, on one line, so
+// no moment has two servers ready. primary "" (no agreement) or not among
+// servers: nothing — never every server out.
 func routeCommands(be string, servers []hapServer, primary string) []string {
 	if primary == "" || !slices.ContainsFunc(servers, func(s hapServer) bool { return s.Name == primary }) {
 		return nil
@@ -99,15 +102,24 @@ func routeCommands(be string, servers []hapServer, primary string) []string {
 		}
 	}
 	for _, s := range servers {
-		if s.Name == primary && s.Admin != hapReady {
-			out = append(out, "set server "+be+"/"+s.Name+" state ready")
+		if s.Name != primary || s.Admin == hapReady {
+			continue
+		}
+		out = append(out, "set server "+be+"/"+s.Name+" state ready")
+		if s.Admin == hapMaint {
+			// Leaving maintenance HAProxy counts a server up until its
+			// first check; down instead, so the role check (run at once
+			// on leaving maintenance) lets it in only as a master.
+			out = append(out, "set server "+be+"/"+s.Name+" health down")
 		}
 	}
 	return out
 }
 
 // agreement is the primary (host:port) the router routes to: the last one
-// a sentinel announced (+switch-master), or what a majority of them names.
+// a sentinel announced (+switch-master, or the promotion that starts it:
+// the leader has sent SLAVEOF NO ONE, the old primary is abandoned), or
+// what a majority of them names.
 type agreement struct {
 	primary string // "" until known
 	// switched: when the last announcement came (zero: none).
@@ -377,7 +389,11 @@ func (r *router) run(ctx context.Context, spec routeSpec) {
 				continue
 			}
 			if e.sw.To != g.primary {
-				r.log.Warn("sentinel announced a new primary", "sentinel", e.sentinel, "from", e.sw.From, "to", e.sw.To)
+				what := "sentinel announced a new primary"
+				if e.sw.Promoting {
+					what = "sentinel is promoting a new primary"
+				}
+				r.log.Warn(what, "sentinel", e.sentinel, "from", e.sw.From, "to", e.sw.To)
 			}
 			g = g.onSwitch(e.sw.To, time.Now())
 		case m := <-majority:
@@ -416,8 +432,8 @@ func (r *router) apply(ctx context.Context, api hapAPI, spec routeSpec, primary 
 	return cmds, nil
 }
 
-// watchSentinel subscribes to one sentinel's +switch-master announcements
-// for master name and reports them (and every successful subscription) on
+// watchSentinel subscribes to one sentinel's announcements (+switch-master,
+// +failover-state-wait-promotion) for master name and reports them (and every successful subscription) on
 // events, reconnecting with backoff, until ctx ends.
 func watchSentinel(ctx context.Context, log *slog.Logger, addr, name string, events chan<- routeEvent) {
 	send := func(e routeEvent) bool {

@@ -344,21 +344,56 @@ func TestRouterLive(t *testing.T) {
 	if got, _ := c1.laddr(); got != primary {
 		t.Fatalf("c1 reaches %s", got)
 	}
-	// Hear the announcement ourselves.
-	heard := make(chan time.Time, 1)
-	w, err := redisctl.WatchSwitchMaster(ctx, sentinels[2])
-	if err != nil {
-		t.Fatal(err)
+	type outcome struct {
+		reply string
+		err   error
+		at    time.Time
 	}
-	defer w.Close()
-	go func() {
-		wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		defer cancel()
-		if ev, err := w.Next(wctx); err == nil && ev.To == replica {
-			heard <- time.Now()
+	// heard reports when sentinel s announces (+switch-master) that the
+	// primary moved to to.
+	heard := func(s, to string) <-chan time.Time {
+		ch := make(chan time.Time, 1)
+		w, err := redisctl.WatchSwitchMaster(ctx, s)
+		if err != nil {
+			t.Fatal(err)
 		}
-	}()
-	// The primary goes busy; c1 writes meanwhile (it waits on the sleeper).
+		go func() {
+			defer w.Close()
+			wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			defer cancel()
+			for {
+				ev, err := w.Next(wctx)
+				if err != nil {
+					return
+				}
+				if !ev.Promoting && ev.To == to {
+					ch <- time.Now()
+					return
+				}
+			}
+		}()
+		return ch
+	}
+	// routedTo polls until a new connection through the VIP reaches to.
+	routedTo := func(to string) time.Time {
+		t.Helper()
+		var at time.Time
+		testutil.WaitFor(t, 3*time.Second, func() error {
+			got, err := reaches(vip)
+			if err == nil && got != to {
+				err = fmt.Errorf("the VIP reaches %s", got)
+			}
+			at = time.Now()
+			return err
+		})
+		return at
+	}
+
+	// 1. The primary is busy (DEBUG SLEEP 3) when a failover is forced;
+	// c1 writes meanwhile (it waits on the sleeper). The router follows
+	// every sentinel: the leader's promotion announcement cuts c1 and
+	// routes to the new primary before the +switch-master.
+	switched := heard(sentinels[2], replica)
 	sleeper, err := rlDial(primary)
 	if err != nil {
 		t.Fatal(err)
@@ -377,11 +412,6 @@ func TestRouterLive(t *testing.T) {
 	if err := c1.send("SET", "written-to-the-sleeper", "1"); err != nil {
 		t.Fatal(err)
 	}
-	type outcome struct {
-		reply string
-		err   error
-		at    time.Time
-	}
 	c1done := make(chan outcome, 1)
 	go func() {
 		r, err := c1.reply(10 * time.Second)
@@ -391,22 +421,7 @@ func TestRouterLive(t *testing.T) {
 		t.Fatal(err)
 	}
 	failedOver := time.Now()
-	var at time.Time
-	select {
-	case at = <-heard:
-	case <-time.After(10 * time.Second):
-		t.Fatal("no +switch-master within 10 s")
-	}
-	// New connections reach the new primary.
-	var routedAt time.Time
-	testutil.WaitFor(t, 2*time.Second, func() error {
-		got, err := reaches(vip)
-		if err == nil && got != replica {
-			err = fmt.Errorf("the VIP reaches %s", got)
-		}
-		routedAt = time.Now()
-		return err
-	})
+	routedAt := routedTo(replica)
 	var cut outcome
 	select {
 	case cut = <-c1done:
@@ -416,16 +431,19 @@ func TestRouterLive(t *testing.T) {
 	if cut.err == nil {
 		t.Errorf("the write sent to the sleeping old primary was answered %q: it took a write after the switch", cut.reply)
 	}
-	t.Logf("+switch-master %s after SENTINEL FAILOVER; old primary's session cut %s after it (%v), new connections on the new primary %s after it",
-		at.Sub(failedOver).Round(time.Millisecond), cut.at.Sub(at).Round(time.Millisecond), cut.err, routedAt.Sub(at).Round(time.Millisecond))
-	if d := cut.at.Sub(at); d > 300*time.Millisecond {
-		t.Errorf("the old primary's session was cut %v after the announcement, want ~200 ms", d)
+	var at time.Time
+	select {
+	case at = <-switched:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no +switch-master within 10 s")
 	}
-	if d := routedAt.Sub(at); d > 300*time.Millisecond {
-		t.Errorf("new connections reached the new primary %v after the announcement, want ~200 ms", d)
+	t.Logf("failover of a sleeping primary: its session cut %s and new connections on the new primary %s after SENTINEL FAILOVER; +switch-master %s after it",
+		cut.at.Sub(failedOver).Round(time.Millisecond), routedAt.Sub(failedOver).Round(time.Millisecond), at.Sub(failedOver).Round(time.Millisecond))
+	if cut.at.Sub(at) > 200*time.Millisecond || routedAt.Sub(at) > 200*time.Millisecond {
+		t.Errorf("cut %v and routed %v after the +switch-master, want within ~200 ms", cut.at.Sub(at), routedAt.Sub(at))
 	}
 	want(time.Second, map[string]string{pName: hapMaint, rName: hapReady})
-	// When the old primary wakes (a stray master until Sentinel converts
+	// When the old primary wakes (a stray master until someone demotes
 	// it) nothing reaches it.
 	testutil.WaitFor(t, 10*time.Second, func() error {
 		return redisctl.Ping(ctx, primary, rlPass)
@@ -445,6 +463,69 @@ func TestRouterLive(t *testing.T) {
 			}
 		}
 	}
+
+	// 2. Back the other way, the router hearing only +switch-master: it
+	// follows the two sentinels that do not lead the failover.
+	if err := redisctl.Demote(ctx, primary, rlPass, replica); err != nil { // the coordinator's stray demotion
+		t.Fatal(err)
+	}
+	for _, s := range sentinels {
+		testutil.WaitFor(t, 30*time.Second, func() error {
+			k, err := redisctl.Known(ctx, s, rlName)
+			if err != nil {
+				return err
+			}
+			if !redisctl.Has(k.Replicas, primary) {
+				return fmt.Errorf("sentinel %s knows replicas %v", s, k.Replicas)
+			}
+			r, err := redisctl.GetReplication(ctx, primary, rlPass)
+			if err == nil && r.LinkStatus != "up" {
+				err = fmt.Errorf("old primary's link %s", r.LinkStatus)
+			}
+			return err
+		})
+	}
+	followers := spec
+	followers.sentinels = sentinels[1:]
+	rs.sync(ctx, testutil.Logger(t), map[string]routeSpec{as.MemberID: followers})
+	c2, err := rlDial(vip)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	if got, _ := c2.laddr(); got != replica {
+		t.Fatalf("c2 reaches %s", got)
+	}
+	c2done := make(chan outcome, 1)
+	go func() {
+		r, err := c2.reply(20 * time.Second) // no command sent: returns when the session is cut
+		c2done <- outcome{r, err, time.Now()}
+	}()
+	switched = heard(sentinels[2], primary)
+	if by, err := redisctl.Failover(ctx, sentinels[:1], rlName); err != nil || by != sentinels[0] {
+		t.Fatalf("failover back: %s, %v", by, err)
+	}
+	failedOver = time.Now()
+	select {
+	case at = <-switched:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no +switch-master within 10 s")
+	}
+	routedAt = routedTo(primary)
+	select {
+	case cut = <-c2done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the old primary's session was not cut")
+	}
+	t.Logf("failover heard through +switch-master only (%s after SENTINEL FAILOVER): old primary's session cut %s and new connections on the new primary %s after the announcement",
+		at.Sub(failedOver).Round(time.Millisecond), cut.at.Sub(at).Round(time.Millisecond), routedAt.Sub(at).Round(time.Millisecond))
+	if cut.at.Sub(at) > 200*time.Millisecond || routedAt.Sub(at) > 200*time.Millisecond {
+		t.Errorf("cut %v and routed %v after the +switch-master, want within ~200 ms", cut.at.Sub(at), routedAt.Sub(at))
+	}
+	rs.sync(ctx, testutil.Logger(t), map[string]routeSpec{as.MemberID: spec})
+	// From here on the primary is the first member again.
+	want(time.Second, map[string]string{pName: hapReady, rName: hapMaint})
+	cur := primary
 
 	// The VIP moves away: the frontend closes after the grace, sessions
 	// stay; it comes back: the frontend opens again at once.
@@ -472,7 +553,7 @@ func TestRouterLive(t *testing.T) {
 	if err := c3.cmd(2*time.Second, "+PONG", "PING"); err != nil {
 		t.Errorf("a session through the disabled frontend: %v", err)
 	}
-	if got, err := reaches(own); err != nil || got != replica {
+	if got, err := reaches(own); err != nil || got != cur {
 		t.Errorf("own-address frontend with the VIP frontend disabled: %s, %v", got, err)
 	}
 	rs.sync(ctx, testutil.Logger(t), map[string]routeSpec{as.MemberID: spec})
@@ -508,19 +589,19 @@ func TestRouterLive(t *testing.T) {
 			return errors.New("the non-holder's clients' frontend is enabled")
 		}
 		for _, s := range st.Servers[spec2.backend] {
-			if (s.Name == pName) != (s.Admin == hapMaint) {
+			if (s.Name == rName) != (s.Admin == hapMaint) {
 				return fmt.Errorf("non-holder's servers %+v", st.Servers[spec2.backend])
 			}
 		}
 		return nil
 	})
 
-	// HAProxy restarts (every server ready, the old primary first in the
-	// list): the router puts it right within a tick.
+	// HAProxy restarts (every server ready): the router puts it right
+	// within a tick.
 	hap.kill(t)
 	restarted := time.Now()
 	startHAP() // killed at the end of the test
-	want(5*time.Second, map[string]string{pName: hapMaint, rName: hapReady})
+	want(5*time.Second, map[string]string{pName: hapReady, rName: hapMaint})
 	t.Logf("restarted HAProxy routed again %s after its restart", time.Since(restarted).Round(time.Millisecond))
 	if d := time.Since(restarted); d > routeTick+time.Second {
 		t.Errorf("a restarted HAProxy was put right after %v", d)
@@ -552,7 +633,7 @@ func TestRouterLive(t *testing.T) {
 	rs.stop()
 	rs = newRoutes()
 	defer rs.stop()
-	if err := hapi.exec(ctx, []string{"set server " + spec.backend + "/" + rName + " state maint", "set server " + spec.backend + "/" + pName + " state ready"}); err != nil {
+	if err := hapi.exec(ctx, []string{"set server " + spec.backend + "/" + pName + " state maint", "set server " + spec.backend + "/" + rName + " state ready"}); err != nil {
 		t.Fatal(err)
 	}
 	rs.sync(ctx, testutil.Logger(t), map[string]routeSpec{as.MemberID: spec})
@@ -563,8 +644,8 @@ func TestRouterLive(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, s := range st.Servers[spec.backend] {
-			if s.Name == rName && s.Admin != hapMaint {
-				t.Fatalf("without a majority the router changed %s: %+v", rName, s)
+			if s.Name == pName && s.Admin != hapMaint {
+				t.Fatalf("without a majority the router changed %s: %+v", pName, s)
 			}
 		}
 		time.Sleep(50 * time.Millisecond) // sampling period of the check, not synchronisation

@@ -33,7 +33,8 @@ func TestRouteCommands(t *testing.T) {
 		}},
 		{"switch: the old primary out and its sessions cut, then the new one ready",
 			[]hapServer{ready("redis-1", 40), maint("redis-2", 0)}, "redis-2", []string{
-				"set server be_a/redis-1 state maint", "shutdown sessions server be_a/redis-1", "set server be_a/redis-2 state ready",
+				"set server be_a/redis-1 state maint", "shutdown sessions server be_a/redis-1",
+				"set server be_a/redis-2 state ready", "set server be_a/redis-2 health down",
 			}},
 		{"a session left on a server in maint is shut", []hapServer{maint("redis-1", 2), ready("redis-2", 7)}, "redis-2", []string{
 			"shutdown sessions server be_a/redis-1",
@@ -44,7 +45,7 @@ func TestRouteCommands(t *testing.T) {
 		{"three servers (a replacement being added)", []hapServer{ready("redis-1", 1), ready("redis-2", 0), maint("redis-3", 0)}, "redis-3", []string{
 			"set server be_a/redis-1 state maint", "shutdown sessions server be_a/redis-1",
 			"set server be_a/redis-2 state maint", "shutdown sessions server be_a/redis-2",
-			"set server be_a/redis-3 state ready",
+			"set server be_a/redis-3 state ready", "set server be_a/redis-3 health down",
 		}},
 		{"primary whose check fails stays ready (its check decides)", []hapServer{{Name: "redis-1", Admin: hapReady}, maint("redis-2", 0)}, "redis-1", nil},
 	}
@@ -91,6 +92,8 @@ func apply(servers []hapServer, cmds []string) []hapServer {
 				out[i].Admin, out[i].Up = hapMaint, false
 			case strings.HasSuffix(c, "state ready"):
 				out[i].Admin = hapReady
+			case strings.HasSuffix(c, "health down"):
+				out[i].Up = false
 			case f[0] == "shutdown":
 				out[i].Sessions = 0
 			}
@@ -124,6 +127,10 @@ func TestAgreement(t *testing.T) {
 		}},
 		{"no majority keeps the last agreement", []step{{switchTo: r, want: r}, {at: time.Minute, majority: "", want: r}}},
 		{"announcements follow each other", []step{{switchTo: r, want: r}, {at: time.Second, switchTo: p, want: p}, {at: 2 * time.Second, majority: p, want: p}}},
+		{"a promotion, then its switch, while the majority catches up", []step{
+			{majority: p, want: p}, {at: time.Second, switchTo: r, want: r}, {at: 2 * time.Second, majority: p, want: r},
+			{at: 2100 * time.Millisecond, switchTo: r, want: r}, {at: 4 * time.Second, majority: r, want: r},
+		}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

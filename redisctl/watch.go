@@ -12,20 +12,48 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// SwitchMasterChannel is the Pub/Sub channel on which a sentinel announces
-// that a master's address changed (a failover ended, or the sentinel
-// learnt of one from its peers).
-const SwitchMasterChannel = "+switch-master"
+// Pub/Sub channels of a sentinel that WatchSwitchMaster follows.
+const (
+	// SwitchMasterChannel: a master's address changed (a failover ended,
+	// or the sentinel learnt of one from its peers).
+	SwitchMasterChannel = "+switch-master"
+	// PromotingChannel: the sentinel leading a failover has sent SLAVEOF
+	// NO ONE to the replica it chose (published by the leader only). The
+	// failover is committed: the old master is being abandoned, and the
+	// replica answers role:master within milliseconds, while the
+	// +switch-master that follows waits for the sentinel's next INFO of
+	// the replica (up to a second later).
+	PromotingChannel = "+failover-state-wait-promotion"
+)
 
 // watchIdle is how long Next waits for a message before it checks the
 // subscription with a PING: a sentinel whose host vanished without a reset
 // is noticed within watchIdle + SentinelTimeout.
 const watchIdle = time.Second
 
-// SwitchMaster is one +switch-master announcement: master Name moved from
-// From to To (host:port each).
+// SwitchMaster is one announcement: master Name moved (or, Promoting, is
+// being moved) from From to To (host:port each).
 type SwitchMaster struct {
 	Name, From, To string
+	// Promoting: a +failover-state-wait-promotion (To was sent SLAVEOF NO
+	// ONE); false: +switch-master.
+	Promoting bool
+}
+
+// ParsePromoting reads a +failover-state-wait-promotion payload, the
+// promoted replica as Sentinel describes an instance:
+// "slave <ip>:<port> <ip> <port> @ <master name> <master ip> <master port>".
+func ParsePromoting(payload string) (SwitchMaster, error) {
+	f := strings.Fields(payload)
+	if len(f) != 8 || f[0] != "slave" || f[4] != "@" {
+		return SwitchMaster{}, fmt.Errorf("%s %q: not a replica's description", PromotingChannel, payload)
+	}
+	for _, p := range []string{f[3], f[7]} {
+		if n, err := strconv.Atoi(p); err != nil || n <= 0 || n > 65535 {
+			return SwitchMaster{}, fmt.Errorf("%s %q: bad port %q", PromotingChannel, payload, p)
+		}
+	}
+	return SwitchMaster{Name: f[5], From: net.JoinHostPort(f[6], f[7]), To: net.JoinHostPort(f[2], f[3]), Promoting: true}, nil
 }
 
 // ParseSwitchMaster reads a +switch-master payload:
@@ -43,8 +71,8 @@ func ParseSwitchMaster(payload string) (SwitchMaster, error) {
 	return SwitchMaster{Name: f[0], From: net.JoinHostPort(f[1], f[2]), To: net.JoinHostPort(f[3], f[4])}, nil
 }
 
-// SwitchWatch is a subscription to one sentinel's +switch-master
-// announcements, on a connection of its own. It does not reconnect: when
+// SwitchWatch is a subscription to one sentinel's +switch-master and
+// +failover-state-wait-promotion announcements, on a connection of its own. It does not reconnect: when
 // Next fails, Close it and watch again (and ask the sentinels who the
 // primary is, AskMajority: announcements made meanwhile are lost).
 type SwitchWatch struct {
@@ -56,28 +84,32 @@ type SwitchWatch struct {
 }
 
 // WatchSwitchMaster connects to the sentinel at addr and subscribes to
-// SwitchMasterChannel; it returns once the sentinel confirmed the
-// subscription (within SentinelTimeout). Closing ctx closes the watch.
+// SwitchMasterChannel and PromotingChannel; it returns once the sentinel
+// confirmed both (within SentinelTimeout). Closing ctx closes the watch.
 func WatchSwitchMaster(ctx context.Context, addr string) (*SwitchWatch, error) {
 	c := redis.NewClient(SentinelOptions(addr))
-	w := &SwitchWatch{addr: addr, c: c, ps: c.Subscribe(ctx, SwitchMasterChannel)}
+	channels := []string{SwitchMasterChannel, PromotingChannel}
+	w := &SwitchWatch{addr: addr, c: c, ps: c.Subscribe(ctx, channels...)}
 	cctx, cancel := context.WithTimeout(ctx, SentinelTimeout)
 	defer cancel()
-	msg, err := w.ps.ReceiveTimeout(cctx, SentinelTimeout)
-	if err == nil {
-		if s, ok := msg.(*redis.Subscription); !ok || s.Kind != "subscribe" || s.Channel != SwitchMasterChannel {
-			err = fmt.Errorf("unexpected answer %v", msg)
+	var err error
+	for i := 0; i < len(channels) && err == nil; i++ {
+		var msg any
+		if msg, err = w.ps.ReceiveTimeout(cctx, SentinelTimeout); err == nil {
+			if s, ok := msg.(*redis.Subscription); !ok || s.Kind != "subscribe" || s.Channel != channels[i] {
+				err = fmt.Errorf("unexpected answer %v", msg)
+			}
 		}
 	}
 	if err != nil {
 		w.Close()
-		return nil, fmt.Errorf("sentinel %s: SUBSCRIBE %s: %w", addr, SwitchMasterChannel, err)
+		return nil, fmt.Errorf("sentinel %s: SUBSCRIBE %s: %w", addr, strings.Join(channels, " "), err)
 	}
 	w.stop = context.AfterFunc(ctx, w.close)
 	return w, nil
 }
 
-// Next waits for the next announcement. While none comes it checks the
+// Next waits for the next announcement (a promotion under way or a switch). While none comes it checks the
 // connection every watchIdle with a PING answered within SentinelTimeout;
 // a lost connection, a missing pong or ctx's end is an error.
 func (w *SwitchWatch) Next(ctx context.Context) (SwitchMaster, error) {
@@ -111,10 +143,16 @@ func (w *SwitchWatch) Next(ctx context.Context) (SwitchMaster, error) {
 			w.pinged = false
 		case *redis.Message:
 			w.pinged = false
-			if m.Channel != SwitchMasterChannel {
+			var ev SwitchMaster
+			var err error
+			switch m.Channel {
+			case SwitchMasterChannel:
+				ev, err = ParseSwitchMaster(m.Payload)
+			case PromotingChannel:
+				ev, err = ParsePromoting(m.Payload)
+			default:
 				continue
 			}
-			ev, err := ParseSwitchMaster(m.Payload)
 			if err != nil {
 				return SwitchMaster{}, fmt.Errorf("sentinel %s: %w", w.addr, err)
 			}

@@ -21,10 +21,21 @@ func TestParseSwitchMaster(t *testing.T) {
 			t.Errorf("ParseSwitchMaster(%q): no error", bad)
 		}
 	}
+	ev, err = ParsePromoting("slave 127.0.0.12:20001 127.0.0.12 20001 @ my-app-1 127.0.0.11 20000")
+	if err != nil || ev != (SwitchMaster{Name: "my-app-1", From: "127.0.0.11:20000", To: "127.0.0.12:20001", Promoting: true}) {
+		t.Errorf("ParsePromoting = %+v, %v", ev, err)
+	}
+	for _, bad := range []string{"", "master my-app-1 127.0.0.11 20000", "slave 127.0.0.12:1 127.0.0.12 1 @ m 127.0.0.11",
+		"slave 127.0.0.12:1 127.0.0.12 x @ m 127.0.0.11 2", "sentinel a 127.0.0.1 1 @ m 127.0.0.2 2"} {
+		if _, err := ParsePromoting(bad); err == nil {
+			t.Errorf("ParsePromoting(%q): no error", bad)
+		}
+	}
 }
 
 // TestRealSwitchMasterWatch: every sentinel announces a forced failover to
-// its subscribers; a sentinel that stops answering (SIGSTOP: no reset, as a
+// its subscribers, the one that leads it first announces the promotion; a
+// sentinel that stops answering (SIGSTOP: no reset, as a
 // vanished host) ends its watch within watchIdle + SentinelTimeout; closing
 // the ctx ends a watch at once; a dead address fails within SentinelTimeout.
 func TestRealSwitchMasterWatch(t *testing.T) {
@@ -36,7 +47,7 @@ func TestRealSwitchMasterWatch(t *testing.T) {
 		err error
 		at  time.Time
 	}
-	results := make(chan got, len(b.sentinels))
+	results := make(chan got, 2*len(b.sentinels))
 	for _, s := range b.sentinels {
 		w, err := WatchSwitchMaster(ctx, s)
 		if err != nil {
@@ -46,8 +57,13 @@ func TestRealSwitchMasterWatch(t *testing.T) {
 		go func() {
 			nctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 			defer cancel()
-			ev, err := w.Next(nctx)
-			results <- got{ev, err, time.Now()}
+			for {
+				ev, err := w.Next(nctx)
+				results <- got{ev, err, time.Now()}
+				if err != nil || !ev.Promoting {
+					return
+				}
+			}
 		}()
 	}
 	start := time.Now()
@@ -55,12 +71,27 @@ func TestRealSwitchMasterWatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := SwitchMaster{Name: name, From: b.primary, To: b.replica}
-	for range b.sentinels {
+	promoting := 0
+	for switched := 0; switched < len(b.sentinels); {
 		r := <-results
-		if r.err != nil || r.ev != want {
-			t.Fatalf("announcement %+v, %v; want %+v", r.ev, r.err, want)
+		if r.err != nil {
+			t.Fatal(r.err)
 		}
-		t.Logf("+switch-master heard %s after SENTINEL FAILOVER", r.at.Sub(start).Round(time.Millisecond))
+		w := want
+		w.Promoting = r.ev.Promoting
+		if r.ev != w {
+			t.Fatalf("announcement %+v; want %+v", r.ev, w)
+		}
+		if r.ev.Promoting {
+			promoting++
+			t.Logf("%s heard %s after SENTINEL FAILOVER", PromotingChannel, r.at.Sub(start).Round(time.Millisecond))
+			continue
+		}
+		switched++
+		t.Logf("%s heard %s after SENTINEL FAILOVER", SwitchMasterChannel, r.at.Sub(start).Round(time.Millisecond))
+	}
+	if promoting != 1 {
+		t.Errorf("%d sentinels announced the promotion, want the leader only", promoting)
 	}
 
 	// A frozen sentinel: the watch notices it by its PING.
