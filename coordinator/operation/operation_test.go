@@ -250,6 +250,18 @@ func TestReplace(t *testing.T) {
 					t.Fatalf("action %#v", d.Action)
 				}
 			}},
+		{name: "reset: a redis member of a lost host is not waited for (it is replaced next)", target: "b-1-sentinel-2", done: 4, want: Run,
+			setup: func(f *fixture, op *api.Operation) {
+				replaceSentinel(f, op)
+				a := f.addons["b-1"]
+				a.Members[0].RedisRole, a.Members[1].RedisRole = "replica", "primary"
+				f.addons["b-1"] = a
+				h := f.hosts["h1"]
+				h.State = api.HostDown
+				f.hosts["h1"] = h
+				f.obs["b-1-redis-0"] = Observed{}
+				f.obs["b-1-redis-1"] = Observed{Seen: true, State: api.MemberRunning, RedisRole: "master"}
+			}},
 		{name: "reset: a replaced redis member needs none", target: "b-1-redis-1", done: 4, want: Advance,
 			setup: func(f *fixture, op *api.Operation) {
 				addReplacement(f, op, Observed{Seen: true, State: api.MemberRunning, RedisRole: "slave"})

@@ -168,7 +168,9 @@ func notRejoined(v View) string {
 	}
 	var waiting []string
 	for _, m := range v.Addon.Members {
-		if m.Role != api.RoleRedis {
+		// A member of a lost host cannot rejoin (it is replaced next);
+		// forgetting it is what a reset is for.
+		if m.Role != api.RoleRedis || v.Hosts[m.HostID].State == api.HostDown {
 			continue
 		}
 		o := v.Observed[m.ID]
