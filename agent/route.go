@@ -57,7 +57,7 @@ const (
 	// routeTick: how often HAProxy's state is read and put right.
 	routeTick = 500 * time.Millisecond
 	// routeRetry: how soon a failed exchange with HAProxy (starting, not
-	// listening on its socket yet) is tried again.
+	// listening on its socket yet) is tried again, for its first 5 s.
 	routeRetry = 100 * time.Millisecond
 	// majorityEvery: how often the sentinels are asked who the primary is
 	// when no announcement came.
@@ -356,7 +356,9 @@ func (r *router) run(ctx context.Context, spec routeSpec) {
 			} else {
 				r.log.Debug("haproxy runtime API", "err", err)
 			}
-			retry.Reset(routeRetry)
+			if now.Sub(failing) < 5*time.Second { // starting; after that, a tick will do (down, or in its restart backoff)
+				retry.Reset(routeRetry)
+			}
 		case err == nil:
 			if !failing.IsZero() {
 				r.log.Debug("haproxy runtime API answers again", "after", now.Sub(failing).Round(time.Millisecond))
