@@ -357,9 +357,28 @@ func (e *engine) perform(ctx context.Context, v operation.View, act operation.Ac
 func (e *engine) rollingReset(ctx context.Context, name string, a operation.ResetSentinels) error {
 	ok := 0
 	var errs []string
+	member := map[string]bool{}
+	for _, m := range a.Members {
+		member[m] = true
+	}
 	for _, s := range a.Sentinels {
+		// Nothing to forget (it never met the sentinel that left, e.g. it
+		// is the replacement): no reset, no window without the replicas.
+		kctx, cancel := context.WithTimeout(ctx, sentinelTimeout)
+		k, err := e.act.known(kctx, s, name)
+		cancel()
+		if err == nil && len(a.Members) > 0 {
+			stale := false
+			for _, p := range k.Sentinels {
+				stale = stale || !member[p.Addr]
+			}
+			if !stale {
+				ok++
+				continue
+			}
+		}
 		rctx, cancel := context.WithTimeout(ctx, sentinelTimeout)
-		err := e.act.reset(rctx, s, name)
+		err = e.act.reset(rctx, s, name)
 		cancel()
 		if err != nil {
 			errs = append(errs, s+": "+err.Error())

@@ -167,7 +167,10 @@ type ResetSentinels struct {
 	// Sentinels are the addon's sentinels on live hosts: each must know
 	// the others again after its reset.
 	Sentinels []string
-	Replicas  []string
+	// Members are all the addon's sentinels: one that knows no sentinel
+	// outside them has nothing to forget and is not reset.
+	Members  []string
+	Replicas []string
 }
 
 func (PingEntrypoint) Mutates() bool { return false }

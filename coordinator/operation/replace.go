@@ -149,7 +149,7 @@ func replace(v View, op api.Operation, step api.Step) Decision {
 		if len(live) == 0 {
 			return wait("no sentinel on a live host to reset")
 		}
-		return paced(step, v, Decision{Kind: Run, Action: ResetSentinels{Sentinels: live, Replicas: servingReplicas(v)}, Then: Advance,
+		return paced(step, v, Decision{Kind: Run, Action: ResetSentinels{Sentinels: live, Members: sentinels(v), Replicas: servingReplicas(v)}, Then: Advance,
 			Detail: "sentinels reset one by one: they forget the old member and know the others again", RetryAfter: resetEvery})
 	}
 	return fail("unknown step " + step.Name)
