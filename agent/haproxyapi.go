@@ -86,6 +86,9 @@ func (h hapAPI) exec(ctx context.Context, cmds []string) error {
 // hapServer is one server of a backend as HAProxy reports it.
 type hapServer struct {
 	Name string
+	// Addr is its address, host:port (net.JoinHostPort form: the sentinels'
+	// answers are compared with it).
+	Addr string
 	// Admin is what the operator's side says: hapReady, hapMaint
 	// (maintenance: no traffic, no checks) or hapDrain (no new traffic).
 	Admin string
@@ -141,7 +144,7 @@ func parseShowStat(out string) (hapState, error) {
 	for i, name := range header {
 		col[name] = i
 	}
-	for _, name := range []string{"pxname", "svname", "scur", "status", "type"} {
+	for _, name := range []string{"pxname", "svname", "scur", "status", "type", "addr"} {
 		if _, ok := col[name]; !ok {
 			return st, fmt.Errorf("no %s column", name)
 		}
@@ -163,7 +166,7 @@ func parseShowStat(out string) (hapState, error) {
 		case "0": // frontend
 			st.Frontends[get("pxname")] = status == "OPEN" || status == "FULL"
 		case "2": // server
-			s := hapServer{Name: get("svname"), Admin: hapReady}
+			s := hapServer{Name: get("svname"), Addr: normalAddr(get("addr")), Admin: hapReady}
 			switch {
 			case strings.HasPrefix(status, "MAINT"):
 				s.Admin = hapMaint
@@ -177,4 +180,16 @@ func parseShowStat(out string) (hapState, error) {
 		}
 	}
 	return st, nil
+}
+
+// normalAddr writes HAProxy's "ip:port" ("[::1]:6379" or "::1:6379" for
+// IPv6, depending on the version) as net.JoinHostPort does.
+func normalAddr(a string) string {
+	if h, p, err := net.SplitHostPort(a); err == nil {
+		return net.JoinHostPort(h, p)
+	}
+	if i := strings.LastIndexByte(a, ':'); i > 0 {
+		return net.JoinHostPort(a[:i], a[i+1:])
+	}
+	return a
 }

@@ -39,11 +39,9 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net"
 	"path/filepath"
 	"slices"
 	"sort"
-	"strconv"
 	"sync"
 	"time"
 
@@ -80,18 +78,20 @@ const (
 // Pure decisions.
 
 // routeCommands are the runtime-API commands that make backend be route to
-// primary (a server name) and nowhere else: every other server in MAINT
-// with its sessions shut, primary ready (and, leaving MAINT, marked down
-// until its role check passes). They come in that order, on one line, so
-// no moment has two servers ready. primary "" (no agreement) or not among
+// primary (host:port, matched against the servers' addresses as the
+// running HAProxy reports them: its file may be older or newer than the
+// agent's assignment) and nowhere else: every other server in MAINT with
+// its sessions shut, primary ready (and, leaving MAINT, marked down until
+// its role check passes). They come in that order, on one line, so no
+// moment has two servers ready. primary "" (no agreement) or not among
 // servers: nothing — never every server out.
 func routeCommands(be string, servers []hapServer, primary string) []string {
-	if primary == "" || !slices.ContainsFunc(servers, func(s hapServer) bool { return s.Name == primary }) {
+	if primary == "" || !slices.ContainsFunc(servers, func(s hapServer) bool { return s.Addr == primary }) {
 		return nil
 	}
 	var out []string
 	for _, s := range servers {
-		if s.Name == primary {
+		if s.Addr == primary {
 			continue
 		}
 		if s.Admin != hapMaint {
@@ -102,7 +102,7 @@ func routeCommands(be string, servers []hapServer, primary string) []string {
 		}
 	}
 	for _, s := range servers {
-		if s.Name != primary || s.Admin == hapReady {
+		if s.Addr != primary || s.Admin == hapReady {
 			continue
 		}
 		out = append(out, "set server "+be+"/"+s.Name+" state ready")
@@ -171,8 +171,7 @@ type routeSpec struct {
 	// frontend is the clients' frontend when the entrypoint is a VIP
 	// ("": one frontend on the member's own address, always enabled).
 	frontend string
-	holder   bool              // the member holds the VIP
-	servers  map[string]string // redis member address → server name
+	holder   bool // the member holds the VIP
 	// sentinels and masterName: whom to follow ("" / none: no
 	// routing, the role check alone decides).
 	sentinels  []string
@@ -185,14 +184,11 @@ type routeSpec struct {
 func routeSpecOf(as api.Assignment, in render.HAProxyInput) routeSpec {
 	s := routeSpec{
 		socket: in.StatsSocket, backend: render.HAProxyBackend(in.AddonID),
-		holder: as.VIP != "", servers: map[string]string{},
+		holder:    as.VIP != "",
 		sentinels: append([]string(nil), as.Sentinels...), masterName: as.MasterName, addon: as.AddonID,
 	}
 	if in.Local != (render.Endpoint{}) && in.Local != in.Entrypoint {
 		s.frontend = render.HAProxyFrontend(in.AddonID)
-	}
-	for _, sv := range in.Servers {
-		s.servers[net.JoinHostPort(sv.Addr, strconv.Itoa(sv.Port))] = sv.Name
 	}
 	sort.Strings(s.sentinels)
 	return s
@@ -339,12 +335,11 @@ func (r *router) run(ctx context.Context, spec routeSpec) {
 				majority <- majorityAnswer{addr: addr, votes: votes, err: err}
 			}()
 		}
-		primary := spec.servers[g.primary]
-		if g.primary != "" && primary == "" && lastNoSrv != g.primary {
+		cmds, known, err := r.apply(ctx, api, spec, g.primary, releaseAt, now)
+		if err == nil && g.primary != "" && !known && lastNoSrv != g.primary {
 			lastNoSrv = g.primary
-			r.log.Warn("the sentinels' primary is not a server of this entrypoint; routing left as it is", "primary", g.primary)
+			r.log.Warn("the sentinels' primary is not a server of this entrypoint's HAProxy; routing left as it is", "primary", g.primary)
 		}
-		cmds, err := r.apply(ctx, api, spec, primary, releaseAt, now)
 		switch {
 		case err != nil && ctx.Err() == nil:
 			if failing.IsZero() {
@@ -415,13 +410,16 @@ func (r *router) run(ctx context.Context, spec routeSpec) {
 }
 
 // apply reads HAProxy's state and sends what routeCommands and
-// frontendCommand say (one line); it returns the commands sent.
-func (r *router) apply(ctx context.Context, api hapAPI, spec routeSpec, primary string, releaseAt, now time.Time) ([]string, error) {
+// frontendCommand say (one line); it returns the commands sent and whether
+// primary is one of HAProxy's servers.
+func (r *router) apply(ctx context.Context, api hapAPI, spec routeSpec, primary string, releaseAt, now time.Time) ([]string, bool, error) {
 	st, err := api.state(ctx)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
-	cmds := routeCommands(spec.backend, st.Servers[spec.backend], primary)
+	servers := st.Servers[spec.backend]
+	known := slices.ContainsFunc(servers, func(s hapServer) bool { return s.Addr == primary })
+	cmds := routeCommands(spec.backend, servers, primary)
 	if spec.frontend != "" {
 		enabled, known := st.Frontends[spec.frontend]
 		if c := frontendCommand(spec.frontend, known, enabled, spec.holder, releaseAt, now); c != "" {
@@ -429,9 +427,9 @@ func (r *router) apply(ctx context.Context, api hapAPI, spec routeSpec, primary 
 		}
 	}
 	if err := api.exec(ctx, cmds); err != nil {
-		return nil, err
+		return nil, known, err
 	}
-	return cmds, nil
+	return cmds, known, nil
 }
 
 // watchSentinel subscribes to one sentinel's announcements (+switch-master,
@@ -502,5 +500,5 @@ func (a *Agent) syncRoutes(ctx context.Context, assigned map[string]api.Assignme
 
 // describeRoute is a one-line account of a spec, for tests and logs.
 func (s routeSpec) String() string {
-	return fmt.Sprintf("backend %s frontend %q holder %v servers %v sentinels %v master %s", s.backend, s.frontend, s.holder, s.servers, s.sentinels, s.masterName)
+	return fmt.Sprintf("backend %s frontend %q holder %v sentinels %v master %s", s.backend, s.frontend, s.holder, s.sentinels, s.masterName)
 }

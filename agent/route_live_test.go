@@ -322,7 +322,25 @@ func TestRouterLive(t *testing.T) {
 		})
 		return time.Since(start)
 	}
-	pName, rName := spec.servers[primary], spec.servers[replica]
+	nameOf := func(addr string) string {
+		t.Helper()
+		var name string
+		testutil.WaitFor(t, 5*time.Second, func() error {
+			st, err := hapi.state(ctx)
+			if err != nil {
+				return err
+			}
+			for _, s := range st.Servers[spec.backend] {
+				if s.Addr == addr {
+					name = s.Name
+					return nil
+				}
+			}
+			return fmt.Errorf("no server at %s: %+v", addr, st.Servers[spec.backend])
+		})
+		return name
+	}
+	pName, rName := nameOf(primary), nameOf(replica)
 	want(10*time.Second, map[string]string{pName: hapReady, rName: hapMaint})
 	testutil.WaitFor(t, 5*time.Second, func() error {
 		got, err := reaches(vip)

@@ -12,11 +12,13 @@ import (
 
 func TestRouteCommands(t *testing.T) {
 	const be = "be_a"
+	// Server redis-N is at 127.0.0.1N:6379.
+	addr := func(name string) string { return "127.0.0.1" + name[len(name)-1:] + ":6379" }
 	ready := func(name string, sessions int) hapServer {
-		return hapServer{Name: name, Admin: hapReady, Up: true, Sessions: sessions}
+		return hapServer{Name: name, Addr: addr(name), Admin: hapReady, Up: true, Sessions: sessions}
 	}
 	maint := func(name string, sessions int) hapServer {
-		return hapServer{Name: name, Admin: hapMaint, Sessions: sessions}
+		return hapServer{Name: name, Addr: addr(name), Admin: hapMaint, Sessions: sessions}
 	}
 	cases := []struct {
 		name    string
@@ -39,7 +41,7 @@ func TestRouteCommands(t *testing.T) {
 		{"a session left on a server in maint is shut", []hapServer{maint("redis-1", 2), ready("redis-2", 7)}, "redis-2", []string{
 			"shutdown sessions server be_a/redis-1",
 		}},
-		{"primary drained by hand: ready again", []hapServer{{Name: "redis-1", Admin: hapDrain, Up: true}, maint("redis-2", 0)}, "redis-1", []string{
+		{"primary drained by hand: ready again", []hapServer{{Name: "redis-1", Addr: addr("redis-1"), Admin: hapDrain, Up: true}, maint("redis-2", 0)}, "redis-1", []string{
 			"set server be_a/redis-1 state ready",
 		}},
 		{"three servers (a replacement being added)", []hapServer{ready("redis-1", 1), ready("redis-2", 0), maint("redis-3", 0)}, "redis-3", []string{
@@ -47,11 +49,18 @@ func TestRouteCommands(t *testing.T) {
 			"set server be_a/redis-2 state maint", "shutdown sessions server be_a/redis-2",
 			"set server be_a/redis-3 state ready", "set server be_a/redis-3 health down",
 		}},
-		{"primary whose check fails stays ready (its check decides)", []hapServer{{Name: "redis-1", Admin: hapReady}, maint("redis-2", 0)}, "redis-1", nil},
+		{"primary whose check fails stays ready (its check decides)", []hapServer{{Name: "redis-1", Addr: addr("redis-1"), Admin: hapReady}, maint("redis-2", 0)}, "redis-1", nil},
+		{"matched by address, not name: an HAProxy still running the previous file", []hapServer{
+			{Name: "redis-1", Addr: "127.0.0.11:6379", Admin: hapMaint}, {Name: "redis-2", Addr: "127.0.0.12:6379", Admin: hapReady, Up: true, Sessions: 9},
+			{Name: "redis-3", Addr: "127.0.0.13:6379", Admin: hapReady, Up: true}}, "redis-2", []string{"set server be_a/redis-3 state maint", "shutdown sessions server be_a/redis-3"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			got := routeCommands(be, tc.servers, tc.primary)
+			primary := ""
+			if tc.primary != "" {
+				primary = addr(tc.primary)
+			}
+			got := routeCommands(be, tc.servers, primary)
 			if !reflect.DeepEqual(got, tc.want) {
 				t.Errorf("got %q\nwant %q", got, tc.want)
 			}
@@ -66,7 +75,7 @@ func TestRouteCommands(t *testing.T) {
 			if tc.primary != "" && len(got) > 0 && readyN != 1 {
 				t.Errorf("after the commands %d servers are ready: %+v", readyN, after)
 			}
-			if again := routeCommands(be, after, tc.primary); len(again) > 0 {
+			if again := routeCommands(be, after, primary); len(again) > 0 {
 				t.Errorf("not idempotent: a second pass sends %q", again)
 			}
 		})
@@ -179,16 +188,16 @@ func TestFrontendCommand(t *testing.T) {
 func TestParseShowStat(t *testing.T) {
 	// Trimmed from HAProxy 2.6's "show stat -1 5 -1" (the real header has
 	// ~100 columns; only the names matter).
-	out := "# pxname,svname,qcur,qmax,scur,smax,slim,stot,status,weight,type,\n" +
-		"fe_a,FRONTEND,,,3,5,2064,9,OPEN,,0,\n" +
-		"fe_a_local,FRONTEND,,,0,1,16,4,OPEN,,0,\n" +
-		"fe_b,FRONTEND,,,0,0,2064,0,PAUSED,,0,\n" +
-		"fe_c,FRONTEND,,,2064,2064,2064,9000,FULL,,0,\n" +
-		"be_a,redis-1,0,0,3,5,,9,UP,1,2,\n" +
-		"be_a,redis-2,0,0,0,1,,2,MAINT,1,2,\n" +
-		"be_a,redis-3,0,0,1,1,,1,DOWN,1,2,\n" +
-		"be_a,redis-4,0,0,0,0,,0,DRAIN,0,2,\n" +
-		"be_a,redis-5,0,0,0,0,,0,MAINT (via be_x/r),1,2,\n\n"
+	out := "# pxname,svname,qcur,qmax,scur,smax,slim,stot,status,weight,type,addr,\n" +
+		"fe_a,FRONTEND,,,3,5,2064,9,OPEN,,0,,\n" +
+		"fe_a_local,FRONTEND,,,0,1,16,4,OPEN,,0,,\n" +
+		"fe_b,FRONTEND,,,0,0,2064,0,PAUSED,,0,,\n" +
+		"fe_c,FRONTEND,,,2064,2064,2064,9000,FULL,,0,,\n" +
+		"be_a,redis-1,0,0,3,5,,9,UP,1,2,127.0.0.11:6379,\n" +
+		"be_a,redis-2,0,0,0,1,,2,MAINT,1,2,127.0.0.12:6379,\n" +
+		"be_a,redis-3,0,0,1,1,,1,DOWN,1,2,[::1]:6379,\n" +
+		"be_a,redis-4,0,0,0,0,,0,DRAIN,0,2,::1:6380,\n" +
+		"be_a,redis-5,0,0,0,0,,0,MAINT (via be_x/r),1,2,127.0.0.15:6379,\n\n"
 	st, err := parseShowStat(out)
 	if err != nil {
 		t.Fatal(err)
@@ -197,11 +206,11 @@ func TestParseShowStat(t *testing.T) {
 		t.Errorf("frontends %v, want %v", st.Frontends, want)
 	}
 	want := []hapServer{
-		{Name: "redis-1", Admin: hapReady, Up: true, Sessions: 3},
-		{Name: "redis-2", Admin: hapMaint},
-		{Name: "redis-3", Admin: hapReady, Sessions: 1},
-		{Name: "redis-4", Admin: hapDrain, Up: true},
-		{Name: "redis-5", Admin: hapMaint},
+		{Name: "redis-1", Addr: "127.0.0.11:6379", Admin: hapReady, Up: true, Sessions: 3},
+		{Name: "redis-2", Addr: "127.0.0.12:6379", Admin: hapMaint},
+		{Name: "redis-3", Addr: "[::1]:6379", Admin: hapReady, Sessions: 1},
+		{Name: "redis-4", Addr: "[::1]:6380", Admin: hapDrain, Up: true},
+		{Name: "redis-5", Addr: "127.0.0.15:6379", Admin: hapMaint},
 	}
 	if !reflect.DeepEqual(st.Servers["be_a"], want) {
 		t.Errorf("servers\n%+v\nwant\n%+v", st.Servers["be_a"], want)
@@ -232,7 +241,6 @@ func TestRouteSpecOf(t *testing.T) {
 	got := routeSpecOf(as, in)
 	want := routeSpec{
 		socket: in.StatsSocket, backend: "be_app-1", frontend: "fe_app-1", holder: true,
-		servers:   map[string]string{"127.0.0.11:20000": "redis-1", "127.0.0.12:20000": "redis-2"},
 		sentinels: []string{"127.0.0.11:20001", "127.0.0.13:20001"}, masterName: "app-1", addon: "app-1",
 	}
 	if !reflect.DeepEqual(got, want) {
