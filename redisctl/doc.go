@@ -4,7 +4,8 @@
 // sentinels), PING, INFO replication, REPLICAOF, the planned zero-loss
 // switchover, the sentinels' view of a master (GET-MASTER-ADDR-BY-NAME
 // asked of one sentinel or of a majority, REPLICAS, SENTINELS), FAILOVER
-// and RESET, and the mapping between an addon's settings and redis's CONFIG
+// and RESET, their failover announcements (SUBSCRIBE +switch-master and
+// +failover-state-wait-promotion: WatchSwitchMaster), and the mapping between an addon's settings and redis's CONFIG
 // parameters in both directions (what redis.conf says, what CONFIG SET
 // changes live, what CONFIG GET must answer).
 //
