@@ -290,19 +290,19 @@ func (r *router) run(ctx context.Context, spec routeSpec) {
 	defer wg.Wait()
 	events := make(chan routeEvent, 16)
 	var stopWatch context.CancelFunc = func() {}
-	watch := func() {
+	watch := func(sentinels []string, name string) {
 		stopWatch()
 		var wctx context.Context
 		wctx, stopWatch = context.WithCancel(ctx)
-		for _, s := range spec.sentinels {
+		for _, s := range sentinels {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				watchSentinel(wctx, r.log, s, spec.masterName, events)
+				watchSentinel(wctx, r.log, s, name, events)
 			}()
 		}
 	}
-	watch()
+	watch(spec.sentinels, spec.masterName)
 	defer func() { stopWatch() }()
 
 	api := hapAPI{socket: spec.socket}
@@ -376,7 +376,7 @@ func (r *router) run(ctx context.Context, spec routeSpec) {
 			resubscribe := !slices.Equal(ns.sentinels, spec.sentinels) || ns.masterName != spec.masterName
 			spec, api = ns, hapAPI{socket: ns.socket}
 			if resubscribe {
-				watch()
+				watch(spec.sentinels, spec.masterName)
 				nextAsk = time.Time{}
 			}
 		case <-r.poke:

@@ -1,13 +1,18 @@
 package agent
 
 import (
+	"context"
+	"fmt"
+	"path/filepath"
 	"reflect"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/cacheplane/cacheplane/agent/render"
 	"github.com/cacheplane/cacheplane/api"
+	"github.com/cacheplane/cacheplane/internal/testutil"
 )
 
 func TestRouteCommands(t *testing.T) {
@@ -275,4 +280,36 @@ func TestRouteSpecOf(t *testing.T) {
 	if p1.probe != "127.0.0.13:20002" {
 		t.Errorf("probe %s, want the member's own address", p1.probe)
 	}
+}
+
+// TestRoutesStop: routers (their sentinel subscriptions, majority asks and
+// HAProxy exchanges, all failing here: nothing listens) end with stop, and
+// with their member when sync no longer lists it; no goroutine is left.
+func TestRoutesStop(t *testing.T) {
+	before := runtime.NumGoroutine()
+	dir := t.TempDir()
+	spec := func(id string) routeSpec {
+		return routeSpec{socket: filepath.Join(dir, id+".sock"), backend: "be_x", frontend: "fe_x", holder: true,
+			sentinels: []string{testutil.Addr(t, "127.0.0.1"), testutil.Addr(t, "127.0.0.1")}, masterName: "x", addon: "x"}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	rs := newRoutes()
+	log := testutil.Logger(t)
+	rs.sync(ctx, log, map[string]routeSpec{"a": spec("a"), "b": spec("b")})
+	rs.pokeMember("a")
+	rs.sync(ctx, log, map[string]routeSpec{"a": spec("a")}) // b ends
+	rs.mu.Lock()
+	n := len(rs.r)
+	rs.mu.Unlock()
+	if n != 1 {
+		t.Fatalf("%d routers after b was dropped", n)
+	}
+	rs.stop()
+	testutil.WaitFor(t, 5*time.Second, func() error {
+		if now := runtime.NumGoroutine(); now > before {
+			return fmt.Errorf("%d goroutines, %d before the routers", now, before)
+		}
+		return nil
+	})
 }
