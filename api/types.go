@@ -25,6 +25,11 @@ type Host struct {
 	Labels    map[string]string `json:"labels,omitempty"`
 	State     HostState         `json:"state"`
 	DownSince time.Time         `json:"down_since,omitzero"`
+	// Lost: the host was marked down because nothing on it answers (its
+	// members refuse or do not accept connections), not merely because
+	// its agent went silent. Only a lost host's primaries are failed over
+	// without a switchover.
+	Lost bool `json:"lost,omitempty"`
 	// DrainingSince is when the host was last set draining.
 	DrainingSince time.Time `json:"draining_since,omitzero"`
 	RegisteredAt  time.Time `json:"registered_at"`

@@ -106,7 +106,7 @@ func (s *Server) handleHeartbeat(w http.ResponseWriter, r *http.Request) error {
 		s.relay.send(s.relayCtx, req)
 	}
 	if h.State == api.HostDown {
-		h.State = api.HostReady
+		h.State, h.Lost = api.HostReady, false
 		h.DownSince = time.Time{}
 		h.LastHeartbeat = s.now().UTC()
 		if _, err := s.store.Apply(r.Context(), CmdHostUpsert, HostUpsertCmd{Host: h}); err != nil {

@@ -208,9 +208,16 @@ func (e *engine) pass(ctx context.Context, wg *sync.WaitGroup) {
 		if !e.claim(op.AddonID) {
 			continue // its action is under way
 		}
+		// The snapshot may be older than the operation: an action of the
+		// previous pass may have been recorded since it was taken. Decide
+		// only on what the FSM holds now (the next pass sees the rest).
+		if cur, ok := e.current(op.ID); !ok || !cur.UpdatedAt.Equal(op.UpdatedAt) || cur.State.Finished() {
+			e.release(op.AddonID)
+			continue
+		}
 		d := operation.Next(e.view(sn, op.AddonID, now), op)
 		if d.Kind == operation.Run {
-			v := e.view(sn, op.AddonID, now)
+			v, step := e.view(sn, op.AddonID, now), op.CurrentStep()
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
@@ -225,7 +232,7 @@ func (e *engine) pass(ctx context.Context, wg *sync.WaitGroup) {
 				if ctx.Err() != nil {
 					return
 				}
-				if err := e.record(ctx, op.ID, d, err); err != nil && ctx.Err() == nil {
+				if err := e.record(ctx, op.ID, step, d, err); err != nil && ctx.Err() == nil {
 					e.log.Warn("cannot record a step", "op", op.ID, "addon", op.AddonID, "err", err)
 				}
 			}()
@@ -430,8 +437,20 @@ func pollCtx(ctx context.Context, fn func() error) error {
 	}
 }
 
-// record commits an action's outcome on the operation as it is now.
-func (e *engine) record(ctx context.Context, opID string, d operation.Decision, actErr error) error {
+// current reads operation id from the FSM.
+func (e *engine) current(id string) (api.Operation, bool) {
+	var (
+		op api.Operation
+		ok bool
+	)
+	e.store.FSM().Read(func(s *State, _ uint64) { op, ok = s.Operations[id] })
+	return op, ok
+}
+
+// record commits an action's outcome on the operation as it is now, if
+// the step it was decided for is still the current one (else the outcome
+// is about a step already recorded: dropped).
+func (e *engine) record(ctx context.Context, opID string, step int, d operation.Decision, actErr error) error {
 	var (
 		op api.Operation
 		ok bool
@@ -445,7 +464,7 @@ func (e *engine) record(ctx context.Context, opID string, d operation.Decision, 
 	}
 	now := e.now().UTC()
 	i := op.CurrentStep()
-	if i >= len(op.Steps) {
+	if i >= len(op.Steps) || i != step {
 		return nil
 	}
 	mut := d.Action.Mutates()

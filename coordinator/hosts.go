@@ -20,10 +20,11 @@ import (
 //     refuses and a vanished host times out. The host is marked down at
 //     once, so its primaries fail over and its VIPs move within about two
 //     seconds of the loss, without waiting for Sentinel.
-//   - Silent: no signal for downAfter (5 s), whatever the probe says (an
-//     agent cut off from the coordinators). Marked down for placement and
-//     healing; its primaries are failed over too (the coordinator cannot
-//     see them serve).
+//   - Silent: no signal for downAfter (5 s) while its members may still
+//     answer (an agent cut off from the coordinators, or restarting). Marked
+//     down for placement and healing, but not lost: its primaries are not
+//     failed over blindly (a failover of a serving primary loses the writes
+//     it takes meanwhile); healing moves them with a zero-loss switchover.
 //
 // A heartbeat from a down host marks it ready again (in the heartbeat
 // handler). A new leader counts every host as seen at the moment it took
@@ -54,18 +55,23 @@ func (c *hostsController) Name() string { return "hosts" }
 // hostVerdict is the pure rule: given how long the host has been silent
 // and whether its members answered a probe (probed = a probe ran), mark it
 // down now ("" = not yet), with why.
-func hostVerdict(silence, suspectAfter, downAfter time.Duration, hasMembers, probed, answering bool) (down bool, probe bool, why string) {
+//
+// lost is true when the probe found nothing answering (the host is gone:
+// its primaries may be failed over at once); a host down for silence
+// alone may still serve its clients.
+func hostVerdict(silence, suspectAfter, downAfter time.Duration, hasMembers, probed, answering bool) (down, probe, lost bool, why string) {
 	switch {
 	case silence >= downAfter:
-		return true, false, fmt.Sprintf("no heartbeat for %s", silence.Round(time.Millisecond))
+		lost = probed && !answering
+		return true, false, lost, fmt.Sprintf("no heartbeat for %s", silence.Round(time.Millisecond))
 	case suspectAfter <= 0 || silence < suspectAfter || !hasMembers:
-		return false, false, ""
+		return false, false, false, ""
 	case !probed:
-		return false, true, ""
+		return false, true, false, ""
 	case !answering:
-		return true, false, fmt.Sprintf("lost: no liveness signal for %s and none of its members accepts a connection", silence.Round(time.Millisecond))
+		return true, false, true, fmt.Sprintf("lost: no liveness signal for %s and none of its members accepts a connection", silence.Round(time.Millisecond))
 	}
-	return false, false, ""
+	return false, false, false, ""
 }
 
 func (c *hostsController) Run(ctx context.Context) {
@@ -109,7 +115,7 @@ func (c *hostsController) Run(ctx context.Context) {
 			probed := lp.After(last) && now.Sub(lp) < probeEvery
 			answering := c.answering[h.ID]
 			c.mu.Unlock()
-			down, probe, why := hostVerdict(now.Sub(last), c.suspectAfter, c.downAfter, len(addrs[h.ID]) > 0, probed, answering)
+			down, probe, lost, why := hostVerdict(now.Sub(last), c.suspectAfter, c.downAfter, len(addrs[h.ID]) > 0, probed, answering)
 			if probe {
 				toProbe = append(toProbe, h.ID)
 				continue
@@ -117,7 +123,7 @@ func (c *hostsController) Run(ctx context.Context) {
 			if !down {
 				continue
 			}
-			h.State = api.HostDown
+			h.State, h.Lost = api.HostDown, lost
 			h.DownSince = now.UTC()
 			if _, err := c.store.Apply(ctx, CmdHostUpsert, HostUpsertCmd{Host: h}); err != nil {
 				if ctx.Err() == nil {

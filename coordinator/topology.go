@@ -120,16 +120,41 @@ func (c *topologyController) pass(ctx context.Context) {
 		}
 	})
 	for _, v := range views {
-		if ctx.Err() != nil {
-			return
-		}
 		for _, m := range v.t.Addon.Members {
 			v.t.Observed[m.ID] = observe(c.obs, v.t.Hosts[m.HostID], m)
 		}
-		c.forceFailover(ctx, v)
+	}
+	// Forced failovers first, all addons at once: one addon's sentinels
+	// (a sentinel on a lost host costs its timeout) never delay another's
+	// failover. Then the rest, addons in parallel with a bound.
+	c.each(ctx, views, func(v haView) { c.forceFailover(ctx, v) })
+	c.each(ctx, views, func(v haView) {
 		c.reconcile(ctx, v)
 		c.moveEntrypoint(ctx, v)
+	})
+}
+
+// topologyParallel bounds the addons a topology pass handles at once.
+const topologyParallel = 16
+
+// each runs fn for every view, at most topologyParallel at once, and
+// returns when all are done.
+func (c *topologyController) each(ctx context.Context, views []haView, fn func(haView)) {
+	sem := make(chan struct{}, topologyParallel)
+	var wg sync.WaitGroup
+	for _, v := range views {
+		if ctx.Err() != nil {
+			break
+		}
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			fn(v)
+		}()
 	}
+	wg.Wait()
 }
 
 // forceFailover sends SENTINEL FAILOVER when operation.FailoverReason says
@@ -196,8 +221,8 @@ func (c *topologyController) reconcile(ctx context.Context, v haView) {
 		for s, mv := range l.Views {
 			v.t.Named[s] = operation.NamedPrimary{Addr: mv.Addr, Epoch: mv.Epoch}
 		}
-		if l.Votes >= 2 || l.Votes == l.Answered {
-			v.t.Majority = v.byAddr[l.Addr]
+		if l.Votes >= operation.Quorum || l.Votes == l.Answered {
+			v.t.Majority, v.t.Votes = v.byAddr[l.Addr], l.Votes
 		}
 	}
 	r := operation.Reconcile(v.t)

@@ -66,16 +66,18 @@ func since(h api.Host) time.Time {
 // PlanHealing decides which members to move: each member of a running
 // business addon on a draining host, or on a host down for HealAfter, gets
 // a replace operation — one per addon at a time (an addon with an active
-// operation waits for it), at most MaxParallel across the fleet, addons in
-// id order. One addon's operation, stuck or not, never holds up another's.
+// operation waits for it), at most MaxParallel running across the fleet
+// (stuck ones not counted), addons in id order. One addon's operation, stuck or not, never holds up another's.
 // A starter is never replaced (its one node has no replica to switch to):
 // on a lost host it restarts in place when the host returns, on a draining
 // host it stays, listed in Left with why.
 func PlanHealing(f Fleet, c HealConfig) Healing {
 	var out Healing
+	// A stuck replace does not hold a slot: stuck ones must never stop
+	// the fleet healing (they stay visible, and an operator may cancel).
 	running := 0
 	for _, op := range f.Active {
-		if op.Kind == api.OpReplaceMember {
+		if op.Kind == api.OpReplaceMember && op.Stuck == "" {
 			running++
 		}
 	}

@@ -282,7 +282,14 @@ func cancel(v View, op api.Operation) Decision {
 	case api.OpReplaceMember:
 		_, hasOld := member(v.Addon, op.Target)
 		_, hasNew := member(v.Addon, op.Replacement)
-		if v.Exists && op.Replacement != "" && hasOld && hasNew {
+		prim, _ := primary(v.Addon)
+		switch {
+		case !v.Exists || op.Replacement == "" || !hasOld || !hasNew:
+		case prim.ID == op.Replacement:
+			// A failover made the replacement the primary: it holds the
+			// live data, never remove it.
+			acc += "; replacement " + op.Replacement + " is the primary now: both it and " + op.Target + " stay"
+		default:
 			d.Effect = RemoveMember{MemberID: op.Replacement}
 			acc += "; replacement " + op.Replacement + " removed again, " + op.Target + " stays"
 		}

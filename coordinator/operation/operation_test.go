@@ -112,12 +112,23 @@ func TestReplace(t *testing.T) {
 		{name: "demote: the primary's host is lost: forced failover through the sentinels off that host", target: "b-1-redis-0", want: Run,
 			setup: func(f *fixture, _ *api.Operation) {
 				h := f.hosts["h1"]
-				h.State = api.HostDown
+				h.State, h.Lost = api.HostDown, true
 				f.hosts["h1"] = h
 			},
 			check: func(t *testing.T, d Decision) {
 				fo, ok := d.Action.(Failover)
 				if !ok || len(fo.Sentinels) != 2 || contains(fo.Sentinels, "127.0.0.11:20002") {
+					t.Fatalf("action %#v", d.Action)
+				}
+			}},
+		{name: "demote: a silent host (down, not lost) may still serve: a zero-loss switchover, never a bare failover", target: "b-1-redis-0", want: Run,
+			setup: func(f *fixture, _ *api.Operation) {
+				h := f.hosts["h1"]
+				h.State = api.HostDown
+				f.hosts["h1"] = h
+			},
+			check: func(t *testing.T, d Decision) {
+				if _, ok := d.Action.(Switchover); !ok {
 					t.Fatalf("action %#v", d.Action)
 				}
 			}},
@@ -472,6 +483,21 @@ func TestCancel(t *testing.T) {
 			t.Fatalf("decision %+v", d)
 		}
 		wantIn(t, d.Detail, "done: demote primary, place replacement; not done: wait replacement running")
+	})
+	t.Run("replace whose replacement became the primary: nothing removed", func(t *testing.T) {
+		f := newFixture()
+		op := replaceOp("b-1-redis-1", 2)
+		addReplacement(f, &op, Observed{Seen: true, State: api.MemberRunning, RedisRole: "master"})
+		a := f.addons["b-1"]
+		a.Members[0].RedisRole = "replica"
+		a.Members[len(a.Members)-1].RedisRole = "primary"
+		f.addons["b-1"] = a
+		op.CancelRequested = true
+		d := Next(f.view("b-1"), op)
+		if d.Kind != Cancel || d.Effect != nil {
+			t.Fatalf("decision %+v", d)
+		}
+		wantIn(t, d.Detail, "is the primary now")
 	})
 	t.Run("replace after the old member left: nothing to undo", func(t *testing.T) {
 		f := newFixture()

@@ -43,7 +43,7 @@ func replace(v View, op api.Operation, step api.Step) Decision {
 		if replica.ID == "" {
 			return fail(fmt.Sprintf("%s is the addon's only redis node: there is no replica to switch over to, so it cannot be moved this way", target.ID))
 		}
-		if v.Hosts[target.HostID].State == api.HostDown {
+		if h := v.Hosts[target.HostID]; h.State == api.HostDown && h.Lost {
 			return paced(step, v, Decision{Kind: Run, Action: Failover{Sentinels: sentinelsOffHost(v, target.HostID)}, Then: Wait,
 				Detail: fmt.Sprintf("host %s is lost: failover to %s requested; waiting for it to be recorded", target.HostID, replica.ID), RetryAfter: failoverEvery})
 		}

@@ -16,8 +16,12 @@ type Topology struct {
 	Observed map[string]Observed
 	// Majority is the redis member the sentinels name the primary at their
 	// highest configuration epoch, by at least two of them (the quorum)
-	// or by every one that answered ("" when not asked or unknown).
+	// or by every one that answered ("" when not asked or unknown), and
+	// Votes how many named it. Recording follows Majority; demoting a
+	// stray or re-pointing a sentinel needs Votes ≥ Quorum, so one stale
+	// sentinel alone can never get the real primary demoted.
 	Majority string
+	Votes    int
 	// Named is each answering sentinel's primary (member address) and the
 	// epoch it was named at, by sentinel address (when asked).
 	Named map[string]NamedPrimary
@@ -32,6 +36,10 @@ type Topology struct {
 	Switching bool
 	Now       time.Time
 }
+
+// Quorum is how many sentinels must name the primary before a stray is
+// demoted or a sentinel re-pointed (the addon's sentinel quorum).
+const Quorum = 2
 
 // StrayGrace is how long a second master is tolerated before it is
 // demoted: long enough for a switchover to demote its old primary itself
@@ -95,6 +103,9 @@ const StaleGrace = 2 * time.Second
 // returns the updated StaleSince.
 func StaleSentinels(t Topology, primary string, latest int64) ([]string, map[string]time.Time) {
 	since := map[string]time.Time{}
+	if t.Votes < Quorum {
+		return nil, since
+	}
 	var out []string
 	for s, n := range t.Named {
 		if n.Addr == primary || n.Epoch >= latest {
@@ -151,6 +162,10 @@ func Reconcile(t Topology) Reconciled {
 		r.Why = named.ID + " is named the primary but not seen serving as one yet"
 		return r
 	}
+	if t.Votes < Quorum {
+		r.Why = fmt.Sprintf("only %d sentinel(s) name %s: not enough to demote anything", t.Votes, named.ID)
+		return r
+	}
 	for _, id := range t.masters() {
 		if id == named.ID {
 			continue
@@ -186,7 +201,10 @@ func FailoverReason(t Topology) string {
 	if !hasReplica {
 		return ""
 	}
-	if h := t.Hosts[prim.HostID]; h.State == api.HostDown {
+	// Only a lost host (nothing on it answers): a host that is merely
+	// silent (its agent cut off or restarting) may still serve, and a
+	// failover of a serving primary loses the writes it takes meanwhile.
+	if h := t.Hosts[prim.HostID]; h.State == api.HostDown && h.Lost {
 		return "host " + h.ID + " of primary " + prim.ID + " is lost"
 	}
 	o := t.Observed[prim.ID]

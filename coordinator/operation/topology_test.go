@@ -41,7 +41,7 @@ func TestReconcile(t *testing.T) {
 		f := newFixture()
 		twoMasters(f)
 		tp := topo(f)
-		tp.Majority = "b-1-redis-1"
+		tp.Majority, tp.Votes = "b-1-redis-1", 3
 		r := Reconcile(tp)
 		if r.Record != "b-1-redis-1" || len(r.Demote) != 0 || r.Stray["b-1-redis-0"] != t0 {
 			t.Fatalf("first sight: %+v", r)
@@ -56,17 +56,27 @@ func TestReconcile(t *testing.T) {
 		f := newFixture()
 		twoMasters(f)
 		tp := topo(f)
-		tp.Majority, tp.Switching = "b-1-redis-1", true
+		tp.Majority, tp.Votes, tp.Switching = "b-1-redis-1", 3, true
 		tp.StraySince = map[string]time.Time{"b-1-redis-0": t0.Add(-time.Hour)}
 		if r := Reconcile(tp); len(r.Demote) != 0 {
 			t.Fatalf("demoted during a switchover: %+v", r)
+		}
+	})
+	t.Run("one stale sentinel alone never gets the real primary demoted", func(t *testing.T) {
+		f := newFixture()
+		twoMasters(f)
+		tp := topo(f)
+		tp.Majority, tp.Votes = "b-1-redis-1", 1
+		tp.StraySince = map[string]time.Time{"b-1-redis-0": t0.Add(-time.Hour)}
+		if r := Reconcile(tp); len(r.Demote) != 0 || r.Record != "b-1-redis-1" || !strings.Contains(r.Why, "not enough") {
+			t.Fatalf("%+v", r)
 		}
 	})
 	t.Run("never demote towards a primary not seen serving", func(t *testing.T) {
 		f := newFixture()
 		f.obs["b-1-redis-1"] = Observed{Seen: true, State: api.MemberFailed}
 		tp := topo(f)
-		tp.Majority = "b-1-redis-1"
+		tp.Majority, tp.Votes = "b-1-redis-1", 3
 		tp.StraySince = map[string]time.Time{"b-1-redis-0": t0.Add(-time.Hour)}
 		r := Reconcile(tp)
 		if len(r.Demote) != 0 || !strings.Contains(r.Why, "not seen serving") {
@@ -83,7 +93,7 @@ func TestReconcile(t *testing.T) {
 	t.Run("a stray that became a replica is forgotten", func(t *testing.T) {
 		f := newFixture()
 		tp := topo(f)
-		tp.Majority = "b-1-redis-0"
+		tp.Majority, tp.Votes = "b-1-redis-0", 3
 		tp.StraySince = map[string]time.Time{"b-1-redis-1": t0.Add(-time.Hour)}
 		if r := Reconcile(tp); len(r.Stray) != 0 || len(r.Demote) != 0 {
 			t.Fatalf("%+v", r)
@@ -107,9 +117,14 @@ func TestFailoverReason(t *testing.T) {
 		}, "frozen"},
 		{"host lost", func(f *fixture) {
 			h := f.hosts["h1"]
-			h.State = api.HostDown
+			h.State, h.Lost = api.HostDown, true
 			f.hosts["h1"] = h
 		}, "host h1 of primary b-1-redis-0 is lost"},
+		{"host silent, not lost (its members may still serve): no bare failover", func(f *fixture) {
+			h := f.hosts["h1"]
+			h.State = api.HostDown
+			f.hosts["h1"] = h
+		}, ""},
 		{"a replica's death is not the primary's", func(f *fixture) { f.obs["b-1-redis-1"] = Observed{Seen: true, State: api.MemberFailed} }, ""},
 		{"no replica: nothing to fail over to", func(f *fixture) {
 			f.obs["b-1-redis-0"] = Observed{Seen: true, State: api.MemberFailed}
@@ -182,6 +197,7 @@ func TestHealth(t *testing.T) {
 func TestStaleSentinels(t *testing.T) {
 	f := newFixture()
 	tp := topo(f)
+	tp.Votes = 2
 	tp.Named = map[string]NamedPrimary{
 		"s1": {Addr: "new:1", Epoch: 2}, "s2": {Addr: "new:1", Epoch: 2},
 		"s3": {Addr: "old:1", Epoch: 1}, // missed the failover
@@ -193,6 +209,12 @@ func TestStaleSentinels(t *testing.T) {
 	tp.StaleSince, tp.Now = since, t0.Add(StaleGrace)
 	if got, _ := StaleSentinels(tp, "new:1", 2); len(got) != 1 || got[0] != "s3" {
 		t.Fatalf("after the grace: %v", got)
+	}
+	// Without the quorum naming the primary, nobody is re-pointed.
+	one := tp
+	one.Votes = 1
+	if got, _ := StaleSentinels(one, "new:1", 2); len(got) != 0 {
+		t.Fatalf("with one vote: %v", got)
 	}
 	// Naming the current primary, or at the latest epoch: never stale.
 	tp.Named["s3"] = NamedPrimary{Addr: "new:1", Epoch: 1}
