@@ -4,8 +4,9 @@ package agent
 // 127.0.0.171, its replica on .172, three sentinels on .171-.173 and the
 // entrypoint HAProxy of .173 rendered as the agent renders it (the VIP
 // 127.0.6.1 bound with transparent, a frontend on its own address), each a
-// plain process in its own process group, killed when the test ends. Skips
-// when a binary is missing. Every wait polls with a deadline.
+// plain process in its own process group, killed when the test ends. A
+// missing binary fails the test (make deps installs them). Every wait
+// polls with a deadline.
 
 import (
 	"bufio"
@@ -63,7 +64,7 @@ func rlStart(t *testing.T, name, bin string, args ...string) *rlProc {
 	t.Helper()
 	path, err := exec.LookPath(bin)
 	if err != nil {
-		t.Skipf("%s is not installed", bin)
+		t.Fatalf("%s is not installed (make deps installs it): %v", bin, err)
 	}
 	p := &rlProc{name: name, out: &strings.Builder{}, done: make(chan struct{})}
 	p.cmd = exec.Command(path, args...)
@@ -255,7 +256,7 @@ func reaches(addr string) (string, error) {
 func TestRouterLive(t *testing.T) {
 	for _, b := range []string{"redis-server", "redis-sentinel", "haproxy"} {
 		if _, err := exec.LookPath(b); err != nil {
-			t.Skipf("%s is not installed", b)
+			t.Fatalf("%s is not installed (make deps installs it): %v", b, err)
 		}
 	}
 	ctx, cancel := context.WithCancel(context.Background())

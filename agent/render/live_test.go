@@ -36,7 +36,7 @@ func needBinary(t *testing.T, name string) string {
 	t.Helper()
 	p, err := exec.LookPath(name)
 	if err != nil {
-		t.Skipf("%s is not installed", name)
+		t.Fatalf("%s is not installed (make deps installs it): %v", name, err)
 	}
 	return p
 }
