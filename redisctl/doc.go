@@ -3,11 +3,17 @@
 // go-redis client options (one constructor for members, one for
 // sentinels), PING, INFO replication, REPLICAOF, the planned zero-loss
 // switchover, the sentinels' view of a master (GET-MASTER-ADDR-BY-NAME
-// asked of one sentinel or of a majority, REPLICAS, SENTINELS), FAILOVER
-// and RESET, their failover announcements (SUBSCRIBE +switch-master and
-// +failover-state-wait-promotion: WatchSwitchMaster), and the mapping between an addon's settings and redis's CONFIG
-// parameters in both directions (what redis.conf says, what CONFIG SET
-// changes live, what CONFIG GET must answer).
+// asked of one sentinel or of a majority; SENTINEL MASTER of all of them
+// resolved at the highest configuration epoch: AskLatest; REPLICAS,
+// SENTINELS), FAILOVER, RESET and re-MONITOR (Remonitor), their failover
+// announcements (SUBSCRIBE +switch-master and
+// +failover-state-wait-promotion: WatchSwitchMaster), a member's identity
+// settings (CONFIG GET/SET of bind, port, dir, announce addresses) and
+// fresh-connection liveness (Knock), memory figures (UsedMemory,
+// CheckMaxmemory), what an upgrade checks (SAVE snapshots, INFO server,
+// keyspace), and the mapping between an addon's settings and redis's
+// CONFIG parameters in both directions (what redis.conf says, what CONFIG
+// SET changes live, what CONFIG GET must answer).
 //
 // Every network call takes a ctx and bounds itself with a deadline of its
 // own when the ctx has none sooner; clients are short-lived (one

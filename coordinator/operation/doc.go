@@ -1,15 +1,22 @@
 // Package operation is the decision half of the operation engine: for an
-// addon's operation (provision, remove, settings-change, replace-member —
-// the drain and healing moves), what happens next is a pure function of
+// addon's operation (provision, remove, settings-change, plan-change,
+// upgrade, replace-member — the drain and healing moves), what happens next
+// is a pure function of
 // the addon's View (FSM copy plus what the leader observes) and the
 // operation's recorded steps: advance the current step (with the state
 // change it commits), wait (and say why), run one action on the world
-// (ping, settings check, switchover, failover, sentinel reset) and record
-// its outcome, fail, or stop at a safe point because an operator cancelled.
+// (ping, settings/maxmemory/sentinel checks, switchover, failover, rolling
+// sentinel reset, app hook, and the upgrade's save and version checks) and
+// record its outcome, fail, or stop at a safe point because an operator
+// cancelled.
 //
-// It also decides healing: which replace operations to create for members
-// on draining or lost hosts, with a fleet-wide bound, one addon at a time
-// per addon and never one addon's trouble holding up another.
+// It also decides healing (which replace operations to create for members
+// on draining or lost hosts, with a fleet-wide bound that stuck moves do not
+// hold, one per addon, never one addon's trouble holding up another), the
+// topology rules (the primary the sentinels name at their highest epoch,
+// stray masters, sentinels left on a dead primary, forced failovers only on
+// certain knowledge, the VIP holder) and an addon's health as a client would
+// judge it.
 //
 // No I/O, no clock, no goroutines: the coordinator's engine (engine.go in
 // package coordinator) reads the FSM, calls Next, performs the action and
