@@ -146,8 +146,9 @@ func (w *statusWatch) ever(server, status string) bool {
 
 // TestRealHAProxyBusyPrimary: a primary in DEBUG SLEEP 3 stays UP in
 // HAProxy and keeps its sessions (same CLIENT ID before and after, the
-// command sent during the sleep completes after it); a killed primary is
-// marked DOWN within ~0.5 s; the replica is never UP.
+// command sent during the sleep completes after it), and so does one
+// running a script past busy-reply-threshold (answering -BUSY); a killed
+// primary is marked DOWN within ~0.5 s; the replica is never UP.
 func TestRealHAProxyBusyPrimary(t *testing.T) {
 	redisBin := needBinary(t, "redis-server")
 	needBinary(t, "haproxy")
@@ -256,6 +257,47 @@ func TestRealHAProxyBusyPrimary(t *testing.T) {
 	}
 	t.Logf("DEBUG SLEEP 3: primary busy %v; SET through the entrypoint took %v on the same session (CLIENT ID %d), primary stayed UP",
 		busyFor.Round(time.Millisecond), took.Round(time.Millisecond), idAfter)
+
+	// A script past busy-reply-threshold (100 ms here, 5 s by default):
+	// redis answers every command, INFO included, with -BUSY. The role
+	// check takes that for the busy primary it is; the app's command gets
+	// Redis's own -BUSY answer, on the same session.
+	if err := debug.ConfigSet(ctx, "busy-reply-threshold", "100").Err(); err != nil {
+		t.Fatal(err)
+	}
+	scriptFrom := time.Now()
+	scripted := make(chan error, 1)
+	go func() {
+		scripted <- debug.Eval(ctx, `local t = redis.call('TIME'); local stop = t[1]*1000000 + t[2] + 1500000
+			repeat t = redis.call('TIME') until t[1]*1000000 + t[2] >= stop
+			return 1`, nil).Err()
+	}()
+	waitFor(t, 2*time.Second, "primary answers -BUSY", func() error {
+		if err := probe.Ping(ctx).Err(); err == nil || !strings.HasPrefix(err.Error(), "BUSY") {
+			return fmt.Errorf("PING: %v", err)
+		}
+		return nil
+	})
+	if err := app.Set(ctx, "during-script", "x", 0).Err(); err == nil || !strings.HasPrefix(err.Error(), "BUSY") {
+		t.Errorf("SET through the entrypoint during a script past busy-reply-threshold: %v, want redis's -BUSY", err)
+	}
+	if err := <-scripted; err != nil {
+		t.Fatalf("1.5 s script: %v", err)
+	}
+	scriptFor := time.Since(scriptFrom)
+	if id, err := app.ClientID(ctx).Result(); err != nil || id != idBefore {
+		t.Errorf("the entrypoint session was cut by a -BUSY script: CLIENT ID %d before, %d after (%v)", idBefore, id, err)
+	}
+	waitFor(t, 2*time.Second, "a check after the script", func() error {
+		if st, _ := serverStatus(t, socket, "be_"+name); st["primary"] != "UP" {
+			return fmt.Errorf("primary %s", st["primary"])
+		}
+		return nil
+	}, all...)
+	if ch := watch.changes("primary", busyFrom); len(ch) > 0 {
+		t.Errorf("the primary answering -BUSY changed state in HAProxy: %+v", ch)
+	}
+	t.Logf("script past busy-reply-threshold (%v): primary stayed UP, the session answered -BUSY and was kept", scriptFor.Round(time.Millisecond))
 
 	// A killed primary is refused at once: DOWN within ~0.5 s.
 	killedAt := time.Now()

@@ -45,6 +45,12 @@ const (
 // moment the sentinels switch away from it (agent/route.go).
 var checkTimeout = durationString(SentinelDownAfter)
 
+// busyOrMaster is what the role check expects after INFO replication: the
+// primary's role, or -BUSY (redis answers every command but a few with it
+// while a script or function runs past busy-reply-threshold; the member's
+// role is then unknown, and it was the primary a moment ago).
+const busyOrMaster = `role:master|-BUSY`
+
 // durationString writes d for HAProxy ("30s", "1500ms").
 func durationString(d time.Duration) string {
 	if d%time.Second == 0 {
@@ -207,7 +213,13 @@ func HAProxyOpenFiles(maxConn int) uint64 {
 //     replication and sends QUIT right behind it, so a replica's check
 //     fails as soon as it answers role:slave and closes (no wait for the
 //     check timeout). A busy primary is not marked down: its check waits up
-//     to checkTimeout (Sentinel's down-after) for the answer.
+//     to checkTimeout (Sentinel's down-after) for the answer, and a script
+//     running past redis's busy-reply-threshold (5 s), which makes redis
+//     answer INFO with -BUSY, passes the check too (busyOrMaster): without
+//     that, every session of a primary running a 7 s script was cut at
+//     5.0 s (measured). Which busy member routes is the agent's MAINT
+//     state's business, not the check's: a busy replica is never the
+//     sentinels' primary.
 //
 // `balance first` sends every connection to the first usable server, so
 // even a moment with two masters ready never splits one app's writes.
@@ -315,6 +327,7 @@ func HAProxy(in HAProxyInput) (string, error) {
 	c.indented("srvtcpka-cnt", "3")
 	c.indented("source", bracketIPv6(in.SourceAddr))
 	c.comment(true, "Up only while the member answers role:master; QUIT right after INFO so a replica fails at once.",
+		"-BUSY (a script past busy-reply-threshold) keeps it up: busy is not dead.",
 		"The agent also keeps every server but the sentinels' primary in MAINT.")
 	c.indented("option", "tcp-check")
 	c.indented("tcp-check", "connect")
@@ -322,7 +335,7 @@ func HAProxy(in HAProxyInput) (string, error) {
 	c.indented("tcp-check", "expect", "string", "+OK")
 	c.indented("tcp-check", "send", `"INFO replication\r\n"`)
 	c.indented("tcp-check", "send", `"QUIT\r\n"`)
-	c.indented("tcp-check", "expect", "string", "role:master")
+	c.indented("tcp-check", "expect", "rstring", busyOrMaster)
 	c.indented("default-server", "check", "inter", checkInter, "rise", "1", "fall", "1", "on-marked-down", "shutdown-sessions")
 	for _, s := range in.Servers {
 		c.indented("server", s.Name, Endpoint{s.Addr, s.Port}.String())

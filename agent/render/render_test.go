@@ -330,7 +330,7 @@ func TestHAProxyLimits(t *testing.T) {
 		"    source 127.0.0.13", "    bind 127.0.0.20:30300 transparent", "    bind 127.0.0.13:30300", "    maxconn 16",
 		"    server my-app-3030-r2 127.0.0.12:6379", "frontend fe_my-app-3030", "frontend fe_my-app-3030_local",
 		"    stats socket /var/lib/cacheplane/members/my-app-3030-p1/haproxy.sock mode 600 level admin",
-		`    tcp-check expect string role:master`,
+		`    tcp-check expect rstring role:master|-BUSY`, "    timeout check 30s",
 	} {
 		if !strings.Contains(conf, want+"\n") {
 			t.Errorf("haproxy.cfg lacks %q", want)
