@@ -122,6 +122,9 @@ func (a *Agent) reconcile(ctx context.Context) time.Duration {
 
 // ensure converges one assigned member; st is its container (nil: none).
 func (a *Agent) ensure(ctx context.Context, as api.Assignment, st *runtime.Status) time.Duration {
+	if as.Stopped { // stopped.go: an engine upgrade keeps it down, data kept
+		return a.keepStopped(ctx, as, st)
+	}
 	log := a.log.With("member", as.MemberID, "addon", as.AddonID, "role", as.Role)
 	p, planErr := a.planMember(as)
 	running := st != nil && st.State == runtime.StateRunning

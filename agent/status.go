@@ -299,6 +299,10 @@ func (a *Agent) memberStatus(ctx context.Context, as api.Assignment, have bool, 
 	}
 	inStart := a.starting[as.MemberID]
 	a.mu.Unlock()
+	if state, detail, ok := stoppedStatus(as, st); ok { // stopped.go
+		ms.State, ms.Detail = state, detail
+		return ms
+	}
 	if inStart && (st == nil || st.State != runtime.StateRunning) {
 		ms.State, ms.Detail = api.MemberStarting, "being started (image, container, task)"
 		return ms

@@ -312,6 +312,12 @@ func addonsInfoCmd(g *globals) *cobra.Command {
 				case m.Role == api.RoleHAProxy && m.Active:
 					role += " (holds entrypoint)"
 				}
+				if m.Engine != "" { // an engine upgrade under way
+					role += fmt.Sprintf(" [%s %s]", m.Engine, m.Version)
+				}
+				if m.Stopped {
+					role += " [stopped]"
+				}
 				rows = append(rows, []string{m.ID, role, m.HostID, fmt.Sprintf("%s:%d", orDash(m.Address), m.Port), orDash(m.State)})
 			}
 			return printTable(w, []string{"MEMBER", "ROLE", "HOST", "ADDRESS", "STATE"}, rows)

@@ -48,7 +48,7 @@ func NewRoot(name string) *cobra.Command {
 	pf.DurationVar(&g.timeout, "timeout", 30*time.Second, "give up after this long")
 	root.AddCommand(
 		serveCmd(g),
-		plansCmd(g), enginesCmd(g), addonsAddCmd(g), addonsCmd(g), addonsInfoCmd(g), addonsRemoveCmd(g), addonsUpgradeCmd(g), envCmd(g),
+		plansCmd(g), enginesCmd(g), addonsAddCmd(g), addonsCmd(g), addonsInfoCmd(g), addonsRemoveCmd(g), addonsUpgradeCmd(g), addonsUpgradeEngineCmd(g), envCmd(g),
 		hostsCmd(g), operationsCmd(g), operationsCancelCmd(g), statsCmd(g), settingsCmd(g), drainCmd(g, true), drainCmd(g, false), membersCmd(g), joinCmd(g), leaveCmd(g),
 	)
 	return root

@@ -195,7 +195,6 @@ func assignmentsFor(st *State, hostID string) []api.Assignment {
 			continue
 		}
 		plan, _ := api.FindPlan(st.Plans, a.Plan)
-		ev, _ := api.ResolveEngine(st.Engines, a.Engine, a.Version)
 		primary, hasPrimary := primaryOf(a)
 		var servers, sentinels []string
 		for _, m := range a.Members {
@@ -210,10 +209,15 @@ func assignmentsFor(st *State, hostID string) []api.Assignment {
 			if m.HostID != hostID {
 				continue
 			}
+			// An engine upgrade moves one member at a time to its
+			// new version (the member's own, else the addon's).
+			engine, version := a.MemberEngine(m)
+			ev, _ := api.ResolveEngine(st.Engines, engine, version)
 			as := api.Assignment{
 				MemberID: m.ID, AddonID: a.ID, App: a.App, Role: m.Role,
-				Address: host.Address, Port: m.Port, Engine: a.Engine, Version: a.Version,
+				Address: host.Address, Port: m.Port, Engine: engine, Version: version,
 				Image: ev.Images[m.Role], PlanMemoryMB: plan.MemoryMB, Password: a.Password, Settings: a.Settings,
+				Stopped: m.Stopped,
 			}
 			switch m.Role {
 			case api.RoleRedis:

@@ -36,6 +36,8 @@ const (
 	CmdEntrypointHolder  CommandType = 15
 	CmdOperationCancel   CommandType = 16
 	CmdAddonPlanChange   CommandType = 17
+	CmdAddonUpgrade      CommandType = 18
+	CmdMemberVersion     CommandType = 19
 )
 
 var commandNames = map[CommandType]string{
@@ -56,6 +58,8 @@ var commandNames = map[CommandType]string{
 	CmdEntrypointHolder:  "entrypoint-holder",
 	CmdOperationCancel:   "operation-cancel",
 	CmdAddonPlanChange:   "addon-plan-change",
+	CmdAddonUpgrade:      "addon-upgrade",
+	CmdMemberVersion:     "member-version",
 }
 
 func (t CommandType) String() string {
@@ -200,4 +204,46 @@ type AddonPlanChangeCmd struct {
 	Plan      string        `json:"plan"`
 	Operation api.Operation `json:"operation"`
 	At        time.Time     `json:"at"`
+}
+
+// AddonUpgradeCmd starts an engine upgrade of an addon: its operation
+// (with the upgrade's record: target, rolling or not, primary, keys) is
+// recorded and the addon is updating. It is refused unless the addon is
+// running with no other active operation and the target is in the engine
+// catalog (the leader checked the upgrade rules and the data before
+// proposing). Nothing runs on the new version until the engine sets a
+// member's version (CmdMemberVersion).
+type AddonUpgradeCmd struct {
+	AddonID   string        `json:"addon_id"`
+	App       string        `json:"app"`
+	Operation api.Operation `json:"operation"`
+	At        time.Time     `json:"at"`
+}
+
+// MemberVersionCmd is an upgrade step's change to the addon, committed
+// with the step: members set to an engine version (started again when
+// they were stopped) or stopped, the addon's own version recorded (which
+// drops every member's own), the entrypoint VIP moved.
+type MemberVersionCmd struct {
+	AddonID string            `json:"addon_id"`
+	Set     []MemberVersionTo `json:"set,omitempty"`
+	// Stop lists members whose process stops (data kept).
+	Stop []string `json:"stop,omitempty"`
+	// Engine and Version, when set, become the addon's, and every member
+	// runs them (member versions and stops are cleared).
+	Engine  api.Engine `json:"engine,omitempty"`
+	Version string     `json:"version,omitempty"`
+	// Holder, when set, is the haproxy member given the entrypoint VIP.
+	Holder string `json:"holder,omitempty"`
+	// AddonStatus, when set, is the addon's new status (a cancelled
+	// upgrade leaves it running).
+	AddonStatus api.AddonStatus `json:"addon_status,omitempty"`
+	Operation   api.Operation   `json:"operation"`
+}
+
+// MemberVersionTo sets one member's engine version.
+type MemberVersionTo struct {
+	MemberID string     `json:"member_id"`
+	Engine   api.Engine `json:"engine"`
+	Version  string     `json:"version"`
 }

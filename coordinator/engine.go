@@ -60,13 +60,18 @@ type actions struct {
 	checkMaxmemory func(ctx context.Context, addr, password string, planMB int) error
 	// notify tells an app (tests); nil runs the engine's app hook.
 	notify func(ctx context.Context, ev api.AppHookEvent) error
+	// Engine upgrades: a snapshot waited for, a redis member checked on
+	// its new version, a sentinel's version.
+	save           func(ctx context.Context, addr, password string) error
+	checkNode      func(ctx context.Context, addr, password string, w redisctl.Want) (redisctl.Node, error)
+	sentinelServer func(ctx context.Context, addr string) (redisctl.Server, error)
 }
 
 // redisActions are the production actions (package redisctl).
 func redisActions() actions {
 	return actions{ping: redisctl.Ping, checkSettings: redisctl.CheckSettings, switchover: redisctl.Switchover,
 		failover: redisctl.Failover, reset: redisctl.Reset, known: redisctl.Known, master: redisctl.MasterAddr,
-		checkMaxmemory: redisctl.CheckMaxmemory}
+		checkMaxmemory: redisctl.CheckMaxmemory, save: redisctl.Snapshot, checkNode: redisctl.CheckNode, sentinelServer: redisctl.SentinelServer}
 }
 
 // Action time bounds.
@@ -175,7 +180,7 @@ func observe(obs *observed, h api.Host, m api.Member) operation.Observed {
 		return operation.Observed{}
 	}
 	ms, seen := obs.member(m.HostID, m.ID)
-	return operation.Observed{Seen: seen, State: ms.State, Detail: ms.Detail, RedisRole: ms.RedisRole, Offset: ms.ReplOffset}
+	return operation.Observed{Seen: seen, State: ms.State, Detail: ms.Detail, RedisRole: ms.RedisRole, Offset: ms.ReplOffset, StartedAt: ms.StartedAt}
 }
 
 func (e *engine) pass(ctx context.Context, wg *sync.WaitGroup) {
@@ -345,6 +350,12 @@ func (e *engine) perform(ctx context.Context, v operation.View, act operation.Ac
 			cancel()
 		}
 		return errors.Join(errs...)
+	case operation.Save:
+		cctx, cancel := context.WithTimeout(ctx, saveTimeout)
+		defer cancel()
+		return e.act.save(cctx, a.Addr, pw)
+	case operation.CheckUpgraded:
+		return e.checkUpgraded(ctx, v, a)
 	case operation.NotifyApp:
 		ev := api.AppHookEvent{AddonID: v.Addon.ID, App: v.Addon.App, Change: a.Change, RedisURL: RedisURL(v.Addon),
 			OperationID: a.OperationID, Kind: a.Kind}
@@ -499,6 +510,8 @@ func (e *engine) record(ctx context.Context, opID string, step int, d operation.
 		e.log.Warn("app hook failed", "op", op.ID, "addon", op.AddonID, "attempt", op.Steps[i].Attempts, "err", actErr)
 	case operation.CheckSentinel:
 		detail = "waiting for the new sentinel to know the addon: " + actErr.Error()
+	case operation.CheckUpgraded:
+		detail = "waiting for " + a.Addr + " on " + string(a.Engine) + " " + a.Version + ": " + actErr.Error()
 	default:
 		detail = fmt.Sprintf("%s failed (attempt %d), retrying: %v", d.Action, op.Steps[i].Attempts, actErr)
 		e.log.Warn("operation action failed; will retry", "op", op.ID, "addon", op.AddonID, "action", d.Action.String(), "attempt", op.Steps[i].Attempts, "err", actErr)
@@ -563,6 +576,9 @@ func (e *engine) commit(ctx context.Context, op api.Operation, d operation.Decis
 			err = apply(CmdMemberAdded, MemberAddedCmd{AddonID: op.AddonID, Member: eff.Member, Operation: op})
 		case operation.RemoveMember:
 			err = apply(CmdMemberRemoved, MemberRemovedCmd{AddonID: op.AddonID, MemberID: eff.MemberID, Operation: op})
+		case operation.SetMemberVersion, operation.StopMember, operation.SetAddonVersion, operation.MoveEntrypoint:
+			c, _ := upgradeCmd(op, eff, now)
+			err = apply(CmdMemberVersion, c)
 		case operation.DeleteAddon:
 			var members []api.Member
 			e.store.FSM().Read(func(s *State, _ uint64) { members = append(members, s.Addons[op.AddonID].Members...) })
@@ -595,6 +611,10 @@ func (e *engine) commit(ctx context.Context, op api.Operation, d operation.Decis
 			step.Detail = strings.TrimPrefix(step.Detail+"; stopped here", "; ")
 		}
 		e.log.Warn("operation cancelled", "op", op.ID, "addon", op.AddonID, "kind", op.Kind, "account", d.Detail)
+		if c, ok := upgradeCmd(op, d.Effect, now); ok {
+			c.AddonStatus = d.Status
+			return apply(CmdMemberVersion, c)
+		}
 		if rm, ok := d.Effect.(operation.RemoveMember); ok {
 			return apply(CmdMemberRemoved, MemberRemovedCmd{AddonID: op.AddonID, MemberID: rm.MemberID, Operation: op})
 		}

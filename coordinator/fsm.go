@@ -150,6 +150,14 @@ func (f *FSM) applyOne(data []byte) any {
 		var c AddonPlanChangeCmd
 		decode(&c)
 		return f.applyAddonPlanChange(c)
+	case CmdAddonUpgrade:
+		var c AddonUpgradeCmd
+		decode(&c)
+		return f.applyAddonUpgrade(c)
+	case CmdMemberVersion:
+		var c MemberVersionCmd
+		decode(&c)
+		return f.applyMemberVersion(c)
 	}
 	if t&IgnoreUnknownFlag != 0 {
 		f.log.Warn("ignoring unknown optional command", "type", uint8(t))

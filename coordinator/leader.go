@@ -2,11 +2,13 @@ package coordinator
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"sync"
 	"time"
 
 	"github.com/cacheplane/cacheplane/api"
+	"github.com/cacheplane/cacheplane/engines"
 )
 
 // Controller is leader-only work. Run starts after the leader's barrier and
@@ -97,10 +99,14 @@ func (l *leadership) establish(ctx context.Context) error {
 		recorded       api.CoordinatorMember
 		needCatalog    bool
 		haveSelfRecord bool
+		plans          []api.Plan
+		stored         []api.EngineVersion
 	)
 	l.store.FSM().Read(func(s *State, _ uint64) {
 		recorded, haveSelfRecord = s.Coordinators[l.self.ID]
 		needCatalog = len(s.Plans) == 0 || len(s.Engines) == 0
+		plans = append(plans, s.Plans...)
+		stored = append(stored, s.Engines...)
 	})
 	if !haveSelfRecord || recorded.HTTPAddr != l.self.HTTPAddr || recorded.RaftAddr != l.self.RaftAddr {
 		if _, err := l.store.Apply(ctx, CmdCoordinatorUpsert, CoordinatorUpsertCmd{Member: l.self}); err != nil {
@@ -111,6 +117,15 @@ func (l *leadership) establish(ctx context.Context) error {
 		if _, err := l.store.Apply(ctx, CmdCatalogSet, CatalogSetCmd{Plans: api.DefaultPlans(), Engines: api.DefaultEngines()}); err != nil {
 			return err
 		}
+		return nil
+	}
+	// A cluster made by an older release learns this release's engine
+	// versions (and their upgrade rule data); what runs is never changed.
+	if merged, changed := engines.Merge(stored, api.DefaultEngines()); changed {
+		if _, err := l.store.Apply(ctx, CmdCatalogSet, CatalogSetCmd{Plans: plans, Engines: merged}); err != nil {
+			return fmt.Errorf("update the engine catalog: %w", err)
+		}
+		l.log.Info("engine catalog updated", "versions", len(merged), "were", len(stored))
 	}
 	return nil
 }

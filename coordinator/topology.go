@@ -102,10 +102,8 @@ func (c *topologyController) pass(ctx context.Context) {
 			if redis < 2 || len(v.sentinels) == 0 {
 				continue
 			}
-			if op, ok := s.activeOperation(a.ID); ok && op.Kind == api.OpReplaceMember {
-				if i := op.CurrentStep(); i < len(op.Steps) && op.Steps[i].Name == operation.StepDemote {
-					v.t.Switching = true
-				}
+			if op, ok := s.activeOperation(a.ID); ok && operation.SwitchingOver(a, op) {
+				v.t.Switching = true
 			}
 			// The addon has a VIP when its entrypoint is no member's own address.
 			if ep, _, err := net.SplitHostPort(a.Entrypoint); err == nil {
