@@ -305,7 +305,9 @@ func TestStarterFaults(t *testing.T) {
 		t.Fatalf("occupy %s:20000: %v", faultsHostIP, err)
 	}
 	defer l.Close()
-	a := StartAgent(t, c, "h1", faultsHostIP, AgentOpts{})
+	// The agent's image directory has every image, Valkey 8.0.1's file
+	// corrupt on purpose: assigning it fails the import.
+	a := StartAgent(t, c, "h1", faultsHostIP, AgentOpts{ExtraArgs: []string{"--image-dir", corruptImage(t, Images(t), api.ImageValkey8)}})
 
 	t.Run("member exits at start", func(t *testing.T) {
 		const app = "port-taken"
@@ -331,22 +333,56 @@ func TestStarterFaults(t *testing.T) {
 	})
 
 	t.Run("image fails to import", func(t *testing.T) {
-		if ix, err := packaging.ReadIndex(Images(t)); err == nil {
-			if _, ok := ix.Lookup(api.ImageValkey8); ok {
-				t.Skipf("%s is built on this machine: nothing fails to import", api.ImageValkey8)
-			}
-		}
-		const app = "no-image"
-		op := addAndWaitFailed(t, c, app, "--engine", "valkey", "redis", "redis-starter-256")
+		const app = "bad-image"
+		op := addAndWaitFailed(t, c, app, "--engine", "valkey-8.0.1", "redis", "redis-starter-256")
 		WaitForAddonStatus(t, c, app, api.AddonError, 10*time.Second)
 		step := failedStep(t, op, "start members")
-		for _, want := range []string{"image", api.ImageValkey8, "not found"} {
+		for _, want := range []string{"image", api.ImageValkey8, "import", "valkey-8.0.1.tar"} {
 			if !strings.Contains(step.Detail, want) {
 				t.Errorf("failed step's detail lacks %q:\n%s", want, step.Detail)
 			}
 		}
 		t.Logf("reason: %s", step.Detail)
 	})
+}
+
+// corruptImage makes an image directory holding every image of dir (the
+// files linked, the index copied) but ref, whose file is garbage and
+// whose digest in the index is not the one containerd may hold under
+// that name, so an agent of this directory must import it, and fails.
+func corruptImage(t testing.TB, dir, ref string) string {
+	t.Helper()
+	ix, err := packaging.ReadIndex(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := t.TempDir()
+	found := false
+	for i, e := range ix.Images {
+		dst := filepath.Join(out, e.File)
+		if e.Ref != ref {
+			if err := os.Symlink(filepath.Join(dir, e.File), dst); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
+		found = true
+		ix.Images[i].ManifestDigest = "sha256:" + strings.Repeat("0", 64)
+		if err := os.WriteFile(dst, []byte("not an image archive: corrupt on purpose\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !found {
+		t.Fatalf("%s lists no %s", dir, ref)
+	}
+	b, err := json.Marshal(ix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(out, packaging.IndexFile), b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return out
 }
 
 // addAndWaitFailed runs addons-add --app app args... and waits for its
