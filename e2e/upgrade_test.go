@@ -50,10 +50,27 @@ var (
 // upgradeTimeout bounds one upgrade (request to operation done).
 const upgradeTimeout = 3 * time.Minute
 
+// upgradeRun is one upgrade as the writer saw it.
+type upgradeRun struct {
+	from, to string
+	op       api.Operation
+	took     time.Duration // addons-upgrade-engine sent → operation seen done
+	opTook   time.Duration // the operation's own: created → last step done
+	failed   int
+	errs     map[string]int
+	stall    time.Duration // longest time without an acknowledged write
+	acked    int
+}
+
+func (r upgradeRun) String() string {
+	return fmt.Sprintf("%s -> %s: operation done in %s (seen done %s after the request), %d writes acknowledged meanwhile, longest stall %s, %d failed commands %v",
+		r.from, r.to, r.opTook.Round(time.Millisecond), r.took.Round(time.Millisecond), r.acked, r.stall.Round(time.Millisecond), r.failed, r.errs)
+}
+
 // upgradeEngine runs `cacheplane addons-upgrade-engine` and waits until
 // its operation is done (a failed or cancelled one fails the test); w is
 // the writer running through the URL meanwhile.
-func upgradeEngine(t testing.TB, c *Coordinator, w *writer, app, id, from, to string) transition {
+func upgradeEngine(t testing.TB, c *Coordinator, w *writer, app, id, from, to string) upgradeRun {
 	t.Helper()
 	failedBefore, errsBefore := w.failures(), w.errClasses()
 	start := time.Now()
@@ -74,8 +91,11 @@ func upgradeEngine(t testing.TB, c *Coordinator, w *writer, app, id, from, to st
 }
 
 // measured is what the writer saw between start and end.
-func measured(w *writer, from, to string, op api.Operation, start, end time.Time, failedBefore int, errsBefore map[string]int) transition {
-	tr := transition{from: from, to: to, op: op, took: end.Sub(start), failed: w.failures() - failedBefore, errs: map[string]int{}}
+func measured(w *writer, from, to string, op api.Operation, start, end time.Time, failedBefore int, errsBefore map[string]int) upgradeRun {
+	tr := upgradeRun{from: from, to: to, op: op, took: end.Sub(start), failed: w.failures() - failedBefore, errs: map[string]int{}}
+	if n := len(op.Steps); n > 0 {
+		tr.opTook = op.Steps[n-1].FinishedAt.Sub(op.CreatedAt)
+	}
 	for k, v := range w.errClasses() {
 		if d := v - errsBefore[k]; d > 0 {
 			tr.errs[k] = d
@@ -131,7 +151,7 @@ func catalogImages(t testing.TB, key string) map[api.Role]string {
 // onVersion checks every member of a runs engine version per what it
 // says itself (INFO server of each redis and sentinel) and its container
 // (the catalog's image, started after since).
-func onVersion(t testing.TB, agents map[string]*Agent, a api.Addon, e api.Engine, version string, since time.Time) {
+func onVersion(t testing.TB, agents map[string]*Agent, a api.Addon, password string, e api.Engine, version string, since time.Time) {
 	t.Helper()
 	if a.Engine != e || a.Version != version {
 		t.Errorf("addon %s recorded on %s %s, want %s %s", a.ID, a.Engine, a.Version, e, version)
@@ -150,7 +170,7 @@ func onVersion(t testing.TB, agents map[string]*Agent, a api.Addon, e api.Engine
 		switch m.Role {
 		case api.RoleRedis:
 			var n redisctl.Node
-			n, err = redisctl.ReadNode(ctx, addr, a.Password)
+			n, err = redisctl.ReadNode(ctx, addr, password)
 			s = n.Server
 		case api.RoleSentinel:
 			s, err = redisctl.SentinelServer(ctx, addr)
@@ -226,7 +246,7 @@ func TestUpgradeStarter(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			onVersion(t, agents, full, api.EngineValkey, "8.0.1", since)
+			onVersion(t, agents, full, opt.Password, api.EngineValkey, "8.0.1", since)
 			checkUpgradeSteps(t, tr.op)
 			t.Logf("starter (%s) %s", persistence, tr)
 			t.Logf("engine's figure: %s", stepDetail(tr.op, "wait "))
@@ -327,7 +347,7 @@ func TestUpgradeBusiness(t *testing.T) {
 			t.Errorf("%s -> %s: %d failed commands %v; want 0", from, to, tr.failed, tr.errs)
 		}
 		e, ver, _ := strings.Cut(to, "-")
-		onVersion(t, f.agents, f.mustAddon(), api.Engine(e), ver, since)
+		onVersion(t, f.agents, f.mustAddon(), f.opt.Password, api.Engine(e), ver, since)
 		if p := f.primary(); p.ID != home.ID || p.HostID != home.HostID {
 			t.Errorf("after %s the primary is %s on %s; want %s on %s (its host before)", to, p.ID, p.HostID, home.ID, home.HostID)
 		}
@@ -458,7 +478,7 @@ func TestUpgradeLeaderKill(t *testing.T) {
 			t.Errorf("step %q logged done %d times; want once", s.Name, done[s.Name])
 		}
 	}
-	onVersion(t, f.agents, f.mustAddon(), api.EngineValkey, "8.0.1", since)
+	onVersion(t, f.agents, f.mustAddon(), f.opt.Password, api.EngineValkey, "8.0.1", since)
 	if p := f.primary(); p.ID != home.ID {
 		t.Errorf("the primary is %s on %s; want %s on %s", p.ID, p.HostID, home.ID, home.HostID)
 	}
