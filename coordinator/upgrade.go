@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/cacheplane/cacheplane/api"
@@ -266,5 +267,26 @@ func (e *engine) checkUpgraded(ctx context.Context, v operation.View, a operatio
 	}
 	_, err := e.act.checkNode(cctx, a.Addr, v.Addon.Password, redisctl.Want{Engine: a.Engine, Version: a.Version, Master: a.Master,
 		ReplicaOf: a.ReplicaOf, InSyncBytes: operation.InSyncBytes, MinKeys: a.MinKeys})
-	return err
+	if err != nil || len(a.Sentinels) == 0 {
+		return err
+	}
+	ok := 0
+	var why []string
+	for _, s := range a.Sentinels {
+		sctx, cancel := context.WithTimeout(ctx, 2*sentinelTimeout)
+		p, err := e.act.known(sctx, s, v.Addon.ID)
+		cancel()
+		switch {
+		case err != nil:
+			why = append(why, err.Error())
+		case redisctl.Promotable(p.Replicas, a.Addr):
+			ok++
+		default:
+			why = append(why, "sentinel "+s+" does not list it as a healthy replica yet")
+		}
+	}
+	if ok*2 <= len(a.Sentinels) {
+		return fmt.Errorf("%d of %d sentinels could promote %s: %s", ok, len(a.Sentinels), a.Addr, strings.Join(why, "; "))
+	}
+	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -178,6 +179,18 @@ func SentinelServer(ctx context.Context, addr string) (Server, error) {
 		return Server{}, fmt.Errorf("sentinel %s: %w", addr, err)
 	}
 	return s, nil
+}
+
+// Promotable reports whether a sentinel's replicas list addr as a
+// replica it could promote: not down or disconnected, its link to the
+// primary ok (as of the sentinel's last INFO of it).
+func Promotable(replicas []Peer, addr string) bool {
+	for _, p := range replicas {
+		if p.Addr == addr && !p.Down() && p.LinkStatus == "ok" && slices.Contains(p.Flags, "slave") {
+			return true
+		}
+	}
+	return false
 }
 
 // Want is what a node must be for an upgrade step to count as done.

@@ -185,3 +185,24 @@ func TestRealSentinelServer(t *testing.T) {
 		t.Fatalf("sentinel server %+v, %v", s, err)
 	}
 }
+
+func TestPromotable(t *testing.T) {
+	const r = "127.0.0.2:7000"
+	tests := []struct {
+		name  string
+		peers []Peer
+		want  bool
+	}{
+		{"healthy", []Peer{{Addr: r, Flags: []string{"slave"}, LinkStatus: "ok"}}, true},
+		{"its link down as of the last INFO (just restarted)", []Peer{{Addr: r, Flags: []string{"slave"}, LinkStatus: "err"}}, false},
+		{"down", []Peer{{Addr: r, Flags: []string{"slave", "s_down"}, LinkStatus: "ok"}}, false},
+		{"disconnected", []Peer{{Addr: r, Flags: []string{"slave", "disconnected"}, LinkStatus: "ok"}}, false},
+		{"another replica", []Peer{{Addr: "127.0.0.3:7000", Flags: []string{"slave"}, LinkStatus: "ok"}}, false},
+		{"none", nil, false},
+	}
+	for _, tc := range tests {
+		if got := Promotable(tc.peers, r); got != tc.want {
+			t.Errorf("%s: %v; want %v", tc.name, got, tc.want)
+		}
+	}
+}

@@ -169,8 +169,11 @@ type Save struct{ Addr string }
 
 // CheckUpgraded checks that the member at Addr runs Engine Version and
 // serves in its part: a redis member as a master holding at least MinKeys
-// keys (when ≥ 0), or as a replica of ReplicaOf in sync; a sentinel naming
-// the primary, knowing the replicas and its peers (Sentinel).
+// keys (when ≥ 0), or as a replica of ReplicaOf in sync that a majority
+// of Sentinels (when any) list as a healthy replica they could promote (a
+// restarted replica is refused by SENTINEL FAILOVER, NOGOODSLAVE, until
+// the sentinels have read its INFO again); a sentinel naming the primary,
+// knowing the replicas and its peers (Sentinel).
 type CheckUpgraded struct {
 	Addr      string
 	Role      api.Role
@@ -179,6 +182,7 @@ type CheckUpgraded struct {
 	Master    bool
 	ReplicaOf string
 	MinKeys   int64
+	Sentinels []string
 	Sentinel  CheckSentinel
 }
 
@@ -524,8 +528,9 @@ func waitStep(v View, op api.Operation, step api.Step, m api.Member) Decision {
 				Detail: fmt.Sprintf("%s runs %s %s%s (the restart's downtime)", m.ID, u.To, what, took)}
 		default:
 			chk.ReplicaOf = addr(v, prim)
+			chk.Sentinels = sentinels(v)
 			return Decision{Kind: Run, Action: chk, Then: Advance,
-				Detail: fmt.Sprintf("%s runs %s as a replica of %s in sync%s", m.ID, u.To, prim.ID, took)}
+				Detail: fmt.Sprintf("%s runs %s as a replica of %s in sync, known to the sentinels%s", m.ID, u.To, prim.ID, took)}
 		}
 	case api.RoleSentinel:
 		prim, _ := primary(a)

@@ -334,11 +334,12 @@ func TestUpgradeStepDecisions(t *testing.T) {
 			edit: func(f *fixture, op *api.Operation) { setMember(f, op, "b-1", "b-1-redis-1", to) },
 			check: func(t *testing.T, d Decision) {
 				c := d.Action.(CheckUpgraded)
-				if c.Master || c.ReplicaOf != "127.0.0.11:20001" || c.MinKeys != -1 || c.Addr != "127.0.0.12:20001" {
+				if c.Master || c.ReplicaOf != "127.0.0.11:20001" || c.MinKeys != -1 || c.Addr != "127.0.0.12:20001" ||
+					!slices.Equal(c.Sentinels, []string{"127.0.0.11:20002", "127.0.0.12:20002", "127.0.0.13:20002"}) {
 					t.Fatalf("check %+v", c)
 				}
 			},
-			detail: "b-1-redis-1 runs valkey-8.0.1 as a replica of b-1-redis-0 in sync, 3s after"},
+			detail: "b-1-redis-1 runs valkey-8.0.1 as a replica of b-1-redis-0 in sync, known to the sentinels, 3s after"},
 		{name: "switchover to the upgraded replica", addon: "b-1", rolling: true, done: 2, kind: Run, then: Wait,
 			edit:   func(f *fixture, op *api.Operation) { setMember(f, op, "b-1", "b-1-redis-1", to) },
 			action: "switchover 127.0.0.11:20001 -> 127.0.0.12:20001", detail: "switched over to b-1-redis-1 (zero-loss); waiting for it to be recorded"},
