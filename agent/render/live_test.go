@@ -247,6 +247,27 @@ func parseInfo(s string) map[string]string {
 	return m
 }
 
+// engineBinary finds a server binary: on PATH (redis from Debian), else
+// valkey-server from the bookworm-backports package make deps unpacks for
+// the images (it runs on the host's libraries).
+func engineBinary(t *testing.T, name string) string {
+	t.Helper()
+	if p, err := exec.LookPath(name); err == nil {
+		return p
+	}
+	if name == "valkey-server" {
+		dev := filepath.Join("..", "..", ".dev")
+		if imgs := os.Getenv("CACHEPLANE_IMAGES"); imgs != "" {
+			dev = filepath.Dir(imgs)
+		}
+		p := filepath.Join(dev, "debian", "roots", "valkey-8.0.1", "usr", "bin", "valkey-server")
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	return needBinary(t, name)
+}
+
 func TestRealRedisAcceptsConfig(t *testing.T) {
 	engines := []struct {
 		engine api.Engine
@@ -263,7 +284,7 @@ func TestRealRedisAcceptsConfig(t *testing.T) {
 	for _, e := range engines {
 		for _, s := range settings {
 			t.Run(string(e.engine)+"-"+s.name, func(t *testing.T) {
-				bin := needBinary(t, e.bin)
+				bin := engineBinary(t, e.bin)
 				r := startRedis(t, bin, RedisInput{
 					Engine: e.engine, BindAddr: "127.0.0.1", PlanMemoryMB: 64, Settings: s.s,
 				})
