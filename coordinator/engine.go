@@ -176,10 +176,12 @@ func (e *engine) view(sn snapshot, addonID string, now time.Time) operation.View
 // observe is a member as the fleet sees it now: its agent's last report,
 // or nothing when its host is down (that report says nothing about now).
 func observe(obs *observed, h api.Host, m api.Member) operation.Observed {
-	if h.State == api.HostDown {
-		return operation.Observed{}
-	}
 	ms, seen := obs.member(m.HostID, m.ID)
+	if h.State == api.HostDown {
+		// Not seen; its last replication offset is kept, so a forced
+		// failover can check the replica was in sync with it.
+		return operation.Observed{Offset: ms.ReplOffset}
+	}
 	return operation.Observed{Seen: seen, State: ms.State, Detail: ms.Detail, RedisRole: ms.RedisRole, Offset: ms.ReplOffset, StartedAt: ms.StartedAt}
 }
 

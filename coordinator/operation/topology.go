@@ -192,13 +192,20 @@ func FailoverReason(t Topology) string {
 	if !ok {
 		return ""
 	}
-	hasReplica := false
+	// Only towards a replica that was in sync when last seen (a replica
+	// in sync, serving, within InSyncBytes of the primary's offset):
+	// Sentinel itself only refuses replicas disconnected for 10 ×
+	// down-after (300 s), so a forced failover could otherwise promote
+	// one minutes behind.
+	p := t.Observed[prim.ID]
+	inSync := false
 	for _, m := range t.Addon.Members {
-		if m.Role == api.RoleRedis && m.ID != prim.ID {
-			hasReplica = true
+		o := t.Observed[m.ID]
+		if m.Role == api.RoleRedis && m.ID != prim.ID && o.alive() && o.RedisRole == "slave" && p.Offset-o.Offset <= InSyncBytes {
+			inSync = true
 		}
 	}
-	if !hasReplica {
+	if !inSync {
 		return ""
 	}
 	// Only a lost host (nothing on it answers): a host that is merely

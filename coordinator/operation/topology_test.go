@@ -126,6 +126,20 @@ func TestFailoverReason(t *testing.T) {
 			f.hosts["h1"] = h
 		}, ""},
 		{"a replica's death is not the primary's", func(f *fixture) { f.obs["b-1-redis-1"] = Observed{Seen: true, State: api.MemberFailed} }, ""},
+		{"host lost but the replica was far behind when last seen: no forced failover", func(f *fixture) {
+			h := f.hosts["h1"]
+			h.State, h.Lost = api.HostDown, true
+			f.hosts["h1"] = h
+			f.obs["b-1-redis-0"] = Observed{Offset: 10 << 20} // last known, host down
+			f.obs["b-1-redis-1"] = Observed{Seen: true, State: api.MemberRunning, RedisRole: "slave", Offset: 1 << 20}
+		}, ""},
+		{"host lost, the replica in sync when last seen: forced failover", func(f *fixture) {
+			h := f.hosts["h1"]
+			h.State, h.Lost = api.HostDown, true
+			f.hosts["h1"] = h
+			f.obs["b-1-redis-0"] = Observed{Offset: 10 << 20}
+			f.obs["b-1-redis-1"] = Observed{Seen: true, State: api.MemberRunning, RedisRole: "slave", Offset: 10<<20 - 100}
+		}, "is lost"},
 		{"no replica: nothing to fail over to", func(f *fixture) {
 			f.obs["b-1-redis-0"] = Observed{Seen: true, State: api.MemberFailed}
 			removeMember(f, "b-1-redis-1")
