@@ -213,7 +213,7 @@ func TestProvisionRemoveAndHostLiveness(t *testing.T) {
 			t.Fatalf("operations_stuck %v = %v; nothing is stuck", m.GetLabel(), v)
 		}
 	}
-	if len(families["cacheplane_operations_stuck"].GetMetric()) != 4 {
+	if len(families["cacheplane_operations_stuck"].GetMetric()) != 6 {
 		t.Fatalf("operations_stuck: %v", families["cacheplane_operations_stuck"])
 	}
 

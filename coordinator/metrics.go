@@ -101,7 +101,7 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		s api.OperationState
 	}
 	ops := map[kk]int{}
-	stuck := map[api.OperationKind]int{api.OpProvision: 0, api.OpRemove: 0, api.OpSettingsChange: 0, api.OpReplaceMember: 0}
+	stuck := map[api.OperationKind]int{api.OpProvision: 0, api.OpRemove: 0, api.OpSettingsChange: 0, api.OpReplaceMember: 0, api.OpPlanChange: 0, api.OpUpgrade: 0}
 	c.store.FSM().Read(func(s *State, _ uint64) {
 		for id := range s.active {
 			if o := s.Operations[id]; o.Stuck != "" {
