@@ -312,7 +312,7 @@ func TestStarterFaults(t *testing.T) {
 	t.Run("member exits at start", func(t *testing.T) {
 		const app = "port-taken"
 		op := addAndWaitFailed(t, c, app, "redis", "redis-starter-256")
-		addon := WaitForAddonStatus(t, c, app, api.AddonError, 10*time.Second)
+		addon := WaitForAddonStatus(t, c, app, api.AddonError, 20*time.Second)
 		if len(addon.Members) != 1 || addon.Members[0].Port != 20000 {
 			t.Fatalf("expected one member on port 20000 (the taken one), got %+v", addon.Members)
 		}
@@ -335,7 +335,7 @@ func TestStarterFaults(t *testing.T) {
 	t.Run("image fails to import", func(t *testing.T) {
 		const app = "bad-image"
 		op := addAndWaitFailed(t, c, app, "--engine", "valkey-8.0.1", "redis", "redis-starter-256")
-		WaitForAddonStatus(t, c, app, api.AddonError, 10*time.Second)
+		WaitForAddonStatus(t, c, app, api.AddonError, 20*time.Second)
 		step := failedStep(t, op, "start members")
 		for _, want := range []string{"image", api.ImageValkey8, "import", "valkey-8.0.1.tar"} {
 			if !strings.Contains(step.Detail, want) {

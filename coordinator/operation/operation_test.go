@@ -388,10 +388,21 @@ func TestProvision(t *testing.T) {
 			t.Fatalf("decision %+v", d)
 		}
 	})
-	t.Run("start: a failed member fails the provision", func(t *testing.T) {
+	t.Run("start: a member failed right at the start is waited for (a restart for a new assignment)", func(t *testing.T) {
+		f := newFixture()
+		f.obs["b-1-sentinel-1"] = Observed{Seen: true, State: api.MemberFailed, Detail: "exited (status unknown)\nlast log lines: ..."}
+		op := newOp(1)
+		op.Steps[1].StartedAt = t0.Add(-time.Second)
+		if d := Next(f.view("b-1"), op); d.Kind != Wait || !strings.Contains(d.Detail, "failed: exited (status unknown)") {
+			t.Fatalf("decision %+v", d)
+		}
+	})
+	t.Run("start: a member still failed after the grace fails the provision", func(t *testing.T) {
 		f := newFixture()
 		f.obs["b-1-sentinel-1"] = Observed{Seen: true, State: api.MemberFailed, Detail: "image not importable"}
-		if d := Next(f.view("b-1"), newOp(1)); d.Kind != Fail || !strings.Contains(d.Detail, "image not importable") {
+		op := newOp(1)
+		op.Steps[1].StartedAt = t0.Add(-startFailGrace)
+		if d := Next(f.view("b-1"), op); d.Kind != Fail || !strings.Contains(d.Detail, "image not importable") {
 			t.Fatalf("decision %+v", d)
 		}
 	})

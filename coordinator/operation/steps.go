@@ -33,6 +33,22 @@ const (
 	StepResetSentinel = "reset sentinels"
 )
 
+// startFailGrace: a member reported failed this soon after the start step
+// began is waited for, not a failed provision — a member restarted for a
+// new assignment right after placement (HAProxy reads its file only at
+// start) is briefly reported exited (found by e2e). A member that really
+// cannot start (an image that does not import, a process that exits) is
+// still reported failed after it.
+const startFailGrace = 3 * time.Second
+
+// firstLine is the first line of a member's failure detail.
+func firstLine(s string) string {
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		return s[:i]
+	}
+	return s
+}
+
 // Retry pacing of mutating actions.
 const (
 	switchoverEvery = 10 * time.Second
@@ -108,8 +124,10 @@ func provision(v View, op api.Operation, step api.Step) Decision {
 		for _, m := range a.Members {
 			o := v.Observed[m.ID]
 			switch {
-			case o.Seen && o.State == api.MemberFailed:
+			case o.Seen && o.State == api.MemberFailed && !step.StartedAt.IsZero() && v.Now.Sub(step.StartedAt) >= startFailGrace:
 				return Decision{Kind: Fail, Status: api.AddonError, Detail: fmt.Sprintf("member %s on host %s failed: %s", m.ID, m.HostID, o.Detail)}
+			case o.Seen && o.State == api.MemberFailed:
+				waiting = append(waiting, fmt.Sprintf("%s on %s (failed: %s)", m.ID, m.HostID, firstLine(o.Detail)))
 			case o.Seen && o.State == api.MemberRunning:
 			default:
 				state := "not reported yet"
