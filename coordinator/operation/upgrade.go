@@ -501,7 +501,7 @@ func waitStep(v View, op api.Operation, step api.Step, m api.Member) Decision {
 	set, _ := u.SetOf(m.ID)
 	took := ""
 	if !set.At.IsZero() {
-		took = fmt.Sprintf(", %s after its version was set", v.Now.Sub(set.At).Round(100*time.Millisecond))
+		took = fmt.Sprintf(", %s after its version was set", v.Now.Sub(set.At).Round(10*time.Millisecond))
 	}
 	if e, ver := a.MemberEngine(m); e != u.Engine || ver != u.Version || m.Stopped {
 		return fail(fmt.Sprintf("%s is not set to %s", m.ID, u.To))
