@@ -21,7 +21,7 @@ import (
 
 // Upgrade figures.
 const (
-	// probeTimeout bounds reading the primary before an upgrade.
+	// upgradeProbeTimeout bounds reading the primary before an upgrade.
 	upgradeProbeTimeout = 3 * time.Second
 	// saveTimeout bounds a BGSAVE waited for (a few GB take seconds to a
 	// minute on a slow disk).
