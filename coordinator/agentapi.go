@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/cacheplane/cacheplane/api"
+	"github.com/cacheplane/cacheplane/coordinator/operation"
 )
 
 // Blocking query bounds.
@@ -195,7 +196,7 @@ func assignmentsFor(st *State, hostID string) []api.Assignment {
 			continue
 		}
 		plan, _ := api.FindPlan(st.Plans, a.Plan)
-		primary, hasPrimary := primaryOf(a)
+		primary, hasPrimary := operation.Primary(a)
 		var servers, sentinels []string
 		for _, m := range a.Members {
 			switch m.Role {
@@ -272,21 +273,6 @@ func entrypointVIP(st *State, a api.Addon) (string, bool) {
 
 // DefaultMaxConn is the per-addon connection cap of the entrypoint.
 const DefaultMaxConn = 2000
-
-// primaryOf returns the addon's current primary redis member.
-func primaryOf(a api.Addon) (api.Member, bool) {
-	for _, m := range a.Members {
-		if m.Role == api.RoleRedis && m.RedisRole == "primary" {
-			return m, true
-		}
-	}
-	for _, m := range a.Members {
-		if m.Role == api.RoleRedis {
-			return m, true
-		}
-	}
-	return api.Member{}, false
-}
 
 // memberAddr is the member's host:port.
 func memberAddr(st *State, m api.Member) string {

@@ -49,7 +49,7 @@ func (s *Server) handlePlanChange(w http.ResponseWriter, r *http.Request) error 
 		in.Plans = append([]api.Plan(nil), st.Plans...)
 		in.Active, in.Busy = st.activeOperation(id)
 		in.Fleet = schedulerState(st)
-		if p, has := primaryOf(in.Addon); has {
+		if p, has := operation.Primary(in.Addon); has {
 			primaryAddr = memberAddr(st, p)
 		}
 	})

@@ -171,7 +171,7 @@ func (c *topologyController) forceFailover(ctx context.Context, v haView) {
 	c.forced[id] = c.now()
 	c.mu.Unlock()
 	// Sentinels on the lost host cannot answer: ask the others first.
-	prim, _ := primaryOf(v.t.Addon)
+	prim, _ := operation.Primary(v.t.Addon)
 	var near, far []string
 	for _, m := range v.t.Addon.Members {
 		if m.Role != api.RoleSentinel {
@@ -237,7 +237,7 @@ func (c *topologyController) reconcile(ctx context.Context, v haView) {
 			c.log.Warn("cannot record new primary", "addon", id, "err", err)
 			return
 		}
-		prim, _ := primaryOf(v.t.Addon)
+		prim, _ := operation.Primary(v.t.Addon)
 		c.log.Warn("new primary recorded", "addon", id, "primary", r.Record, "was", prim.ID, "epoch", l.Epoch)
 	}
 	for _, m := range r.Demote {

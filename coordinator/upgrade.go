@@ -61,7 +61,7 @@ func (s *Server) handleEngineUpgrade(w http.ResponseWriter, r *http.Request) err
 		in.Plans = append([]api.Plan(nil), st.Plans...)
 		in.Engines = append([]api.EngineVersion(nil), st.Engines...)
 		in.Active, in.Busy = st.activeOperation(id)
-		if p, has := primaryOf(in.Addon); has {
+		if p, has := operation.Primary(in.Addon); has {
 			primaryAddr, primaryID = memberAddr(st, p), p.ID
 		}
 	})

@@ -282,7 +282,7 @@ func cancel(v View, op api.Operation) Decision {
 	case api.OpReplaceMember:
 		_, hasOld := member(v.Addon, op.Target)
 		_, hasNew := member(v.Addon, op.Replacement)
-		prim, _ := primary(v.Addon)
+		prim, _ := Primary(v.Addon)
 		switch {
 		case !v.Exists || op.Replacement == "" || !hasOld || !hasNew:
 		case prim.ID == op.Replacement:
@@ -322,8 +322,9 @@ func member(a api.Addon, id string) (api.Member, bool) {
 	return api.Member{}, false
 }
 
-// primary is the addon's recorded primary redis member.
-func primary(a api.Addon) (api.Member, bool) {
+// Primary is the addon's recorded primary redis member (its first redis
+// member while none is recorded). The coordinator uses it too.
+func Primary(a api.Addon) (api.Member, bool) {
 	for _, m := range a.Members {
 		if m.Role == api.RoleRedis && m.RedisRole == "primary" {
 			return m, true

@@ -29,7 +29,7 @@ func replace(v View, op api.Operation, step api.Step) Decision {
 		if target.Role != api.RoleRedis {
 			return advance("not a redis member")
 		}
-		prim, _ := primary(a)
+		prim, _ := Primary(a)
 		if prim.ID != target.ID {
 			return advance(prim.ID + " is the primary")
 		}
@@ -78,7 +78,7 @@ func replace(v View, op api.Operation, step api.Step) Decision {
 		case nm.Role == api.RoleSentinel:
 			// A sentinel counts once it knows the primary, the replicas
 			// and its peers: it may be the one a failover needs next.
-			prim, _ := primary(a)
+			prim, _ := Primary(a)
 			others := 0
 			for _, m := range a.Members {
 				if m.Role == api.RoleSentinel && m.ID != nm.ID && m.ID != op.Target && v.Hosts[m.HostID].State != api.HostDown {
@@ -111,7 +111,7 @@ func replace(v View, op api.Operation, step api.Step) Decision {
 			if why := notInSync(v, nm.ID); why != "" {
 				return wait("keeping " + target.ID + " until its replacement holds the data: " + why)
 			}
-			if prim, _ := primary(a); prim.ID == target.ID {
+			if prim, _ := Primary(a); prim.ID == target.ID {
 				// It became the primary again (a failover while it was
 				// being replaced): hand the role to the replacement.
 				if v.Hosts[target.HostID].State == api.HostDown {
@@ -162,7 +162,7 @@ func replace(v View, op api.Operation, step api.Step) Decision {
 // master. So the reset waits until the primary is a master and every other
 // redis member a replica.
 func notRejoined(v View) string {
-	prim, ok := primary(v.Addon)
+	prim, ok := Primary(v.Addon)
 	if !ok {
 		return "waiting for a primary"
 	}
@@ -192,7 +192,7 @@ func notRejoined(v View) string {
 // recorded primary that serve as replicas (a sentinel can only be expected
 // to know those).
 func servingReplicas(v View) []string {
-	prim, _ := primary(v.Addon)
+	prim, _ := Primary(v.Addon)
 	var out []string
 	for _, m := range v.Addon.Members {
 		if o := v.Observed[m.ID]; m.Role == api.RoleRedis && m.ID != prim.ID && o.alive() && o.RedisRole == "slave" {
@@ -206,7 +206,7 @@ func servingReplicas(v View) []string {
 // ("" when it does): it must serve as a replica, the recorded primary as a
 // master, and its offset be within InSyncBytes of the primary's.
 func notInSync(v View, id string) string {
-	prim, ok := primary(v.Addon)
+	prim, ok := Primary(v.Addon)
 	if !ok {
 		return "the addon has no primary"
 	}

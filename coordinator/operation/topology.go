@@ -68,7 +68,7 @@ func (t Topology) masters() []string {
 // one answers as a replica), so the sentinels must be asked who the
 // primary is.
 func NeedsSentinels(t Topology) bool {
-	prim, _ := primary(t.Addon)
+	prim, _ := Primary(t.Addon)
 	for _, m := range t.Addon.Members {
 		if m.Role != api.RoleRedis {
 			continue
@@ -155,7 +155,7 @@ func Reconcile(t Topology) Reconciled {
 		return r
 	}
 	r.Primary = named.ID
-	if prim, _ := primary(t.Addon); prim.ID != named.ID {
+	if prim, _ := Primary(t.Addon); prim.ID != named.ID {
 		r.Record = named.ID
 	}
 	if o := t.Observed[named.ID]; !o.alive() || o.RedisRole != "master" {
@@ -188,7 +188,7 @@ func Reconcile(t Topology) Reconciled {
 // primary — alive, accepting connections, answering late — is never a
 // reason. Both are certain knowledge of the fleet, unlike a late PING.
 func FailoverReason(t Topology) string {
-	prim, ok := primary(t.Addon)
+	prim, ok := Primary(t.Addon)
 	if !ok {
 		return ""
 	}
@@ -257,7 +257,7 @@ const InSyncBytes = 1 << 20
 // as one or too far behind, a sentinel or haproxy not running.
 func Health(t Topology) string {
 	var why []string
-	prim, _ := primary(t.Addon)
+	prim, _ := Primary(t.Addon)
 	masters := t.masters()
 	redis := 0
 	for _, m := range t.Addon.Members {

@@ -72,7 +72,7 @@ func UpgradeChange(from, to string) string { return "engine " + from + " -> " + 
 // recorded one; haproxys move standby first.
 func UpgradeSteps(a api.Addon, rolling bool) []api.Step {
 	var replicas, sentinelIDs, standby, holder []string
-	prim, _ := primary(a)
+	prim, _ := Primary(a)
 	for _, m := range a.Members {
 		switch {
 		case m.Role == api.RoleRedis && m.ID != prim.ID:
@@ -285,7 +285,7 @@ func CheckUpgrade(r UpgradeRequest) (UpgradePlan, error) {
 			api.ErrConflict, a.ID, to.Key(), to.Key(), to.RDB, from.Key(), from.RDB)
 	}
 	if r.Probed && r.ProbeErr != "" && (!p.Business || !p.Rolling) {
-		prim, _ := primary(a)
+		prim, _ := Primary(a)
 		return p, fmt.Errorf("%w: the primary %s of addon %s does not answer (%s), so SAVE cannot capture its latest writes before it restarts on %s and they could be lost; "+
 			"nothing was changed: upgrade once it answers, or pass --may-discard-data to accept losing the writes since its last snapshot",
 			api.ErrConflict, prim.ID, a.ID, r.ProbeErr, to.Key())
@@ -403,7 +403,7 @@ func stopStep(v View, op api.Operation, step api.Step, m api.Member) Decision {
 	if m.Stopped {
 		return advance(m.ID + " is stopped")
 	}
-	if prim, _ := primary(v.Addon); prim.ID == m.ID {
+	if prim, _ := Primary(v.Addon); prim.ID == m.ID {
 		return demoteFirst(v, step, m)
 	}
 	return Decision{Kind: Advance, Effect: StopMember{MemberID: m.ID},
@@ -427,7 +427,7 @@ func setVersionStep(v View, op api.Operation, step api.Step, m api.Member) Decis
 		Detail: fmt.Sprintf("%s set to %s: its agent restarts it on it, data dir kept", m.ID, u.To)}
 	switch m.Role {
 	case api.RoleRedis:
-		prim, _ := primary(a)
+		prim, _ := Primary(a)
 		var others []api.Member
 		for _, x := range a.Members {
 			if x.Role == api.RoleRedis && x.ID != m.ID {
@@ -515,7 +515,7 @@ func waitStep(v View, op api.Operation, step api.Step, m api.Member) Decision {
 	chk := CheckUpgraded{Addr: addr(v, m), Role: m.Role, Engine: u.Engine, Version: u.Version, MinKeys: -1}
 	switch m.Role {
 	case api.RoleRedis:
-		prim, _ := primary(a)
+		prim, _ := Primary(a)
 		switch {
 		case prim.ID == m.ID:
 			chk.Master = true
@@ -533,7 +533,7 @@ func waitStep(v View, op api.Operation, step api.Step, m api.Member) Decision {
 				Detail: fmt.Sprintf("%s runs %s as a replica of %s in sync, known to the sentinels%s", m.ID, u.To, prim.ID, took)}
 		}
 	case api.RoleSentinel:
-		prim, _ := primary(a)
+		prim, _ := Primary(a)
 		var replicas []string
 		others := 0
 		for _, x := range a.Members {
@@ -561,7 +561,7 @@ func waitStep(v View, op api.Operation, step api.Step, m api.Member) Decision {
 // m is a replica in sync; done when m is recorded and serving as the
 // primary.
 func switchToStep(v View, op api.Operation, step api.Step, m api.Member) Decision {
-	prim, _ := primary(v.Addon)
+	prim, _ := Primary(v.Addon)
 	if prim.ID == m.ID {
 		if o := v.Observed[m.ID]; !o.alive() || o.RedisRole != "master" {
 			return wait(fmt.Sprintf("waiting for %s to serve as the primary (now: %s)", m.ID, describe(o)))
@@ -650,7 +650,7 @@ func cancelUpgrade(v View, op api.Operation, d *Decision, acc string) string {
 		return acc
 	}
 	a := v.Addon
-	prim, _ := primary(a)
+	prim, _ := Primary(a)
 	pe, pv := a.MemberEngine(prim)
 	for _, m := range a.Members {
 		if m.Stopped {

@@ -30,7 +30,7 @@ func onRedis7(f *fixture) {
 func upgradeOp(f *fixture, id, to string, rolling bool, done int) api.Operation {
 	a := f.addons[id]
 	e, ver, _ := strings.Cut(to, "-")
-	prim, _ := primary(a)
+	prim, _ := Primary(a)
 	op := api.Operation{ID: "op-u", AddonID: id, Kind: api.OpUpgrade, State: api.OpRunning, Steps: UpgradeSteps(a, rolling),
 		Change: UpgradeChange(string(a.Engine)+"-"+a.Version, to), CreatedAt: t0.Add(-time.Minute),
 		Upgrade: api.Upgrade{From: string(a.Engine) + "-" + a.Version, To: to, Engine: api.Engine(e), Version: ver, Rolling: rolling, Primary: prim.ID, Keys: 1000}}
@@ -693,7 +693,7 @@ func walk(t *testing.T, addon string, rolling bool) *world {
 			t.Fatalf("member %+v keeps its own version", m)
 		}
 	}
-	if prim, _ := primary(a); prim.ID != op.Upgrade.Primary {
+	if prim, _ := Primary(a); prim.ID != op.Upgrade.Primary {
 		t.Fatalf("primary %s at the end; want %s (its host before)", prim.ID, op.Upgrade.Primary)
 	}
 	return w
