@@ -305,29 +305,6 @@ func (o Operation) CurrentStep() int {
 	return len(o.Steps)
 }
 
-// BackupStatus is the state of a backup.
-type BackupStatus string
-
-// Backup statuses.
-const (
-	BackupRunning BackupStatus = "running"
-	BackupDone    BackupStatus = "done"
-	BackupError   BackupStatus = "error"
-)
-
-// Backup is the record of one dump of an addon.
-type Backup struct {
-	ID        string       `json:"id"`
-	AddonID   string       `json:"addon_id"`
-	CreatedAt time.Time    `json:"created_at"`
-	SizeBytes int64        `json:"size_bytes"`
-	Status    BackupStatus `json:"status"`
-	Kind      string       `json:"kind"` // periodic or manual
-	MemberID  string       `json:"member_id,omitempty"`
-	Checksum  string       `json:"checksum,omitempty"`
-	StoreKey  string       `json:"store_key,omitempty"`
-}
-
 // CoordinatorMember is one member of the coordinator cluster.
 type CoordinatorMember struct {
 	ID       string `json:"id"`
