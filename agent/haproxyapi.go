@@ -59,7 +59,8 @@ func (h hapAPI) do(ctx context.Context, line string) (string, error) {
 }
 
 // exec runs commands (in order, on one connection) that answer nothing when
-// they succeed; "already enabled/disabled" counts as success.
+// they succeed; "already enabled/disabled" and the confirmations of `add
+// server` and `del server` count as success.
 func (h hapAPI) exec(ctx context.Context, cmds []string) error {
 	if len(cmds) == 0 {
 		return nil
@@ -72,7 +73,8 @@ func (h hapAPI) exec(ctx context.Context, cmds []string) error {
 	var errs []string
 	for _, l := range strings.Split(out, "\n") {
 		l = strings.TrimSpace(l)
-		if l == "" || strings.Contains(l, "already enabled") || strings.Contains(l, "already disabled") {
+		if l == "" || strings.Contains(l, "already enabled") || strings.Contains(l, "already disabled") ||
+			l == "New server registered." || l == "Server deleted." {
 			continue
 		}
 		errs = append(errs, l)

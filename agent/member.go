@@ -157,10 +157,16 @@ func (a *Agent) planMember(as api.Assignment) (memberPlan, error) {
 		p.spec.Args = []string{"/usr/sbin/haproxy", "-db", "-f", p.confPath}
 		p.spec.MemoryLimitBytes = haproxyMemoryLimit
 		p.spec.NoFileLimit = render.HAProxyOpenFiles(as.MaxConn)
-		// HAProxy reads its file only at start: any change restarts it.
-		// Who holds the VIP is not in the file (route.go enables the
-		// clients' frontend on the holder): a VIP move restarts nothing.
-		hashed["conf"] = p.conf
+		// HAProxy reads its file only at start: a change restarts it,
+		// except a change of its server list, which the router applies
+		// through the runtime API (route.go) while the file is rewritten
+		// for the next start: a member added or removed (a plan change, a
+		// replaced member) cuts no session. Who holds the VIP is not in
+		// the file either (route.go enables the clients' frontend on the
+		// holder): a VIP move restarts nothing.
+		if hashed["conf"], err = render.HAProxyShape(in); err != nil {
+			return p, err
+		}
 		// The member's own address: a frontend that is never disabled
 		// (with a VIP, the clients' frontend is closed on the non-holder).
 		p.probe = in.Local.String()
@@ -174,7 +180,8 @@ func (a *Agent) planMember(as api.Assignment) (memberPlan, error) {
 // haproxyInput is what a haproxy member's haproxy.cfg is rendered from:
 // the entrypoint (the VIP:port, the same on both members of the pair, or
 // the member's own address:port), the member's own address, the redis
-// servers (named redis-1, redis-2, … in address order) and the admin stats
+// servers (in address order, named after their address:
+// render.HAProxyServerName) and the admin stats
 // socket in the member's dir, through which the agent routes (route.go).
 func (a *Agent) haproxyInput(as api.Assignment) (render.HAProxyInput, error) {
 	addr := as.Address
@@ -192,12 +199,12 @@ func (a *Agent) haproxyInput(as api.Assignment) (render.HAProxyInput, error) {
 	}
 	servers := append([]string(nil), as.Servers...)
 	sort.Strings(servers)
-	for i, s := range servers {
+	for _, s := range servers {
 		e, err := endpoint("server", s)
 		if err != nil {
 			return in, err
 		}
-		in.Servers = append(in.Servers, render.HAProxyServer{Name: "redis-" + strconv.Itoa(i+1), Addr: e.Addr, Port: e.Port})
+		in.Servers = append(in.Servers, render.HAProxyServer{Name: render.HAProxyServerName(e.Addr, e.Port), Addr: e.Addr, Port: e.Port})
 	}
 	return in, nil
 }

@@ -116,6 +116,56 @@ func routeCommands(be string, servers []hapServer, primary string) []string {
 	return out
 }
 
+// serverCommands are the runtime-API commands that make backend be hold
+// exactly the servers want (matched by address; HAProxy may run an older
+// or newer file than the assignment): a missing one is added
+// (render.HAProxyAddServer: in MAINT, its check enabled; routeCommands
+// readies it if it is the primary); one no longer wanted is put in MAINT,
+// its sessions shut, then deleted (dels: sent apart, HAProxy refuses to
+// delete a server while a session is still closing; the next pass tries
+// again). Never the last server: a backend without any would refuse every
+// client, and a plan change always keeps the primary. With no sentinels to
+// follow (a starter), a wanted server left in MAINT is readied: the role
+// check alone decides.
+func serverCommands(be string, have []hapServer, want []render.HAProxyServer, follows bool) (cmds, dels []string) {
+	wantAddr := map[string]bool{}
+	for _, w := range want {
+		wantAddr[render.Endpoint{Addr: w.Addr, Port: w.Port}.String()] = true
+	}
+	haveAddr := map[string]bool{}
+	kept := 0
+	for _, h := range have {
+		haveAddr[h.Addr] = true
+		if wantAddr[h.Addr] {
+			kept++
+		}
+	}
+	for _, w := range want {
+		if !haveAddr[render.Endpoint{Addr: w.Addr, Port: w.Port}.String()] {
+			cmds = append(cmds, render.HAProxyAddServer(be, w)...)
+			kept++
+		}
+	}
+	if len(want) == 0 || kept == 0 {
+		return cmds, nil
+	}
+	for _, h := range have {
+		switch {
+		case !wantAddr[h.Addr]:
+			if h.Admin != hapMaint {
+				cmds = append(cmds, "set server "+be+"/"+h.Name+" state maint")
+			}
+			if h.Admin != hapMaint || h.Sessions > 0 {
+				cmds = append(cmds, "shutdown sessions server "+be+"/"+h.Name)
+			}
+			dels = append(dels, "del server "+be+"/"+h.Name)
+		case !follows && h.Admin == hapMaint:
+			cmds = append(cmds, "set server "+be+"/"+h.Name+" state ready", "set server "+be+"/"+h.Name+" health down")
+		}
+	}
+	return cmds, dels
+}
+
 // agreement is the primary (host:port) the router routes to: the last one
 // a sentinel announced (+switch-master, or the promotion that starts it:
 // the leader has sent SLAVEOF NO ONE, the old primary is abandoned), or
@@ -177,6 +227,11 @@ type routeSpec struct {
 	sentinels  []string
 	masterName string
 	addon      string
+	// servers are the addon's redis members the backend must hold (the
+	// assignment's): the router adds and deletes servers at run time to
+	// match (serverCommands), so a member added or removed restarts no
+	// HAProxy.
+	servers []render.HAProxyServer
 }
 
 // routeSpecOf derives the router's spec from a haproxy member's
@@ -186,6 +241,7 @@ func routeSpecOf(as api.Assignment, in render.HAProxyInput) routeSpec {
 		socket: in.StatsSocket, backend: render.HAProxyBackend(in.AddonID),
 		holder:    as.VIP != "",
 		sentinels: append([]string(nil), as.Sentinels...), masterName: as.MasterName, addon: as.AddonID,
+		servers: append([]render.HAProxyServer(nil), in.Servers...),
 	}
 	if in.Local != (render.Endpoint{}) && in.Local != in.Entrypoint {
 		s.frontend = render.HAProxyFrontend(in.AddonID)
@@ -418,6 +474,22 @@ func (r *router) apply(ctx context.Context, api hapAPI, spec routeSpec, primary 
 		return nil, false, err
 	}
 	servers := st.Servers[spec.backend]
+	if cmds, dels := serverCommands(spec.backend, servers, spec.servers, len(spec.sentinels) > 0); len(cmds)+len(dels) > 0 {
+		// The server list first; routing on the next pass, from the
+		// state this leaves (an added server is in MAINT meanwhile).
+		if err := api.exec(ctx, cmds); err != nil {
+			return nil, false, err
+		}
+		for _, d := range dels {
+			if err := api.exec(ctx, []string{d}); err != nil {
+				r.log.Debug("haproxy: server not deleted yet", "command", d, "err", err)
+				continue
+			}
+			cmds = append(cmds, d)
+		}
+		poke(r.poke) // route at once from the new list
+		return cmds, false, nil
+	}
 	known := slices.ContainsFunc(servers, func(s hapServer) bool { return s.Addr == primary })
 	cmds := routeCommands(spec.backend, servers, primary)
 	if spec.frontend != "" {
@@ -500,5 +572,5 @@ func (a *Agent) syncRoutes(ctx context.Context, assigned map[string]api.Assignme
 
 // describeRoute is a one-line account of a spec, for tests and logs.
 func (s routeSpec) String() string {
-	return fmt.Sprintf("backend %s frontend %q holder %v sentinels %v master %s", s.backend, s.frontend, s.holder, s.sentinels, s.masterName)
+	return fmt.Sprintf("backend %s frontend %q holder %v sentinels %v master %s servers %v", s.backend, s.frontend, s.holder, s.sentinels, s.masterName, s.servers)
 }

@@ -29,6 +29,7 @@ import (
 	"github.com/cacheplane/cacheplane/api"
 	"github.com/cacheplane/cacheplane/internal/testutil"
 	"github.com/cacheplane/cacheplane/redisctl"
+	"github.com/redis/go-redis/v9"
 )
 
 const (
@@ -668,5 +669,112 @@ func TestRouterLive(t *testing.T) {
 			}
 		}
 		time.Sleep(50 * time.Millisecond) // sampling period of the check, not synchronisation
+	}
+}
+
+// TestRouterServersLive: the redis members of an entrypoint change (a
+// starter becomes a business addon and back) and the router adds and
+// deletes HAProxy's servers at run time: the HAProxy process is the same,
+// a client's connection through the entrypoint stays open and answers, an
+// added replica never takes traffic (its role check fails), and a removed
+// server is gone from the backend.
+func TestRouterServersLive(t *testing.T) {
+	for _, b := range []string{"redis-server", "haproxy"} {
+		if _, err := exec.LookPath(b); err != nil {
+			t.Fatalf("%s is not installed (make deps installs it): %v", b, err)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	primary := rlRedis(t, rlHostP, render.Endpoint{})
+	replica := rlRedis(t, rlHostR, endpointOf(t, primary))
+
+	a := &Agent{cfg: Config{Address: rlHostH, DataDir: t.TempDir()}}
+	port := testutil.FreePort(t, rlHostH)
+	as := api.Assignment{MemberID: "hp-1", AddonID: rlName, Role: api.RoleHAProxy, Address: rlHostH, Port: port,
+		Password: rlPass, Entrypoint: net.JoinHostPort(rlVIP, strconv.Itoa(port)), VIP: rlVIP, MaxConn: 100,
+		Servers: []string{primary}, MasterName: rlName}
+	p, err := a.planMember(as)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in, _ := a.haproxyInput(as)
+	hap := rlStart(t, "haproxy", "haproxy", "-db", "-f", rlWrite(t, p.dir, haproxyConfName, p.conf))
+	spec := routeSpecOf(as, in)
+	hapi := hapAPI{socket: spec.socket}
+	rs := newRoutes()
+	defer rs.stop()
+	rs.sync(ctx, testutil.Logger(t), map[string]routeSpec{as.MemberID: spec})
+
+	// servers polls until the backend holds exactly addrs (address → admin state).
+	servers := func(want map[string]string) {
+		t.Helper()
+		testutil.WaitFor(t, 10*time.Second, func() error {
+			st, err := hapi.state(ctx)
+			if err != nil {
+				return err
+			}
+			got := map[string]string{}
+			for _, s := range st.Servers[spec.backend] {
+				got[s.Addr] = s.Admin
+			}
+			if fmt.Sprint(got) != fmt.Sprint(want) {
+				return fmt.Errorf("backend holds %v, want %v", got, want)
+			}
+			return nil
+		})
+	}
+	servers(map[string]string{primary: hapReady})
+
+	c := redis.NewClient(&redis.Options{Addr: in.Entrypoint.String(), Password: rlPass, PoolSize: 1, MaxRetries: -1})
+	defer c.Close()
+	var id0 int64
+	testutil.WaitFor(t, 10*time.Second, func() (err error) { id0, err = c.ClientID(ctx).Result(); return err })
+	sameConn := func(when string) {
+		t.Helper()
+		if err := c.Set(ctx, "k", when, 0).Err(); err != nil {
+			t.Fatalf("%s: a write through the entrypoint failed: %v", when, err)
+		}
+		id, err := c.ClientID(ctx).Result()
+		if err != nil || id != id0 {
+			t.Fatalf("%s: client id %d (%v), want %d: the connection through the entrypoint was cut", when, id, err, id0)
+		}
+	}
+
+	// Starter → business: the replica joins the backend at run time.
+	as2 := as
+	as2.Servers = []string{primary, replica}
+	in2, _ := a.haproxyInput(as2)
+	rs.sync(ctx, testutil.Logger(t), map[string]routeSpec{as.MemberID: routeSpecOf(as2, in2)})
+	servers(map[string]string{primary: hapReady, replica: hapReady})
+	testutil.WaitFor(t, 10*time.Second, func() error { // its role check has run: down
+		st, err := hapi.state(ctx)
+		if err != nil {
+			return err
+		}
+		for _, s := range st.Servers[spec.backend] {
+			if s.Addr == replica && s.Up {
+				return fmt.Errorf("replica %s is up behind the entrypoint", replica)
+			}
+		}
+		return nil
+	})
+	sameConn("after adding a server")
+	p2, err := a.planMember(as2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p2.spec.SpecHash != p.spec.SpecHash {
+		t.Fatalf("a server list change changes the haproxy member's spec hash (%s → %s): the agent would restart it", p.spec.SpecHash, p2.spec.SpecHash)
+	}
+
+	// Business → starter: the replica leaves the backend.
+	rs.sync(ctx, testutil.Logger(t), map[string]routeSpec{as.MemberID: spec})
+	servers(map[string]string{primary: hapReady})
+	sameConn("after deleting a server")
+	select {
+	case <-hap.done:
+		t.Fatalf("haproxy exited:\n%s", hap.output())
+	default:
 	}
 }

@@ -3,9 +3,11 @@ package agent
 import (
 	"context"
 	"fmt"
+	"net"
 	"path/filepath"
 	"reflect"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -247,6 +249,10 @@ func TestRouteSpecOf(t *testing.T) {
 	want := routeSpec{
 		socket: in.StatsSocket, backend: "be_app-1", frontend: "fe_app-1", holder: true,
 		sentinels: []string{"127.0.0.11:20001", "127.0.0.13:20001"}, masterName: "app-1", addon: "app-1",
+		servers: []render.HAProxyServer{
+			{Name: "redis_127.0.0.11_20000", Addr: "127.0.0.11", Port: 20000},
+			{Name: "redis_127.0.0.12_20000", Addr: "127.0.0.12", Port: 20000},
+		},
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("spec\n%v\nwant\n%v", got, want)
@@ -312,4 +318,47 @@ func TestRoutesStop(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+func TestServerCommands(t *testing.T) {
+	be := "be_a"
+	srv := func(addr string) render.HAProxyServer {
+		h, p, _ := net.SplitHostPort(addr)
+		port, _ := strconv.Atoi(p)
+		return render.HAProxyServer{Name: render.HAProxyServerName(h, port), Addr: h, Port: port}
+	}
+	have := func(addr, admin string, sessions int) hapServer {
+		s := srv(addr)
+		return hapServer{Name: s.Name, Addr: addr, Admin: admin, Sessions: sessions}
+	}
+	const p, r = "127.0.0.1:7001", "127.0.0.2:7002"
+	add := "add server be_a/redis_127.0.0.2_7002 127.0.0.2:7002 check inter 200ms rise 1 fall 1 on-marked-down shutdown-sessions"
+	for _, tc := range []struct {
+		name       string
+		have       []hapServer
+		want       []render.HAProxyServer
+		follows    bool
+		cmds, dels []string
+	}{
+		{"same list: nothing", []hapServer{have(p, hapReady, 3)}, []render.HAProxyServer{srv(p)}, false, nil, nil},
+		{"a replica joins: added (in MAINT, check on)", []hapServer{have(p, hapReady, 3)}, []render.HAProxyServer{srv(p), srv(r)}, true,
+			[]string{add, "enable health be_a/redis_127.0.0.2_7002"}, nil},
+		{"a member leaves: MAINT, sessions shut, then deleted", []hapServer{have(p, hapReady, 3), have(r, hapReady, 1)}, []render.HAProxyServer{srv(p)}, true,
+			[]string{"set server be_a/redis_127.0.0.2_7002 state maint", "shutdown sessions server be_a/redis_127.0.0.2_7002"},
+			[]string{"del server be_a/redis_127.0.0.2_7002"}},
+		{"a member in MAINT without sessions leaves: only deleted", []hapServer{have(p, hapReady, 3), have(r, hapMaint, 0)}, []render.HAProxyServer{srv(p)}, true,
+			nil, []string{"del server be_a/redis_127.0.0.2_7002"}},
+		{"no sentinels (a starter): a wanted server in MAINT is readied, its check decides", []hapServer{have(p, hapMaint, 0)}, []render.HAProxyServer{srv(p)}, false,
+			[]string{"set server be_a/redis_127.0.0.1_7001 state ready", "set server be_a/redis_127.0.0.1_7001 health down"}, nil},
+		{"following sentinels: MAINT is the router's, left alone", []hapServer{have(p, hapReady, 0), have(r, hapMaint, 0)}, []render.HAProxyServer{srv(p), srv(r)}, true, nil, nil},
+		{"empty wanted list: nothing deleted", []hapServer{have(p, hapReady, 3)}, nil, false, nil, nil},
+		{"matched by address, whatever the name (an older file)", []hapServer{{Name: "redis-1", Addr: p, Admin: hapReady}}, []render.HAProxyServer{srv(p)}, false, nil, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cmds, dels := serverCommands(be, tc.have, tc.want, tc.follows)
+			if !reflect.DeepEqual(cmds, tc.cmds) || !reflect.DeepEqual(dels, tc.dels) {
+				t.Errorf("got\n%q\n%q\nwant\n%q\n%q", cmds, dels, tc.cmds, tc.dels)
+			}
+		})
+	}
 }

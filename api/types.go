@@ -72,12 +72,15 @@ func (p Plan) Sentinels() int {
 	return 0
 }
 
-// HAProxies is how many haproxy members the plan runs.
+// HAProxies is how many haproxy members the plan runs: the entrypoint. A
+// starter has one, on its redis node's host, so its URL is an address of
+// its own that a change to a business plan keeps (the pair's second
+// member joins it).
 func (p Plan) HAProxies() int {
 	if p.Kind == PlanBusiness {
 		return 2
 	}
-	return 0
+	return 1
 }
 
 // Engine is a Redis-compatible server implementation.

@@ -61,7 +61,7 @@ type Config struct {
 	// over. 0, or a value not below host_down_after, leaves only
 	// host_down_after.
 	HostSuspectAfter Duration `json:"host_suspect_after"`
-	// EntrypointCIDR is the pool of virtual IPs for business addons'
+	// EntrypointCIDR is the pool of virtual IPs for addons'
 	// entrypoints (e.g. "10.0.9.0/24"; dev mode uses "127.0.1.0/24"). The
 	// holder haproxy binds its addon's VIP; the coordinator moves it to the
 	// other haproxy when the holder's host is down or draining. Empty: the

@@ -3,11 +3,15 @@ package coordinator
 import (
 	"context"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -62,6 +66,50 @@ func startRedis(t *testing.T, as api.Assignment) {
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
 }
 
+// startEntrypoint stands in for a starter's haproxy (not the subject of
+// these tests): a TCP relay on the haproxy's address to its one server,
+// closed when the test ends.
+func startEntrypoint(t *testing.T, as api.Assignment) {
+	t.Helper()
+	if as.Role != api.RoleHAProxy || len(as.Servers) != 1 {
+		t.Fatalf("not a starter's haproxy assignment: %+v", as)
+	}
+	l, err := net.Listen("tcp", net.JoinHostPort(as.Address, strconv.Itoa(as.Port)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	done := make(chan struct{})
+	t.Cleanup(func() { close(done); l.Close(); wg.Wait() })
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				s, err := net.DialTimeout("tcp", as.Servers[0], time.Second)
+				if err != nil {
+					return
+				}
+				defer s.Close()
+				go func() {
+					<-done
+					c.Close()
+					s.Close()
+				}()
+				go func() { _, _ = io.Copy(s, c); s.Close() }()
+				_, _ = io.Copy(c, s)
+			}()
+		}
+	}()
+}
+
 func TestProvisionRemoveAndHostLiveness(t *testing.T) {
 	c, cfg := startTestCoordinator(t, "127.0.0.41")
 	ctx := context.Background()
@@ -100,7 +148,7 @@ func TestProvisionRemoveAndHostLiveness(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var as api.Assignment
+	var as, hp api.Assignment
 	testutil.WaitFor(t, 10*time.Second, func() error {
 		var r result
 		select {
@@ -116,15 +164,20 @@ func TestProvisionRemoveAndHostLiveness(t *testing.T) {
 			woke <- result{a, err}
 			return fmt.Errorf("no assignment yet")
 		}
-		as = r.a.Assignments[0]
+		as, hp = r.a.Assignments[0], r.a.Assignments[1]
 		return nil
 	})
 	if as.AddonID != res.Addon.ID || as.Role != api.RoleRedis || as.Address != "127.0.0.42" || len(as.Password) != 64 || as.Image != api.ImageRedis7 {
 		t.Fatalf("assignment = %+v", as)
 	}
+	if hp.Role != api.RoleHAProxy || hp.Address != "127.0.0.42" || len(hp.Servers) != 1 || hp.Entrypoint != net.JoinHostPort(hp.Address, strconv.Itoa(hp.Port)) {
+		t.Fatalf("haproxy assignment = %+v", hp)
+	}
 
-	// The agent starts redis and reports it running; the addon becomes running.
+	// The agent starts redis and its entrypoint and reports them running;
+	// the addon becomes running.
 	startRedis(t, as)
+	startEntrypoint(t, hp)
 	beat := func(members ...api.MemberStatus) {
 		t.Helper()
 		if _, err := peer.Heartbeat(ctx, api.HeartbeatRequest{HostID: "h1", Members: members}); err != nil {
@@ -133,8 +186,9 @@ func TestProvisionRemoveAndHostLiveness(t *testing.T) {
 	}
 	running := api.MemberStatus{MemberID: as.MemberID, AddonID: as.AddonID, Role: as.Role, State: api.MemberRunning,
 		Stats: map[string]any{"memory": map[string]any{"current_bytes": 1 << 20, "highest_bytes": 2 << 20}}}
+	hpRunning := api.MemberStatus{MemberID: hp.MemberID, AddonID: hp.AddonID, Role: hp.Role, State: api.MemberRunning}
 	testutil.WaitFor(t, 15*time.Second, func() error {
-		beat(running)
+		beat(running, hpRunning)
 		a, err := admin.Addon(ctx, res.Addon.ID)
 		if err != nil {
 			return err
@@ -168,7 +222,7 @@ func TestProvisionRemoveAndHostLiveness(t *testing.T) {
 		t.Fatalf("operations = %+v", ops)
 	}
 	st, err := admin.AddonStats(ctx, "my-app")
-	if err != nil || len(st.Members) != 1 || st.Members[0].Latest == nil || st.Members[0].Latest.MemoryHighestBytes != 2<<20 {
+	if err != nil || len(st.Members) != 2 || st.Members[0].Latest == nil || st.Members[0].Latest.MemoryHighestBytes != 2<<20 {
 		t.Fatalf("stats = %+v, %v", st, err)
 	}
 
@@ -186,7 +240,7 @@ func TestProvisionRemoveAndHostLiveness(t *testing.T) {
 		}
 		return nil
 	})
-	beat(running)
+	beat(running, hpRunning)
 	if s := hostState(); s != api.HostReady {
 		t.Fatalf("host after heartbeat is %s", s)
 	}

@@ -289,6 +289,33 @@ func (e *engine) Left() []operation.Left {
 // errTerminal marks an action error that no retry can fix.
 var errTerminal = errors.New("cannot succeed")
 
+// checkSentinel: the sentinel names the primary and knows the replicas
+// and its peers (operation.CheckSentinel).
+func (e *engine) checkSentinel(ctx context.Context, a operation.CheckSentinel, name string) error {
+	cctx, cancel := context.WithTimeout(ctx, checkTimeout)
+	defer cancel()
+	got, err := e.act.master(cctx, a.Addr, name)
+	if err != nil {
+		return err
+	}
+	if got != a.Primary {
+		return fmt.Errorf("sentinel %s names %s, the primary is %s", a.Addr, got, a.Primary)
+	}
+	p, err := e.act.known(cctx, a.Addr, name)
+	if err != nil {
+		return err
+	}
+	for _, r := range a.Replicas {
+		if !redisctl.Has(p.Replicas, r) {
+			return fmt.Errorf("sentinel %s does not know replica %s yet", a.Addr, r)
+		}
+	}
+	if len(p.Sentinels) < a.Others {
+		return fmt.Errorf("sentinel %s knows %d of its %d peers", a.Addr, len(p.Sentinels), a.Others)
+	}
+	return nil
+}
+
 // perform runs one action with its time bound.
 func (e *engine) perform(ctx context.Context, v operation.View, act operation.Action) error {
 	pw, name := v.Addon.Password, v.Addon.ID
@@ -302,26 +329,17 @@ func (e *engine) perform(ctx context.Context, v operation.View, act operation.Ac
 		defer cancel()
 		return e.act.checkSettings(cctx, a.Addr, pw, a.Settings, a.PlanMB)
 	case operation.CheckSentinel:
-		cctx, cancel := context.WithTimeout(ctx, checkTimeout)
-		defer cancel()
-		got, err := e.act.master(cctx, a.Addr, name)
-		if err != nil {
-			return err
-		}
-		if got != a.Primary {
-			return fmt.Errorf("sentinel %s names %s, the primary is %s", a.Addr, got, a.Primary)
-		}
-		p, err := e.act.known(cctx, a.Addr, name)
-		if err != nil {
-			return err
-		}
-		for _, r := range a.Replicas {
-			if !redisctl.Has(p.Replicas, r) {
-				return fmt.Errorf("sentinel %s does not know replica %s yet", a.Addr, r)
+		return e.checkSentinel(ctx, a, name)
+	case operation.CheckJoined:
+		for _, c := range a.Sentinels {
+			if err := e.checkSentinel(ctx, c, name); err != nil {
+				return err
 			}
 		}
-		if len(p.Sentinels) < a.Others {
-			return fmt.Errorf("sentinel %s knows %d of its %d peers", a.Addr, len(p.Sentinels), a.Others)
+		cctx, cancel := context.WithTimeout(ctx, checkTimeout)
+		defer cancel()
+		if err := e.act.ping(cctx, a.Entrypoint, pw); err != nil {
+			return fmt.Errorf("entrypoint %s: %w", a.Entrypoint, err)
 		}
 		return nil
 	case operation.Switchover:
@@ -512,6 +530,8 @@ func (e *engine) record(ctx context.Context, opID string, step int, d operation.
 		e.log.Warn("app hook failed", "op", op.ID, "addon", op.AddonID, "attempt", op.Steps[i].Attempts, "err", actErr)
 	case operation.CheckSentinel:
 		detail = "waiting for the new sentinel to know the addon: " + actErr.Error()
+	case operation.CheckJoined:
+		detail = "waiting for the new members to join: " + actErr.Error()
 	case operation.CheckUpgraded:
 		detail = "waiting for " + a.Addr + " on " + string(a.Engine) + " " + a.Version + ": " + actErr.Error()
 	default:

@@ -79,7 +79,7 @@ func (s *Server) handlePlanChange(w http.ResponseWriter, r *http.Request) error 
 		}
 		now := s.now().UTC()
 		op := api.Operation{ID: opID, AddonID: id, App: req.App, Kind: api.OpPlanChange, State: api.OpRunning,
-			Steps: operation.PlanChangeSteps(), Change: operation.PlanChange(from.Name, to.Name), CreatedAt: now, UpdatedAt: now}
+			Steps: operation.PlanChangeSteps(from.Kind, to.Kind), Change: operation.PlanChange(from.Name, to.Name), CreatedAt: now, UpdatedAt: now}
 		op.Steps[0] = api.Step{Name: operation.StepRecordPlan, State: api.OpDone, StartedAt: now, FinishedAt: now,
 			Detail: fmt.Sprintf("%s -> %s recorded (%s stored now); the agents resize the redis members live", from.Name, to.Name, mbOf(used))}
 		res, err := s.store.Apply(r.Context(), CmdAddonPlanChange, AddonPlanChangeCmd{AddonID: id, App: req.App, Plan: to.Name, Operation: op, At: now})
@@ -91,9 +91,16 @@ func (s *Server) handlePlanChange(w http.ResponseWriter, r *http.Request) error 
 		}
 		a := res.(api.Addon)
 		s.log.Info("plan change started", "addon", id, "app", req.App, "from", from.Name, "to", to.Name, "op", op.ID, "used_bytes", used)
+		how := "live, without a restart"
+		switch {
+		case from.Kind == api.PlanStarter && to.Kind == api.PlanBusiness:
+			how = "live: a replica, three sentinels and a second haproxy join it, its URL stays"
+		case from.Kind == api.PlanBusiness && to.Kind == api.PlanStarter:
+			how = "live: the primary and the entrypoint stay, the other members go, its URL stays"
+		}
 		writeJSON(w, http.StatusAccepted, api.PlanChangeResponse{Addon: a.Redacted(), Operation: op,
-			Message: fmt.Sprintf("Addon %s is moving from %s to %s live, without a restart (operation %s); follow it with: cacheplane operations --addon %s",
-				id, from.Name, to.Name, op.ID, id)})
+			Message: fmt.Sprintf("Addon %s is moving from %s to %s %s (operation %s); follow it with: cacheplane operations --addon %s",
+				id, from.Name, to.Name, how, op.ID, id)})
 		return nil
 	}
 }

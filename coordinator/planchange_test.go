@@ -43,7 +43,7 @@ func TestAddonPlanChange(t *testing.T) {
 		Members: []api.Member{{ID: "p-app-1-redis-0", Role: api.RoleRedis, HostID: "h1", Port: 20000, RedisRole: "primary"}}}))
 
 	op := api.Operation{ID: "op-plan", AddonID: "p-app-1", App: "p-app", Kind: api.OpPlanChange, State: api.OpRunning,
-		Steps: operation.PlanChangeSteps(), Change: operation.PlanChange("redis-starter-256", "redis-starter-1024"), CreatedAt: t0, UpdatedAt: t0}
+		Steps: operation.PlanChangeSteps(api.PlanStarter, api.PlanStarter), Change: operation.PlanChange("redis-starter-256", "redis-starter-1024"), CreatedAt: t0, UpdatedAt: t0}
 	cmd := AddonPlanChangeCmd{AddonID: "p-app-1", App: "p-app", Plan: "redis-starter-1024", Operation: op, At: t0}
 	idx := uint64(5)
 	refused := func(c AddonPlanChangeCmd, want error, msg string) {
@@ -288,16 +288,17 @@ func TestPlanChangeTellsTheApp(t *testing.T) {
 		t.Fatal(err)
 	}
 	id := res.Addon.ID
-	var as api.Assignment
+	var as, hp api.Assignment
 	testutil.WaitFor(t, 10*time.Second, func() error {
 		a, err := peer.Assignments(ctx, "h1", 0, 0)
-		if err != nil || len(a.Assignments) != 1 {
+		if err != nil || len(a.Assignments) != 2 {
 			return fmt.Errorf("assignments %+v, %v", a, err)
 		}
-		as = a.Assignments[0]
+		as, hp = a.Assignments[0], a.Assignments[1]
 		return nil
 	})
 	startRedis(t, as)
+	startEntrypoint(t, hp)
 	rc := redis.NewClient(&redis.Options{Addr: net.JoinHostPort(as.Address, strconv.Itoa(as.Port)), Password: as.Password, MaxRetries: -1})
 	defer rc.Close()
 
@@ -309,11 +310,12 @@ func TestPlanChangeTellsTheApp(t *testing.T) {
 		tick := time.NewTicker(150 * time.Millisecond)
 		defer tick.Stop()
 		for {
-			if a, err := peer.Assignments(agentCtx, "h1", 0, 0); err == nil && len(a.Assignments) == 1 {
+			if a, err := peer.Assignments(agentCtx, "h1", 0, 0); err == nil && len(a.Assignments) == 2 {
 				_ = rc.ConfigSet(agentCtx, "maxmemory", strconv.Itoa(a.Assignments[0].PlanMemoryMB)+"mb").Err()
 			}
 			_, _ = peer.Heartbeat(agentCtx, api.HeartbeatRequest{HostID: "h1", Members: []api.MemberStatus{
-				{MemberID: as.MemberID, AddonID: as.AddonID, Role: as.Role, State: api.MemberRunning, RedisRole: "master"}}})
+				{MemberID: as.MemberID, AddonID: as.AddonID, Role: as.Role, State: api.MemberRunning, RedisRole: "master"},
+				{MemberID: hp.MemberID, AddonID: hp.AddonID, Role: hp.Role, State: api.MemberRunning}}})
 			select {
 			case <-agentCtx.Done():
 				return
@@ -341,9 +343,9 @@ func TestPlanChangeTellsTheApp(t *testing.T) {
 		want          string
 	}{
 		{"hook-app", id, "redis-starter-256", 400, "is already on plan redis-starter-256"},
-		{"hook-app", id, "redis-business-512", 400, "is not supported yet"},
+		{"hook-app", id, "redis-business-512", 422, "redis-business-512 needs 3 ready hosts (one per sentinel), found 1 (h1)"},
 		{"hook-app", id, "redis-starter-999", 400, `unknown plan "redis-starter-999"`},
-		{"hook-app", id, "redis-starter-2048", 422, "host h1 has 1767 MB free"},
+		{"hook-app", id, "redis-starter-2048", 422, "host h1 has 1735 MB free"},
 		{"other-app", id, "redis-starter-512", 404, "app other-app has no addon " + id},
 		{"hook-app", "Bad id!", "redis-starter-512", 400, "addon id"},
 		{"", id, "redis-starter-512", 400, "app name"},
@@ -373,7 +375,7 @@ func TestPlanChangeTellsTheApp(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	url := RedisURL(api.Addon{Password: as.Password, Entrypoint: net.JoinHostPort(as.Address, strconv.Itoa(as.Port))})
+	url := RedisURL(api.Addon{Password: as.Password, Entrypoint: hp.Entrypoint})
 	want := "CACHEPLANE_ADDON_ID=" + id + "\nCACHEPLANE_APP=hook-app\nCACHEPLANE_CHANGE=plan redis-starter-256 -> redis-starter-512\nCACHEPLANE_OPERATION_ID=" + op.ID + "\nREDIS_URL=" + url + "\n"
 	if string(env) != want {
 		t.Fatalf("the command's environment:\n%s\nwant:\n%s", scrubPW(string(env), as.Password), scrubPW(want, as.Password))

@@ -178,17 +178,18 @@ func TestEngineUpgradeThroughTheAPI(t *testing.T) {
 		t.Fatal(err)
 	}
 	id := res.Addon.ID
-	var as api.Assignment
+	var as, hp api.Assignment
 	testutil.WaitFor(t, 10*time.Second, func() error {
 		a, err := peer.Assignments(ctx, "h1", 0, 0)
-		if err != nil || len(a.Assignments) != 1 {
+		if err != nil || len(a.Assignments) != 2 {
 			return fmt.Errorf("assignments %+v, %v", a, err)
 		}
-		as = a.Assignments[0]
+		as, hp = a.Assignments[0], a.Assignments[1]
 		return nil
 	})
 	addr := net.JoinHostPort(as.Address, strconv.Itoa(as.Port))
 	stopRedis := startRedisProc(t, as)
+	startEntrypoint(t, hp)
 	rc := redis.NewClient(&redis.Options{Addr: addr, Password: as.Password, MaxRetries: -1})
 	defer rc.Close()
 	agentCtx, stopAgent := context.WithCancel(ctx)
@@ -199,7 +200,8 @@ func TestEngineUpgradeThroughTheAPI(t *testing.T) {
 		defer tick.Stop()
 		for {
 			_, _ = peer.Heartbeat(agentCtx, api.HeartbeatRequest{HostID: "h1", Members: []api.MemberStatus{
-				{MemberID: as.MemberID, AddonID: as.AddonID, Role: as.Role, State: api.MemberRunning, RedisRole: "master", StartedAt: t0}}})
+				{MemberID: as.MemberID, AddonID: as.AddonID, Role: as.Role, State: api.MemberRunning, RedisRole: "master", StartedAt: t0},
+				{MemberID: hp.MemberID, AddonID: hp.AddonID, Role: hp.Role, State: api.MemberRunning, StartedAt: t0}}})
 			select {
 			case <-agentCtx.Done():
 				return
@@ -268,7 +270,8 @@ func TestEngineUpgradeThroughTheAPI(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantSteps := []string{"save " + as.MemberID, "upgrade " + as.MemberID, "wait " + as.MemberID, "record version", "notify app", "mark running"}
+	wantSteps := []string{"save " + as.MemberID, "upgrade " + as.MemberID, "wait " + as.MemberID, "upgrade " + hp.MemberID, "wait " + hp.MemberID,
+		"record version", "notify app", "mark running"}
 	if up.Addon.Status != api.AddonUpdating || up.Operation.Kind != api.OpUpgrade || !slices.Equal(stepNamesOf(up.Operation), wantSteps) ||
 		up.Operation.Upgrade.Keys != 50 || up.Operation.Upgrade.Primary != as.MemberID || !up.Operation.Upgrade.Rolling {
 		t.Fatalf("upgrade answer %+v", up)
@@ -299,7 +302,7 @@ func TestEngineUpgradeThroughTheAPI(t *testing.T) {
 		t.Errorf("member set record %+v", op.Upgrade.Set)
 	}
 	a, err := peer.Assignments(ctx, "h1", 0, 0)
-	if err != nil || len(a.Assignments) != 1 || a.Assignments[0].Image != api.ImageValkey8 || a.Assignments[0].Engine != api.EngineValkey {
+	if err != nil || len(a.Assignments) != 2 || a.Assignments[0].Image != api.ImageValkey8 || a.Assignments[0].Engine != api.EngineValkey {
 		t.Fatalf("assignment after the step: %+v, %v", a, err)
 	}
 	if _, err := admin.OperationCancel(ctx, up.Operation.ID); err != nil {
@@ -310,7 +313,7 @@ func TestEngineUpgradeThroughTheAPI(t *testing.T) {
 	if op.State != api.OpCancelled || !strings.Contains(op.Error, "; "+as.MemberID+" run valkey-8.0.1, the others redis-7.0.15: upgrade again to finish") {
 		t.Fatalf("cancelled operation %s: %s", op.State, op.Error)
 	}
-	if got.Engine != api.EngineRedis || len(got.Members) != 1 || got.Members[0].Engine != api.EngineValkey {
+	if got.Engine != api.EngineRedis || len(got.Members) != 2 || got.Members[0].Engine != api.EngineValkey {
 		t.Fatalf("after the cancel: %+v", got)
 	}
 

@@ -144,8 +144,8 @@ func provOne(t *testing.T, c *Coordinator, cl *api.Client, app string) provRun {
 			r.Running = d
 		}
 	}
-	if len(a.Members) != 1 || a.Members[0].HostID != "h1" {
-		t.Fatalf("%s: want one member on h1, got %+v", app, a.Members)
+	if len(a.Members) != 2 || a.Members[0].HostID != "h1" {
+		t.Fatalf("%s: want its redis member and haproxy on h1, got %+v", app, a.Members)
 	}
 	r.App = a.ID
 	return r

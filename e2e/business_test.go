@@ -55,6 +55,9 @@ type bizOpts struct {
 	CoordIP string
 	HostIPs []string
 	VIPPool string
+	// Plan is the addon's plan (default redis-business-256); a starter is
+	// not waited healthy (healthy checks a business topology).
+	Plan string
 }
 
 // startBusiness starts the fleet and provisions a redis-business-256 addon
@@ -75,7 +78,10 @@ func startBusiness(t testing.TB, app string, o bizOpts) *bizFleet {
 		id := fmt.Sprintf("h%d", i+1)
 		f.agents[id] = StartAgent(t, f.c, id, ip, AgentOpts{Heartbeat: time.Second, ExtraArgs: o.AgentArgs})
 	}
-	if res := f.c.CLI("addons-add", "--app", app, "redis", "redis-business-256"); res.Code != 0 {
+	if o.Plan == "" {
+		o.Plan = "redis-business-256"
+	}
+	if res := f.c.CLI("addons-add", "--app", app, "redis", o.Plan); res.Code != 0 {
 		t.Fatalf("addons-add: %s", res)
 	}
 	a := WaitForAddonStatus(t, f.c, app, api.AddonRunning, 90*time.Second)
@@ -86,7 +92,9 @@ func startBusiness(t testing.TB, app string, o bizOpts) *bizFleet {
 		t.Fatalf("parse REDIS_URL: %v", err)
 	}
 	f.opt = opt
-	f.waitHealthy(60 * time.Second)
+	if !strings.Contains(o.Plan, "-starter-") {
+		f.waitHealthy(60 * time.Second)
+	}
 	return f
 }
 

@@ -32,6 +32,8 @@ import (
 
 // Addresses of this file's fleets (no other test uses them).
 const (
+	planKindCoordIP    = "127.0.0.210"
+	planKindVIPPool    = "127.0.23.0/24"
 	planStarterCoordIP = "127.0.0.141"
 	planStarterHostIP  = "127.0.0.142"
 	planBizCoordIP     = "127.0.0.150"
@@ -40,6 +42,7 @@ const (
 )
 
 var (
+	planKindHostIPs  = []string{"127.0.0.211", "127.0.0.212", "127.0.0.213", "127.0.0.214"}
 	planBizHostIPs   = []string{"127.0.0.151", "127.0.0.152", "127.0.0.153", "127.0.0.154"}
 	planKillCoordIPs = []string{"127.0.0.160", "127.0.0.161", "127.0.0.162"}
 	planKillHostIPs  = []string{"127.0.0.163", "127.0.0.164", "127.0.0.165", "127.0.0.166"}
@@ -170,11 +173,18 @@ func waitOperationDone(t testing.TB, c *Coordinator, app, id string, timeout tim
 	return op
 }
 
-// checkStepsOnce: the plan change's four steps, in order, each done, each
+// checkStepsOnce: the plan change's steps (four for a change of size; a
+// change of kind adds or removes members first), in order, each done, each
 // started and finished once (the times are in order).
 func checkStepsOnce(t testing.TB, op api.Operation) {
 	t.Helper()
 	want := []string{"record plan", "resize members", "notify app", "mark running"}
+	switch {
+	case strings.Contains(op.Change, "-starter-") && strings.Contains(op.Change, "-> redis-business-"):
+		want = []string{"record plan", "add members", "wait new members", "resize members", "notify app", "mark running"}
+	case strings.Contains(op.Change, "-business-") && strings.Contains(op.Change, "-> redis-starter-"):
+		want = []string{"record plan", "remove surplus members", "resize members", "notify app", "mark running"}
+	}
 	if len(op.Steps) != len(want) {
 		t.Fatalf("operation %s has steps %+v", op.ID, op.Steps)
 	}
@@ -185,8 +195,8 @@ func checkStepsOnce(t testing.TB, op api.Operation) {
 		}
 		prev = s.FinishedAt
 	}
-	if !strings.Contains(op.Steps[1].Detail, "resized live") {
-		t.Errorf("resize step: %q", op.Steps[1].Detail)
+	if !strings.Contains(op.Steps[len(want)-3].Detail, "resized live") {
+		t.Errorf("resize step: %q", op.Steps[len(want)-3].Detail)
 	}
 }
 
@@ -324,7 +334,8 @@ func refused(t testing.TB, c *Coordinator, app, id, plan, want string) {
 
 // TestPlanChangeStarter: a starter grows 256 → 1024 and shrinks back
 // while a client writes through its URL: 0 failed, 0 lost, resized in
-// place. Then the refusals: the same plan, a change of kind, a busy addon
+// place. Then the refusals: the same plan, a business plan on a one-host
+// fleet, a busy addon
 // (its agent frozen, so the first change waits), a plan too small for the
 // data stored (filled first); each changes nothing.
 func TestPlanChangeStarter(t *testing.T) {
@@ -377,7 +388,7 @@ func TestPlanChangeStarter(t *testing.T) {
 
 	// Refusals.
 	refused(t, c, app, a.ID, "redis-starter-256", "is already on plan redis-starter-256")
-	refused(t, c, app, a.ID, "redis-business-1024", "is not supported yet")
+	refused(t, c, app, a.ID, "redis-business-1024", "needs 3 ready hosts (one per sentinel), found 1 (h1)")
 	refused(t, c, app, a.ID, "redis-starter-3000", `unknown plan "redis-starter-3000"`)
 	refused(t, c, app, a.ID, "redis-starter-8192", "host h1 has")
 
@@ -431,10 +442,9 @@ func TestPlanChangeStarter(t *testing.T) {
 
 // TestPlanChangeBusiness: a business addon grows 256 → 1024 while a client
 // writes through its VIP: 0 failed, 0 lost; both redis members resized in
-// place; no member restarted; still healthy. A change of kind is refused.
+// place; no member restarted; still healthy.
 func TestPlanChangeBusiness(t *testing.T) {
 	f := startBusiness(t, "plan-biz", bizOpts{CoordIP: planBizCoordIP, HostIPs: planBizHostIPs, VIPPool: planBizVIPPool})
-	refused(t, f.c, f.app, f.id, "redis-starter-1024", "from a business plan (redis-business-256) to a starter plan (redis-starter-1024) is not supported yet")
 	a := f.mustAddon()
 	before := pids(t, f.agents, a)
 	w := startWriter(f.opt, "bplan:")
@@ -592,4 +602,76 @@ func TestPlanChangeLeaderKill(t *testing.T) {
 	}
 	samePids(t, before, pids(t, f.agents, a))
 	f.waitHealthy(60 * time.Second)
+}
+
+// TestPlanChangeKind: a starter becomes a business addon and back while a
+// client writes through its URL the whole time: the URL (a VIP) never
+// changes, 0 failed commands, 0 lost acknowledged writes; going business
+// the kept redis node and haproxy are not restarted (the haproxy learns
+// the replica at run time) and the addon ends healthy (one master, the
+// replica in sync, three sentinels that agree); going back the primary and
+// the entrypoint's haproxy stay, not restarted, every other member is gone.
+func TestPlanChangeKind(t *testing.T) {
+	f := startBusiness(t, "plan-kind", bizOpts{CoordIP: planKindCoordIP, HostIPs: planKindHostIPs, VIPPool: planKindVIPPool, Plan: "redis-starter-256"})
+	a := f.mustAddon()
+	if len(a.Members) != 2 {
+		t.Fatalf("starter members %+v", a.Members)
+	}
+	entry := a.Entrypoint
+	if ip, _, _ := net.SplitHostPort(entry); !strings.HasPrefix(ip, "127.0.23.") {
+		t.Fatalf("starter entrypoint %s is not a VIP of %s", entry, planKindVIPPool)
+	}
+	starterPids := pids(t, f.agents, a)
+	w := startWriter(f.opt, "kplan:")
+	w.waitAcksAfter(t, time.Now(), 300, 20*time.Second)
+	start := time.Now()
+
+	up := changePlan(t, f.c, w, f.app, f.id, "redis-starter-256", "redis-business-256")
+	t.Logf("starter -> business: %s", up)
+	b := f.mustAddon()
+	if len(b.Members) != 7 || b.Entrypoint != entry {
+		t.Fatalf("after the change to business: %d members, entrypoint %s (was %s)", len(b.Members), b.Entrypoint, entry)
+	}
+	samePids(t, starterPids, pids(t, f.agents, a)) // the kept redis node and haproxy: not restarted
+	f.waitHealthy(60 * time.Second)
+	w.waitAcksAfter(t, time.Now(), 100, 20*time.Second)
+
+	bizPids := pids(t, f.agents, b)
+	down := changePlan(t, f.c, w, f.app, f.id, "redis-business-256", "redis-starter-256")
+	t.Logf("business -> starter: %s", down)
+	s := f.mustAddon()
+	if len(s.Members) != 2 || s.Entrypoint != entry || len(membersOf(s, api.RoleRedis)) != 1 || len(membersOf(s, api.RoleHAProxy)) != 1 {
+		t.Fatalf("after the change back: members %+v, entrypoint %s", s.Members, s.Entrypoint)
+	}
+	kept := pids(t, f.agents, s)
+	for id, pid := range kept {
+		if bizPids[id] != pid {
+			t.Errorf("%s restarted (pid %d -> %d)", id, bizPids[id], pid)
+		}
+	}
+	// The members that went are gone from their hosts.
+	testutil.WaitFor(t, 30*time.Second, func() error {
+		for _, m := range b.Members {
+			if _, ok := kept[m.ID]; ok {
+				continue
+			}
+			for _, st := range f.agents[m.HostID].Members() {
+				if st.ID == m.ID {
+					return fmt.Errorf("%s still on %s (%s)", m.ID, m.HostID, st.State)
+				}
+			}
+		}
+		return nil
+	})
+	w.waitAcksAfter(t, time.Now(), 100, 20*time.Second)
+	acks, failed, errs := w.finish()
+	gap, at := longestGap(acks, start)
+	rc := redis.NewClient(f.opt)
+	defer rc.Close()
+	lost := missing(t, rc, "kplan:", acks)
+	t.Logf("starter -> business -> starter: %d writes acknowledged, %d failed %v, longest stall %s (at %s), %d lost",
+		len(acks), failed, errs, gap.Round(time.Millisecond), at.Format("15:04:05.000"), len(lost))
+	if up.failed != 0 || down.failed != 0 || failed != 0 || len(lost) != 0 {
+		t.Errorf("%d failed commands (%d, %d in the changes), %d acknowledged writes lost; want 0 and 0", failed, up.failed, down.failed, len(lost))
+	}
 }

@@ -67,16 +67,17 @@ func TestStarterEndToEnd(t *testing.T) {
 	var created api.AddonCreateResponse
 	add.JSON(t, &created)
 	addon := WaitForAddonStatus(t, c, app, api.AddonRunning, 90*time.Second)
-	if len(addon.Members) != 1 || addon.Members[0].Role != api.RoleRedis {
-		t.Fatalf("a starter has one redis member, got %+v", addon.Members)
+	if len(addon.Members) != 2 || addon.Members[0].Role != api.RoleRedis || addon.Members[1].Role != api.RoleHAProxy ||
+		addon.Members[0].HostID != addon.Members[1].HostID {
+		t.Fatalf("a starter has one redis member and its haproxy on the same host, got %+v", addon.Members)
 	}
-	member := addon.Members[0]
+	member, hap := addon.Members[0], addon.Members[1]
 	host := agents[member.HostID]
 	if host == nil {
 		t.Fatalf("member %s placed on unknown host %q", member.ID, member.HostID)
 	}
-	if want := net.JoinHostPort(host.IP, strconv.Itoa(member.Port)); addon.Entrypoint != want {
-		t.Fatalf("entrypoint %s, want the member's address %s", addon.Entrypoint, want)
+	if want := net.JoinHostPort(host.IP, strconv.Itoa(hap.Port)); addon.Entrypoint != want {
+		t.Fatalf("entrypoint %s, want its haproxy's address %s (no VIP pool)", addon.Entrypoint, want)
 	}
 	t.Logf("addon %s: member %s on %s, entrypoint %s", addon.ID, member.ID, host.ID, addon.Entrypoint)
 
@@ -313,8 +314,8 @@ func TestStarterFaults(t *testing.T) {
 		const app = "port-taken"
 		op := addAndWaitFailed(t, c, app, "redis", "redis-starter-256")
 		addon := WaitForAddonStatus(t, c, app, api.AddonError, 20*time.Second)
-		if len(addon.Members) != 1 || addon.Members[0].Port != 20000 {
-			t.Fatalf("expected one member on port 20000 (the taken one), got %+v", addon.Members)
+		if len(addon.Members) != 2 || addon.Members[0].Port != 20000 {
+			t.Fatalf("expected the redis member on port 20000 (the taken one) and its haproxy, got %+v", addon.Members)
 		}
 		step := failedStep(t, op, "start members")
 		// Redis's own last lines: it could not bind the taken address.

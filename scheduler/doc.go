@@ -41,11 +41,12 @@
 // Every member gets the lowest port of State.Ports (DefaultPortRange when
 // unset) not used by any member of any addon on its host. The two haproxy
 // members of a business addon listen on the same port number, the lowest
-// free on both hosts. The entrypoint of a starter addon is its redis
-// member's address:port; that of a business addon is the first haproxy's
-// address:port. The production entrypoint of a business addon (a VIP, or
-// the kernel data path) is handled by the entrypoint layer elsewhere; the
-// scheduler only guarantees the port number is free on both haproxy hosts.
+// free on both hosts, unless the addon's entrypoint is a VIP (any free
+// port then: the VIP is an address of its own). A starter runs one haproxy,
+// on its redis node's host (the host must have room for both); the
+// entrypoint of any addon is its first haproxy's address:port. The
+// production entrypoint (a VIP, or the kernel data path) is handled by the
+// entrypoint layer elsewhere.
 //
 // # Member ids
 //

@@ -30,6 +30,9 @@ const (
 	ReasonNoPort Reason = "no-free-port"
 	// ReasonMemory: the host's free memory is below the member's reservation.
 	ReasonMemory Reason = "memory"
+	// ReasonColocated: the member must run on another host (a starter's
+	// haproxy runs beside its redis node).
+	ReasonColocated Reason = "colocated"
 	// ReasonRankedLower: the host was feasible but another ranked higher.
 	ReasonRankedLower Reason = "ranked-lower"
 )
@@ -42,17 +45,32 @@ type need struct {
 	fixedPort int        // port imposed by the haproxy partner; 0 means any
 	partner   *hostUsage // the other haproxy's host when placing a pair
 	exclude   map[string]string
+	onHost    string // the only host it may run on ("" = any)
+	// alsoMB is memory a member placed next on the same host will need (a
+	// starter's haproxy beside its redis node): the host must have room
+	// for both, but only mb is committed now.
+	alsoMB int
 }
+
+// needMB is what the host must have free for n.
+func (n need) needMB() int { return n.mb + n.alsoMB }
 
 // checker refuses a host with a reason and a detail, or accepts it with "".
 type checker func(f *fleet, h *hostUsage, n need) (Reason, string)
 
 // checkers run in order; the first refusal is the host's reason.
-var checkers = []checker{checkExcluded, checkReady, checkAntiAffinity, checkPorts, checkMemory}
+var checkers = []checker{checkExcluded, checkColocated, checkReady, checkAntiAffinity, checkPorts, checkMemory}
 
 func checkExcluded(_ *fleet, h *hostUsage, n need) (Reason, string) {
 	if why, ok := n.exclude[h.host.ID]; ok {
 		return ReasonExcluded, why
+	}
+	return "", ""
+}
+
+func checkColocated(_ *fleet, h *hostUsage, n need) (Reason, string) {
+	if n.onHost != "" && h.host.ID != n.onHost {
+		return ReasonColocated, fmt.Sprintf("a starter's %s runs on its redis node's host %s", n.role, n.onHost)
 	}
 	return "", ""
 }
@@ -96,8 +114,8 @@ func checkPorts(f *fleet, h *hostUsage, n need) (Reason, string) {
 }
 
 func checkMemory(_ *fleet, h *hostUsage, n need) (Reason, string) {
-	if h.freeMB() < n.mb {
-		return ReasonMemory, fmt.Sprintf("%d MB free, needs %d MB", h.freeMB(), n.mb)
+	if h.freeMB() < n.needMB() {
+		return ReasonMemory, fmt.Sprintf("%d MB free, needs %d MB", h.freeMB(), n.needMB())
 	}
 	return "", ""
 }
@@ -137,7 +155,7 @@ func (f *fleet) score(h *hostUsage, n need) score {
 	if p := n.partner; p != nil && h.host.Zone() != "" && p.host.Zone() == h.host.Zone() {
 		z++
 	}
-	return score{zone: z, members: h.members, used: int64(h.usedMB + n.mb), cap: int64(h.host.MemoryMB)}
+	return score{zone: z, members: h.members, used: int64(h.usedMB + n.needMB()), cap: int64(h.host.MemoryMB)}
 }
 
 // less orders two scores: zone spread, addon spread, load.

@@ -84,7 +84,7 @@ func (f *fleet) noHost(op, addonID string, plan api.Plan, n need, verdicts []Hos
 	if best != nil {
 		free := max(best.freeMB(), 0)
 		return capacityErr(op, addonID, "no ready host has %d MB free for %s (largest free: %d MB on %s)",
-			n.mb, what(plan, n.role), free, best.host.ID)
+			n.needMB(), what(plan, n.role), free, best.host.ID)
 	}
 	if len(verdicts) == 0 {
 		return capacityErr(op, addonID, "no host is registered")
@@ -225,13 +225,19 @@ func Place(state State, req Request) (Placement, Explanation, error) {
 		}
 		for i := 0; i < missing; i++ {
 			n := need{memberID: nextID(req.AddonID, role, used), role: role, mb: mb, exclude: exclude}
-			if role == api.RoleHAProxy {
+			if role == api.RoleHAProxy && !vipEntrypoint(state, req.AddonID) {
 				for _, p := range perRole[role] {
 					if p.Port > 0 {
 						n.fixedPort = p.Port
 						break
 					}
 				}
+			}
+			if req.Plan.Kind == api.PlanStarter && role == api.RoleHAProxy && len(perRole[api.RoleRedis]) > 0 {
+				n.onHost = perRole[api.RoleRedis][0].HostID
+			}
+			if req.Plan.Kind == api.PlanStarter && role == api.RoleRedis && len(perRole[api.RoleHAProxy]) == 0 {
+				n.alsoMB = Reservation(api.RoleHAProxy, req.Plan) * roleCount(req.Plan, api.RoleHAProxy)
 			}
 			m, e, err := f.placeOne(op, req.AddonID, req.Plan, n)
 			expl.Members = append(expl.Members, e)
@@ -546,4 +552,15 @@ func entrypointIsVIP(state State, addon api.Addon) bool {
 		}
 	}
 	return true
+}
+
+// vipEntrypoint reports whether addon id (in state) has a VIP entrypoint:
+// its haproxy members then need not share a port.
+func vipEntrypoint(state State, id string) bool {
+	for _, a := range state.Addons {
+		if a.ID == id {
+			return entrypointIsVIP(state, a)
+		}
+	}
+	return false
 }

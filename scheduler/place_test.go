@@ -54,13 +54,13 @@ func TestPlaceStarter(t *testing.T) {
 			plan:      "redis-starter-1024",
 			wantHost:  "host-a",
 			wantPort:  20000,
-			wantEntry: "host-a.test:20000",
+			wantEntry: "host-a.test:20001",
 		},
 		{
-			name:     "exactly fits",
-			hosts:    []api.Host{host("host-a", 1126, "")},
+			name:     "exactly fits (the redis node and its haproxy)",
+			hosts:    []api.Host{host("host-a", 1158, "")},
 			plan:     "redis-starter-1024",
-			wantHost: "host-a", wantPort: 20000, wantEntry: "host-a.test:20000",
+			wantHost: "host-a", wantPort: 20000, wantEntry: "host-a.test:20001",
 		},
 		{
 			name:    "no host fits names the largest free memory",
@@ -68,40 +68,40 @@ func TestPlaceStarter(t *testing.T) {
 			addons:  []api.Addon{filler("other", 1000, "host-b")}, // 1100 reserved, 900 free
 			plan:    "redis-starter-1024",
 			why:     map[string]Reason{"host-a": ReasonMemory, "host-b": ReasonMemory, "host-c": ReasonMemory},
-			wantErr: "place app-1: no ready host has 1126 MB free for redis-starter-1024 (largest free: 900 MB on host-b)",
+			wantErr: "place app-1: no ready host has 1158 MB free for redis-starter-1024 (largest free: 900 MB on host-b)",
 		},
 		{
 			name:    "one MB short",
-			hosts:   []api.Host{host("host-a", 1125, "")},
+			hosts:   []api.Host{host("host-a", 1157, "")},
 			plan:    "redis-starter-1024",
-			wantErr: "place app-1: no ready host has 1126 MB free for redis-starter-1024 (largest free: 1125 MB on host-a)",
+			wantErr: "place app-1: no ready host has 1158 MB free for redis-starter-1024 (largest free: 1157 MB on host-a)",
 		},
 		{
 			name:    "overcommitted host reports zero free",
 			hosts:   []api.Host{host("host-a", 1000, "")},
 			addons:  []api.Addon{filler("other", 1000, "host-a")},
 			plan:    "redis-starter-256",
-			wantErr: "place app-1: no ready host has 281 MB free for redis-starter-256 (largest free: 0 MB on host-a)",
+			wantErr: "place app-1: no ready host has 313 MB free for redis-starter-256 (largest free: 0 MB on host-a)",
 		},
 		{
 			name:     "down host skipped",
 			hosts:    []api.Host{withState(host("host-a", 8192, ""), api.HostDown), host("host-b", 2048, "")},
 			plan:     "redis-starter-1024",
-			wantHost: "host-b", wantPort: 20000, wantEntry: "host-b.test:20000",
+			wantHost: "host-b", wantPort: 20000, wantEntry: "host-b.test:20001",
 			why: map[string]Reason{"host-a": ReasonNotReady},
 		},
 		{
 			name:     "draining host skipped",
 			hosts:    []api.Host{withState(host("host-a", 8192, ""), api.HostDraining), host("host-b", 2048, "")},
 			plan:     "redis-starter-1024",
-			wantHost: "host-b", wantPort: 20000, wantEntry: "host-b.test:20000",
+			wantHost: "host-b", wantPort: 20000, wantEntry: "host-b.test:20001",
 			why: map[string]Reason{"host-a": ReasonDraining},
 		},
 		{
 			name:     "unknown host state counts as not ready",
 			hosts:    []api.Host{withState(host("host-a", 8192, ""), "booting"), host("host-b", 2048, "")},
 			plan:     "redis-starter-1024",
-			wantHost: "host-b", wantPort: 20000, wantEntry: "host-b.test:20000",
+			wantHost: "host-b", wantPort: 20000, wantEntry: "host-b.test:20001",
 			why: map[string]Reason{"host-a": ReasonNotReady},
 		},
 		{
@@ -109,7 +109,7 @@ func TestPlaceStarter(t *testing.T) {
 			hosts:    []api.Host{host("host-a", 8192, ""), host("host-b", 2048, "")},
 			exclude:  []string{"host-a"},
 			plan:     "redis-starter-1024",
-			wantHost: "host-b", wantPort: 20000, wantEntry: "host-b.test:20000",
+			wantHost: "host-b", wantPort: 20000, wantEntry: "host-b.test:20001",
 			why: map[string]Reason{"host-a": ReasonExcluded},
 		},
 		{
@@ -132,7 +132,7 @@ func TestPlaceStarter(t *testing.T) {
 			hosts:    []api.Host{host("host-a", 4096, ""), host("host-b", 4096, "")},
 			addons:   []api.Addon{filler("other", 1024, "host-a")},
 			plan:     "redis-starter-1024",
-			wantHost: "host-b", wantPort: 20000, wantEntry: "host-b.test:20000",
+			wantHost: "host-b", wantPort: 20000, wantEntry: "host-b.test:20001",
 			why: map[string]Reason{"host-a": ReasonRankedLower},
 		},
 		{
@@ -140,14 +140,14 @@ func TestPlaceStarter(t *testing.T) {
 			hosts:    []api.Host{host("host-a", 8192, ""), host("host-b", 2048, "")},
 			addons:   []api.Addon{filler("other", 1862, "host-a")}, // a: 2048 used of 8192
 			plan:     "redis-starter-1024",
-			wantHost: "host-a", wantPort: 20000, wantEntry: "host-a.test:20000", // a 38% after, b 55%
+			wantHost: "host-a", wantPort: 20000, wantEntry: "host-a.test:20001", // a 38% after, b 55%
 			why: map[string]Reason{"host-b": ReasonRankedLower},
 		},
 		{
 			name:     "ties broken by host id",
 			hosts:    []api.Host{host("host-c", 4096, ""), host("host-b", 4096, ""), host("host-a", 4096, "")},
 			plan:     "redis-starter-1024",
-			wantHost: "host-a", wantPort: 20000, wantEntry: "host-a.test:20000",
+			wantHost: "host-a", wantPort: 20000, wantEntry: "host-a.test:20001",
 			why: map[string]Reason{"host-b": ReasonRankedLower, "host-c": ReasonRankedLower},
 		},
 		{
@@ -158,7 +158,7 @@ func TestPlaceStarter(t *testing.T) {
 				mem("o-2", api.RoleHAProxy, "host-a", 20001),
 				mem("o-3", api.RoleSentinel, "host-a", 20003))},
 			plan:     "redis-starter-1024",
-			wantHost: "host-a", wantPort: 20002, wantEntry: "host-a.test:20002",
+			wantHost: "host-a", wantPort: 20002, wantEntry: "host-a.test:20004",
 		},
 		{
 			name:  "host without a free port is skipped",
@@ -168,7 +168,7 @@ func TestPlaceStarter(t *testing.T) {
 				mem("o-2", api.RoleHAProxy, "host-a", 20001))},
 			ports:    PortRange{Min: 20000, Max: 20001},
 			plan:     "redis-starter-1024",
-			wantHost: "host-b", wantPort: 20000, wantEntry: "host-b.test:20000",
+			wantHost: "host-b", wantPort: 20000, wantEntry: "host-b.test:20001",
 			why: map[string]Reason{"host-a": ReasonNoPort},
 		},
 		{
@@ -176,9 +176,9 @@ func TestPlaceStarter(t *testing.T) {
 			hosts: []api.Host{host("host-a", 8192, "")},
 			addons: []api.Addon{addon("other", "redis-business-256",
 				mem("o-1", api.RoleSentinel, "host-a", 6379))},
-			ports:    PortRange{Min: 20000, Max: 20000},
+			ports:    PortRange{Min: 20000, Max: 20001},
 			plan:     "redis-starter-256",
-			wantHost: "host-a", wantPort: 20000, wantEntry: "host-a.test:20000",
+			wantHost: "host-a", wantPort: 20000, wantEntry: "host-a.test:20001",
 		},
 		{
 			name:        "invalid port range",
@@ -219,9 +219,14 @@ func TestPlaceStarter(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Place: %v", err)
 			}
+			_, hport, _ := strings.Cut(tc.wantEntry, ":")
+			hp, _ := strconv.Atoi(hport)
 			want := []api.Member{{
 				ID: "app-1-redis-0", Role: api.RoleRedis, HostID: tc.wantHost,
 				Address: tc.wantHost + ".test", Port: tc.wantPort, RedisRole: RedisPrimary,
+			}, { // the entrypoint, beside it
+				ID: "app-1-haproxy-0", Role: api.RoleHAProxy, HostID: tc.wantHost,
+				Address: tc.wantHost + ".test", Port: hp,
 			}}
 			if !reflect.DeepEqual(p.Members, want) {
 				t.Errorf("members\n got %+v\nwant %+v", p.Members, want)
@@ -247,7 +252,7 @@ func TestCapacityErrorMessage(t *testing.T) {
 	if !errors.As(err, &ce) {
 		t.Fatalf("error %v is not a *CapacityError", err)
 	}
-	want := "no ready host has 1126 MB free for redis-starter-1024 (largest free: 900 MB on host-b)"
+	want := "no ready host has 1158 MB free for redis-starter-1024 (largest free: 900 MB on host-b)"
 	if ce.Message != want || ce.Op != "place" || ce.AddonID != "app-1" {
 		t.Errorf("CapacityError = %+v, want message %q", ce, want)
 	}
@@ -574,6 +579,26 @@ func TestPlaceKeep(t *testing.T) {
 		}
 	})
 
+	t.Run("starter with its haproxy and a VIP entrypoint to business: the second haproxy takes any port", func(t *testing.T) {
+		st := addon("app-1", "redis-starter-1024",
+			api.Member{ID: "app-1-redis-0", Role: api.RoleRedis, HostID: "host-b", Address: "host-b.test", Port: 20000, RedisRole: RedisPrimary},
+			mem("app-1-haproxy-0", api.RoleHAProxy, "host-b", 20001))
+		st.Entrypoint = "127.0.1.5:20001"
+		other := addon("o", "redis-starter-256", mem("o-redis-0", api.RoleRedis, "host-a", 20000), mem("o-haproxy-0", api.RoleHAProxy, "host-a", 20001))
+		other.Entrypoint = "127.0.1.6:20001"
+		p, expl, err := Place(State{Hosts: hosts, Addons: []api.Addon{st, other}}, Request{AddonID: "app-1", Plan: plan(t, "redis-business-1024"), Keep: st.Members})
+		if err != nil {
+			t.Fatalf("Place: %v\n%s", err, expl)
+		}
+		hp := byRole(p.Members, api.RoleHAProxy)
+		if len(hp) != 2 || hp[0] != st.Members[1] || hp[1].HostID == "host-b" {
+			t.Fatalf("haproxy %+v: want haproxy-0 kept and the second off host-b", hp)
+		}
+		if hp[1].HostID == "host-a" && hp[1].Port == 20001 {
+			t.Errorf("second haproxy %+v on a port another member of host-a uses", hp[1])
+		}
+	})
+
 	for _, tc := range []struct {
 		name string
 		keep []api.Member
@@ -654,9 +679,14 @@ func TestExplanationString(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := `app-1-redis-0: placed on host-d:20000
-  host-a: ranked-lower (ranked 2 of 2: same role in zone 0, members of this addon 0, memory used after 27%)
+  host-a: ranked-lower (ranked 2 of 2: same role in zone 0, members of this addon 0, memory used after 28%)
   host-b: not-ready (host is down)
-  host-c: memory (512 MB free, needs 1126 MB)
+  host-c: memory (512 MB free, needs 1158 MB)
+  host-d: chosen
+app-1-haproxy-0: placed on host-d:20001
+  host-a: colocated (a starter's haproxy runs on its redis node's host host-d)
+  host-b: colocated (a starter's haproxy runs on its redis node's host host-d)
+  host-c: colocated (a starter's haproxy runs on its redis node's host host-d)
   host-d: chosen
 `
 	if got := expl.String(); got != want {

@@ -336,11 +336,44 @@ func HAProxy(in HAProxyInput) (string, error) {
 	c.indented("tcp-check", "send", `"INFO replication\r\n"`)
 	c.indented("tcp-check", "send", `"QUIT\r\n"`)
 	c.indented("tcp-check", "expect", "rstring", busyOrMaster)
-	c.indented("default-server", "check", "inter", checkInter, "rise", "1", "fall", "1", "on-marked-down", "shutdown-sessions")
+	c.comment(true, "The agent adds and deletes servers at run time (HAProxyAddServer) when the addon's",
+		"redis members change; this list is what a restart starts from.")
 	for _, s := range in.Servers {
-		c.indented("server", s.Name, Endpoint{s.Addr, s.Port}.String())
+		c.indented(append([]string{"server", s.Name, Endpoint{s.Addr, s.Port}.String()}, serverOptions...)...)
 	}
 	return c.String(), nil
+}
+
+// serverOptions are every redis server's check and failure options, in the
+// file and at run time alike (a server added through the runtime API
+// inherits no default-server line).
+var serverOptions = []string{"check", "inter", checkInter, "rise", "1", "fall", "1", "on-marked-down", "shutdown-sessions"}
+
+// HAProxyServerName is the name of the server for a redis member at
+// addr:port: derived from the address, so a server keeps its name whatever
+// else the backend holds, and the runtime API can add and delete servers
+// by it (letters, digits, '_', '.', '-').
+func HAProxyServerName(addr string, port int) string {
+	r := strings.NewReplacer(":", "_", "[", "", "]", "")
+	return "redis_" + r.Replace(addr) + "_" + itoa(port)
+}
+
+// HAProxyAddServer is the runtime-API command that adds server s to
+// backend be with the same options as the file's servers. HAProxy adds it
+// in maintenance, checks off: `enable health` then lets its role check run,
+// and the agent's routing readies it when it is the primary.
+func HAProxyAddServer(be string, s HAProxyServer) []string {
+	return []string{
+		strings.Join(append([]string{"add", "server", be + "/" + s.Name, Endpoint{s.Addr, s.Port}.String()}, serverOptions...), " "),
+		"enable health " + be + "/" + s.Name,
+	}
+}
+
+// HAProxyShape is the file of in with its server list left out: what needs
+// a new HAProxy process when it changes (the servers change at run time).
+func HAProxyShape(in HAProxyInput) (string, error) {
+	in.Servers = []HAProxyServer{{Name: "shape", Addr: "127.0.0.1", Port: 1}}
+	return HAProxy(in)
 }
 
 // clientKeepalive finds vanished clients of a frontend (see HAProxy).

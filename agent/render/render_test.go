@@ -328,7 +328,7 @@ func TestHAProxyLimits(t *testing.T) {
 	for _, want := range []string{
 		"    maxconn 2128", "    maxconn 2064", "{ fe_conn gt 2000 }", "    timeout connect 100ms",
 		"    source 127.0.0.13", "    bind 127.0.0.20:30300 transparent", "    bind 127.0.0.13:30300", "    maxconn 16",
-		"    server my-app-3030-r2 127.0.0.12:6379", "frontend fe_my-app-3030", "frontend fe_my-app-3030_local",
+		"    server my-app-3030-r2 127.0.0.12:6379 check inter 200ms rise 1 fall 1 on-marked-down shutdown-sessions", "frontend fe_my-app-3030", "frontend fe_my-app-3030_local",
 		"    stats socket /var/lib/cacheplane/members/my-app-3030-p1/haproxy.sock mode 600 level admin",
 		`    tcp-check expect rstring role:master|-BUSY`, "    timeout check 30s",
 	} {
@@ -348,8 +348,26 @@ func TestHAProxyLimits(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(conf, "bind [::1]:30300\n") || !strings.Contains(conf, "my-app-3030-r1 [::1]:6379\n") ||
+	if !strings.Contains(conf, "bind [::1]:30300\n") || !strings.Contains(conf, "my-app-3030-r1 [::1]:6379 check") ||
 		!strings.Contains(conf, "source [::1]\n") {
 		t.Errorf("IPv6 addresses are not bracketed:\n%s", conf)
+	}
+	// The runtime API adds a server with the file's options; its name
+	// comes from its address.
+	if n := HAProxyServerName("::1", 6379); n != "redis___1_6379" {
+		t.Errorf("server name %q", n)
+	}
+	add := HAProxyAddServer("be_x", HAProxyServer{Name: "redis_127.0.0.12_6379", Addr: "127.0.0.12", Port: 6379})
+	if len(add) != 2 || add[0] != "add server be_x/redis_127.0.0.12_6379 127.0.0.12:6379 check inter 200ms rise 1 fall 1 on-marked-down shutdown-sessions" ||
+		add[1] != "enable health be_x/redis_127.0.0.12_6379" {
+		t.Errorf("add server: %q", add)
+	}
+	// The shape leaves the servers out: a new server list, same shape.
+	in2 := haproxyInput()
+	in2.Servers = in2.Servers[:1]
+	s1, _ := HAProxyShape(haproxyInput())
+	s2, _ := HAProxyShape(in2)
+	if s1 != s2 {
+		t.Error("HAProxyShape depends on the server list")
 	}
 }

@@ -37,7 +37,14 @@ func newFixture() *fixture {
 		}}
 	s := api.Addon{ID: "s-1", App: "s", Plan: "redis-starter-256", Status: api.AddonRunning, Password: "pw", Entrypoint: "127.0.0.14:20010",
 		Members: []api.Member{{ID: "s-1-redis-0", Role: api.RoleRedis, HostID: "h4", Port: 20010, RedisRole: "primary"}}}
-	f.addons[b.ID], f.addons[s.ID] = b, s
+	// s-2: a starter as they are made now, with its haproxy beside the
+	// redis node and a VIP entrypoint.
+	s2 := api.Addon{ID: "s-2", App: "s2", Plan: "redis-starter-256", Status: api.AddonRunning, Password: "pw", Entrypoint: "127.0.1.2:20021",
+		Members: []api.Member{
+			{ID: "s-2-redis-0", Role: api.RoleRedis, HostID: "h5", Port: 20020, RedisRole: "primary"},
+			{ID: "s-2-haproxy-0", Role: api.RoleHAProxy, HostID: "h5", Port: 20021, Active: true},
+		}}
+	f.addons[b.ID], f.addons[s.ID], f.addons[s2.ID] = b, s, s2
 	for _, a := range f.addons {
 		for _, m := range a.Members {
 			o := Observed{Seen: true, State: api.MemberRunning}
@@ -61,7 +68,7 @@ func (f *fixture) view(addonID string) View {
 	for _, id := range []string{"h1", "h2", "h3", "h4", "h5"} {
 		st.Hosts = append(st.Hosts, f.hosts[id])
 	}
-	for _, id := range []string{"b-1", "s-1"} {
+	for _, id := range []string{"b-1", "s-1", "s-2"} {
 		if a, ok := f.addons[id]; ok {
 			st.Addons = append(st.Addons, a)
 		}

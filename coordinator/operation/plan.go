@@ -11,24 +11,42 @@ import (
 	"github.com/cacheplane/cacheplane/scheduler"
 )
 
-// Plan changes of the same kind (starter → starter, business → business)
-// are a live resize: the new plan is recorded, so every agent's
-// assignment carries the new plan memory and the agent resizes its redis
-// members in place (cgroup limit and CONFIG SET maxmemory, the limit
-// grown before maxmemory and shrunk after); nothing restarts, no
-// connection is cut, no role moves. The engine then checks each redis
-// member's maxmemory, tells the app (the app hook) and marks the addon
-// running.
+// Plan changes. The new plan is recorded first (the command that starts
+// the operation), so every agent's assignment carries the new plan memory
+// and the agent resizes its redis members in place (cgroup limit and
+// CONFIG SET maxmemory, the limit grown before maxmemory and shrunk
+// after): nothing restarts, no connection is cut, no role moves.
 //
-// A change of kind is refused for now: a starter's entrypoint is its
-// redis member's own address, which cannot become an HAProxy pair's
-// address without a new entrypoint design, and a business addon's VIP
-// would have to be served by its last redis member.
+//   - Same kind (starter → starter, business → business): the live resize
+//     is the whole change.
+//   - Starter → business: every addon's entrypoint is an HAProxy (a
+//     starter runs one beside its redis node, on the addon's own address),
+//     so the URL stays: the missing members are placed around the kept
+//     redis node and haproxy (add members: a replica, three sentinels, the
+//     pair's second haproxy); the starter's haproxy learns the replica at
+//     run time (the agent adds the server through HAProxy's runtime API,
+//     no restart) and starts following the sentinels. Done when every new
+//     member runs, the replica is in sync with the primary, every
+//     sentinel names the primary and knows the replica and its two peers,
+//     and the entrypoint answers.
+//   - Business → starter: the primary and the haproxy holding the
+//     entrypoint stay, every other member goes in one step (the replica
+//     and the sentinels together: nothing is left that could fail over
+//     to a member being removed), only once the primary serves as the
+//     primary. The kept haproxy drops the replica's server at run time.
+//
+// Then the engine checks each redis member's maxmemory, tells the app (the
+// app hook) and marks the addon running.
 
 // Step names of a plan change (recorded in the FSM: never rename one).
 const (
 	StepRecordPlan    = "record plan"
 	StepResizeMembers = "resize members"
+	// starter → business
+	StepAddMembers  = "add members"
+	StepWaitMembers = "wait new members"
+	// business → starter
+	StepRemoveSurplus = "remove surplus members"
 	// StepNotifyApp runs the fleet's app hook: shared by every operation
 	// that changes what an app runs on (plan changes, engine upgrades).
 	StepNotifyApp = "notify app"
@@ -38,9 +56,16 @@ const (
 // (used_memory of the primary) for a change to it to be accepted.
 const DataHeadroomPercent = 10
 
-// PlanChangeSteps is the step list of a plan-change operation. The command
-// that starts it records the plan: its first step is done at once.
-func PlanChangeSteps() []api.Step {
+// PlanChangeSteps is the step list of a plan-change operation from a plan
+// of kind from to one of kind to. The command that starts it records the
+// plan: its first step is done at once.
+func PlanChangeSteps(from, to api.PlanKind) []api.Step {
+	switch {
+	case from == api.PlanStarter && to == api.PlanBusiness:
+		return steps(StepRecordPlan, StepAddMembers, StepWaitMembers, StepResizeMembers, StepNotifyApp, StepMarkRunning)
+	case from == api.PlanBusiness && to == api.PlanStarter:
+		return steps(StepRecordPlan, StepRemoveSurplus, StepResizeMembers, StepNotifyApp, StepMarkRunning)
+	}
 	return steps(StepRecordPlan, StepResizeMembers, StepNotifyApp, StepMarkRunning)
 }
 
@@ -64,11 +89,13 @@ type PlanChangeRequest struct {
 
 // CheckPlanChange decides whether addon r.Addon may move to plan r.To now
 // and returns both plans. Each refusal is one line for the operator,
-// wrapping an api sentinel: an unknown or identical plan, or a change of
-// kind (not supported yet), is invalid; another operation of the addon or
-// an addon that is not running is a conflict; a plan smaller than the data
-// stored now plus DataHeadroomPercent is too small; a member's host
-// without room for the larger reservation is no capacity.
+// wrapping an api sentinel: an unknown or identical plan, or a starter
+// without an entrypoint of its own (made before starters had one) going
+// business, is invalid; another operation of the addon or an addon that is
+// not running is a conflict; a plan smaller than the data stored now plus
+// DataHeadroomPercent is too small; a member's host without room for the
+// larger reservation, or no hosts for the members a business plan adds,
+// is no capacity.
 func CheckPlanChange(r PlanChangeRequest) (from, to api.Plan, err error) {
 	a := r.Addon
 	to, ok := api.FindPlan(r.Plans, r.To)
@@ -85,14 +112,10 @@ func CheckPlanChange(r PlanChangeRequest) (from, to api.Plan, err error) {
 	switch {
 	case to.Name == a.Plan:
 		return from, to, api.Invalidf("addon %s is already on plan %s; nothing to change", a.ID, a.Plan)
-	case from.Kind != to.Kind:
-		why := "a starter's address is its redis node's own and cannot become an HAProxy pair's"
-		if from.Kind == api.PlanBusiness {
-			why = "a business addon's address is its HAProxy pair's, which a lone redis node cannot take over"
-		}
-		return from, to, api.Invalidf("changing addon %s from a %s plan (%s) to a %s plan (%s) is not supported yet (%s); "+
-			"instead pick a %s plan, or add a %s addon for a new app, copy the data over and point the app at its URL",
-			a.ID, from.Kind, from.Name, to.Kind, to.Name, why, from.Kind, to.Kind)
+	case from.Kind != to.Kind && !hasRole(a, api.RoleHAProxy):
+		return from, to, api.Invalidf("addon %s was created before starters had an entrypoint of their own: its URL is its redis node's address, "+
+			"which an HAProxy pair cannot take over; pick another %s plan, or add a %s addon, copy the data over and point the app at its URL",
+			a.ID, from.Kind, to.Kind)
 	case r.Busy:
 		return from, to, fmt.Errorf("%w: addon %s has operation %s (%s) in progress; wait for it to finish (cacheplane operations --addon %s) or cancel it (cacheplane operations-cancel %s)",
 			api.ErrConflict, a.ID, r.Active.ID, r.Active.Kind, a.ID, r.Active.ID)
@@ -104,6 +127,17 @@ func CheckPlanChange(r PlanChangeRequest) (from, to api.Plan, err error) {
 		if need > int64(to.MemoryMB)<<20 {
 			return from, to, fmt.Errorf("%w: plan %s (%d MB) is too small for addon %s: it stores %s now (used_memory of its primary), %s with %d %% headroom; delete data first, or %s",
 				api.ErrPlanTooSmall, to.Name, to.MemoryMB, a.ID, mb(r.UsedBytes), mb(need), DataHeadroomPercent, biggerPlan(r.Plans, to.Kind, need))
+		}
+	}
+	if from.Kind == api.PlanStarter && to.Kind == api.PlanBusiness {
+		// The added members must have hosts now (the kept ones are
+		// resized: PlanChangeFits below).
+		if _, _, err := scheduler.Place(r.Fleet, scheduler.Request{AddonID: a.ID, Plan: to, Keep: a.Members}); err != nil {
+			var ce *scheduler.CapacityError
+			if errors.As(err, &ce) {
+				return from, to, fmt.Errorf("%w: cannot change addon %s to %s: %s", api.ErrNoCapacity, a.ID, to.Name, ce.Message)
+			}
+			return from, to, fmt.Errorf("cannot change addon %s to %s: %w", a.ID, to.Name, err)
 		}
 	}
 	if err := scheduler.PlanChangeFits(r.Fleet, a, to); err != nil {
@@ -188,6 +222,12 @@ func planChange(v View, op api.Operation, step api.Step) Decision {
 	switch step.Name {
 	case StepRecordPlan:
 		return advance("plan " + v.Addon.Plan + " recorded")
+	case StepAddMembers:
+		return addMembers(v)
+	case StepWaitMembers:
+		return waitMembers(v, step)
+	case StepRemoveSurplus:
+		return removeSurplus(v)
 	case StepResizeMembers:
 		return resizeMembers(v)
 	case StepNotifyApp:
@@ -257,4 +297,139 @@ func NotifyStep(v View, op api.Operation, step api.Step) Decision {
 	}
 	return paced(step, v, Decision{Kind: Run, Action: NotifyApp{Change: op.Change, OperationID: op.ID, Kind: op.Kind}, Then: Advance,
 		Detail: ok, RetryAfter: h.Every})
+}
+
+func hasRole(a api.Addon, r api.Role) bool {
+	for _, m := range a.Members {
+		if m.Role == r {
+			return true
+		}
+	}
+	return false
+}
+
+// addMembers places the members a business plan runs beyond the kept ones
+// (all of the addon's); the placement keeps the entrypoint.
+func addMembers(v View) Decision {
+	a := v.Addon
+	if !v.PlanKnown {
+		return Decision{Kind: Fail, Status: api.AddonError, Detail: fmt.Sprintf("plan %s is not in the catalog", a.Plan)}
+	}
+	if len(a.Members) >= v.Plan.Redis()+v.Plan.Sentinels()+v.Plan.HAProxies() {
+		return advance("every member of " + a.Plan + " is placed")
+	}
+	p, _, err := scheduler.Place(v.Fleet, scheduler.Request{AddonID: a.ID, Plan: v.Plan, Keep: a.Members})
+	if err != nil {
+		if errors.Is(err, api.ErrNoCapacity) {
+			return wait("waiting for capacity: " + api.Message(err))
+		}
+		return Decision{Kind: Fail, Status: api.AddonError, Detail: api.Message(err)}
+	}
+	var added []string
+	for _, m := range p.Members {
+		if _, kept := member(a, m.ID); !kept {
+			added = append(added, fmt.Sprintf("%s on %s", m.ID, m.HostID))
+		}
+	}
+	return Decision{Kind: Advance, Effect: PlaceMembers{Members: p.Members, Entrypoint: a.Entrypoint},
+		Detail: "added " + strings.Join(added, ", ") + "; entrypoint " + a.Entrypoint + " kept"}
+}
+
+// waitMembers waits until every member runs, the replicas are in sync,
+// every sentinel could run a failover (names the primary, knows the
+// replicas and its peers) and the entrypoint answers.
+func waitMembers(v View, step api.Step) Decision {
+	a := v.Addon
+	var waiting []string
+	for _, m := range a.Members {
+		o := v.Observed[m.ID]
+		switch {
+		case o.Seen && o.State == api.MemberFailed && !step.StartedAt.IsZero() && v.Now.Sub(step.StartedAt) >= startFailGrace:
+			return wait(fmt.Sprintf("member %s on host %s failed: %s", m.ID, m.HostID, firstLine(o.Detail)))
+		case !o.Seen || o.State != api.MemberRunning:
+			waiting = append(waiting, fmt.Sprintf("%s on %s (%s)", m.ID, m.HostID, describe(o)))
+		}
+	}
+	if len(waiting) > 0 {
+		return wait("waiting for " + strings.Join(waiting, ", "))
+	}
+	prim, ok := Primary(a)
+	if !ok {
+		return wait("no primary recorded")
+	}
+	for _, m := range a.Members {
+		if m.Role == api.RoleRedis && m.ID != prim.ID {
+			if why := notInSync(v, m.ID); why != "" {
+				return wait(why)
+			}
+		}
+	}
+	var checks []CheckSentinel
+	for _, m := range a.Members {
+		if m.Role == api.RoleSentinel {
+			checks = append(checks, CheckSentinel{Addr: addr(v, m), Primary: addr(v, prim), Replicas: servingReplicas(v), Others: v.Plan.Sentinels() - 1})
+		}
+	}
+	return Decision{Kind: Run, Action: CheckJoined{Sentinels: checks, Entrypoint: a.Entrypoint}, Then: Advance,
+		Detail: fmt.Sprintf("%d members running; replica in sync; every sentinel names the primary %s and knows the replica and its peers; entrypoint %s answers",
+			len(a.Members), prim.ID, a.Entrypoint)}
+}
+
+// removeSurplus keeps the primary and the entrypoint's haproxy (the VIP
+// holder, else the one whose address is the entrypoint) and drops every
+// other member, once the primary serves as the primary.
+func removeSurplus(v View) Decision {
+	a := v.Addon
+	if n := v.Plan.Redis() + v.Plan.Sentinels() + v.Plan.HAProxies(); v.PlanKnown && len(a.Members) <= n {
+		return advance("only the members of " + a.Plan + " are left")
+	}
+	prim, ok := Primary(a)
+	if !ok {
+		return wait("no primary recorded: waiting for one before the others go")
+	}
+	if o := v.Observed[prim.ID]; !o.alive() || o.RedisRole != "master" {
+		return wait(fmt.Sprintf("waiting for the primary %s to serve as the primary before the other members go (now: %s)", prim.ID, describe(o)))
+	}
+	var holder api.Member
+	for _, m := range a.Members {
+		if m.Role != api.RoleHAProxy {
+			continue
+		}
+		if m.Active || (holder.ID == "" && addr(v, m) == a.Entrypoint) {
+			holder = m
+		}
+	}
+	if holder.ID == "" {
+		for _, m := range a.Members { // no VIP and no own-address match: the first
+			if m.Role == api.RoleHAProxy {
+				holder = m
+				break
+			}
+		}
+	}
+	kept := []api.Member{prim}
+	if holder.ID != "" {
+		kept = append(kept, holder)
+	}
+	var gone []string
+	for _, m := range a.Members {
+		if m.ID != prim.ID && m.ID != holder.ID {
+			gone = append(gone, m.ID)
+		}
+	}
+	return Decision{Kind: Advance, Effect: PlaceMembers{Members: kept, Entrypoint: a.Entrypoint},
+		Detail: fmt.Sprintf("kept the primary %s on %s and the entrypoint's haproxy %s on %s; removed %s",
+			prim.ID, prim.HostID, holder.ID, holder.HostID, strings.Join(gone, ", "))}
+}
+
+// CheckJoined checks that each sentinel could run a failover
+// (CheckSentinel) and that the entrypoint answers PING.
+type CheckJoined struct {
+	Sentinels  []CheckSentinel
+	Entrypoint string
+}
+
+func (CheckJoined) Mutates() bool { return false }
+func (a CheckJoined) String() string {
+	return fmt.Sprintf("check %d sentinels and entrypoint %s", len(a.Sentinels), a.Entrypoint)
 }

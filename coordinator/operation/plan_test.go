@@ -32,15 +32,22 @@ func TestCheckPlanChange(t *testing.T) {
 			want: `unknown plan "redis-starter-300"; valid plans: redis-business-1024,`},
 		{name: "same plan", addon: "s-1", to: "redis-starter-256", err: api.ErrInvalid,
 			want: "addon s-1 is already on plan redis-starter-256; nothing to change"},
-		{name: "starter to business is not supported yet", addon: "s-1", to: "redis-business-256", err: api.ErrInvalid,
-			want: "changing addon s-1 from a starter plan (redis-starter-256) to a business plan (redis-business-256) is not supported yet " +
-				"(a starter's address is its redis node's own and cannot become an HAProxy pair's); instead pick a starter plan, " +
-				"or add a business addon for a new app, copy the data over and point the app at its URL"},
-		{name: "business to starter is not supported yet", addon: "b-1", to: "redis-starter-1024", err: api.ErrInvalid,
-			want: "from a business plan (redis-business-256) to a starter plan (redis-starter-1024) is not supported yet " +
-				"(a business addon's address is its HAProxy pair's, which a lone redis node cannot take over); instead pick a business plan"},
-		{name: "retired plan: its name says its kind", addon: "b-1", plan: "redis-business-300", to: "redis-starter-512", err: api.ErrInvalid,
-			want: "from a business plan (redis-business-300)"},
+		{name: "starter made before starters had an entrypoint: refused going business", addon: "s-1", to: "redis-business-256", err: api.ErrInvalid,
+			want: "addon s-1 was created before starters had an entrypoint of their own: its URL is its redis node's address, " +
+				"which an HAProxy pair cannot take over; pick another starter plan, or add a business addon, copy the data over and point the app at its URL"},
+		{name: "starter to business", addon: "s-2", to: "redis-business-512"},
+		{name: "starter to business: no hosts for the added members", addon: "s-2", to: "redis-business-256", err: api.ErrNoCapacity,
+			edit: func(r *req) {
+				for i := range r.Fleet.Hosts {
+					if r.Fleet.Hosts[i].ID != "h5" {
+						r.Fleet.Hosts[i].State = api.HostDown
+					}
+				}
+			},
+			want: "cannot change addon s-2 to redis-business-256: redis-business-256 needs 3 ready hosts (one per sentinel), found 1 (h5)"},
+		{name: "business to starter", addon: "b-1", to: "redis-starter-1024"},
+		{name: "business to starter, too small for the data", addon: "b-1", plan: "redis-business-1024", to: "redis-starter-256", err: api.ErrPlanTooSmall,
+			edit: func(r *req) { r.Measured, r.UsedBytes = true, 300*mib }, want: "choose a plan of at least redis-starter-512"},
 		{name: "another operation runs", addon: "b-1", to: "redis-business-512", err: api.ErrConflict,
 			edit: func(r *req) { r.Busy, r.Active = true, api.Operation{ID: "op-9", Kind: api.OpReplaceMember} },
 			want: "addon b-1 has operation op-9 (replace-member) in progress; wait for it to finish (cacheplane operations --addon b-1) or cancel it (cacheplane operations-cancel op-9)"},
@@ -103,7 +110,12 @@ func TestCheckPlanChange(t *testing.T) {
 // (the first is always done: the command records the plan).
 func planOp(f *fixture, id, to string, done int) api.Operation {
 	a := f.addons[id]
-	op := api.Operation{ID: "op-p", AddonID: id, Kind: api.OpPlanChange, State: api.OpRunning, Steps: PlanChangeSteps(),
+	from, _ := api.FindPlan(api.DefaultPlans(), a.Plan)
+	toPlan, ok := api.FindPlan(api.DefaultPlans(), to)
+	if !ok {
+		toPlan.Kind = from.Kind
+	}
+	op := api.Operation{ID: "op-p", AddonID: id, Kind: api.OpPlanChange, State: api.OpRunning, Steps: PlanChangeSteps(from.Kind, toPlan.Kind),
 		Change: PlanChange(a.Plan, to), CreatedAt: t0}
 	a.Plan, a.Status = to, api.AddonUpdating
 	f.addons[id] = a
@@ -251,4 +263,150 @@ func downHost(f *fixture, id string) {
 	h := f.hosts[id]
 	h.State = api.HostDown
 	f.hosts[id] = h
+}
+
+// TestPlanChangeKinds: starter → business adds the members around the kept
+// ones and waits until they could take over; business → starter keeps the
+// primary and the entrypoint's haproxy and drops the rest at once.
+func TestPlanChangeKinds(t *testing.T) {
+	t.Run("starter to business: steps", func(t *testing.T) {
+		got := PlanChangeSteps(api.PlanStarter, api.PlanBusiness)
+		var names []string
+		for _, s := range got {
+			names = append(names, s.Name)
+		}
+		want := []string{StepRecordPlan, StepAddMembers, StepWaitMembers, StepResizeMembers, StepNotifyApp, StepMarkRunning}
+		if !slices.Equal(names, want) {
+			t.Fatalf("steps %q; want %q", names, want)
+		}
+	})
+	t.Run("starter to business: members added, entrypoint kept", func(t *testing.T) {
+		f := newFixture()
+		op := planOp(f, "s-2", "redis-business-256", 1)
+		d := Next(f.view("s-2"), op)
+		pm, ok := d.Effect.(PlaceMembers)
+		if d.Kind != Advance || !ok {
+			t.Fatalf("decision %v %q %T; want members placed", d.Kind, d.Detail, d.Effect)
+		}
+		if len(pm.Members) != 7 || pm.Entrypoint != "127.0.1.2:20021" {
+			t.Fatalf("placed %d members, entrypoint %s", len(pm.Members), pm.Entrypoint)
+		}
+		roles := map[api.Role]int{}
+		for _, m := range pm.Members {
+			roles[m.Role]++
+			switch m.ID {
+			case "s-2-redis-0", "s-2-haproxy-0":
+				if m.HostID != "h5" {
+					t.Errorf("kept member %s moved to %s", m.ID, m.HostID)
+				}
+			case "s-2-redis-1":
+				if m.HostID == "h5" || m.RedisRole != "replica" {
+					t.Errorf("new redis %+v: want a replica off h5", m)
+				}
+			}
+		}
+		if roles[api.RoleRedis] != 2 || roles[api.RoleSentinel] != 3 || roles[api.RoleHAProxy] != 2 {
+			t.Fatalf("roles %v", roles)
+		}
+		wantIn(t, d.Detail, "entrypoint 127.0.1.2:20021 kept")
+
+		// Resume: placed already → done at once.
+		a := f.addons["s-2"]
+		a.Members = pm.Members
+		f.addons["s-2"] = a
+		if d := Next(f.view("s-2"), op); d.Kind != Advance || d.Effect != nil {
+			t.Fatalf("resume: %v %q %T", d.Kind, d.Detail, d.Effect)
+		}
+
+		// Wait: new members not reported yet.
+		op.Steps[1].State = api.OpDone
+		d = Next(f.view("s-2"), op)
+		if d.Kind != Wait {
+			t.Fatalf("wait new members: %v %q", d.Kind, d.Detail)
+		}
+		wantIn(t, d.Detail, "waiting for s-2-redis-1")
+		// All running; the replica behind.
+		for _, m := range pm.Members {
+			o := Observed{Seen: true, State: api.MemberRunning}
+			if m.Role == api.RoleRedis {
+				o.RedisRole, o.Offset = "slave", 100
+				if m.ID == "s-2-redis-0" {
+					o.RedisRole, o.Offset = "master", 100+InSyncBytes+1
+				}
+			}
+			f.obs[m.ID] = o
+		}
+		d = Next(f.view("s-2"), op)
+		if d.Kind != Wait {
+			t.Fatalf("replica behind: %v %q", d.Kind, d.Detail)
+		}
+		wantIn(t, d.Detail, "bytes behind the primary")
+		o := f.obs["s-2-redis-1"]
+		o.Offset = f.obs["s-2-redis-0"].Offset
+		f.obs["s-2-redis-1"] = o
+		d = Next(f.view("s-2"), op)
+		cj, ok := d.Action.(CheckJoined)
+		if d.Kind != Run || !ok || d.Then != Advance || cj.Mutates() {
+			t.Fatalf("in sync: %v %q %T", d.Kind, d.Detail, d.Action)
+		}
+		if len(cj.Sentinels) != 3 || cj.Entrypoint != "127.0.1.2:20021" {
+			t.Fatalf("check %+v", cj)
+		}
+		for _, c := range cj.Sentinels {
+			if c.Others != 2 || c.Primary != "127.0.0.15:20020" || len(c.Replicas) != 1 {
+				t.Errorf("sentinel check %+v", c)
+			}
+		}
+	})
+	t.Run("business to starter: keeps the primary and the entrypoint's haproxy", func(t *testing.T) {
+		f := newFixture()
+		op := planOp(f, "b-1", "redis-starter-512", 1)
+		if op.Steps[1].Name != StepRemoveSurplus {
+			t.Fatalf("steps %+v", op.Steps)
+		}
+		d := Next(f.view("b-1"), op)
+		pm, ok := d.Effect.(PlaceMembers)
+		if d.Kind != Advance || !ok {
+			t.Fatalf("decision %v %q %T", d.Kind, d.Detail, d.Effect)
+		}
+		var ids []string
+		for _, m := range pm.Members {
+			ids = append(ids, m.ID)
+		}
+		if !slices.Equal(ids, []string{"b-1-redis-0", "b-1-haproxy-0"}) || pm.Entrypoint != "127.0.1.1:20000" {
+			t.Fatalf("kept %v, entrypoint %s", ids, pm.Entrypoint)
+		}
+		wantIn(t, d.Detail, "removed b-1-redis-1, b-1-sentinel-0, b-1-sentinel-1, b-1-sentinel-2, b-1-haproxy-1")
+	})
+	t.Run("business to starter: the other haproxy holds the entrypoint", func(t *testing.T) {
+		f := newFixture()
+		a := f.addons["b-1"]
+		a.Members[5].Active, a.Members[6].Active = false, true
+		f.addons["b-1"] = a
+		op := planOp(f, "b-1", "redis-starter-512", 1)
+		pm := Next(f.view("b-1"), op).Effect.(PlaceMembers)
+		if len(pm.Members) != 2 || pm.Members[1].ID != "b-1-haproxy-1" {
+			t.Fatalf("kept %+v", pm.Members)
+		}
+	})
+	t.Run("business to starter: waits for a serving primary", func(t *testing.T) {
+		f := newFixture()
+		f.obs["b-1-redis-0"] = Observed{Seen: true, State: api.MemberFailed}
+		op := planOp(f, "b-1", "redis-starter-512", 1)
+		d := Next(f.view("b-1"), op)
+		if d.Kind != Wait || d.Effect != nil {
+			t.Fatalf("decision %v %q %T", d.Kind, d.Detail, d.Effect)
+		}
+		wantIn(t, d.Detail, "waiting for the primary b-1-redis-0 to serve as the primary")
+	})
+	t.Run("business to starter: resume once removed", func(t *testing.T) {
+		f := newFixture()
+		a := f.addons["b-1"]
+		a.Members = []api.Member{a.Members[0], a.Members[5]}
+		f.addons["b-1"] = a
+		op := planOp(f, "b-1", "redis-starter-512", 1)
+		if d := Next(f.view("b-1"), op); d.Kind != Advance || d.Effect != nil {
+			t.Fatalf("resume: %v %q %T", d.Kind, d.Detail, d.Effect)
+		}
+	})
 }

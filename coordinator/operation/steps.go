@@ -103,7 +103,7 @@ func provision(v View, op api.Operation, step api.Step) Decision {
 			}
 			return Decision{Kind: Fail, Status: api.AddonError, Detail: api.Message(err)}
 		}
-		if v.Plan.Kind == api.PlanBusiness && v.VIPPool != "" && a.Entrypoint == "" {
+		if v.VIPPool != "" && a.Entrypoint == "" { // every addon: a starter keeps its URL when it becomes a business addon
 			vip, err := AllocateVIP(v.VIPPool, v.UsedEntrypoints)
 			if err != nil {
 				return wait("waiting for an entrypoint address: " + err.Error())
