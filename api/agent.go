@@ -133,6 +133,8 @@ type Assignments struct {
 	HostID      string       `json:"host_id"`
 	Index       uint64       `json:"index"`
 	Assignments []Assignment `json:"assignments"`
+	// Jobs are the backup jobs this host's agent must run (each once).
+	Jobs []BackupJob `json:"jobs,omitempty"`
 }
 
 // AliveRequest is the agent's liveness signal, sent several times a second

@@ -1,6 +1,8 @@
 package api
 
 import (
+	"encoding/json"
+	"fmt"
 	"regexp"
 	"strings"
 	"time"
@@ -58,7 +60,7 @@ type Backup struct {
 	// CreatedAt is when the attempt that made the dump started (a retry of
 	// a failed periodic backup moves it); FinishedAt when it ended.
 	CreatedAt  time.Time    `json:"created_at"`
-	FinishedAt time.Time    `json:"finished_at,omitempty"`
+	FinishedAt time.Time    `json:"finished_at,omitzero"`
 	Status     BackupStatus `json:"status"`
 	// Reason is why the backup failed (one line), or, while it runs, what
 	// it waits for.
@@ -67,7 +69,7 @@ type Backup struct {
 	// backup is retried the same day under the same ID); NextAttempt is
 	// when the next retry may start.
 	Attempts    int       `json:"attempts,omitempty"`
-	NextAttempt time.Time `json:"next_attempt,omitempty"`
+	NextAttempt time.Time `json:"next_attempt,omitzero"`
 	MemberID    string    `json:"member_id,omitempty"`
 	HostID      string    `json:"host_id,omitempty"`
 	SizeBytes   int64     `json:"size_bytes"`
@@ -86,9 +88,13 @@ type Backup struct {
 	Pinned bool `json:"pinned,omitempty"`
 	// Deleted says retention deleted the stored object; the record stays
 	// DeletedBackupKept after DeletedAt, with the reason.
-	Deleted       bool      `json:"deleted,omitempty"`
-	DeletedAt     time.Time `json:"deleted_at,omitempty"`
-	DeletedReason string    `json:"deleted_reason,omitempty"`
+	// ArchiveBytes and ArchiveChecksum (SHA-256, hex) are the plaintext
+	// archive's, as a download writes it: the CLI checks them.
+	ArchiveBytes    int64     `json:"archive_bytes,omitempty"`
+	ArchiveChecksum string    `json:"archive_checksum,omitempty"`
+	Deleted         bool      `json:"deleted,omitempty"`
+	DeletedAt       time.Time `json:"deleted_at,omitzero"`
+	DeletedReason   string    `json:"deleted_reason,omitempty"`
 }
 
 // Good reports whether b can be restored as far as we know: done, not
@@ -135,4 +141,111 @@ func ValidateBackupID(id string) error {
 		return Invalidf("backup id %q is malformed: expected <addon id>-YYYYMMDD or <addon id>-mYYYYMMDDThhmmssZ as `backups --app APP` lists them (e.g. my-app-3030-20261207)", id)
 	}
 	return nil
+}
+
+// Jobs: the coordinator asks an agent to run a backup (dump, then the
+// restore drill) or a restore by listing it in the agent's assignments
+// (Assignments.Jobs); the agent runs each job once per ID and reports it
+// (JobReport, POST /v1/agent/jobs). A job's ID is new for every attempt, so
+// a retry is a new job and an agent never runs one twice.
+
+// JobKind is what a job does.
+type JobKind string
+
+// Job kinds.
+const (
+	// JobBackup dumps a member into the backup store (BGSAVE, then the
+	// RDB, or the AOF files, through tar.gz and age into the store), then
+	// restore-drills it in a scratch server.
+	JobBackup JobKind = "backup"
+	// JobRestore replaces an addon's dataset by a stored backup (a scratch
+	// server loads it, every key is copied into the primary).
+	JobRestore JobKind = "restore"
+)
+
+// BackupJob is one job for an agent. It holds secrets (the addon's
+// password, the store's credentials, the encryption keys): never log it.
+type BackupJob struct {
+	ID   string  `json:"id"`
+	Kind JobKind `json:"kind"`
+	// Backup is the record: its ID, AddonID, StoreKey, and for a restore
+	// its KeyID and Checksum.
+	Backup Backup `json:"backup"`
+	// MemberID is the member on this host the job works on (the dumped
+	// member; for a restore, the addon's primary), Addr its host:port.
+	MemberID string `json:"member_id"`
+	Addr     string `json:"addr"`
+	Password string `json:"password"`
+	// AOF: the member runs with appendonly yes.
+	AOF bool `json:"aof,omitempty"`
+	// Engine, Version and Image: the addon's engine version, which the
+	// scratch server runs (drill and restore); PlanMemoryMB sizes it.
+	Engine       Engine `json:"engine"`
+	Version      string `json:"version"`
+	Image        string `json:"image"`
+	PlanMemoryMB int    `json:"plan_memory_mb"`
+	// Store is the backup store's configuration (backupstore.Config as
+	// JSON) and Keys the encryption keyring (backupstore.Keyring as JSON).
+	Store json.RawMessage `json:"store"`
+	Keys  json.RawMessage `json:"keys"`
+}
+
+// String names a job without its secrets.
+func (j BackupJob) String() string {
+	return fmt.Sprintf("%s job %s (backup %s, member %s)", j.Kind, j.ID, j.Backup.ID, j.MemberID)
+}
+
+// JobReport is an agent's account of a finished job.
+type JobReport struct {
+	HostID   string  `json:"host_id"`
+	JobID    string  `json:"job_id"`
+	BackupID string  `json:"backup_id"`
+	Kind     JobKind `json:"kind"`
+	OK       bool    `json:"ok"`
+	// Error is why the job failed (one line, no secret).
+	Error string `json:"error,omitempty"`
+	// A backup's figures: the stored object's size, SHA-256 and key id,
+	// the member's key count at BGSAVE time, the restore drill's verdict
+	// ("verified: …" or "not verified: why"), and the plaintext archive's
+	// size and SHA-256 (what a download writes).
+	SizeBytes       int64  `json:"size_bytes,omitempty"`
+	Checksum        string `json:"checksum,omitempty"`
+	KeyID           string `json:"key_id,omitempty"`
+	Keys            int64  `json:"keys,omitempty"`
+	Verified        string `json:"verified,omitempty"`
+	ArchiveBytes    int64  `json:"archive_bytes,omitempty"`
+	ArchiveChecksum string `json:"archive_checksum,omitempty"`
+	// A restore's: keys copied into the primary.
+	Restored   int64     `json:"restored,omitempty"`
+	StartedAt  time.Time `json:"started_at,omitzero"`
+	FinishedAt time.Time `json:"finished_at,omitzero"`
+}
+
+// Admin API of backups.
+
+// BackupCreateRequest asks for a manual backup of app's addon.
+type BackupCreateRequest struct {
+	App string `json:"app"`
+	// Pin keeps it whatever its age (retention skips it).
+	Pin bool `json:"pin,omitempty"`
+}
+
+// BackupCreateResponse answers it: the record and its operation.
+type BackupCreateResponse struct {
+	Backup    Backup    `json:"backup"`
+	Operation Operation `json:"operation"`
+	Message   string    `json:"message"`
+}
+
+// BackupRestoreRequest asks to restore backup ID into app's addon; Confirm
+// must repeat the app's name.
+type BackupRestoreRequest struct {
+	App     string `json:"app"`
+	Confirm string `json:"confirm"`
+}
+
+// BackupRestoreResponse answers it with the restore operation.
+type BackupRestoreResponse struct {
+	Operation Operation `json:"operation"`
+	Message   string    `json:"message"`
 }

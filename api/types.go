@@ -229,6 +229,7 @@ const (
 	OpSettingsChange OperationKind = "settings-change"
 	OpRemove         OperationKind = "remove"
 	OpReplaceMember  OperationKind = "replace-member"
+	OpBackup         OperationKind = "backup"
 	OpRestore        OperationKind = "restore"
 )
 
@@ -287,6 +288,9 @@ type Operation struct {
 	// Upgrade is what an engine upgrade moves to and what it recorded on
 	// its way (empty for other kinds).
 	Upgrade Upgrade `json:"upgrade,omitzero"`
+	// BackupID is the backup a backup or restore operation takes or
+	// restores.
+	BackupID string `json:"backup_id,omitempty"`
 	// Stuck says why the operation cannot make progress (a step waited
 	// or failed for too long); it is cleared when it moves again. Stuck
 	// operations are counted by the cacheplane_operations_stuck metric.
