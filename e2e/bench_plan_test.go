@@ -86,6 +86,45 @@ func TestBenchPlanChanges(t *testing.T) {
 		}
 		rows = append(rows, base, grow, shrink)
 	}
+	// Changes of kind, on the starter: to business and back, at the same
+	// size and at another one.
+	kindRounds := min(rounds, 3)
+	kinds := []struct {
+		name, from, to, how, docs string
+	}{
+		{"starter → business, same size (256 MB)", "redis-starter-256", "redis-business-256",
+			"a replica, three sentinels and a second haproxy placed around the kept redis node and haproxy; the starter's haproxy learns the replica at run time (no restart); done once the replica is in sync, every sentinel could fail over and the URL answers", "none"},
+		{"business → starter, same size (256 MB)", "redis-business-256", "redis-starter-256",
+			"the primary and the entrypoint's haproxy stay (not restarted), the replica, the sentinels and the other haproxy go in one step; the haproxy drops the replica's server at run time", "none"},
+		{"starter → business, larger (256 → 1024 MB)", "redis-starter-256", "redis-business-1024",
+			"as above, the kept redis node resized in place (cgroup limit, `CONFIG SET maxmemory`)", "none"},
+		{"business → starter, smaller (1024 → 256 MB)", "redis-business-1024", "redis-starter-256",
+			"as above, then the last node resized in place", "2–10 s"},
+	}
+	kindRows := make([]*planBenchRow, len(kinds))
+	for i, k := range kinds {
+		kindRows[i] = &planBenchRow{name: k.name, how: k.how, docs: k.docs}
+	}
+	kw := startWriter(starterOpt, "bench-kind:")
+	kw.waitAcksAfter(t, time.Now(), 300, 20*time.Second)
+	for r := 0; r < kindRounds; r++ {
+		for i, k := range kinds {
+			kindRows[i].runs = append(kindRows[i].runs, changePlan(t, f.c, kw, starterApp, starterID, k.from, k.to))
+			kw.waitAcksAfter(t, time.Now(), 100, 20*time.Second)
+		}
+	}
+	acks, failed, errs := kw.finish()
+	kc := redis.NewClient(starterOpt)
+	klost := len(missing(t, kc, "bench-kind:", acks))
+	kc.Close()
+	t.Logf("changes of kind: %d writes acknowledged, %d failed %v, %d lost", len(acks), failed, errs, klost)
+	for _, r := range kindRows {
+		r.lost = klost
+		for _, tr := range r.runs {
+			t.Logf("%s", tr)
+		}
+	}
+	rows = append(rows, kindRows...)
 	section := planSection(rows, rounds)
 	path := writeBenchSection(t, planBenchStart, planBenchEnd, section)
 	t.Logf("wrote %s:\n%s", path, section)
@@ -130,7 +169,7 @@ func durStats(ds []time.Duration) (med, hi time.Duration) {
 func planSection(rows []*planBenchRow, rounds int) string {
 	var b strings.Builder
 	p := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
-	p("%s\n## Plan changes: live resize measured through the URL\n\n", planBenchStart)
+	p("%s\n## Plan changes: every direction, measured through the URL\n\n", planBenchStart)
 	p("Measured %s on %s.  \n", time.Now().UTC().Format("2006-01-02 15:04 MST"), machine())
 	p("Commit %s.  \n", gitCommit())
 	p("Command: `make bench` (runs `go test -tags bench -run TestBench -v ./e2e/`; this section alone: " +
@@ -141,7 +180,8 @@ func planSection(rows []*planBenchRow, rounds int) string {
 		"back, %d rounds; every acknowledged write is read back at the end. Failed commands and the longest stall (longest time "+
 		"without an acknowledged write) are counted from the request to the operation being done; duration is the operation's own "+
 		"(created → last step done: record plan, resize members — `CONFIG GET maxmemory` on each redis node —, notify app — no hook "+
-		"configured here —, mark running).\n\n", rounds)
+		"configured here —, mark running). Changes of kind: the starter addon goes to business and back, at the same size and at "+
+		"another, %d rounds, one writer over all of them (its lost writes count over all of them); the URL is the same VIP throughout.\n\n", rounds, min(rounds, 3))
 	p("| transition | how | downtime in the product docs | runs | failed commands | lost writes | longest stall (median / max) | duration (median / max) |\n")
 	p("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |\n")
 	for _, r := range rows {
@@ -160,10 +200,6 @@ func planSection(rows []*planBenchRow, rounds int) string {
 		}
 		p("| %s | %s | %s | %d | %d | %d | %s / %s | %s |\n", r.name, r.how, r.docs, len(r.runs), failed, r.lost, ms(sm), ms(sx), dur)
 	}
-	p("| starter → business | not supported yet: refused before anything changes (a starter's address is its redis node's own; " +
-		"an HAProxy pair's address would need an entrypoint redesign) | none | – | – | – | – | – |\n")
-	p("| business → starter | not supported yet: refused before anything changes (a lone redis node cannot take over the HAProxy pair's address) | " +
-		"none / 2–10 s | – | – | – | – | – |\n")
 	p("\nThe docs' order for business → business (\"replicas first, failover, then the old primary\") is not needed: the resize is " +
 		"live on every node (no restart, no role change), so both nodes are resized at once and nothing fails over. Lost writes count " +
 		"over all rounds of an addon (one writer per addon). The stall is the longest time between two of the client's own back-to-back " +
