@@ -3,6 +3,7 @@ package api
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -313,4 +314,110 @@ func (c *Client) AddonOfApp(ctx context.Context, app string) (Addon, error) {
 		return Addon{}, fmt.Errorf("%w: app %s has no redis addon", ErrNotFound, app)
 	}
 	return c.Addon(ctx, as[0].ID)
+}
+
+// Backups lists the backups of app's addon, newest first (GET /v1/backups).
+func (c *Client) Backups(ctx context.Context, app string) ([]Backup, error) {
+	var out []Backup
+	return out, c.do(ctx, http.MethodGet, "/v1/backups?app="+url.QueryEscape(app), nil, &out)
+}
+
+// BackupCreate asks for a manual backup of r.App's addon (POST /v1/backups,
+// 202): the record (running) and its backup operation.
+func (c *Client) BackupCreate(ctx context.Context, r BackupCreateRequest) (BackupCreateResponse, error) {
+	var out BackupCreateResponse
+	return out, c.do(ctx, http.MethodPost, "/v1/backups", r, &out)
+}
+
+// BackupRestore restores backup id into r.App's addon (POST
+// /v1/backups/{id}/restore, 202): the restore operation.
+func (c *Client) BackupRestore(ctx context.Context, id string, r BackupRestoreRequest) (BackupRestoreResponse, error) {
+	var out BackupRestoreResponse
+	return out, c.do(ctx, http.MethodPost, "/v1/backups/"+url.PathEscape(id)+"/restore", r, &out)
+}
+
+// ReportJob reports a finished backup or restore job (agent API, POST
+// /v1/agent/jobs). Reporting a job twice is harmless.
+func (c *Client) ReportJob(ctx context.Context, r JobReport) error {
+	return c.do(ctx, http.MethodPost, "/v1/agent/jobs", r, nil)
+}
+
+// LatestBackup is the id BackupDownload's path carries when it asks for
+// the app's latest good backup.
+const LatestBackup = "latest"
+
+// BackupHeader carries, on a download's answer, the backup's record as
+// base64 (standard encoding) of its JSON.
+const BackupHeader = "X-Cacheplane-Backup"
+
+// BackupDownload streams backup id of app's addon as the plaintext tar.gz
+// (GET /v1/backups/{id}/download?app=APP); id "" is the app's latest good
+// backup. The Backup is the record (ArchiveBytes and ArchiveChecksum say
+// what the stream must add up to). The coordinator verifies the stored
+// object before it sends a byte: a corrupt one is an error here, not a
+// stream. The caller closes the stream; ctx bounds the whole download (no
+// other timeout applies to the body).
+func (c *Client) BackupDownload(ctx context.Context, app, id string) (io.ReadCloser, Backup, error) {
+	if id == "" {
+		id = LatestBackup
+	}
+	path := "/v1/backups/" + url.PathEscape(id) + "/download?app=" + url.QueryEscape(app)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+path, nil)
+	if err != nil {
+		return nil, Backup{}, fmt.Errorf("build request: %w", err)
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	hc := &http.Client{Transport: c.hc.Transport} // no overall timeout: the body may take long
+	resp, err := hc.Do(req)
+	if err != nil {
+		if c.socket != "" {
+			var ne *net.OpError
+			if errors.As(err, &ne) && ne.Op == "dial" {
+				return nil, Backup{}, fmt.Errorf("%w on %s (is cacheplane-coordinator running? pass --socket or set CACHEPLANE_SOCKET): %v", ErrNoSocket, c.socket, unwrapSyscall(err))
+			}
+		}
+		return nil, Backup{}, fmt.Errorf("GET %s: %w", path, err)
+	}
+	if resp.StatusCode >= 300 {
+		defer resp.Body.Close()
+		data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		var eb ErrorBody
+		if json.Unmarshal(data, &eb) != nil || eb.Error == "" {
+			eb = ErrorBody{Error: fmt.Sprintf("GET %s: %s: %s", path, resp.Status, strings.TrimSpace(string(data))), Code: "internal"}
+		}
+		return nil, Backup{}, &RemoteError{Status: resp.StatusCode, Code: eb.Code, Message: eb.Error}
+	}
+	b, err := DecodeBackupHeader(resp.Header.Get(BackupHeader))
+	if err != nil {
+		resp.Body.Close()
+		return nil, Backup{}, fmt.Errorf("GET %s: %w", path, err)
+	}
+	return resp.Body, b, nil
+}
+
+// EncodeBackupHeader is the value of BackupHeader for b.
+func EncodeBackupHeader(b Backup) (string, error) {
+	data, err := json.Marshal(b)
+	if err != nil {
+		return "", fmt.Errorf("encode backup %s: %w", b.ID, err)
+	}
+	return base64.StdEncoding.EncodeToString(data), nil
+}
+
+// DecodeBackupHeader reads a BackupHeader value.
+func DecodeBackupHeader(v string) (Backup, error) {
+	var b Backup
+	if v == "" {
+		return b, fmt.Errorf("the answer has no %s header", BackupHeader)
+	}
+	data, err := base64.StdEncoding.DecodeString(v)
+	if err != nil {
+		return b, fmt.Errorf("decode %s header: %w", BackupHeader, err)
+	}
+	if err := json.Unmarshal(data, &b); err != nil {
+		return b, fmt.Errorf("decode %s header: %w", BackupHeader, err)
+	}
+	return b, nil
 }
