@@ -146,6 +146,10 @@ func (a *Agent) planMember(as api.Assignment) (memberPlan, error) {
 		hashed["password"] = as.Password
 		p.probe = net.JoinHostPort(addr, strconv.Itoa(as.Port))
 	case api.RoleHAProxy:
+		// HAProxy runs the same whatever the addon's engine version:
+		// an upgrade that keeps its image restarts nothing.
+		delete(hashed, "engine")
+		delete(hashed, "version")
 		in, err := a.haproxyInput(as)
 		if err != nil {
 			return p, err

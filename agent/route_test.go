@@ -283,6 +283,17 @@ func TestRouteSpecOf(t *testing.T) {
 	if p1.conf != p2.conf || p1.spec.SpecHash != p2.spec.SpecHash {
 		t.Error("the VIP holder changes haproxy.cfg (a move would restart HAProxy)")
 	}
+	// Nor does the addon's engine version (an upgrade that keeps the
+	// HAProxy image restarts no HAProxy).
+	upg := as
+	upg.Engine, upg.Version = api.EngineValkey, "8.0.1"
+	if p3, _ := a.planMember(upg); p3.spec.SpecHash != p1.spec.SpecHash {
+		t.Error("an engine version change restarts HAProxy")
+	}
+	upg.Image = "cacheplane.local/haproxy:2.8"
+	if p4, _ := a.planMember(upg); p4.spec.SpecHash == p1.spec.SpecHash {
+		t.Error("a new HAProxy image does not restart HAProxy")
+	}
 	if p1.probe != "127.0.0.13:20002" {
 		t.Errorf("probe %s, want the member's own address", p1.probe)
 	}

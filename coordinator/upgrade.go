@@ -96,7 +96,7 @@ func (s *Server) handleEngineUpgrade(w http.ResponseWriter, r *http.Request) err
 		}
 		now := s.now().UTC()
 		op := api.Operation{ID: opID, AddonID: id, App: req.App, Kind: api.OpUpgrade, State: api.OpRunning,
-			Steps: operation.UpgradeSteps(in.Addon, plan.Rolling), Change: operation.UpgradeChange(plan.From.Key(), plan.To.Key()),
+			Steps: operation.UpgradeStepsOf(in.Addon, plan.Rolling, plan.From.Images[api.RoleHAProxy] != plan.To.Images[api.RoleHAProxy]), Change: operation.UpgradeChange(plan.From.Key(), plan.To.Key()),
 			Upgrade: api.Upgrade{From: plan.From.Key(), To: plan.To.Key(), Engine: plan.To.Engine, Version: plan.To.Version,
 				Rolling: plan.Rolling, MayDiscardData: req.MayDiscardData, Primary: primaryID, Keys: keys},
 			CreatedAt: now, UpdatedAt: now}

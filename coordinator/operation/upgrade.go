@@ -70,7 +70,14 @@ func UpgradeChange(from, to string) string { return "engine " + from + " -> " + 
 // UpgradeSteps is the step list of an engine upgrade of a: a starter (one
 // redis member) or a business addon, rolling or not. The primary is the
 // recorded one; haproxys move standby first.
-func UpgradeSteps(a api.Addon, rolling bool) []api.Step {
+func UpgradeSteps(a api.Addon, rolling bool) []api.Step { return UpgradeStepsOf(a, rolling, true) }
+
+// UpgradeStepsOf is UpgradeSteps with the haproxy members left out when
+// restartHAProxy is false: the two versions run the same HAProxy image, and
+// an HAProxy's process depends on nothing else of the engine version (its
+// agent leaves the version out of its spec), so nothing would change but a
+// restart — for a starter, a second break of the URL after its node's.
+func UpgradeStepsOf(a api.Addon, rolling, restartHAProxy bool) []api.Step {
 	var replicas, sentinelIDs, standby, holder []string
 	prim, _ := Primary(a)
 	for _, m := range a.Members {
@@ -79,6 +86,7 @@ func UpgradeSteps(a api.Addon, rolling bool) []api.Step {
 			replicas = append(replicas, m.ID)
 		case m.Role == api.RoleSentinel:
 			sentinelIDs = append(sentinelIDs, m.ID)
+		case m.Role == api.RoleHAProxy && !restartHAProxy:
 		case m.Role == api.RoleHAProxy && m.Active:
 			holder = append(holder, m.ID)
 		case m.Role == api.RoleHAProxy:

@@ -810,3 +810,29 @@ func TestSwitchingOver(t *testing.T) {
 		t.Error("a replace switches over in its demote step only")
 	}
 }
+
+// TestUpgradeStepsKeepHAProxy: versions with the same HAProxy image upgrade
+// no haproxy member (no VIP move, no restart): a starter's URL breaks once.
+func TestUpgradeStepsKeepHAProxy(t *testing.T) {
+	f := newFixture()
+	names := func(ss []api.Step) []string {
+		var out []string
+		for _, s := range ss {
+			out = append(out, s.Name)
+		}
+		return out
+	}
+	s := names(UpgradeStepsOf(f.addons["s-2"], true, false))
+	want := []string{StepSavePrefix + "s-2-redis-0", StepUpgradePrefix + "s-2-redis-0", StepWaitPrefix + "s-2-redis-0", StepRecordVersion, StepNotifyApp, StepMarkRunning}
+	if !slices.Equal(s, want) {
+		t.Errorf("starter steps %q; want %q", s, want)
+	}
+	for _, n := range names(UpgradeStepsOf(f.addons["b-1"], true, false)) {
+		if strings.Contains(n, "haproxy") || strings.HasPrefix(n, StepMoveEntrypointPrefix) {
+			t.Errorf("business step %q with the same HAProxy image", n)
+		}
+	}
+	if got := names(UpgradeStepsOf(f.addons["b-1"], true, true)); !slices.Contains(got, StepUpgradePrefix+"b-1-haproxy-0") {
+		t.Errorf("a new HAProxy image upgrades no haproxy: %q", got)
+	}
+}
