@@ -18,6 +18,9 @@ var (
 	ErrNoLeader     = errors.New("no leader")
 	ErrUnauthorized = errors.New("unauthorized")
 	ErrUnreachable  = errors.New("unreachable")
+	// ErrCorrupt: a stored backup does not match its record (checksum)
+	// or does not decrypt; nothing is sent or restored from it.
+	ErrCorrupt = errors.New("backup corrupt")
 )
 
 // Error codes on the wire, one per sentinel.
@@ -35,6 +38,7 @@ var codes = []struct {
 	{ErrNoLeader, "no_leader", http.StatusServiceUnavailable},
 	{ErrUnauthorized, "unauthorized", http.StatusUnauthorized},
 	{ErrUnreachable, "unreachable", http.StatusBadGateway},
+	{ErrCorrupt, "corrupt", http.StatusUnprocessableEntity},
 }
 
 // HTTPStatus is the status code for err: the first sentinel it wraps decides.

@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/cacheplane/cacheplane/backupstore"
 	"github.com/cacheplane/cacheplane/coordinator"
 )
 
@@ -15,7 +16,9 @@ func serveCmd(g *globals) *cobra.Command {
 	var (
 		id, dataDir, raftAddr, httpAddr, tokenFile, logLevel, vipCIDR string
 		appHookCommand, appHookURL                                    string
+		backupDir, backupKeysFile, backupSpec, backupTZ               string
 		hostDownAfter, hostSuspectAfter, healAfter                    time.Duration
+		backupWindow, backupCheckEvery, backupJobTimeout              time.Duration
 		bootstrap                                                     bool
 	)
 	cmd := &cobra.Command{
@@ -77,6 +80,27 @@ defaults in coordinator.DefaultConfig), then these flags override it.`,
 			if f.Changed("app-hook-url") {
 				cfg.AppHookURL = appHookURL
 			}
+			if f.Changed("backup-dir") {
+				cfg.BackupStore = backupstore.Config{Kind: backupstore.KindLocal, Dir: backupDir}
+			}
+			if f.Changed("backup-keys-file") {
+				cfg.BackupKeysFile = backupKeysFile
+			}
+			if f.Changed("backup-schedule") {
+				cfg.BackupSchedule.Spec = backupSpec
+			}
+			if f.Changed("backup-tz") {
+				cfg.BackupSchedule.TZ = backupTZ
+			}
+			if f.Changed("backup-window") {
+				cfg.BackupSchedule.Window = coordinator.Duration(backupWindow)
+			}
+			if f.Changed("backup-check-every") {
+				cfg.BackupCheckEvery = coordinator.Duration(backupCheckEvery)
+			}
+			if f.Changed("backup-job-timeout") {
+				cfg.BackupJobTimeout = coordinator.Duration(backupJobTimeout)
+			}
 			if err := cfg.Validate(); err != nil {
 				return err
 			}
@@ -108,5 +132,12 @@ defaults in coordinator.DefaultConfig), then these flags override it.`,
 	f.DurationVar(&healAfter, "heal-after", time.Duration(d.HealAfter), "replace the members of a host down for this long")
 	f.StringVar(&appHookCommand, "app-hook-command", "", "program (and arguments, split on spaces, no shell) run after a plan change with CACHEPLANE_ADDON_ID, CACHEPLANE_APP, CACHEPLANE_CHANGE, REDIS_URL in its environment (config app_hook_command takes an argv array)")
 	f.StringVar(&appHookURL, "app-hook-url", "", "http(s) URL POSTed the same as JSON after a plan change")
+	f.StringVar(&backupDir, "backup-dir", "", "local backup store directory (default <data-dir>/backups; coordinators and agents on several machines must share it, else configure an s3 backup_store in the config file)")
+	f.StringVar(&backupKeysFile, "backup-keys-file", "", "backup encryption keyring, JSON, mode 0600 (default <data-dir>/backup-keys.json, made with a new key when missing; every coordinator of a cluster must use the same)")
+	f.StringVar(&backupSpec, "backup-schedule", d.BackupSchedule.Spec, "cron spec of the daily backups, read in --backup-tz")
+	f.StringVar(&backupTZ, "backup-tz", d.BackupSchedule.TZ, "time zone of the backup schedule and of retention's days")
+	f.DurationVar(&backupWindow, "backup-window", time.Duration(d.BackupSchedule.Window), "spread the addons' daily backups over this long after the scheduled time")
+	f.DurationVar(&backupCheckEvery, "backup-check-every", time.Duration(d.BackupCheckEvery), "how often the leader looks for due backups")
+	f.DurationVar(&backupJobTimeout, "backup-job-timeout", time.Duration(d.BackupJobTimeout), "fail a backup or restore whose agent reports nothing for this long")
 	return cmd
 }

@@ -167,6 +167,9 @@ func (s *Server) handleAssignments(w http.ResponseWriter, r *http.Request) error
 		s.store.FSM().Read(func(st *State, idx uint64) {
 			_, known = st.Hosts[hostID]
 			out = api.Assignments{HostID: hostID, Index: idx, Assignments: assignmentsFor(st, hostID)}
+			if s.backups != nil {
+				out.Jobs = s.backups.jobsFor(st, hostID)
+			}
 		})
 		if !known {
 			return fmt.Errorf("%w: host %s is not registered; register first", api.ErrNotFound, hostID)

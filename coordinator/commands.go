@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/cacheplane/cacheplane/api"
+	"github.com/cacheplane/cacheplane/coordinator/operation"
 )
 
 // CommandType is the first byte of every Raft log entry. The list is
@@ -38,6 +39,13 @@ const (
 	CmdAddonPlanChange   CommandType = 17
 	CmdAddonUpgrade      CommandType = 18
 	CmdMemberVersion     CommandType = 19
+	CmdBackupCreate      CommandType = 20
+	CmdBackupUpdate      CommandType = 21
+	CmdJobStart          CommandType = 22
+	CmdJobReport         CommandType = 23
+	CmdBackupsDeleted    CommandType = 24
+	CmdBackupsForget     CommandType = 25
+	CmdRestoreCreate     CommandType = 26
 )
 
 var commandNames = map[CommandType]string{
@@ -60,6 +68,13 @@ var commandNames = map[CommandType]string{
 	CmdAddonPlanChange:   "addon-plan-change",
 	CmdAddonUpgrade:      "addon-upgrade",
 	CmdMemberVersion:     "member-version",
+	CmdBackupCreate:      "backup-create",
+	CmdBackupUpdate:      "backup-update",
+	CmdJobStart:          "job-start",
+	CmdJobReport:         "job-report",
+	CmdBackupsDeleted:    "backups-deleted",
+	CmdBackupsForget:     "backups-forget",
+	CmdRestoreCreate:     "restore-create",
 }
 
 func (t CommandType) String() string {
@@ -246,4 +261,82 @@ type MemberVersionTo struct {
 	MemberID string     `json:"member_id"`
 	Engine   api.Engine `json:"engine"`
 	Version  string     `json:"version"`
+}
+
+// BackupCreateCmd records a backup (running) with its backup operation: a
+// new record (the FSM assigns its Seq, the app's next) or, for a periodic
+// backup whose record of the day failed, the same record adopted for a
+// retry (Attempts grown; same id, same Seq). A record that exists
+// otherwise is answered as it is (a manual backup asked twice within a
+// second, a retry already adopted) and nothing changes. Refused for an
+// addon that is not running or has another active operation.
+type BackupCreateCmd struct {
+	Backup    api.Backup    `json:"backup"`
+	Operation api.Operation `json:"operation"`
+	At        time.Time     `json:"at"`
+}
+
+// BackupCreated answers BackupCreateCmd: the record and its operation;
+// Existing when the record was already there (then Operation is the latest
+// backup operation of that id, if any).
+type BackupCreated struct {
+	Backup    api.Backup
+	Operation api.Operation
+	Existing  bool
+}
+
+// BackupUpdateCmd is a backup or restore step's change, committed with the
+// step: the backup record as it now stands (a member chosen, the figures
+// and drill verdict of a done dump, the reason of a failure), the
+// operation and optionally the addon's new status. The record's identity
+// (id, addon, app, kind, day, seq, store key, pin) never changes.
+type BackupUpdateCmd struct {
+	Backup      api.Backup      `json:"backup"`
+	Operation   api.Operation   `json:"operation"`
+	AddonStatus api.AddonStatus `json:"addon_status,omitempty"`
+}
+
+// JobStartCmd records a job (listed in its host's assignments until it is
+// reported) with the step that started it.
+type JobStartCmd struct {
+	Job       operation.Job `json:"job"`
+	Operation api.Operation `json:"operation"`
+}
+
+// JobReportCmd records an agent's report of a job. A job reported already
+// keeps its first report (a report sent again changes nothing).
+type JobReportCmd struct {
+	Report api.JobReport `json:"report"`
+	At     time.Time     `json:"at"`
+}
+
+// BackupsDeletedCmd marks backups whose stored object retention deleted:
+// the records stay api.DeletedBackupKept with the reason.
+type BackupsDeletedCmd struct {
+	Deleted []BackupDeletion `json:"deleted"`
+	At      time.Time        `json:"at"`
+}
+
+// BackupDeletion is one backup retention deleted, and why.
+type BackupDeletion struct {
+	ID     string `json:"id"`
+	Reason string `json:"reason"`
+}
+
+// BackupsForgetCmd drops the records of deleted backups (retention's,
+// once api.DeletedBackupKept has passed). Records not marked deleted stay.
+type BackupsForgetCmd struct {
+	IDs []string `json:"ids"`
+}
+
+// RestoreCreateCmd starts the restore of a backup into its app's addon:
+// the operation is recorded and the addon is updating. Refused unless the
+// backup is good and of the addon's app, and the addon running with no
+// other active operation.
+type RestoreCreateCmd struct {
+	AddonID   string        `json:"addon_id"`
+	App       string        `json:"app"`
+	BackupID  string        `json:"backup_id"`
+	Operation api.Operation `json:"operation"`
+	At        time.Time     `json:"at"`
 }

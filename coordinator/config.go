@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/cacheplane/cacheplane/api"
+	"github.com/cacheplane/cacheplane/backup"
+	"github.com/cacheplane/cacheplane/backupstore"
 )
 
 // DefaultConfigPath is where the coordinator and the CLI look for the
@@ -95,6 +97,52 @@ type Config struct {
 	AppHookRetryAfter Duration `json:"app_hook_retry_after"`
 	// LogLevel is debug, info, warn or error; logs are JSON on stderr.
 	LogLevel string `json:"log_level"`
+
+	// BackupStore is where backups are stored (backupstore.Config): by
+	// default a local directory, <data_dir>/backups. The agents write into
+	// it (the store's configuration travels in each backup job) and every
+	// coordinator reads from it for downloads: with several coordinators,
+	// or agents on several machines, a local store must be a directory
+	// they all share (the same path on each, e.g. an NFS mount); else use
+	// an S3-compatible bucket ({"kind": "s3", "endpoint": "host:port",
+	// "bucket": ..., "access_key": ..., "secret_key": ...}).
+	BackupStore backupstore.Config `json:"backup_store"`
+	// BackupKeysFile holds the keyring backups are encrypted with
+	// (backupstore.Keyring as JSON: {"current": ID, "keys": {ID:
+	// "AGE-SECRET-KEY-1..."}}, mode 0600); default
+	// <data_dir>/backup-keys.json. A coordinator that finds no file makes
+	// one with a new key. Every coordinator of a cluster must use the same
+	// keys: start the first one, then copy its file (0600) to the others
+	// before they start, or point them all at one shared file. Losing the
+	// file loses every backup sealed with its keys: keep a copy apart.
+	BackupKeysFile string `json:"backup_keys_file"`
+	// BackupSchedule is when periodic backups are taken (package backup):
+	// by default daily at 01:00 Europe/Paris, starts spread over 2h, at
+	// most 2 dumps at a time per host, a failed dump retried every 10m
+	// (that day only).
+	BackupSchedule BackupScheduleConfig `json:"backup_schedule"`
+	// BackupJobTimeout fails a backup or restore whose agent reported
+	// nothing this long after its job was listed.
+	BackupJobTimeout Duration `json:"backup_job_timeout"`
+	// BackupCheckEvery is how often the leader looks for due backups
+	// (it also looks at once when it takes over).
+	BackupCheckEvery Duration `json:"backup_check_every"`
+}
+
+// BackupScheduleConfig is backup.Schedule as the config file spells it
+// (durations as "2h").
+type BackupScheduleConfig struct {
+	// Spec is a five-field cron spec read in TZ ("0 1 * * *").
+	Spec       string   `json:"spec"`
+	TZ         string   `json:"tz"`
+	Window     Duration `json:"window"`
+	PerHost    int      `json:"per_host"`
+	RetryEvery Duration `json:"retry_every"`
+}
+
+// Schedule is the backup.Schedule it describes.
+func (b BackupScheduleConfig) Schedule() backup.Schedule {
+	return backup.Schedule{Spec: b.Spec, TZ: b.TZ, Window: time.Duration(b.Window), PerHost: b.PerHost, RetryEvery: time.Duration(b.RetryEvery)}
 }
 
 // DefaultConfig returns every default.
@@ -120,6 +168,11 @@ func DefaultConfig() Config {
 		HealAfter:          Duration(30 * time.Second),
 		HealParallel:       4,
 		LogLevel:           "info",
+		BackupStore:        backupstore.Config{Kind: backupstore.KindLocal},
+		BackupSchedule: BackupScheduleConfig{Spec: backup.DefaultSpec, TZ: backup.DefaultTZ, Window: Duration(backup.DefaultWindow),
+			PerHost: backup.DefaultPerHost, RetryEvery: Duration(backup.DefaultRetryEvery)},
+		BackupJobTimeout: Duration(30 * time.Minute),
+		BackupCheckEvery: Duration(30 * time.Second),
 	}
 }
 
@@ -204,6 +257,9 @@ func (c *Config) Validate() error {
 	if err := c.validateAppHook(); err != nil {
 		return err
 	}
+	if err := c.validateBackups(); err != nil {
+		return err
+	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":
 	default:
@@ -237,6 +293,43 @@ func (c *Config) validateAppHook() error {
 	}
 	if c.AppHookRetryAfter < 0 {
 		return fmt.Errorf("config: app_hook_retry_after must not be negative")
+	}
+	return nil
+}
+
+// validateBackups fills the backup paths from data_dir and checks the
+// backup settings. No message quotes a secret.
+func (c *Config) validateBackups() error {
+	dataDir, err := filepath.Abs(c.DataDir)
+	if err != nil {
+		return fmt.Errorf("config: data_dir %s: %w", c.DataDir, err)
+	}
+	st := &c.BackupStore
+	if (st.Kind == "" || st.Kind == backupstore.KindLocal) && st.Dir == "" && st.Endpoint == "" && st.Bucket == "" {
+		st.Kind, st.Dir = backupstore.KindLocal, filepath.Join(dataDir, "backups")
+	}
+	if st.Kind == backupstore.KindLocal && st.Dir != "" && !filepath.IsAbs(st.Dir) {
+		if st.Dir, err = filepath.Abs(st.Dir); err != nil {
+			return fmt.Errorf("config: backup_store: dir: %w", err)
+		}
+	}
+	if err := st.Validate(); err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	if c.BackupKeysFile == "" {
+		c.BackupKeysFile = filepath.Join(dataDir, "backup-keys.json")
+	}
+	if c.BackupKeysFile, err = filepath.Abs(c.BackupKeysFile); err != nil {
+		return fmt.Errorf("config: backup_keys_file: %w", err)
+	}
+	if err := c.BackupSchedule.Schedule().Validate(); err != nil {
+		return fmt.Errorf("config: backup_schedule: %w", err)
+	}
+	if c.BackupJobTimeout <= 0 {
+		return fmt.Errorf("config: backup_job_timeout must be positive (it fails a backup or restore whose agent stays silent; default 30m)")
+	}
+	if c.BackupCheckEvery <= 0 {
+		return fmt.Errorf("config: backup_check_every must be positive (default 30s)")
 	}
 	return nil
 }

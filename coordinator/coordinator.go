@@ -41,6 +41,10 @@ func Start(cfg Config, log *slog.Logger, raftLog io.Writer) (*Coordinator, error
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	keys, created, err := LoadBackupKeys(cfg.BackupKeysFile, time.Now())
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
 	// Listen on the peer address first: a second coordinator on the same
 	// address fails before touching the Raft files.
 	peerLn, err := net.Listen("tcp", cfg.HTTPAddr)
@@ -63,8 +67,20 @@ func Start(cfg Config, log *slog.Logger, raftLog io.Writer) (*Coordinator, error
 	m := newMetrics()
 	m.reg.MustRegister(newStateCollector(store, cfg.ID))
 	store.applySeconds = m.applySeconds
+	backups, err := newBackupEnv(cfg, keys, newBackupMetrics(m.reg))
+	if err != nil {
+		peerLn.Close()
+		adminLn.Close()
+		_ = store.Close()
+		return nil, err
+	}
+	if created {
+		log.Warn("backup keys file created with a new key: copy it (mode 0600) to every other coordinator of this cluster, and keep a copy apart: backups cannot be read without it",
+			"backup_keys_file", cfg.BackupKeysFile, "keyring", keys)
+	}
 	stats := newStatsHistory()
 	c.server = newServer(cfg, store, obs, stats, log.With("component", "api"))
+	c.server.backups = backups
 	c.adminSrv = &http.Server{Handler: c.server.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	peer := http.NewServeMux()
 	peer.Handle("GET /metrics", m.handler())
@@ -88,14 +104,17 @@ func Start(cfg Config, log *slog.Logger, raftLog io.Writer) (*Coordinator, error
 					FailoverTimeout: render.SentinelFailoverTimeout, ParallelSyncs: render.SentinelParallelSyncs}},
 			&engine{store: store, obs: obs, stats: stats, log: log.With("component", "operations"), now: time.Now, vipPool: cfg.EntrypointCIDR,
 				heal:   operation.HealConfig{HealAfter: time.Duration(cfg.HealAfter), MaxParallel: cfg.HealParallel},
-				limits: operation.DefaultLimits(), act: redisActions(), hook: newAppHook(cfg)},
+				limits: operation.DefaultLimits(), act: redisActions(), hook: newAppHook(cfg), backups: backups},
+			&backupsController{store: store, obs: obs, env: backups, log: log.With("component", "backups"), now: time.Now,
+				every: time.Duration(cfg.BackupCheckEvery)},
 		},
 	}
 	c.wg.Add(3)
 	go func() { defer c.wg.Done(); lead.run(ctx) }()
 	go func() { defer c.wg.Done(); c.serve(c.adminSrv, adminLn, "admin socket") }()
 	go func() { defer c.wg.Done(); c.serve(c.peerSrv, peerLn, "peer api") }()
-	log.Info("coordinator started", "id", cfg.ID, "raft_addr", cfg.RaftAddr, "http_addr", cfg.HTTPAddr, "socket", cfg.Socket)
+	log.Info("coordinator started", "id", cfg.ID, "raft_addr", cfg.RaftAddr, "http_addr", cfg.HTTPAddr, "socket", cfg.Socket,
+		"backup_store", cfg.BackupStore, "backup_keys", keys)
 	return c, nil
 }
 

@@ -40,6 +40,8 @@ type engine struct {
 	act      actions
 	hook     appHook // the fleet's app hook (NotifyApp)
 	parallel int
+	// backups: backup and restore figures and metrics (nil: defaults).
+	backups *backupEnv
 
 	mu       sync.Mutex
 	inflight map[string]bool // addon ids with an action under way
@@ -111,6 +113,10 @@ type snapshot struct {
 	active map[string]api.Operation
 	// cancelled: when each member's replace operation was last cancelled.
 	cancelled map[string]time.Time
+	// backups are the records active operations work on, jobs each
+	// active operation's latest job, by operation id.
+	backups map[string]api.Backup
+	jobs    map[string]operation.Job
 }
 
 func (e *engine) snapshot() snapshot {
@@ -133,6 +139,19 @@ func (e *engine) snapshot() snapshot {
 		for _, o := range s.Operations {
 			if o.Kind == api.OpReplaceMember && o.State == api.OpCancelled && o.UpdatedAt.After(sn.cancelled[o.Target]) {
 				sn.cancelled[o.Target] = o.UpdatedAt
+			}
+		}
+		sn.backups, sn.jobs = map[string]api.Backup{}, map[string]operation.Job{}
+		for id := range s.active {
+			if o := s.Operations[id]; o.BackupID != "" {
+				if b, ok := s.Backups[o.BackupID]; ok {
+					sn.backups[b.ID] = b
+				}
+			}
+		}
+		for _, j := range s.Jobs {
+			if cur, ok := sn.jobs[j.OperationID]; s.active[j.OperationID] && (!ok || j.CreatedAt.After(cur.CreatedAt)) {
+				sn.jobs[j.OperationID] = j
 			}
 		}
 		for id := range s.active {
@@ -170,6 +189,20 @@ func (e *engine) view(sn snapshot, addonID string, now time.Time) operation.View
 		v.Observed[m.ID] = observe(e.obs, sn.hosts[m.HostID], m)
 		v.HostSeen[m.HostID] = e.obs.lastSeen(m.HostID)
 	}
+	return v
+}
+
+// opView is view for op: with its backup record and job.
+func (e *engine) opView(sn snapshot, op api.Operation, now time.Time) operation.View {
+	v := e.view(sn, op.AddonID, now)
+	v.BackupLimits = operation.DefaultBackupLimits()
+	if e.backups != nil {
+		v.BackupLimits = e.backups.limits
+	}
+	if op.BackupID != "" {
+		v.Backup, v.BackupKnown = sn.backups[op.BackupID]
+	}
+	v.Job, v.JobKnown = sn.jobs[op.ID]
 	return v
 }
 
@@ -222,9 +255,9 @@ func (e *engine) pass(ctx context.Context, wg *sync.WaitGroup) {
 			e.release(op.AddonID)
 			continue
 		}
-		d := operation.Next(e.view(sn, op.AddonID, now), op)
+		d := operation.Next(e.opView(sn, op, now), op)
 		if d.Kind == operation.Run {
-			v, step := e.view(sn, op.AddonID, now), op.CurrentStep()
+			v, step := e.opView(sn, op, now), op.CurrentStep()
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
@@ -567,6 +600,20 @@ func (e *engine) commit(ctx context.Context, op api.Operation, d operation.Decis
 		step.State, step.Detail = api.OpRunning, d.Detail
 		op.State = api.OpRunning
 		op.Stuck = operation.Stuck(op, now, e.limits)
+		if sj, ok := d.Effect.(operation.StartJob); ok {
+			id, err := newJobID()
+			if err != nil {
+				return err
+			}
+			j := operation.Job{ID: id, Kind: sj.Kind, OperationID: op.ID, AddonID: op.AddonID, BackupID: op.BackupID,
+				HostID: sj.HostID, MemberID: sj.MemberID, CreatedAt: now}
+			op.Steps[i].Detail = d.Detail + " (job " + id + ")"
+			if err := apply(CmdJobStart, JobStartCmd{Job: j, Operation: op}); err != nil {
+				return err
+			}
+			e.log.Info("job listed", "op", op.ID, "addon", op.AddonID, "kind", sj.Kind, "job", id, "backup", op.BackupID, "host", sj.HostID, "member", sj.MemberID)
+			return nil
+		}
 		if !force && prevState == api.OpRunning && prevDetail == d.Detail && prevStuck == op.Stuck {
 			return nil
 		}
@@ -601,6 +648,9 @@ func (e *engine) commit(ctx context.Context, op api.Operation, d operation.Decis
 		case operation.SetMemberVersion, operation.StopMember, operation.SetAddonVersion, operation.MoveEntrypoint:
 			c, _ := upgradeCmd(op, eff, now)
 			err = apply(CmdMemberVersion, c)
+		case operation.UpdateBackup:
+			err = apply(CmdBackupUpdate, BackupUpdateCmd{Backup: eff.Backup, Operation: op, AddonStatus: d.Status})
+			d.Status = ""
 		case operation.DeleteAddon:
 			var members []api.Member
 			e.store.FSM().Read(func(s *State, _ uint64) { members = append(members, s.Addons[op.AddonID].Members...) })
@@ -618,6 +668,7 @@ func (e *engine) commit(ctx context.Context, op api.Operation, d operation.Decis
 		}
 		if err == nil {
 			e.logStep(op, i, d)
+			e.finished(op)
 		}
 		return err
 	case operation.Fail:
@@ -626,7 +677,16 @@ func (e *engine) commit(ctx context.Context, op api.Operation, d operation.Decis
 		}
 		op.State, op.Error, op.Stuck = api.OpFailed, d.Detail, ""
 		e.log.Warn("operation failed", "op", op.ID, "addon", op.AddonID, "kind", op.Kind, "reason", d.Detail)
-		return apply(CmdOperationUpdate, OperationUpdateCmd{Operation: op, AddonStatus: d.Status})
+		var err error
+		if ub, ok := d.Effect.(operation.UpdateBackup); ok {
+			err = apply(CmdBackupUpdate, BackupUpdateCmd{Backup: ub.Backup, Operation: op, AddonStatus: d.Status})
+		} else {
+			err = apply(CmdOperationUpdate, OperationUpdateCmd{Operation: op, AddonStatus: d.Status})
+		}
+		if err == nil {
+			e.finished(op)
+		}
+		return err
 	case operation.Cancel:
 		op.State, op.Error, op.Stuck = api.OpCancelled, d.Detail, ""
 		if step != nil && step.State == api.OpRunning {
@@ -640,9 +700,23 @@ func (e *engine) commit(ctx context.Context, op api.Operation, d operation.Decis
 		if rm, ok := d.Effect.(operation.RemoveMember); ok {
 			return apply(CmdMemberRemoved, MemberRemovedCmd{AddonID: op.AddonID, MemberID: rm.MemberID, Operation: op})
 		}
+		if ub, ok := d.Effect.(operation.UpdateBackup); ok {
+			err := apply(CmdBackupUpdate, BackupUpdateCmd{Backup: ub.Backup, Operation: op, AddonStatus: d.Status})
+			if err == nil {
+				e.finished(op)
+			}
+			return err
+		}
 		return apply(CmdOperationUpdate, OperationUpdateCmd{Operation: op, AddonStatus: d.Status})
 	}
 	return fmt.Errorf("unknown decision %v", d.Kind)
+}
+
+// finished counts a backup operation that ended.
+func (e *engine) finished(op api.Operation) {
+	if e.backups != nil && op.State.Finished() {
+		e.backups.metrics.finished(op)
+	}
 }
 
 func (e *engine) logStep(op api.Operation, i int, d operation.Decision) {

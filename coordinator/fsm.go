@@ -158,6 +158,34 @@ func (f *FSM) applyOne(data []byte) any {
 		var c MemberVersionCmd
 		decode(&c)
 		return f.applyMemberVersion(c)
+	case CmdBackupCreate:
+		var c BackupCreateCmd
+		decode(&c)
+		return f.applyBackupCreate(c)
+	case CmdBackupUpdate:
+		var c BackupUpdateCmd
+		decode(&c)
+		return f.applyBackupUpdate(c)
+	case CmdJobStart:
+		var c JobStartCmd
+		decode(&c)
+		return f.applyJobStart(c)
+	case CmdJobReport:
+		var c JobReportCmd
+		decode(&c)
+		return f.applyJobReport(c)
+	case CmdBackupsDeleted:
+		var c BackupsDeletedCmd
+		decode(&c)
+		return f.applyBackupsDeleted(c)
+	case CmdBackupsForget:
+		var c BackupsForgetCmd
+		decode(&c)
+		return f.applyBackupsForget(c)
+	case CmdRestoreCreate:
+		var c RestoreCreateCmd
+		decode(&c)
+		return f.applyRestoreCreate(c)
 	}
 	if t&IgnoreUnknownFlag != 0 {
 		f.log.Warn("ignoring unknown optional command", "type", uint8(t))
@@ -211,13 +239,18 @@ func (f *FSM) applyAddonRemove(c AddonRemoveCmd) any {
 	if _, ok := f.state.Operations[c.Operation.ID]; ok {
 		return fmt.Errorf("%w: operation id %s is taken", api.ErrConflict, c.Operation.ID)
 	}
-	// Operations in flight for this addon are superseded by the removal.
+	// Operations in flight for this addon are superseded by the removal
+	// (a backup being taken is recorded as failed).
 	for id := range f.state.active {
 		if o := f.state.Operations[id]; o.AddonID == a.ID {
 			o.State = api.OpFailed
 			o.Error = "superseded by removal " + c.Operation.ID
 			o.UpdatedAt = c.At
 			f.state.putOp(o)
+			if b, ok := f.state.Backups[o.BackupID]; ok && o.Kind == api.OpBackup && b.Status == api.BackupRunning {
+				b.Status, b.Reason, b.FinishedAt = api.BackupError, "the addon is being removed", c.At
+				f.state.Backups[b.ID] = b
+			}
 		}
 	}
 	a.Status = api.AddonRemoving
@@ -276,6 +309,9 @@ func (f *FSM) applyAddonSettings(c AddonSettingsCmd) any {
 	}
 	if a.Status != api.AddonRunning {
 		return fmt.Errorf("%w: addon %s is %s; settings can be changed once it is running", api.ErrConflict, a.ID, a.Status)
+	}
+	if o, busy := f.activeOperation(a.ID); busy { // a backup leaves the addon running
+		return fmt.Errorf("%w: addon %s has operation %s (%s) in progress", api.ErrConflict, a.ID, o.ID, o.Kind)
 	}
 	if _, ok := f.state.Operations[c.Operation.ID]; ok {
 		return fmt.Errorf("%w: operation %s", errIDTaken, c.Operation.ID)
@@ -521,6 +557,12 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	}
 	if s.Backups == nil {
 		s.Backups = fill.Backups
+	}
+	if s.Jobs == nil {
+		s.Jobs = fill.Jobs
+	}
+	if s.BackupSeqs == nil {
+		s.BackupSeqs = fill.BackupSeqs
 	}
 	s.reindex()
 	f.mu.Lock()

@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"net/http"
+	"time"
 
 	"github.com/hashicorp/raft"
 	"github.com/prometheus/client_golang/prometheus"
@@ -40,7 +41,7 @@ type stateCollector struct {
 	store *Store
 	id    string
 
-	raftState, leader, applied, lastContact, peers, hosts, addons, ops, stuck *prometheus.Desc
+	raftState, leader, applied, lastContact, peers, hosts, addons, ops, stuck, lastBackup *prometheus.Desc
 }
 
 func newStateCollector(s *Store, id string) *stateCollector {
@@ -59,11 +60,12 @@ func newStateCollector(s *Store, id string) *stateCollector {
 		addons:      d("addons", "Addons by status.", "status"),
 		ops:         d("operations", "Operations by kind and state.", "kind", "state"),
 		stuck:       d("operations_stuck", "Active operations that cannot make progress (a step waited too long or its action kept failing); alert on > 0.", "kind"),
+		lastBackup:  d("backup_last_success_timestamp_seconds", "When the newest good backup of each addon finished (Unix time); alert when it is more than a day and a bit old.", "addon", "app"),
 	}
 }
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.raftState, c.leader, c.applied, c.lastContact, c.peers, c.hosts, c.addons, c.ops, c.stuck} {
+	for _, d := range []*prometheus.Desc{c.raftState, c.leader, c.applied, c.lastContact, c.peers, c.hosts, c.addons, c.ops, c.stuck, c.lastBackup} {
 		ch <- d
 	}
 }
@@ -101,8 +103,16 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		s api.OperationState
 	}
 	ops := map[kk]int{}
-	stuck := map[api.OperationKind]int{api.OpProvision: 0, api.OpRemove: 0, api.OpSettingsChange: 0, api.OpReplaceMember: 0, api.OpPlanChange: 0, api.OpUpgrade: 0}
+	stuck := map[api.OperationKind]int{api.OpProvision: 0, api.OpRemove: 0, api.OpSettingsChange: 0, api.OpReplaceMember: 0, api.OpPlanChange: 0, api.OpUpgrade: 0,
+		api.OpBackup: 0, api.OpRestore: 0}
+	type addonKey struct{ id, app string }
+	last := map[addonKey]time.Time{}
 	c.store.FSM().Read(func(s *State, _ uint64) {
+		for _, b := range s.Backups {
+			if k := (addonKey{b.AddonID, b.App}); b.Good() && b.FinishedAt.After(last[k]) {
+				last[k] = b.FinishedAt
+			}
+		}
 		for id := range s.active {
 			if o := s.Operations[id]; o.Stuck != "" {
 				stuck[o.Kind]++
@@ -129,5 +139,50 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for k, n := range stuck {
 		ch <- prometheus.MustNewConstMetric(c.stuck, prometheus.GaugeValue, float64(n), string(k))
+	}
+	for k, t := range last {
+		ch <- prometheus.MustNewConstMetric(c.lastBackup, prometheus.GaugeValue, float64(t.UnixNano())/1e9, k.id, k.app)
+	}
+}
+
+// backupMetrics count what the leader's backups did: attempts done and
+// failed (per coordinator process: they count while it leads), and the
+// due backups waiting (why is in the debug log).
+type backupMetrics struct {
+	taken, failed prometheus.Counter
+	waiting       prometheus.Gauge
+}
+
+func newBackupMetrics(reg prometheus.Registerer) *backupMetrics {
+	m := &backupMetrics{
+		taken: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "cacheplane", Name: "backups_taken_total",
+			Help: "Backups (periodic and manual) that finished done while this coordinator led."}),
+		failed: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "cacheplane", Name: "backups_failed_total",
+			Help: "Backup attempts that failed (or were cancelled) while this coordinator led; a periodic one is retried that day."}),
+		waiting: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "cacheplane", Name: "backups_waiting",
+			Help: "Periodic backups that are due but cannot start (busy addon, no healthy member to dump, host at its limit), at the last check of the leader."}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.taken, m.failed, m.waiting)
+	}
+	return m
+}
+
+func (m *backupMetrics) setWaiting(n int) {
+	if m != nil {
+		m.waiting.Set(float64(n))
+	}
+}
+
+// finished counts a backup operation that ended.
+func (m *backupMetrics) finished(op api.Operation) {
+	if m == nil || op.Kind != api.OpBackup {
+		return
+	}
+	switch op.State {
+	case api.OpDone:
+		m.taken.Inc()
+	case api.OpFailed, api.OpCancelled:
+		m.failed.Inc()
 	}
 }

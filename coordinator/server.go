@@ -43,6 +43,8 @@ type Server struct {
 	relay *figuresRelay
 	// relayCtx ends when the coordinator closes (stops the relay workers).
 	relayCtx context.Context
+	// backups: the store and keyring (downloads, the agents' jobs).
+	backups *backupEnv
 }
 
 func newServer(cfg Config, store *Store, obs *observed, stats *statsHistory, log *slog.Logger) *Server {
@@ -86,6 +88,12 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("POST /v1/agent/heartbeat", s.write(s.handleHeartbeat))
 	mux.Handle("POST /v1/agent/alive", s.write(s.handleAlive))
 	mux.Handle("GET /v1/agent/assignments", s.read(s.handleAssignments))
+	mux.Handle("POST /v1/agent/jobs", s.write(s.handleJobReport))
+	mux.Handle("GET /v1/backups", s.read(s.handleBackups))
+	mux.Handle("POST /v1/backups", s.write(s.handleBackupCreate))
+	mux.Handle("POST /v1/backups/{id}/restore", s.write(s.handleBackupRestore))
+	// Served here, from this member's FSM and the store: never forwarded.
+	mux.HandleFunc("GET /v1/backups/{id}/download", s.handleBackupDownload)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, fmt.Errorf("%w: no such endpoint %s %s", api.ErrNotFound, r.Method, r.URL.Path))
 	})

@@ -4,6 +4,7 @@ import (
 	"sort"
 
 	"github.com/cacheplane/cacheplane/api"
+	"github.com/cacheplane/cacheplane/coordinator/operation"
 )
 
 // snapshotVersion is written into every snapshot; Restore refuses a newer one.
@@ -20,6 +21,12 @@ type State struct {
 	Addons       map[string]api.Addon             `json:"addons"`
 	Operations   map[string]api.Operation         `json:"operations"`
 	Backups      map[string]api.Backup            `json:"backups"`
+	// Jobs are the backup and restore jobs of active operations, by id
+	// (dropped when their operation ends).
+	Jobs map[string]operation.Job `json:"jobs,omitempty"`
+	// BackupSeqs is the last backup Seq given to each app (never reused,
+	// even once the records are forgotten).
+	BackupSeqs map[string]int `json:"backup_seqs,omitempty"`
 
 	// Indexes, rebuilt on restore, never serialized.
 	byApp  map[string]string // app → addon id
@@ -34,6 +41,8 @@ func newState() *State {
 		Addons:       map[string]api.Addon{},
 		Operations:   map[string]api.Operation{},
 		Backups:      map[string]api.Backup{},
+		Jobs:         map[string]operation.Job{},
+		BackupSeqs:   map[string]int{},
 		byApp:        map[string]string{},
 		active:       map[string]bool{},
 	}
@@ -52,13 +61,21 @@ func (s *State) reindex() {
 	}
 }
 
-// putOp stores an operation and keeps the active index.
+// putOp stores an operation and keeps the active index; the jobs of an
+// operation that ended are dropped (a late report of one is refused).
 func (s *State) putOp(o api.Operation) {
 	s.Operations[o.ID] = o
 	if o.State == api.OpPending || o.State == api.OpRunning {
 		s.active[o.ID] = true
-	} else {
-		delete(s.active, o.ID)
+		return
+	}
+	delete(s.active, o.ID)
+	if o.Kind == api.OpBackup || o.Kind == api.OpRestore {
+		for id, j := range s.Jobs {
+			if j.OperationID == o.ID {
+				delete(s.Jobs, id)
+			}
+		}
 	}
 }
 

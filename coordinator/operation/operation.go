@@ -33,6 +33,14 @@ type View struct {
 	Now             time.Time
 	// AppHook is the fleet's app hook (NotifyStep).
 	AppHook AppHook
+	// Backup is the record a backup or restore operation works on
+	// (BackupKnown false when there is none), Job the operation's job
+	// (JobKnown false before it is listed), BackupLimits their figures.
+	Backup       api.Backup
+	BackupKnown  bool
+	Job          Job
+	JobKnown     bool
+	BackupLimits BackupLimits
 }
 
 // Observed is one member as its agent last reported it.
@@ -224,6 +232,10 @@ func Next(v View, op api.Operation) Decision {
 		return planChange(v, op, step)
 	case api.OpUpgrade:
 		return upgrade(v, op, step)
+	case api.OpBackup:
+		return backupOp(v, op, step)
+	case api.OpRestore:
+		return restoreOp(v, op, step)
 	}
 	return Decision{Kind: Fail, Detail: fmt.Sprintf("this coordinator cannot run %s operations", op.Kind)}
 }
@@ -237,6 +249,9 @@ func Stuck(op api.Operation, now time.Time, l Limits) string {
 		return ""
 	}
 	s := op.Steps[i]
+	if jobStep(op, s.Name) {
+		return "" // bounded by the job timeout: it fails on its own
+	}
 	switch {
 	case l.StuckAttempts > 0 && s.Attempts >= l.StuckAttempts && strings.Contains(s.Detail, "failed"):
 		return fmt.Sprintf("step %q failed %d times: %s", s.Name, s.Attempts, s.Detail)
@@ -253,6 +268,8 @@ func Cancellable(op api.Operation) error {
 		return fmt.Errorf("%w: operation %s is already %s", api.ErrConflict, op.ID, op.State)
 	case op.Kind == api.OpRemove:
 		return fmt.Errorf("%w: operation %s removes addon %s; a removal cannot be cancelled (its members may already be gone)", api.ErrConflict, op.ID, op.AddonID)
+	case op.Kind == api.OpRestore:
+		return fmt.Errorf("%w: operation %s restores backup %s into addon %s; a restore cannot be cancelled (the data is being replaced): it ends on its own, at the latest after the job timeout", api.ErrConflict, op.ID, op.BackupID, op.AddonID)
 	}
 	return nil
 }
@@ -304,6 +321,11 @@ func cancel(v View, op api.Operation) Decision {
 		acc += "; the new plan stays recorded and the agents keep resizing to it (to go back, change the plan again)"
 	case api.OpUpgrade:
 		acc = cancelUpgrade(v, op, &d, acc)
+	case api.OpBackup:
+		if v.BackupKnown && v.Backup.Status == api.BackupRunning {
+			d.Effect = UpdateBackup{Backup: failedBackup(v, v.Backup, "cancelled by an operator")}
+			acc += "; backup " + v.Backup.ID + " is recorded as failed"
+		}
 	}
 	d.Detail = acc
 	return d
