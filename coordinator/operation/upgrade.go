@@ -349,6 +349,9 @@ func upgrade(v View, op api.Operation, step api.Step) Decision {
 		var behind []string
 		own := false
 		for _, m := range v.Addon.Members {
+			if m.Role == api.RoleHAProxy && stepIndex(op, StepUpgradePrefix+m.ID) < 0 {
+				continue // not upgraded: the same HAProxy image (UpgradeStepsOf)
+			}
 			if e, ver := v.Addon.MemberEngine(m); e != u.Engine || ver != u.Version || m.Stopped {
 				behind = append(behind, m.ID)
 			}

@@ -665,11 +665,15 @@ func (w *world) apply(op *api.Operation, d Decision) {
 	}
 }
 
-func walk(t *testing.T, addon string, rolling bool) *world {
+func walk(t *testing.T, addon string, rolling bool) *world { return walkOf(t, addon, rolling, true) }
+
+// walkOf is walk with the haproxy members upgraded or not (UpgradeStepsOf).
+func walkOf(t *testing.T, addon string, rolling, restartHAProxy bool) *world {
 	f := newFixture()
 	onRedis7(f)
 	w := &world{t: t, f: f, addon: addon, now: t0}
 	op := upgradeOp(f, addon, "valkey-8.0.1", rolling, 0)
+	op.Steps = UpgradeStepsOf(f.addons[addon], rolling, restartHAProxy)
 	for n := 0; op.CurrentStep() < len(op.Steps); n++ {
 		if n > 200 {
 			t.Fatalf("no end: %+v", op.Steps)
@@ -726,6 +730,13 @@ func TestUpgradeWalks(t *testing.T) {
 		want := []string{"switch over to b-1-redis-1: switchover 127.0.0.11:20001 -> 127.0.0.12:20001", "switch back to b-1-redis-0: switchover 127.0.0.12:20001 -> 127.0.0.11:20001"}
 		if !slices.Equal(switchovers, want) {
 			t.Fatalf("switchovers %q; want %q", switchovers, want)
+		}
+	})
+	t.Run("business rolling, the same HAProxy image: no haproxy touched, recorded", func(t *testing.T) {
+		w := walkOf(t, "b-1", true, false)
+		wantEffects := []string{"set b-1-redis-1", "set b-1-redis-0", "set b-1-sentinel-0", "set b-1-sentinel-1", "set b-1-sentinel-2", "record"}
+		if !slices.Equal(w.effects, wantEffects) {
+			t.Fatalf("effects %q\nwant %q", w.effects, wantEffects)
 		}
 	})
 	t.Run("business, every node stops", func(t *testing.T) {
