@@ -68,18 +68,6 @@ func Due(now time.Time, s Schedule, addons []Candidate, backups []api.Backup) ([
 		return nil, nil // the last run was on an earlier day: missed days are not replayed
 	}
 
-	byID := make(map[string]api.Backup, len(backups))
-	running := map[string]int{} // host → dumps running
-	for _, b := range backups {
-		if b.Deleted {
-			continue
-		}
-		byID[b.ID] = b
-		if b.Status == api.BackupRunning && b.HostID != "" {
-			running[b.HostID]++
-		}
-	}
-
 	type due struct {
 		Candidate
 		id    string
@@ -96,6 +84,24 @@ func Due(now time.Time, s Schedule, addons []Candidate, backups []api.Backup) ([
 		}
 		dues = append(dues, due{Candidate: a, id: PeriodicID(a.AddonID, day), start: start})
 	}
+	// Only the records of today's ids matter, and the running ones.
+	byID := make(map[string]api.Backup, len(dues))
+	for _, d := range dues {
+		byID[d.id] = api.Backup{}
+	}
+	running := map[string]int{} // host → dumps running
+	for i := range backups {
+		b := &backups[i]
+		if b.Deleted {
+			continue
+		}
+		if _, ok := byID[b.ID]; ok {
+			byID[b.ID] = *b
+		}
+		if b.Status == api.BackupRunning && b.HostID != "" {
+			running[b.HostID]++
+		}
+	}
 	sort.Slice(dues, func(i, j int) bool {
 		if !dues[i].start.Equal(dues[j].start) {
 			return dues[i].start.Before(dues[j].start)
@@ -106,7 +112,8 @@ func Due(now time.Time, s Schedule, addons []Candidate, backups []api.Backup) ([
 	var starts []Start
 	var waits []Wait
 	for _, d := range dues {
-		prev, exists := byID[d.id]
+		prev := byID[d.id]
+		exists := prev.ID != ""
 		if exists {
 			if prev.Status != api.BackupError {
 				continue // done or running: taken, or being taken, for this day

@@ -380,3 +380,24 @@ func ids(bs []api.Backup) []string {
 	}
 	return out
 }
+
+// A fleet of 1,000 addons with 45 records each, as the leader would call
+// Due every few seconds.
+func BenchmarkDue(b *testing.B) {
+	s := Schedule{}
+	now := time.Date(2026, 12, 7, 2, 0, 0, 0, paris)
+	var addons []Candidate
+	var backups []api.Backup
+	for i := 0; i < 1000; i++ {
+		id := fmt.Sprintf("app%d-1000", i)
+		addons = append(addons, Candidate{AddonID: id, App: fmt.Sprintf("app%d", i), Backups: true, HostID: fmt.Sprintf("h%d", i%50)})
+		for d := 1; d <= 45; d++ {
+			day := now.AddDate(0, 0, -d).Format(DayLayout)
+			backups = append(backups, api.Backup{ID: PeriodicID(id, day), AddonID: id, Kind: api.BackupPeriodic, Day: day, Status: api.BackupDone})
+		}
+	}
+	b.ResetTimer()
+	for range b.N {
+		Due(now, s, addons, backups)
+	}
+}

@@ -32,9 +32,9 @@ func Retain(now time.Time, tz *time.Location, backups []api.Backup) []Verdict {
 	if tz == nil {
 		tz = time.UTC
 	}
-	byAddon := map[string][]api.Backup{}
-	for _, b := range backups {
-		if !b.Deleted {
+	byAddon := map[string][]*api.Backup{}
+	for i := range backups {
+		if b := &backups[i]; !b.Deleted {
 			byAddon[b.AddonID] = append(byAddon[b.AddonID], b)
 		}
 	}
@@ -43,11 +43,11 @@ func Retain(now time.Time, tz *time.Location, backups []api.Backup) []Verdict {
 		addons = append(addons, a)
 	}
 	sort.Strings(addons)
-	var out []Verdict
+	out := make([]Verdict, 0, len(backups))
 	for _, a := range addons {
 		bs := byAddon[a]
-		sort.Slice(bs, func(i, j int) bool { return older(bs[i], bs[j]) })
-		out = append(out, retainAddon(now, tz, bs)...)
+		sort.Slice(bs, func(i, j int) bool { return older(*bs[i], *bs[j]) })
+		out = retainAddon(out, now, tz, bs)
 	}
 	return out
 }
@@ -60,64 +60,72 @@ func older(a, b api.Backup) bool {
 	return a.ID < b.ID
 }
 
-// retainAddon judges one addon's backups, sorted oldest first.
-func retainAddon(now time.Time, tz *time.Location, bs []api.Backup) []Verdict {
+// judged is a backup with what retention needs to know of it.
+type judged struct {
+	*api.Backup
+	age    int    // calendar days old in tz
+	bucket string // its ISO week (ages 31–90) or month (91–180), else ""
+}
+
+// retainAddon appends the verdicts on one addon's backups, sorted oldest
+// first.
+func retainAddon(out []Verdict, now time.Time, tz *time.Location, bs []*api.Backup) []Verdict {
+	js := make([]judged, len(bs))
 	newestGood := -1
-	week := map[string]int{}  // ISO week → newest good backup aged 31–90 days
-	month := map[string]int{} // month → newest good backup aged 91–180 days
+	winner := map[string]int{} // week or month → its newest good backup
 	for i, b := range bs {
-		if !b.Good() {
-			continue
+		j := judged{Backup: b, age: ageDays(now, b.CreatedAt, tz)}
+		switch {
+		case j.age > DailyDays && j.age <= WeeklyDays:
+			j.bucket = weekOf(b.CreatedAt, tz)
+		case j.age > WeeklyDays && j.age <= MonthlyDays:
+			j.bucket = monthOf(b.CreatedAt, tz)
 		}
-		newestGood = i // sorted oldest first: the last good one wins
-		switch age := ageDays(now, b.CreatedAt, tz); {
-		case age > DailyDays && age <= WeeklyDays:
-			week[weekOf(b.CreatedAt, tz)] = i
-		case age > WeeklyDays && age <= MonthlyDays:
-			month[monthOf(b.CreatedAt, tz)] = i
+		js[i] = j
+		if b.Good() {
+			newestGood = i // sorted oldest first: the last good one wins
+			if j.bucket != "" {
+				winner[j.bucket] = i
+			}
 		}
 	}
-	out := make([]Verdict, len(bs))
-	for i, b := range bs {
-		keep, why := judge(now, tz, b, i, week, month)
+	for i, j := range js {
+		keep, why := judge(now, j, winner[j.bucket] == i)
 		if !keep && i == newestGood {
 			keep, why = true, "newest good backup"
 		}
-		out[i] = Verdict{ID: b.ID, Keep: keep, Reason: why}
+		out = append(out, Verdict{ID: j.ID, Keep: keep, Reason: why})
 	}
 	return out
 }
 
-func judge(now time.Time, tz *time.Location, b api.Backup, i int, week, month map[string]int) (bool, string) {
-	age := ageDays(now, b.CreatedAt, tz)
-	switch {
-	case b.Pinned:
+// judge applies the rules to one backup; winner says it is the newest good
+// backup of its week or month.
+func judge(now time.Time, j judged, winner bool) (bool, string) {
+	switch age := j.age; {
+	case j.Pinned:
 		return true, "pinned"
-	case b.Status == api.BackupRunning:
+	case j.Status == api.BackupRunning:
 		return true, "running"
-	case b.Status == api.BackupError && age > FailedDays:
+	case j.Status == api.BackupError && age > FailedDays:
 		return false, fmt.Sprintf("failed, %s old (failed backups are kept %d days)", days(age), FailedDays)
-	case b.Status == api.BackupError:
+	case j.Status == api.BackupError:
 		return true, fmt.Sprintf("failed, %s old (kept %d days)", days(age), FailedDays)
-	case age <= DailyDays || now.Sub(b.CreatedAt) < DailyDays*24*time.Hour:
+	case age <= DailyDays || now.Sub(j.CreatedAt) < DailyDays*24*time.Hour:
 		return true, "daily, " + days(age) + " old"
 	case age > MonthlyDays:
 		return false, "older than 6 months"
-	case !b.Good():
-		return false, fmt.Sprintf("%s, %s old, past the daily %d days", notGood(b), days(age), DailyDays)
-	case age <= WeeklyDays:
-		w := weekOf(b.CreatedAt, tz)
-		if week[w] == i {
-			return true, "weekly " + w
-		}
-		return false, "weekly " + w + " keeps a newer backup"
-	default:
-		m := monthOf(b.CreatedAt, tz)
-		if month[m] == i {
-			return true, "monthly " + m
-		}
-		return false, "monthly " + m + " keeps a newer backup"
+	case !j.Good():
+		return false, fmt.Sprintf("%s, %s old, past the daily %d days", notGood(*j.Backup), days(age), DailyDays)
 	}
+	kind := "weekly "
+	if j.age > WeeklyDays {
+		kind = "monthly "
+	}
+	if winner {
+		return true, kind + j.bucket
+	}
+	return false, kind + j.bucket + " keeps a newer backup"
 }
 
 // notGood says why a backup that is past the daily range is not good.

@@ -200,3 +200,19 @@ func TestForget(t *testing.T) {
 		t.Fatalf("Forget = %v", got)
 	}
 }
+
+// Retention over a fleet of 1,000 addons with 45 backups each.
+func BenchmarkRetain(b *testing.B) {
+	now := time.Date(2026, 12, 7, 12, 0, 0, 0, paris)
+	var backups []api.Backup
+	for i := 0; i < 1000; i++ {
+		id := fmt.Sprintf("app%d-1000", i)
+		for d := 0; d < 45; d++ {
+			backups = append(backups, api.Backup{ID: fmt.Sprintf("%s-%d", id, d), AddonID: id, Status: api.BackupDone, CreatedAt: now.AddDate(0, 0, -d*4)})
+		}
+	}
+	b.ResetTimer()
+	for range b.N {
+		Retain(now, paris, backups)
+	}
+}
