@@ -27,7 +27,12 @@
 // most once per calendar day, a window over which the addons' start times
 // are spread (each addon gets a fixed offset in [0, Window) from a hash of
 // its id, so a fleet does not fork every redis at once), a bound on the
-// dumps running at a time on one host, and a retry interval.
+// dumps running at a time on one host, and a retry interval. Validate
+// refuses, with the reason, a spec that fires more than once a day or
+// never, a time of day that a DST change skips (cron would skip that day's
+// backup: 02:30 in Paris on the last Sunday of March), and a window that
+// runs past midnight. The zone database is embedded (time/tzdata), so the
+// schedule does not depend on the host's zoneinfo.
 //
 // Due answers, at now, which periodic backups to start and which addons
 // wait (and why). The backup of day D (the day of the latest run at or
