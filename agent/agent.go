@@ -57,8 +57,9 @@ type Agent struct {
 	hostStats *sysstats.Host
 	statsCfg  sysstats.Config
 	probes    *prober
-	live      *liveness // liveness.go
-	routes    *routes   // route.go: the entrypoints' routers
+	live      *liveness  // liveness.go
+	routes    *routes    // route.go: the entrypoints' routers
+	jobs      *jobRunner // jobs.go: backup and restore jobs
 	metrics   *agentMetrics
 
 	reconcileNow chan struct{}
@@ -141,6 +142,8 @@ func New(ctx context.Context, cfg Config, opts Options) (*Agent, error) {
 		memberStats:  map[string]*sysstats.Member{},
 	}
 	a.metrics = newAgentMetrics(a)
+	a.jobs = newJobRunner(filepath.Join(cfg.DataDir, jobsDirName), cfg.HostID, base.With("component", "jobs"), a.runJob, a.coord.reportJob)
+	a.jobs.before = a.cleanScratch
 	if a.rt == nil {
 		rt, err := runtime.NewContainerd(ctx, runtime.Config{
 			Socket:    cfg.ContainerdSocket,
@@ -193,6 +196,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		loop("heartbeat", a.heartbeatLoop)
 		loop("alive", a.aliveLoop)
 		loop("assignments", a.watchLoop)
+		loop("jobs", a.jobs.loop)
 		// Import missing images before the first reconcile, so the first
 		// member placed on a fresh host does not pay for it.
 		a.preloadImages(ctx)
@@ -298,6 +302,7 @@ func (a *Agent) setAssignments(out api.Assignments) {
 	a.index = out.Index
 	a.assigned = m
 	a.mu.Unlock()
+	a.jobs.offer(out.Jobs)
 	if changed {
 		a.log.Debug("assignments", "index", out.Index, "members", len(m))
 	}

@@ -109,3 +109,7 @@ func (c *coordinators) assignments(ctx context.Context, host string, index uint6
 	})
 	return out, err
 }
+
+func (c *coordinators) reportJob(ctx context.Context, r api.JobReport) error {
+	return c.call(ctx, func(cl *api.Client) error { return cl.ReportJob(ctx, r) })
+}

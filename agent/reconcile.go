@@ -67,6 +67,7 @@ func (a *Agent) reconcile(ctx context.Context) time.Duration {
 		}
 		return reconcileRetry
 	}
+	sts = withoutScratch(sts) // jobs.go: a drill's server is not a member
 	inRuntime := map[string]runtime.Status{}
 	for _, st := range sts {
 		inRuntime[st.ID] = st

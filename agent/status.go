@@ -213,6 +213,7 @@ func (a *Agent) Report(ctx context.Context) api.HeartbeatRequest {
 
 	req := api.HeartbeatRequest{HostID: a.cfg.HostID, Members: []api.MemberStatus{}}
 	sts, listErr := a.rt.List(ctx)
+	sts = withoutScratch(sts) // jobs.go: a drill's server is not a member
 	for i, st := range sts {
 		// Its start was under way when List ran and may have finished
 		// since (the starting mark is gone): the listed "not running" is
