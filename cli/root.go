@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 	"time"
 
@@ -17,11 +18,40 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/cacheplane/cacheplane/api"
-	"github.com/cacheplane/cacheplane/coordinator"
 )
 
 // Version is set at build time.
 var Version = "dev"
+
+// DefaultConfigPath and DefaultSocketPath are the coordinator's
+// (coordinator.DefaultConfigPath, coordinator.DefaultSocketPath; a test
+// keeps them equal): package cli must not import package coordinator, so
+// that the cacheplane binary links no Raft and no bolt.
+const (
+	DefaultConfigPath = "/etc/cacheplane/coordinator.json"
+	DefaultSocketPath = "/run/cacheplane/admin.sock"
+)
+
+// Flags is what a daemon command reads of the root's persistent flags.
+type Flags interface {
+	// ConfigPath is the coordinator config file: --config, else
+	// $CACHEPLANE_CONFIG, else DefaultConfigPath; explicit is false for
+	// the default (a missing file is then fine).
+	ConfigPath() (path string, explicit bool)
+	// SocketFlag is --socket as given ("" when not).
+	SocketFlag() string
+}
+
+// daemonCommands are added to every root made after they are registered.
+var daemonCommands []func(Flags) *cobra.Command
+
+// AddDaemonCommand registers a command that runs a daemon (serve). Only
+// the daemon's binary calls it, from an init function, so the operator
+// CLI does not link the daemon's packages.
+func AddDaemonCommand(f func(Flags) *cobra.Command) { daemonCommands = append(daemonCommands, f) }
+
+func (g *globals) ConfigPath() (string, bool) { return g.configPath() }
+func (g *globals) SocketFlag() string         { return g.socket }
 
 type globals struct {
 	socket  string
@@ -30,8 +60,9 @@ type globals struct {
 	timeout time.Duration
 }
 
-// NewRoot returns the command tree, named name (cacheplane or
-// cacheplane-coordinator: both binaries carry every command).
+// NewRoot returns the command tree, named name: the operator commands,
+// plus the daemon commands registered with AddDaemonCommand
+// (cacheplane-coordinator adds serve; cacheplane has none).
 func NewRoot(name string) *cobra.Command {
 	g := &globals{}
 	root := &cobra.Command{
@@ -42,12 +73,14 @@ func NewRoot(name string) *cobra.Command {
 		SilenceErrors: true,
 	}
 	pf := root.PersistentFlags()
-	pf.StringVar(&g.socket, "socket", "", "admin socket of a coordinator (default: $CACHEPLANE_SOCKET, else the socket named by the coordinator config, else "+coordinator.DefaultSocketPath+")")
-	pf.StringVar(&g.config, "config", "", "coordinator config file (default: $CACHEPLANE_CONFIG, else "+coordinator.DefaultConfigPath+")")
+	pf.StringVar(&g.socket, "socket", "", "admin socket of a coordinator (default: $CACHEPLANE_SOCKET, else the socket named by the coordinator config, else "+DefaultSocketPath+")")
+	pf.StringVar(&g.config, "config", "", "coordinator config file (default: $CACHEPLANE_CONFIG, else "+DefaultConfigPath+")")
 	pf.BoolVar(&g.json, "json", false, "print JSON instead of tables")
 	pf.DurationVar(&g.timeout, "timeout", 30*time.Second, "give up after this long")
+	for _, f := range daemonCommands {
+		root.AddCommand(f(g))
+	}
 	root.AddCommand(
-		serveCmd(g),
 		plansCmd(g), enginesCmd(g), addonsAddCmd(g), addonsCmd(g), addonsInfoCmd(g), addonsRemoveCmd(g), addonsUpgradeCmd(g), addonsUpgradeEngineCmd(g), envCmd(g),
 		hostsCmd(g), operationsCmd(g), operationsCancelCmd(g), statsCmd(g), settingsCmd(g), drainCmd(g, true), drainCmd(g, false), membersCmd(g), joinCmd(g), leaveCmd(g),
 	)
@@ -84,7 +117,7 @@ func (g *globals) configPath() (string, bool) {
 	if p := os.Getenv("CACHEPLANE_CONFIG"); p != "" {
 		return p, true
 	}
-	return coordinator.DefaultConfigPath, false
+	return DefaultConfigPath, false
 }
 
 // socketPath resolves the admin socket: flag, environment, config, default.
@@ -95,11 +128,33 @@ func (g *globals) socketPath() string {
 	if s := os.Getenv("CACHEPLANE_SOCKET"); s != "" {
 		return s
 	}
-	path, explicit := g.configPath()
-	if cfg, err := coordinator.LoadConfigFile(path, explicit); err == nil && cfg.Socket != "" {
-		return cfg.Socket
+	path, _ := g.configPath()
+	return socketFromConfig(path)
+}
+
+// socketFromConfig reads the admin socket a coordinator config file names
+// as the daemon would: "socket", or <data_dir>/admin.sock when "socket" is
+// set empty; DefaultSocketPath when the file is missing, unreadable or
+// names neither. Other fields are not read (nor checked: the daemon does).
+func socketFromConfig(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return DefaultSocketPath
 	}
-	return coordinator.DefaultSocketPath
+	var c struct {
+		Socket  *string `json:"socket"`
+		DataDir string  `json:"data_dir"`
+	}
+	if err := json.Unmarshal(b, &c); err != nil || c.Socket == nil {
+		return DefaultSocketPath
+	}
+	if *c.Socket == "" {
+		if c.DataDir == "" {
+			return DefaultSocketPath
+		}
+		return filepath.Join(c.DataDir, "admin.sock")
+	}
+	return *c.Socket
 }
 
 func (g *globals) client() *api.Client {

@@ -1,4 +1,9 @@
-package cli
+// Package serve is the coordinator daemon's command, `cacheplane-coordinator
+// serve`: flags over the config file, then coordinator.Start until a signal.
+// It lives apart from package cli so that the operator CLI (cmd/cacheplane)
+// links no Raft and no bolt: only cmd/coordinator registers it
+// (cli.AddDaemonCommand).
+package serve
 
 import (
 	"fmt"
@@ -9,10 +14,13 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/cacheplane/cacheplane/backupstore"
+	"github.com/cacheplane/cacheplane/cli"
 	"github.com/cacheplane/cacheplane/coordinator"
 )
 
-func serveCmd(g *globals) *cobra.Command {
+// Command returns the serve command; the root's --config and --socket
+// flags come through g.
+func Command(g cli.Flags) *cobra.Command {
 	var (
 		id, dataDir, raftAddr, httpAddr, tokenFile, logLevel, vipCIDR string
 		appHookCommand, appHookURL                                    string
@@ -32,7 +40,7 @@ admin socket. Configuration comes from --config (JSON; every field optional,
 defaults in coordinator.DefaultConfig), then these flags override it.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			path, explicit := g.configPath()
+			path, explicit := g.ConfigPath()
 			cfg, err := coordinator.LoadConfigFile(path, explicit)
 			if err != nil {
 				return err
@@ -50,8 +58,8 @@ defaults in coordinator.DefaultConfig), then these flags override it.`,
 			if f.Changed("http-addr") {
 				cfg.HTTPAddr = httpAddr
 			}
-			if g.socket != "" {
-				cfg.Socket = g.socket
+			if s := g.SocketFlag(); s != "" {
+				cfg.Socket = s
 			}
 			if f.Changed("bootstrap") {
 				cfg.Bootstrap = bootstrap
