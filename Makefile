@@ -41,6 +41,17 @@ containerd:
 images:
 	$(GO) run ./packaging/cmd/build-images -out $(IMAGES) -debian $(DEBIAN_CACHE)
 
+# What packaging and its tests need: systemd-analyze, debootstrap, strace
+.PHONY: deps-packaging packages
+deps: deps-packaging
+deps-packaging:
+	@scripts/deps-packaging.sh
+
+## packages: .debs of the coordinator, the agent (carrying the images) and
+## the CLI in $(BIN)/packages (packaging/deb; version from git describe)
+packages: images
+	$(GO) run ./packaging/deb -images $(IMAGES) -out $(BIN)/packages
+
 build:
 	@mkdir -p $(BIN)
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/cacheplane-coordinator ./cmd/coordinator
