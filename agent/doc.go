@@ -11,14 +11,17 @@
 // failover across members, the reconcile rules (what needs a restart, what
 // changes live, when an exited member is started again), probing members
 // (PING with AUTH, INFO replication, TCP connect) and the layout of the data
-// dir (members/<member-id>/ with the 0600 config and the data; logs/).
+// dir (members/<member-id>/ with the 0600 config and the data; logs/;
+// jobs/, scratch/), and running the backup and restore jobs the coordinator
+// lists for the host (jobs.go: each once, at most two at a time, reported
+// until accepted; the dump, drill and restore themselves are agent/backup's).
 //
 // It does not own: any decision about placement, failover, plans or
 // retention (the coordinator's); config file contents (agent/render);
 // containers (agent/runtime); figures (sysstats). It keeps no state of its
-// own: after a restart it rebuilds everything from containerd's labels, the
-// member dirs and the coordinator's assignments, and re-attaches to running
-// members without restarting them. Stopping the agent never stops a member.
+// own but the jobs' records: after a restart it rebuilds everything from
+// containerd's labels, the member dirs and the coordinator's assignments,
+// and re-attaches to running members without restarting them. Stopping the agent never stops a member.
 //
 // See DESIGN.md for the loops and the restart policy.
 package agent
