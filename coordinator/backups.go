@@ -472,6 +472,7 @@ func downloadErr(b api.Backup, st backupstore.Store, err error) error {
 		if i := strings.Index(msg, "is corrupt: "); i >= 0 {
 			msg = msg[i+len("is corrupt: "):]
 		}
+		msg = strings.ReplaceAll(msg, "backupstore: ", "")
 		return fmt.Errorf("%w: backup %s is corrupt: %s; it cannot be downloaded or restored", api.ErrCorrupt, b.ID, msg)
 	case errors.Is(err, backupstore.ErrNotFound):
 		return fmt.Errorf("%w: the stored object of backup %s (%s) is missing from %s", api.ErrNotFound, b.ID, b.StoreKey, st)

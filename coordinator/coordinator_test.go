@@ -267,7 +267,7 @@ func TestProvisionRemoveAndHostLiveness(t *testing.T) {
 			t.Fatalf("operations_stuck %v = %v; nothing is stuck", m.GetLabel(), v)
 		}
 	}
-	if len(families["cacheplane_operations_stuck"].GetMetric()) != 6 {
+	if len(families["cacheplane_operations_stuck"].GetMetric()) != 8 {
 		t.Fatalf("operations_stuck: %v", families["cacheplane_operations_stuck"])
 	}
 

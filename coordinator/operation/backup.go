@@ -269,7 +269,10 @@ func backupOp(v View, op api.Operation, step api.Step) Decision {
 				Effect: StartJob{Kind: api.JobBackup, HostID: b.HostID, MemberID: b.MemberID}}
 		}
 		rep, d, done := jobOutcome(v, "dump "+b.MemberID)
-		if !done {
+		switch {
+		case !done && d.Kind == Fail:
+			return failed(d.Detail)
+		case !done:
 			return d
 		}
 		if !rep.OK {
