@@ -22,7 +22,7 @@ LDFLAGS  := -X github.com/cacheplane/cacheplane/cli.Version=$(VERSION)
 all: build
 
 ## deps: Debian packages, Go modules and tools, containerd running, images built
-deps: deps-system deps-go deps-node containerd images
+deps: deps-system deps-go deps-node containerd images seaweedfs
 
 deps-system:
 	@scripts/deps-system.sh
@@ -37,6 +37,12 @@ deps-node:
 
 containerd:
 	@scripts/ensure-containerd.sh
+
+# SeaweedFS's weed (.dev/bin/weed), the real S3 server backupstore's tests
+# start: built once from scripts/seaweedfs/ (minutes from an empty cache)
+.PHONY: seaweedfs
+seaweedfs:
+	@GO=$(GO) scripts/seaweedfs.sh
 
 images:
 	$(GO) run ./packaging/cmd/build-images -out $(IMAGES) -debian $(DEBIAN_CACHE)

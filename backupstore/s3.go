@@ -24,7 +24,8 @@ const bucketTimeout = 30 * time.Second
 // the upload (with a detached one-minute deadline, so a cancelled ctx still
 // aborts), and S3 discards its parts. Only a process killed mid-Put leaves
 // an incomplete upload behind (see Incomplete; a bucket lifecycle rule
-// AbortIncompleteMultipartUpload cleans those up).
+// AbortIncompleteMultipartUpload cleans those up). S3's 10,000 parts bound
+// an object to 10,000 × PartSize (156 GiB with the default 16 MiB).
 type S3 struct {
 	client   *minio.Client
 	bucket   string

@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 GO=${GO:-go}
-OUT=${CACHEPLANE_WEED:-$PWD/.dev/bin/weed}
+OUT=$PWD/.dev/bin/weed
 MOD=scripts/seaweedfs
 want=$(awk '$1 == "require" && $2 == "github.com/seaweedfs/seaweedfs" {print $3}' "$MOD/go.mod")
 if [ -z "$want" ]; then
