@@ -438,8 +438,10 @@ func checkDownload(app, id, dir string) error {
 
 type downloadRequest struct {
 	App, ID, Dir string
-	// IdleTimeout gives up when the answer, or the next bytes of the
-	// stream, take longer than this.
+	// IdleTimeout gives up when the next bytes of the stream take longer
+	// than this; the answer itself may take max(IdleTimeout,
+	// minAnswerTimeout) (the coordinator checks the whole stored object
+	// before it sends a byte).
 	IdleTimeout time.Duration
 	// Progress gets the progress bar when it is a terminal, else one
 	// line at the end.
@@ -463,16 +465,18 @@ type DownloadResult struct {
 func download(ctx context.Context, c *api.Client, req downloadRequest) (res DownloadResult, err error) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	idle := newIdleTimer(req.IdleTimeout, cancel)
-	defer idle.stop()
+	answer := time.AfterFunc(max(req.IdleTimeout, minAnswerTimeout), func() { cancel(errNoAnswer) })
 	body, b, err := c.BackupDownload(ctx, req.App, req.ID)
+	answer.Stop()
 	if err != nil {
-		if cause := context.Cause(ctx); errors.Is(cause, errIdle) {
+		if cause := context.Cause(ctx); errors.Is(cause, errNoAnswer) {
 			return res, fmt.Errorf("download of app %s's backup: %w", req.App, cause)
 		}
 		return res, err
 	}
 	defer body.Close()
+	idle := newIdleTimer(req.IdleTimeout, cancel)
+	defer idle.stop()
 	name := backup.DownloadName(b)
 	if name != filepath.Base(name) || strings.HasPrefix(name, ".") || b.ID == "" {
 		return res, fmt.Errorf("download: the coordinator's record names the file %q (backup %q)", name, b.ID)
@@ -580,8 +584,17 @@ func progress(w io.Writer, b api.Backup, name string) (io.Writer, func(n int64, 
 	}
 }
 
-// errIdle is the cause of a download cancelled for want of bytes.
-var errIdle = errors.New("no data for too long")
+// errIdle is the cause of a download cancelled for want of bytes;
+// errNoAnswer of one whose answer did not come within minAnswerTimeout
+// (or --timeout when longer).
+var (
+	errIdle     = errors.New("no data for too long")
+	errNoAnswer = errors.New("the coordinator did not answer in time")
+)
+
+// minAnswerTimeout bounds the wait for a download's answer, which comes
+// once the coordinator has read and checked the whole stored object.
+const minAnswerTimeout = 10 * time.Minute
 
 // idleTimer cancels a download when it is not touched for d.
 type idleTimer struct {

@@ -38,6 +38,7 @@ type fakeAdmin struct {
 	record  api.Backup
 	archive []byte
 	cutAt   int
+	stallAt int // > 0: stream this many bytes, then nothing until the client gives up
 	dlErr   *api.ErrorBody
 	// Operations: what GET /v1/operations answers.
 	ops        []api.Operation
@@ -76,7 +77,7 @@ func newFakeAdmin(t *testing.T) *fakeAdmin {
 	})
 	mux.HandleFunc("GET /v1/backups/{id}/download", func(w http.ResponseWriter, r *http.Request) {
 		f.mu.Lock()
-		rec, data, cut, dlErr := f.record, f.archive, f.cutAt, f.dlErr
+		rec, data, cut, stall, dlErr := f.record, f.archive, f.cutAt, f.stallAt, f.dlErr
 		f.mu.Unlock()
 		if dlErr != nil {
 			writeJSONTest(w, http.StatusUnprocessableEntity, dlErr)
@@ -86,6 +87,12 @@ func newFakeAdmin(t *testing.T) *fakeAdmin {
 		w.Header().Set(api.BackupHeader, h)
 		w.Header().Set("Content-Length", strconv.Itoa(len(data)))
 		w.WriteHeader(http.StatusOK)
+		if stall > 0 {
+			_, _ = w.Write(data[:stall])
+			w.(http.Flusher).Flush()
+			<-r.Context().Done()
+			return
+		}
 		if cut > 0 {
 			_, _ = w.Write(data[:cut])
 			w.(http.Flusher).Flush()
@@ -243,6 +250,7 @@ func TestBackupsDownload(t *testing.T) {
 		record  api.Backup
 		data    []byte
 		cutAt   int
+		stallAt int
 		dlErr   *api.ErrorBody
 		args    []string
 		wantErr string
@@ -254,18 +262,19 @@ func TestBackupsDownload(t *testing.T) {
 		{name: "the record's checksum differs", record: badSum, data: archive, wantErr: "backup my-app-3030-20261207 is corrupt: SHA-256"},
 		{name: "a byte short", record: longer, data: archive, wantErr: "is corrupt: 1100000 bytes received, its record says 1100001"},
 		{name: "the stream breaks", record: good, data: archive, cutAt: 300000, wantErr: "backup my-app-3030-20261207 is corrupt: the stream broke after"},
+		{name: "the stream stalls", record: good, data: archive, stallAt: 200000, args: []string{"--timeout", "300ms"}, wantErr: "backup my-app-3030-20261207 is corrupt: the download stalled after 200000 of 1100000 bytes"},
 		{name: "refused as corrupt by the coordinator", dlErr: &api.ErrorBody{Code: "corrupt", Error: "backup my-app-3030-20261207 is corrupt: checksum mismatch"}, wantErr: "is corrupt: checksum mismatch"},
 		{name: "no backup", dlErr: &api.ErrorBody{Code: "not_found", Error: "app my-app has no good backup"}, wantErr: "no good backup"},
 		{name: "a record without archive figures", record: noSum, data: archive, wantOut: "NOT verified"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newFakeAdmin(t)
-			f.record, f.archive, f.cutAt, f.dlErr = tc.record, tc.data, tc.cutAt, tc.dlErr
+			f.record, f.archive, f.cutAt, f.stallAt, f.dlErr = tc.record, tc.data, tc.cutAt, tc.stallAt, tc.dlErr
 			dir := t.TempDir()
 			out, errOut, err := f.run(t, append([]string{"backups-download", "--app", "my-app", "--output", dir}, tc.args...)...)
 			t.Logf("stdout %q, stderr %q, err %v", out, errOut, err)
 			wantPath := "/v1/backups/latest/download?app=my-app"
-			if len(tc.args) > 0 {
+			if len(tc.args) > 0 && tc.args[0] == "--backup" {
 				wantPath = "/v1/backups/" + good.ID + "/download?app=my-app"
 			}
 			if r := f.reqs(); len(r) != 1 || r[0] != "GET "+wantPath {
