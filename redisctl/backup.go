@@ -575,7 +575,8 @@ func (s *sampleConn) digest(ctx context.Context, db int, key string) (string, er
 }
 
 // SampleQuota splits n samples over the databases of k in proportion to
-// their key counts, at least one per database that holds keys (pure).
+// their key counts (rounded down), at least one per database that holds
+// keys, never more than it holds (pure).
 func SampleQuota(k Keyspace, n int) map[int]int {
 	out := map[int]int{}
 	total := k.Total()
@@ -583,7 +584,7 @@ func SampleQuota(k Keyspace, n int) map[int]int {
 		return out
 	}
 	for _, db := range k.DBs() {
-		q := int((int64(n)*k[db] + total - 1) / total)
+		q := int(int64(n) * k[db] / total)
 		q = max(1, min(q, int(min(k[db], int64(n)))))
 		out[db] = q
 	}

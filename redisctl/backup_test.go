@@ -56,7 +56,7 @@ func TestParseKeyspaceAndQuota(t *testing.T) {
 	}{
 		{"empty", "# Keyspace\r\n", Keyspace{}, "", 32, map[int]int{}},
 		{"one db", "db0:keys=50000,expires=10,avg_ttl=0\r\n", Keyspace{0: 50000}, "", 32, map[int]int{0: 32}},
-		{"skewed: a small db gets one", "db0:keys=9990,expires=0\r\ndb4:keys=10,expires=0\r\n", Keyspace{0: 9990, 4: 10}, "", 32, map[int]int{0: 32, 4: 1}},
+		{"skewed: a small db gets one", "db0:keys=9990,expires=0\r\ndb4:keys=10,expires=0\r\n", Keyspace{0: 9990, 4: 10}, "", 32, map[int]int{0: 31, 4: 1}},
 		{"halves", "db1:keys=100,expires=0\r\ndb2:keys=100,expires=0\r\n", Keyspace{1: 100, 2: 100}, "", 32, map[int]int{1: 16, 2: 16}},
 		{"fewer keys than asked", "db3:keys=2,expires=0\r\n", Keyspace{3: 2}, "", 32, map[int]int{3: 2}},
 		{"no sample", "db0:keys=5,expires=0\r\n", Keyspace{0: 5}, "", 0, map[int]int{}},
