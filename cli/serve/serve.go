@@ -1,11 +1,13 @@
 // Package serve is the coordinator daemon's command, `cacheplane-coordinator
-// serve`: flags over the config file, then coordinator.Start until a signal.
+// serve`: flags over the config file, then coordinator.Start until a signal,
+// telling systemd READY=1 once started and STOPPING=1 on the way out.
 // It lives apart from package cli so that the operator CLI (cmd/cacheplane)
 // links no Raft and no bolt: only cmd/coordinator registers it
 // (cli.AddDaemonCommand).
 package serve
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"strings"
@@ -16,6 +18,7 @@ import (
 	"github.com/cacheplane/cacheplane/backupstore"
 	"github.com/cacheplane/cacheplane/cli"
 	"github.com/cacheplane/cacheplane/coordinator"
+	"github.com/cacheplane/cacheplane/internal/sdnotify"
 )
 
 // Command returns the serve command; the root's --config and --socket
@@ -113,12 +116,31 @@ defaults in coordinator.DefaultConfig), then these flags override it.`,
 				return err
 			}
 			log := coordinator.NewLogger(os.Stderr, cfg.LogLevel)
+			wd, err := sdnotify.NewWatchdog(log)
+			if err != nil {
+				return err
+			}
 			c, err := coordinator.Start(cfg, log, os.Stderr)
 			if err != nil {
 				return err
 			}
+			// Start returned: Raft runs and the admin socket listens. Under
+			// systemd (Type=notify) this ends `systemctl start`; the
+			// watchdog pings while the process lives (main loops register
+			// with it when they are wired: issue 14).
+			if err := sdnotify.Ready("serving: admin socket " + cfg.Socket); err != nil {
+				log.Warn("systemd notification", "err", err)
+			}
+			wctx, stopWD := context.WithCancel(cmd.Context())
+			wdDone := make(chan struct{})
+			go func() { defer close(wdDone); wd.Run(wctx) }()
 			<-cmd.Context().Done()
 			log.Info("shutting down")
+			if err := sdnotify.Stopping(); err != nil {
+				log.Warn("systemd notification", "err", err)
+			}
+			stopWD()
+			<-wdDone
 			if err := c.Close(); err != nil {
 				return fmt.Errorf("shutdown: %w", err)
 			}

@@ -819,7 +819,9 @@ func checkNotify(t *testing.T, name string, s *sdnotifytest.Socket, wired bool, 
 	}
 	if _, _, err := s.WaitFor("WATCHDOG=1", 3*watchdog); err != nil {
 		t.Errorf("%s: %v", name, err)
+		return
 	}
+	t.Logf("%s: READY=1, then WATCHDOG=1 (WATCHDOG_USEC %s)", name, watchdog)
 }
 
 func checkStopping(t *testing.T, name string, s *sdnotifytest.Socket, wired bool) {
