@@ -187,7 +187,7 @@ func TestRealDumpDrillRestore(t *testing.T) {
 	// The restore drill, in a scratch container of the addon's engine.
 	sc := redis7Scratch(t)
 	work := t.TempDir()
-	v, err := Drill(ctx, DrillRequest{Source: source(st, key, keys, res), Dump: res, Scratch: sc, WorkDir: work})
+	v, asum, err := DrillSum(ctx, DrillRequest{Source: source(st, key, keys, res), Dump: res, Scratch: sc, WorkDir: work})
 	if err != nil || !v.OK {
 		t.Fatalf("drill: %+v, %v", v, err)
 	}
@@ -212,6 +212,10 @@ func TestRealDumpDrillRestore(t *testing.T) {
 	}
 	if err := f.Close(); err != nil {
 		t.Fatal(err)
+	}
+	// The drill's sum of the plaintext archive is the download's.
+	if dlSum, dlRaw := sha256File(t, dl); asum.SHA256 != dlSum || asum.Bytes != int64(len(dlRaw)) {
+		t.Fatalf("drill's archive sum %+v; download: %d bytes, %s", asum, len(dlRaw), dlSum)
 	}
 	unpacked := t.TempDir()
 	tgz, err := os.Open(dl)
@@ -273,9 +277,9 @@ func TestRealDumpDrillRestore(t *testing.T) {
 	} else {
 		t.Logf("fetch: %v", err)
 	}
-	v, err = Drill(ctx, DrillRequest{Source: source(st, key, keys, res), Dump: res, Scratch: sc, WorkDir: work})
-	if !errors.Is(err, backupstore.ErrCorrupt) || v.OK || !strings.HasPrefix(v.Detail, api.NotVerifiedPrefix+"backup "+key+" is corrupt") {
-		t.Fatalf("drill of a flipped object: %+v, %v", v, err)
+	v, asum, err = DrillSum(ctx, DrillRequest{Source: source(st, key, keys, res), Dump: res, Scratch: sc, WorkDir: work})
+	if !errors.Is(err, backupstore.ErrCorrupt) || v.OK || !strings.HasPrefix(v.Detail, api.NotVerifiedPrefix+"backup "+key+" is corrupt") || asum != (ArchiveSum{}) {
+		t.Fatalf("drill of a flipped object: %+v, %+v, %v", v, asum, err)
 	}
 	t.Log(v.Detail)
 	if err := client(t, primary.addr, testPassword, 2).Set(ctx, "written-after", "x", 0).Err(); err != nil {

@@ -42,9 +42,12 @@
 // archive into a directory, refusing anything but regular files and
 // directories below it and bounded in size.
 //
-// Drill and Restore fetch and unpack into a fresh directory, start a
-// scratch server on it, wait until it has loaded, then Drill compares its
-// key count and the sampled values with the record, and Restore copies
+// Drill and Restore fetch and unpack into a fresh directory (no archive on
+// disk: Fetch streams into Unpack, the files are used once Fetch verified
+// the whole object; DrillSum also hashes the plaintext archive on the
+// way, the sum a download is checked against), start a scratch server on
+// it, wait until it has loaded, then Drill compares its key count and the
+// sampled values with the record, and Restore copies
 // every key into the addon's primary (redisctl.CopyKeys: FLUSHALL ASYNC,
 // then DUMP/RESTORE in batches). Restoring through the live primary, not
 // by swapping dump.rdb under a stopped member: nothing restarts, no

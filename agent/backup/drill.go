@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/cacheplane/cacheplane/api"
@@ -59,20 +58,8 @@ func notVerified(format string, args ...any) Verdict {
 // died loading it: ErrScratchExited) the verdict says so too, else it is
 // empty and the drill can be run again.
 func Drill(ctx context.Context, req DrillRequest) (Verdict, error) {
-	var v Verdict
-	err := withScratch(ctx, req.Source, req.Scratch, req.WorkDir, func(addr string) error {
-		var err error
-		v, err = judge(ctx, addr, req.Dump)
-		return err
-	})
-	switch {
-	case err == nil:
-		return v, nil
-	case errors.Is(err, backupstore.ErrCorrupt), errors.Is(err, ErrScratchExited), errors.Is(err, errMalformed):
-		line, _, _ := strings.Cut(err.Error(), "\n") // a scratch's log lines stay in the error
-		return notVerified("%s", line), fmt.Errorf("drill: %w", err)
-	}
-	return Verdict{}, fmt.Errorf("drill: %w", err)
+	v, _, err := DrillSum(ctx, req)
+	return v, err
 }
 
 // judge compares the scratch server at addr with what the dump recorded.
@@ -133,7 +120,7 @@ func Restore(ctx context.Context, req RestoreRequest) (redisctl.CopyStats, error
 	if req.Addr == "" {
 		return st, errors.New("restore: no primary address")
 	}
-	err := withScratch(ctx, req.Source, req.Scratch, req.WorkDir, func(addr string) error {
+	err := withScratch(ctx, req.Source, req.Scratch, req.WorkDir, nil, nil, func(addr string) error {
 		var err error
 		st, err = redisctl.CopyKeys(ctx, redisctl.Endpoint{Addr: addr}, redisctl.Endpoint{Addr: req.Addr, Password: req.Password}, req.Batch)
 		return err
@@ -147,10 +134,12 @@ func Restore(ctx context.Context, req RestoreRequest) (redisctl.CopyStats, error
 // errMalformed marks an archive that authenticated but did not unpack.
 var errMalformed = errors.New("the archive is malformed")
 
-// withScratch fetches and unpacks src into a new directory of workDir,
-// starts a scratch server on it, runs fn with its address, then stops it
-// and removes the directory, whatever happened.
-func withScratch(ctx context.Context, src Source, sc Scratch, workDir string, fn func(addr string) error) (err error) {
+// withScratch fetches and unpacks src into a new directory of workDir
+// (Fetch's plaintext also written to tee, unless nil; *fetched, unless
+// nil, set once Fetch verified the whole object), starts a scratch server
+// on it, runs fn with its address, then stops it and removes the
+// directory, whatever happened.
+func withScratch(ctx context.Context, src Source, sc Scratch, workDir string, tee io.Writer, fetched *bool, fn func(addr string) error) (err error) {
 	if sc == nil || src.Store == nil {
 		return errors.New("no scratch or no store")
 	}
@@ -166,7 +155,7 @@ func withScratch(ctx context.Context, src Source, sc Scratch, workDir string, fn
 			err = rerr
 		}
 	}()
-	if err := fetchUnpack(ctx, src, dir); err != nil {
+	if err := fetchUnpack(ctx, src, dir, tee, fetched); err != nil {
 		return err
 	}
 	addr, stop, err := sc.Start(ctx, dir)
@@ -183,19 +172,27 @@ func withScratch(ctx context.Context, src Source, sc Scratch, workDir string, fn
 	return fn(addr)
 }
 
-// fetchUnpack streams src through Fetch into Unpack (no archive on disk):
-// the files are used only once Fetch has verified the whole object.
-func fetchUnpack(ctx context.Context, src Source, dir string) error {
+// fetchUnpack streams src through Fetch into Unpack (and tee, unless nil;
+// no archive on disk): the files are used only once Fetch has verified
+// the whole object.
+func fetchUnpack(ctx context.Context, src Source, dir string, tee io.Writer, fetched *bool) error {
 	pr, pw := io.Pipe()
-	fetched := make(chan error, 1)
+	var dst io.Writer = pw
+	if tee != nil {
+		dst = io.MultiWriter(pw, tee)
+	}
+	done := make(chan error, 1)
 	go func() {
-		_, err := Fetch(ctx, src.Store, src.Key, src.Keyring, src.KeyID, src.Checksum, pw)
+		_, err := Fetch(ctx, src.Store, src.Key, src.Keyring, src.KeyID, src.Checksum, dst)
 		pw.CloseWithError(err)
-		fetched <- err
+		done <- err
 	}()
 	uerr := Unpack(pr, dir)
 	pr.CloseWithError(errUnpackStopped) // Fetch's writes fail if Unpack gave up
-	ferr := <-fetched
+	ferr := <-done
+	if fetched != nil {
+		*fetched = ferr == nil
+	}
 	switch {
 	case ferr != nil && !errors.Is(ferr, errUnpackStopped):
 		return ferr // the unpack error, if any, follows from it
