@@ -165,11 +165,12 @@ func waitKeyspace(t *testing.T, ep redisctl.Endpoint, want redisctl.Keyspace) {
 
 // sharedRuntime is one containerd namespace for the test binary.
 type sharedRuntime struct {
-	once sync.Once
-	rt   *runtime.Containerd
-	err  error
-	log  *syncBuffer
-	done chan struct{}
+	once   sync.Once
+	rt     *runtime.Containerd
+	err    error
+	log    *syncBuffer
+	logDir string
+	done   chan struct{}
 }
 
 var shared = &sharedRuntime{}
@@ -213,7 +214,7 @@ func runtimeFor(t *testing.T) *runtime.Containerd {
 			shared.err = err
 			return
 		}
-		shared.log = &syncBuffer{}
+		shared.log, shared.logDir = &syncBuffer{}, logDir
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
 		shared.rt, shared.err = runtime.NewContainerd(ctx, runtime.Config{
@@ -248,6 +249,7 @@ func (s *sharedRuntime) purge() {
 	}
 	_ = s.rt.Close()
 	<-s.done
+	_ = os.RemoveAll(s.logDir)
 }
 
 // scratch is a RuntimeScratch of the redis 7 image on ipScratch.
