@@ -13,6 +13,7 @@ import (
 
 	"github.com/cacheplane/cacheplane/agent/runtime"
 	"github.com/cacheplane/cacheplane/api"
+	"github.com/cacheplane/cacheplane/internal/sdnotify"
 	"github.com/cacheplane/cacheplane/packaging"
 	"github.com/cacheplane/cacheplane/sysstats"
 )
@@ -44,23 +45,32 @@ type Options struct {
 	// Stats is where host and member figures are read from; zero means
 	// the host's own /proc and /sys.
 	Stats sysstats.Config
+	// Watchdog is systemd's (cmd/agent: sdnotify.NewWatchdog); nil
+	// outside systemd. The heartbeat and alive loops ping it, so a stuck
+	// loop stops the pings and systemd restarts the agent (never a member).
+	Watchdog *sdnotify.Watchdog
 }
 
 // Agent is one host's agent. Run drives it until its context ends; members
 // keep running when it stops.
 type Agent struct {
-	cfg       Config
-	log       *slog.Logger
-	rt        runtime.Runtime
-	ownRT     bool
-	coord     *coordinators
-	hostStats *sysstats.Host
-	statsCfg  sysstats.Config
-	probes    *prober
-	live      *liveness  // liveness.go
-	routes    *routes    // route.go: the entrypoints' routers
-	jobs      *jobRunner // jobs.go: backup and restore jobs
-	metrics   *agentMetrics
+	wd *sdnotify.Watchdog
+	// attached is closed after the first reconcile pass: every running
+	// member assigned here is re-attached (READY for systemd).
+	attached     chan struct{}
+	attachedOnce sync.Once
+	cfg          Config
+	log          *slog.Logger
+	rt           runtime.Runtime
+	ownRT        bool
+	coord        *coordinators
+	hostStats    *sysstats.Host
+	statsCfg     sysstats.Config
+	probes       *prober
+	live         *liveness  // liveness.go
+	routes       *routes    // route.go: the entrypoints' routers
+	jobs         *jobRunner // jobs.go: backup and restore jobs
+	metrics      *agentMetrics
 
 	reconcileNow chan struct{}
 	heartbeatNow chan struct{}
@@ -125,6 +135,8 @@ func New(ctx context.Context, cfg Config, opts Options) (*Agent, error) {
 		}
 	}
 	a := &Agent{
+		wd:           opts.Watchdog,
+		attached:     make(chan struct{}),
 		cfg:          cfg,
 		log:          log,
 		rt:           opts.Runtime,
@@ -195,6 +207,15 @@ func (a *Agent) Run(ctx context.Context) error {
 	if a.register(ctx) {
 		loop("heartbeat", a.heartbeatLoop)
 		loop("alive", a.aliveLoop)
+		loop("ready", func(ctx context.Context) {
+			select {
+			case <-ctx.Done():
+			case <-a.attached:
+				if err := sdnotify.Ready("registered as " + a.cfg.HostID + "; members re-attached"); err != nil {
+					a.log.Warn("cannot tell systemd the agent is ready", "err", err)
+				}
+			}
+		})
 		loop("assignments", a.watchLoop)
 		loop("jobs", a.jobs.loop)
 		// Import missing images before the first reconcile, so the first

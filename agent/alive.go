@@ -19,12 +19,15 @@ func (a *Agent) aliveLoop(ctx context.Context) {
 	}
 	t := time.NewTicker(interval)
 	defer t.Stop()
+	wd := a.wd.Register("alive", 0)
+	defer wd.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
+		wd.Ping()
 		actx, cancel := context.WithTimeout(ctx, interval)
 		_ = a.coord.call(actx, func(cl *api.Client) error { return cl.Alive(actx, a.cfg.HostID) })
 		cancel()

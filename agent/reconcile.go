@@ -34,6 +34,7 @@ func (a *Agent) reconcileLoop(ctx context.Context) {
 		case <-timer.C:
 		}
 		retry := a.reconcile(ctx)
+		a.attachedOnce.Do(func() { close(a.attached) })
 		poke(a.heartbeatNow)
 		if retry > 0 {
 			timer.Reset(retry)

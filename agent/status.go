@@ -141,7 +141,10 @@ func (a *Agent) heartbeatLoop(ctx context.Context) {
 	defer t.Stop()
 	var failing time.Time // since when heartbeats fail; zero when they work
 	var lastWarn time.Time
+	wd := a.wd.Register("heartbeat", 0)
+	defer wd.Stop()
 	for {
+		wd.Ping() // the loop turns, whether the coordinator answers or not
 		settling, err := a.sendHeartbeat(ctx)
 		switch {
 		case ctx.Err() != nil:

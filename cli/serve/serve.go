@@ -134,6 +134,14 @@ defaults in coordinator.DefaultConfig), then these flags override it.`,
 			wctx, stopWD := context.WithCancel(cmd.Context())
 			wdDone := make(chan struct{})
 			go func() { defer close(wdDone); wd.Run(wctx) }()
+			// The state loop: every few seconds a read of the replicated
+			// state (the FSM's lock, which every handler and controller
+			// takes) must come back; a deadlocked coordinator stops the
+			// pings and systemd restarts it. A cluster without a leader
+			// still pings: a restart would not bring the quorum back.
+			stateDone := make(chan struct{})
+			go func() { defer close(stateDone); pingState(wctx, wd, c) }()
+			defer func() { <-stateDone }()
 			<-cmd.Context().Done()
 			log.Info("shutting down")
 			if err := sdnotify.Stopping(); err != nil {
@@ -170,4 +178,23 @@ defaults in coordinator.DefaultConfig), then these flags override it.`,
 	f.DurationVar(&backupCheckEvery, "backup-check-every", time.Duration(d.BackupCheckEvery), "how often the leader looks for due backups")
 	f.DurationVar(&backupJobTimeout, "backup-job-timeout", time.Duration(d.BackupJobTimeout), "fail a backup or restore whose agent reports nothing for this long")
 	return cmd
+}
+
+// pingState pings the watchdog's "state" loop after each read of the
+// coordinator's replicated state, every stateCheckEvery, until ctx ends.
+func pingState(ctx context.Context, wd *sdnotify.Watchdog, c *coordinator.Coordinator) {
+	const stateCheckEvery = 5 * time.Second
+	l := wd.Register("state", 0)
+	defer l.Stop()
+	t := time.NewTicker(stateCheckEvery)
+	defer t.Stop()
+	for {
+		c.Store().FSM().Read(func(*coordinator.State, uint64) {})
+		l.Ping()
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/cacheplane/cacheplane/agent"
+	"github.com/cacheplane/cacheplane/internal/sdnotify"
 )
 
 // Version is set at build time (-ldflags -X).
@@ -139,11 +140,22 @@ agent.DefaultConfig), then these flags override it.`,
 			}
 			log := agent.NewLogger(os.Stderr, cfg.LogLevel)
 			ctx := cmd.Context()
-			a, err := agent.New(ctx, cfg, agent.Options{Logger: log})
+			// systemd (Type=notify, WatchdogSec): READY once registered
+			// and re-attached to the members; WATCHDOG=1 while the
+			// heartbeat and alive loops turn. No-ops outside systemd.
+			wd, err := sdnotify.NewWatchdog(log.With("component", "watchdog"))
 			if err != nil {
 				return err
 			}
+			a, err := agent.New(ctx, cfg, agent.Options{Logger: log, Watchdog: wd})
+			if err != nil {
+				return err
+			}
+			wdCtx, stopWD := context.WithCancel(ctx)
+			go wd.Run(wdCtx)
 			runErr := a.Run(ctx)
+			stopWD()
+			_ = sdnotify.Stopping()
 			if err := a.Close(); err != nil && runErr == nil {
 				runErr = fmt.Errorf("shutdown: %w", err)
 			}
