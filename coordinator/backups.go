@@ -556,7 +556,7 @@ func (s *Server) handleJobReport(w http.ResponseWriter, r *http.Request) error {
 // then its record marked deleted; records deleted more than
 // api.DeletedBackupKept ago are forgotten.
 type backupsController struct {
-	store *Store
+	store stateWriter
 	obs   *observed
 	env   *backupEnv
 	log   *slog.Logger
@@ -585,6 +585,12 @@ func (c *backupsController) Run(ctx context.Context) {
 		case <-t.C:
 		}
 	}
+}
+
+// stateWriter is the Raft store as the backups controller uses it.
+type stateWriter interface {
+	FSM() *FSM
+	Apply(ctx context.Context, t CommandType, payload any) (any, error)
 }
 
 // candidates are the addons as backup.Due sees them.
