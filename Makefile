@@ -21,8 +21,10 @@ LDFLAGS  := -X github.com/cacheplane/cacheplane/cli.Version=$(VERSION)
 
 all: build
 
-## deps: Debian packages, Go modules and tools, containerd running, images built
-deps: deps-system deps-go deps-node containerd images seaweedfs
+## deps: Debian packages, Go modules and tools, containerd running, images
+## built, SeaweedFS's weed built (in the background meanwhile: it is the
+## longest step on a fresh machine)
+deps: seaweedfs-start deps-system deps-go deps-node containerd images seaweedfs-wait
 
 deps-system:
 	@scripts/deps-system.sh
@@ -40,9 +42,15 @@ containerd:
 
 # SeaweedFS's weed (.dev/bin/weed), the real S3 server backupstore's tests
 # start: built once from scripts/seaweedfs/ (minutes from an empty cache)
-.PHONY: seaweedfs
+.PHONY: seaweedfs seaweedfs-start seaweedfs-wait
 seaweedfs:
 	@GO=$(GO) scripts/seaweedfs.sh
+seaweedfs-start:
+	@mkdir -p .dev && rm -f .dev/seaweedfs.status && (GO=$(GO) scripts/seaweedfs.sh > .dev/seaweedfs.log 2>&1; echo $$? > .dev/seaweedfs.status) &
+seaweedfs-wait:
+	@while [ ! -f .dev/seaweedfs.status ]; do sleep 2; done; \
+	 s=$$(cat .dev/seaweedfs.status); rm -f .dev/seaweedfs.status; \
+	 if [ "$$s" != 0 ]; then cat .dev/seaweedfs.log; echo "building SeaweedFS's weed failed (exit $$s)"; exit 1; fi
 
 images:
 	$(GO) run ./packaging/cmd/build-images -out $(IMAGES) -debian $(DEBIAN_CACHE)
