@@ -11,7 +11,9 @@
 // settings (CONFIG GET/SET of bind, port, dir, announce addresses) and
 // fresh-connection liveness (Knock), memory figures (UsedMemory,
 // CheckMaxmemory), what an upgrade checks (SAVE snapshots, INFO server,
-// keyspace), and the mapping between an addon's settings and redis's
+// keyspace), what backups need (BGSave waited for, the keyspace count, a
+// sample of keys with value digests, WaitLoaded, CopyKeys: DUMP/RESTORE of
+// every key into a primary), and the mapping between an addon's settings and redis's
 // CONFIG parameters in both directions (what redis.conf says, what CONFIG
 // SET changes live, what CONFIG GET must answer).
 //
