@@ -70,13 +70,14 @@ func TestPackagesInstall(t *testing.T) {
 	// Two builds: the commit's own version, then "an upgrade" of it.
 	t0 := time.Now()
 	out1 := filepath.Join(t.TempDir(), "v1")
-	debs1, err := Build(ctx, Options{Out: out1, Images: filepath.Join(repo, ".dev", "images"), Root: repo})
+	images := imagesDir(repo)
+	debs1, err := Build(ctx, Options{Out: out1, Images: images, Root: repo})
 	if err != nil {
 		t.Fatal(err)
 	}
 	v1 := debField(t, debs1[0], "Version")
 	out2 := filepath.Join(t.TempDir(), "v2")
-	debs2, err := Build(ctx, Options{Out: out2, Images: filepath.Join(repo, ".dev", "images"), Root: repo, Version: v1 + ".1"})
+	debs2, err := Build(ctx, Options{Out: out2, Images: images, Root: repo, Version: v1 + ".1"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -364,9 +365,9 @@ func (r *root) checkFiles(ctx context.Context, t *testing.T) {
 		"usr/share/doc/cacheplane-agent/install.md":         {0, 0, 0o644},
 		"usr/share/doc/cacheplane/cli.md":                   {0, 0, 0o644},
 	}
-	images, _ := filepath.Glob(filepath.Join(repo, ".dev/images/*.tar"))
+	images, _ := filepath.Glob(filepath.Join(imagesDir(repo), "*.tar"))
 	if len(images) == 0 {
-		t.Fatal("no images in .dev/images")
+		t.Fatalf("no images in %s (run make images)", imagesDir(repo))
 	}
 	for _, im := range images {
 		files["usr/share/cacheplane/images/"+filepath.Base(im)] = want{0, 0, 0o644}
@@ -954,4 +955,13 @@ func purgeNamespace(t *testing.T, namespace, logDir string) {
 	if err := rt.Purge(ctx); err != nil {
 		t.Logf("purge %s: %v", namespace, err)
 	}
+}
+
+// imagesDir is where make images put the images: $CACHEPLANE_IMAGES (as
+// make test sets it), else <repo>/.dev/images.
+func imagesDir(repo string) string {
+	if d := os.Getenv("CACHEPLANE_IMAGES"); d != "" {
+		return d
+	}
+	return filepath.Join(repo, ".dev", "images")
 }
