@@ -624,9 +624,11 @@ func (a *Agent) runJob(ctx context.Context, job api.BackupJob) api.JobReport {
 			Addr: job.Addr, Password: job.Password,
 		})
 		if err != nil {
-			return fail(err)
+			rep := fail(err)
+			rep.Restored, rep.Flushed = cs.Total, cs.Flushed
+			return rep
 		}
-		return api.JobReport{OK: true, Restored: cs.Total}
+		return api.JobReport{OK: true, Restored: cs.Total, Flushed: true}
 	}
 	return fail(fmt.Errorf("unknown job kind %q", job.Kind))
 }

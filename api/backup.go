@@ -215,8 +215,10 @@ type JobReport struct {
 	Verified        string `json:"verified,omitempty"`
 	ArchiveBytes    int64  `json:"archive_bytes,omitempty"`
 	ArchiveChecksum string `json:"archive_checksum,omitempty"`
-	// A restore's: keys copied into the primary.
+	// A restore's: keys copied into the primary, and whether its dataset
+	// was replaced at all (false: a failed restore left it untouched).
 	Restored   int64     `json:"restored,omitempty"`
+	Flushed    bool      `json:"flushed,omitempty"`
 	StartedAt  time.Time `json:"started_at,omitzero"`
 	FinishedAt time.Time `json:"finished_at,omitzero"`
 }

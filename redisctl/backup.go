@@ -672,6 +672,9 @@ type CopyStats struct {
 	Total  int64
 	// Skipped keys vanished or expired between SCAN and DUMP.
 	Skipped int64
+	// Flushed: the target's dataset was replaced (FLUSHALL sent). False
+	// when CopyKeys failed before it: the target is untouched.
+	Flushed bool
 }
 
 // copyClient is a client for bulk work: longer I/O bounds than a probe,
@@ -719,6 +722,7 @@ func CopyKeys(ctx context.Context, from, to Endpoint, batch int) (CopyStats, err
 	if err := dst.Do(ctx, "FLUSHALL", "ASYNC").Err(); err != nil {
 		return st, fmt.Errorf("copy keys: FLUSHALL ASYNC on %s: %w", to.Addr, err)
 	}
+	st.Flushed = true
 	for _, db := range k.DBs() {
 		if err := copyDB(ctx, src, dst, from.Addr, to.Addr, db, batch, &st); err != nil {
 			return st, fmt.Errorf("copy keys: %w", err)

@@ -342,8 +342,8 @@ func TestRealSampleAndCopyKeys(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.Total != n || st.Skipped != 0 {
-		t.Fatalf("copied %+v; want %d keys", st, n)
+	if st.Total != n || st.Skipped != 0 || !st.Flushed {
+		t.Fatalf("copied %+v; want %d keys, flushed", st, n)
 	}
 	ks, err := ReadKeyspace(ctx, src)
 	if err != nil {
@@ -405,8 +405,8 @@ func TestRealSampleAndCopyKeys(t *testing.T) {
 	}
 
 	// Into a replica: refused before anything changed.
-	if _, err := CopyKeys(ctx, src, Endpoint{targetReplica, testPassword}, 0); err == nil || !strings.Contains(err.Error(), "READONLY") {
-		t.Fatalf("copy into a replica: %v", err)
+	if st, err := CopyKeys(ctx, src, Endpoint{targetReplica, testPassword}, 0); err == nil || !strings.Contains(err.Error(), "READONLY") || st.Flushed {
+		t.Fatalf("copy into a replica: %v (flushed %v)", err, st.Flushed)
 	}
 	if _, err := CopyKeys(ctx, src, src, 0); err == nil {
 		t.Fatal("copy of a server into itself")

@@ -353,13 +353,17 @@ func restoreOp(v View, op api.Operation, step api.Step) Decision {
 		if !done {
 			if d.Kind == Fail {
 				d.Status = api.AddonRunning
-				d.Detail += "; the addon runs with whatever the restore had copied: restore again"
+				d.Detail += "; the addon may hold part of the backup: restore again"
 			}
 			return d
 		}
 		if !rep.OK {
-			return failed(fmt.Sprintf("restore of backup %s failed on host %s: %s; the addon runs with whatever the restore had copied: restore again",
-				op.BackupID, v.Job.HostID, oneLine(rep.Error)))
+			if !rep.Flushed {
+				return failed(fmt.Sprintf("restore of backup %s failed on host %s: %s; the addon's data was not touched",
+					op.BackupID, v.Job.HostID, oneLine(rep.Error)))
+			}
+			return failed(fmt.Sprintf("restore of backup %s failed on host %s after %d keys: %s; the addon holds part of the backup: restore again",
+				op.BackupID, v.Job.HostID, rep.Restored, oneLine(rep.Error)))
 		}
 		return advance(fmt.Sprintf("%d keys restored from backup %s into %s", rep.Restored, op.BackupID, v.Job.MemberID))
 	case StepMarkRunning:

@@ -312,10 +312,13 @@ func TestRestoreSteps(t *testing.T) {
 				job(api.JobRestore, "h1", "b-1-redis-0", time.Minute, nil)(f, v, op)
 				downHost(f, "h1")
 			},
-			detail: "host h1 is down: job job-0123456789ab (restore backup b-1-20261207 into b-1-redis-0) did not finish; the addon runs with whatever the restore had copied: restore again"},
+			detail: "host h1 is down: job job-0123456789ab (restore backup b-1-20261207 into b-1-redis-0) did not finish; the addon may hold part of the backup: restore again"},
 		{name: "the agent reports a failure", addon: "b-1", want: Fail, status: api.AddonRunning,
 			edit:   job(api.JobRestore, "h1", "b-1-redis-0", time.Minute, &api.JobReport{OK: false, Error: "backup b-1-20261207 is corrupt: checksum mismatch"}),
-			detail: "restore of backup b-1-20261207 failed on host h1: backup b-1-20261207 is corrupt: checksum mismatch; the addon runs with whatever the restore had copied: restore again"},
+			detail: "restore of backup b-1-20261207 failed on host h1: backup b-1-20261207 is corrupt: checksum mismatch; the addon's data was not touched"},
+		{name: "the agent reports a failure after the flush", addon: "b-1", want: Fail, status: api.AddonRunning,
+			edit:   job(api.JobRestore, "h1", "b-1-redis-0", time.Minute, &api.JobReport{OK: false, Flushed: true, Restored: 1200, Error: "copy keys: RESTORE: connection reset"}),
+			detail: "restore of backup b-1-20261207 failed on host h1 after 1200 keys: copy keys: RESTORE: connection reset; the addon holds part of the backup: restore again"},
 		{name: "restored", addon: "b-1", want: Advance,
 			edit:   job(api.JobRestore, "h1", "b-1-redis-0", time.Minute, &api.JobReport{OK: true, Restored: 50000}),
 			detail: "50000 keys restored from backup b-1-20261207 into b-1-redis-0"},
