@@ -31,6 +31,7 @@ type Coordinator struct {
 	adminLn, peerLn net.Listener
 	adminSrv        *http.Server
 	peerSrv         *http.Server
+	audit           *auditLog
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -62,7 +63,14 @@ func Start(cfg Config, log *slog.Logger, raftLog io.Writer) (*Coordinator, error
 		_ = store.Close()
 		return nil, err
 	}
-	c := &Coordinator{cfg: cfg, log: log, store: store, adminLn: adminLn, peerLn: peerLn}
+	audit, err := openAuditLog(filepath.Join(cfg.DataDir, "audit.log"))
+	if err != nil {
+		peerLn.Close()
+		adminLn.Close()
+		_ = store.Close()
+		return nil, err
+	}
+	c := &Coordinator{cfg: cfg, log: log, store: store, adminLn: adminLn, peerLn: peerLn, audit: audit}
 	obs := newObserved()
 	m := newMetrics()
 	m.reg.MustRegister(newStateCollector(store, cfg.ID))
@@ -71,6 +79,7 @@ func Start(cfg Config, log *slog.Logger, raftLog io.Writer) (*Coordinator, error
 	if err != nil {
 		peerLn.Close()
 		adminLn.Close()
+		_ = audit.Close()
 		_ = store.Close()
 		return nil, err
 	}
@@ -81,7 +90,7 @@ func Start(cfg Config, log *slog.Logger, raftLog io.Writer) (*Coordinator, error
 	stats := newStatsHistory()
 	c.server = newServer(cfg, store, obs, stats, log.With("component", "api"))
 	c.server.backups = backups
-	c.adminSrv = &http.Server{Handler: c.server.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	c.adminSrv = &http.Server{Handler: audit.wrap(c.server.Handler()), ReadHeaderTimeout: 10 * time.Second, ConnContext: withPeerCred}
 	peer := http.NewServeMux()
 	peer.Handle("GET /metrics", m.handler())
 	peer.Handle("POST /v1/internal/figures", c.server.PeerHandlerFunc(c.server.handleFigures))
@@ -138,6 +147,7 @@ func (c *Coordinator) Close() error {
 	c.cancel()
 	c.wg.Wait()
 	err := c.store.Close()
+	_ = c.audit.Close()
 	_ = os.Remove(c.cfg.Socket)
 	return err
 }
