@@ -15,6 +15,12 @@ type Candidate struct {
 	App     string
 	// Backups says the addon's plan has backups; without, Due ignores it.
 	Backups bool
+	// CreatedAt is when the addon was made: a day's backup is due only
+	// for an addon that existed at that day's start time (a new addon's
+	// first periodic backup is the next scheduled one, not one at once in
+	// the middle of its first load and its owner's first operations).
+	// Zero: no bound.
+	CreatedAt time.Time
 	// Busy says another operation runs on the addon: its backup waits.
 	Busy bool
 	// HostID is where the dump would run (the replica's host, or the only
@@ -46,7 +52,8 @@ type Wait struct {
 // wait. For each candidate whose plan has backups, the backup of day
 // s.Day(now) is due once now reaches its StartAt, until the end of that day
 // in the schedule's zone (yesterday's missed backup is not taken today);
-// none starts if the day's record is done or running (a new leader adopts
+// an addon created after that StartAt has none that day (its first is the
+// next day's); none starts if the day's record is done or running (a new leader adopts
 // it); a failed one is retried under the same ID once its NextAttempt has
 // passed. A busy addon, one with no host to dump on, or one whose host
 // already runs s.PerHost dumps (running records of any kind, plus the starts
@@ -79,7 +86,7 @@ func Due(now time.Time, s Schedule, addons []Candidate, backups []api.Backup) ([
 			continue
 		}
 		start := c.startAt(a.AddonID, day)
-		if start.IsZero() || now.Before(start) {
+		if start.IsZero() || now.Before(start) || a.CreatedAt.After(start) {
 			continue
 		}
 		dues = append(dues, due{Candidate: a, id: PeriodicID(a.AddonID, day), start: start})

@@ -269,6 +269,17 @@ func TestWaitsSayWhy(t *testing.T) {
 	if !reflect.DeepEqual(waits, want) {
 		t.Fatalf("waits\n got %+v\nwant %+v", waits, want)
 	}
+	// An addon created after its start time today has no backup today:
+	// its first is tomorrow's.
+	late := Candidate{AddonID: "late-1000", App: "late", Backups: true, HostID: "h2", CreatedAt: now.Add(-time.Minute)}
+	early := late
+	early.AddonID, early.CreatedAt = "early-1000", time.Date(2026, 12, 7, 0, 30, 0, 0, paris)
+	if starts, waits := Due(now, s, []Candidate{late, early}, nil); len(waits) != 0 || !reflect.DeepEqual(startIDs(starts), []string{"early-1000-20261207"}) {
+		t.Fatalf("created before 01:00 and at 08:59: starts %v waits %v; want only the one created before its start time", startIDs(starts), waits)
+	}
+	if starts, _ := Due(time.Date(2026, 12, 8, 9, 0, 0, 0, paris), s, []Candidate{late}, nil); !reflect.DeepEqual(startIDs(starts), []string{"late-1000-20261208"}) {
+		t.Fatalf("the next day: starts %v", startIDs(starts))
+	}
 	// The busy addon's operation ends: its backup starts the same day.
 	addons[0].Busy = false
 	if starts, _ := Due(now.Add(3*time.Hour), s, addons, []api.Backup{starts[0].Backup}); len(starts) != 1 || starts[0].Backup.AddonID != "busy-1000" {

@@ -605,7 +605,7 @@ func (c *backupsController) candidates() ([]bk.Candidate, []api.Backup) {
 		}
 		for _, a := range sortedAddons(st.Addons) {
 			plan, known := api.FindPlan(st.Plans, a.Plan)
-			cand := bk.Candidate{AddonID: a.ID, App: a.App, Backups: known && plan.Backups}
+			cand := bk.Candidate{AddonID: a.ID, App: a.App, Backups: known && plan.Backups, CreatedAt: a.CreatedAt}
 			if !cand.Backups || a.Status == api.AddonRemoving {
 				cand.Backups = false
 				cands = append(cands, cand)
