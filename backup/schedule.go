@@ -84,6 +84,9 @@ type compiled struct {
 // fires once in 366 days.
 const lookBack = 370
 
+// specParser reads the standard five fields, or six with seconds first.
+var specParser = cron.NewParser(cron.SecondOptional | cron.Minute | cron.Hour | cron.Dom | cron.Month | cron.Dow | cron.Descriptor)
+
 func (s Schedule) compile() (compiled, error) {
 	s = s.withDefaults()
 	c := compiled{Schedule: s}
@@ -99,9 +102,9 @@ func (s Schedule) compile() (compiled, error) {
 		return c, fmt.Errorf("backup schedule time zone %q is not an IANA zone name such as %q: %w", s.TZ, DefaultTZ, err)
 	}
 	c.loc = loc
-	sched, err := cron.ParseStandard("CRON_TZ=" + s.TZ + " " + spec)
+	sched, err := specParser.Parse("CRON_TZ=" + s.TZ + " " + spec)
 	if err != nil {
-		return c, fmt.Errorf("backup schedule %q is not a cron spec (minute hour day-of-month month day-of-week, e.g. %q for 01:00 daily): %w", s.Spec, DefaultSpec, err)
+		return c, fmt.Errorf("backup schedule %q is not a cron spec ([second] minute hour day-of-month month day-of-week, e.g. %q for 01:00 daily): %w", s.Spec, DefaultSpec, err)
 	}
 	c.cron = sched
 	return c, nil

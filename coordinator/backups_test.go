@@ -30,19 +30,6 @@ import (
 	"github.com/cacheplane/cacheplane/internal/testutil"
 )
 
-// noonZone is a fixed-offset zone where it is about noon now, so a daily
-// schedule at 00:00 there is due for the whole test, far from a day change.
-func noonZone(now time.Time) string {
-	off := 12 - now.UTC().Hour() // -11 … 12
-	switch {
-	case off == 0:
-		return "UTC"
-	case off > 0:
-		return fmt.Sprintf("Etc/GMT-%d", off) // POSIX sign: GMT-3 is UTC+3
-	}
-	return fmt.Sprintf("Etc/GMT+%d", -off)
-}
-
 // fakeAgent plays the agent of one host for backups: it heartbeats the
 // members as running and answers the jobs its assignments list — a dump is
 // a small tar.gz, sealed with the job's keyring and put into the job's
@@ -188,7 +175,11 @@ func TestBackupsThroughTheEngine(t *testing.T) {
 	cfg.ClusterToken = "test-token"
 	cfg.BackupStore = backupstore.Config{Kind: backupstore.KindLocal, Dir: filepath.Join(dir, "backups")}
 	cfg.BackupKeysFile = filepath.Join(dir, "keys", "backup-keys.json")
-	cfg.BackupSchedule = BackupScheduleConfig{Spec: "0 0 * * *", TZ: noonZone(now), Window: Duration(time.Second), PerHost: 2, RetryEvery: Duration(300 * time.Millisecond)}
+	// Today's backup starts 3 s from now (seconds in the spec): a day's
+	// backup is due only for addons that existed at its start time.
+	at := now.UTC().Add(3 * time.Second)
+	cfg.BackupSchedule = BackupScheduleConfig{Spec: fmt.Sprintf("%d %d %d * * *", at.Second(), at.Minute(), at.Hour()), TZ: "UTC",
+		Window: Duration(time.Millisecond), PerHost: 2, RetryEvery: Duration(300 * time.Millisecond)}
 	cfg.BackupCheckEvery = Duration(100 * time.Millisecond)
 	log := slog.New(slog.NewJSONHandler(io.MultiWriter(&logs, testutil.Writer(t)), &slog.HandlerOptions{Level: slog.LevelDebug}))
 	c, err := Start(cfg, log, testutil.Writer(t))
@@ -244,8 +235,7 @@ func TestBackupsThroughTheEngine(t *testing.T) {
 
 	// The periodic backup of today: its first dump fails, the schedule
 	// retries it under the same id, and it ends done.
-	loc, _ := time.LoadLocation(cfg.BackupSchedule.TZ)
-	dayID := backup.PeriodicID(id, time.Now().In(loc).Format(backup.DayLayout))
+	dayID := backup.PeriodicID(id, at.Format(backup.DayLayout))
 	backupOf := func(bid string) (api.Backup, []api.Backup) {
 		t.Helper()
 		list, err := admin.Backups(ctx, "bk-app")

@@ -132,7 +132,8 @@ type Config struct {
 // BackupScheduleConfig is backup.Schedule as the config file spells it
 // (durations as "2h").
 type BackupScheduleConfig struct {
-	// Spec is a five-field cron spec read in TZ ("0 1 * * *").
+	// Spec is a five-field cron spec read in TZ ("0 1 * * *"), or six
+	// with seconds first.
 	Spec       string   `json:"spec"`
 	TZ         string   `json:"tz"`
 	Window     Duration `json:"window"`

@@ -66,7 +66,7 @@ func TestStateKeysSealOpen(t *testing.T) {
 		"flipped id":        {k, flip(blob, 3), "does not hold"},
 		"other key same id": {testStateKeys(t, t0), blob, "does not authenticate"},
 		"unknown key":       {k2, blob, "does not hold"},
-		"truncated": {k, blob[:20], "truncated"},
+		"truncated":         {k, blob[:20], "truncated"},
 		"not sealed":        {k, []byte(`{"x":1}`), "not a sealed blob"},
 		"empty":             {k, nil, "not a sealed blob"},
 	} {
