@@ -6,11 +6,13 @@
 //
 // A stored dump is one object: a tar.gz of the member's dump.rdb (and,
 // with AOF on, its appendonlydir/), age-sealed with the keyring's current
-// key. Dump streams it from the member's files through tar, gzip (fastest
-// level: the RDB is already compressed), age and a SHA-256 into
-// Store.Put through an io.Pipe, with fixed buffers: memory does not grow
-// with the dataset, and a dump that fails or is cancelled leaves nothing in
-// the store (Put is atomic). The record keeps the object's size, SHA-256
+// key. Dump streams it from the member's files through tar, gzip
+// (klauspost/compress at its fastest level, over twice the standard
+// library's speed on an RDB, which is already compressed; any gzip reader
+// reads it, and Unpack reads archives of either), age, and a SHA-256 taken
+// as Store.Put reads, in three goroutines joined by io.Pipes, with fixed
+// buffers: memory does not grow with the dataset, and a dump that fails or
+// is cancelled leaves nothing in the store (Put is atomic). The record keeps the object's size, SHA-256
 // and key id, the member's key count just before the save and once the
 // files were opened (a bracket: writes go on during a dump), and a sample
 // of keys whose values did not change across that window, with a digest of

@@ -2,8 +2,8 @@ package backup
 
 import (
 	"archive/tar"
+	"bufio"
 	"bytes"
-	"compress/gzip"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -19,6 +19,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/klauspost/compress/gzip"
+
 	"github.com/cacheplane/cacheplane/agent/render"
 	"github.com/cacheplane/cacheplane/backupstore"
 	"github.com/cacheplane/cacheplane/redisctl"
@@ -30,6 +32,8 @@ const (
 	DefaultSample = 32
 	// copyBufSize is the one buffer a dump streams each file through.
 	copyBufSize = 256 << 10
+	// sealBufSize is how much sealed output is handed to Put at once.
+	sealBufSize = 1 << 20
 	// manifestMax bounds the AOF manifest read into memory (a few lines).
 	manifestMax = 1 << 20
 	// aofAttempts bounds the tries at a consistent set of AOF files.
@@ -347,15 +351,42 @@ func (c ctxReader) Read(p []byte) (int, error) {
 	return c.r.Read(p)
 }
 
+// hashReader counts and hashes what is read through it.
+type hashReader struct {
+	r io.Reader
+	h hash.Hash
+	n int64
+}
+
+func (c *hashReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.h.Write(p[:n])
+	c.n += int64(n)
+	return n, err
+}
+
+// countWriter counts what is written through it.
+type countWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
+}
+
 // store streams the archive of files into st under key, in three
 // goroutines joined by pipes, so the stages overlap on two CPUs: tar and
-// gzip; age and SHA-256; Put (the caller's).
+// gzip; age; SHA-256 and Put (the caller's: the object is hashed as Put
+// reads it).
 func store(ctx context.Context, st backupstore.Store, key string, k backupstore.Keyring, files []archiveFile) (size int64, sum, keyID string, err error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	plainR, plainW := io.Pipe()
 	pr, pw := io.Pipe()
-	hc := &hashCounter{w: pw, h: sha256.New()}
+	written := &countWriter{w: pw}
 	archived := make(chan error, 1)
 	go func() {
 		err := writeArchive(ctx, plainW, files)
@@ -368,8 +399,11 @@ func store(ctx context.Context, st backupstore.Store, key string, k backupstore.
 	sealed := make(chan error, 1)
 	go func() {
 		err := func() error {
-			// Seal writes age's header at once: in here, once Put reads.
-			w, id, err := backupstore.Seal(hc, k)
+			// age writes 64 KiB chunks: handed to Put sealBufSize at a
+			// time, fewer pipe hand-offs and writes.
+			bw := bufio.NewWriterSize(written, sealBufSize)
+			// Seal writes age's header at once: in bw.
+			w, id, err := backupstore.Seal(bw, k)
 			if err != nil {
 				return err
 			}
@@ -377,7 +411,10 @@ func store(ctx context.Context, st backupstore.Store, key string, k backupstore.
 			if _, err := io.CopyBuffer(struct{ io.Writer }{w}, struct{ io.Reader }{plainR}, make([]byte, copyBufSize)); err != nil {
 				return err
 			}
-			return w.Close()
+			if err := w.Close(); err != nil {
+				return err
+			}
+			return bw.Flush()
 		}()
 		if err != nil {
 			cancel()
@@ -386,7 +423,8 @@ func store(ctx context.Context, st backupstore.Store, key string, k backupstore.
 		pw.CloseWithError(err)                 // nil: Put reads io.EOF
 		sealed <- err
 	}()
-	n, putErr := st.Put(ctx, key, pr)
+	hr := &hashReader{r: pr, h: sha256.New()}
+	n, putErr := st.Put(ctx, key, hr)
 	pr.CloseWithError(errStoreStopped) // unblocks the sealer if Put gave up early
 	archErr, sealErr := <-archived, <-sealed
 	if putErr != nil {
@@ -398,11 +436,11 @@ func store(ctx context.Context, st backupstore.Store, key string, k backupstore.
 		_ = st.Delete(context.WithoutCancel(ctx), key)
 		return 0, "", "", err
 	}
-	if n != hc.n {
+	if n != written.n || hr.n != written.n {
 		_ = st.Delete(context.WithoutCancel(ctx), key)
-		return 0, "", "", fmt.Errorf("the store took %d bytes, %d were written", n, hc.n)
+		return 0, "", "", fmt.Errorf("the store took %d bytes (read %d), %d were written", n, hr.n, written.n)
 	}
-	return hc.n, hex.EncodeToString(hc.h.Sum(nil)), keyID, nil
+	return written.n, hex.EncodeToString(hr.h.Sum(nil)), keyID, nil
 }
 
 // writeArchive writes the tar.gz of files to w.

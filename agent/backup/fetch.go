@@ -2,7 +2,6 @@ package backup
 
 import (
 	"archive/tar"
-	"compress/gzip"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -14,6 +13,8 @@ import (
 	"path"
 	"strings"
 	"syscall"
+
+	"github.com/klauspost/compress/gzip"
 
 	"github.com/cacheplane/cacheplane/backupstore"
 )
