@@ -319,6 +319,12 @@ type CoordinatorMember struct {
 	HTTPAddr string `json:"http_addr,omitempty"`
 	Suffrage string `json:"suffrage,omitempty"`
 	Leader   bool   `json:"leader"`
+	// Protocol is the highest command protocol level the member's release
+	// applies (coordinator.MaxProtocol); 0 when not recorded: a release
+	// before levels were recorded, which applies level 1.
+	Protocol int `json:"protocol,omitempty"`
+	// Release names the member's cacheplane build, when recorded.
+	Release string `json:"release,omitempty"`
 }
 
 // ClusterStatus is the answer of the members endpoint.

@@ -210,7 +210,7 @@ func (b *backupEnv) jobsFor(st *State, hostID string) []api.BackupJob {
 		engine, version := a.MemberEngine(m)
 		ev, _ := api.ResolveEngine(st.Engines, engine, version)
 		out = append(out, api.BackupJob{ID: j.ID, Kind: j.Kind, Backup: st.Backups[j.BackupID], MemberID: m.ID, Addr: memberAddr(st, m),
-			Password: a.Password, AOF: a.Settings.Persistence == api.PersistenceAOF, Engine: engine, Version: version,
+			Password: a.FleetPassword, AOF: a.Settings.Persistence == api.PersistenceAOF, Engine: engine, Version: version,
 			Image: ev.Images[api.RoleRedis], PlanMemoryMB: plan.MemoryMB, Store: b.storeJSON, Keys: b.keysJSON})
 	}
 	return out
@@ -565,6 +565,33 @@ type backupsController struct {
 
 	retainedDay string    // the day (schedule zone) retention last ran to the end
 	retainAfter time.Time // after a failed deletion, retention waits until then
+	// waiting: a member runs a release without backups (logged once).
+	waiting bool
+}
+
+// protocolGate is the store's check that every member applies a command.
+type protocolGate interface{ Supports(CommandType) error }
+
+// mixed is true while some coordinator's release cannot apply backup
+// commands: the schedule and retention wait (one log line), and resume
+// once the last member is upgraded.
+func (c *backupsController) mixed() bool {
+	g, ok := c.store.(protocolGate)
+	if !ok {
+		return false
+	}
+	if err := g.Supports(CmdBackupCreate); err != nil {
+		if !c.waiting {
+			c.log.Info("periodic backups and retention wait until every coordinator is upgraded", "why", api.Message(err))
+			c.waiting = true
+		}
+		return true
+	}
+	if c.waiting {
+		c.log.Info("every coordinator supports backups: periodic backups and retention resume")
+		c.waiting = false
+	}
+	return false
 }
 
 // retainRetry paces retention after a deletion failed (a store down).
@@ -575,10 +602,12 @@ func (c *backupsController) Name() string { return "backups" }
 func (c *backupsController) Run(ctx context.Context) {
 	t := time.NewTicker(c.every)
 	defer t.Stop()
-	c.retainedDay, c.retainAfter = "", time.Time{}
+	c.retainedDay, c.retainAfter, c.waiting = "", time.Time{}, false
 	for {
-		c.due(ctx)
-		c.retain(ctx)
+		if !c.mixed() {
+			c.due(ctx)
+			c.retain(ctx)
+		}
 		select {
 		case <-ctx.Done():
 			return

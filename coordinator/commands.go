@@ -48,40 +48,72 @@ const (
 	CmdRestoreCreate     CommandType = 26
 )
 
-var commandNames = map[CommandType]string{
-	CmdCoordinatorUpsert: "coordinator-upsert",
-	CmdCoordinatorRemove: "coordinator-remove",
-	CmdCatalogSet:        "catalog-set",
-	CmdHostUpsert:        "host-upsert",
-	CmdAddonCreate:       "addon-create",
-	CmdAddonRemove:       "addon-remove",
-	CmdOperationUpdate:   "operation-update",
-	CmdAddonDelete:       "addon-delete",
-	CmdAddonPlaced:       "addon-placed",
-	CmdAddonSettings:     "addon-settings",
-	CmdPrimaryObserved:   "primary-observed",
-	CmdOperationCreate:   "operation-create",
-	CmdMemberAdded:       "member-added",
-	CmdMemberRemoved:     "member-removed",
-	CmdEntrypointHolder:  "entrypoint-holder",
-	CmdOperationCancel:   "operation-cancel",
-	CmdAddonPlanChange:   "addon-plan-change",
-	CmdAddonUpgrade:      "addon-upgrade",
-	CmdMemberVersion:     "member-version",
-	CmdBackupCreate:      "backup-create",
-	CmdBackupUpdate:      "backup-update",
-	CmdJobStart:          "job-start",
-	CmdJobReport:         "job-report",
-	CmdBackupsDeleted:    "backups-deleted",
-	CmdBackupsForget:     "backups-forget",
-	CmdRestoreCreate:     "restore-create",
+// Protocol levels. A release applies every command up to its level; the
+// leader proposes a command only once every member of the Raft
+// configuration is recorded at its level or above (Store.Supports), and a
+// member that meets a command above its own level stops (FSM.Apply).
+const (
+	// ProtocolBase: commands 1-19, what every release applies (the
+	// release before backups is level 1 and records no level).
+	ProtocolBase = 1
+	// ProtocolBackups adds the backup and restore commands 20-26.
+	ProtocolBackups = 2
+	// MaxProtocol is this binary's level: the highest "since" of commands.
+	MaxProtocol = ProtocolBackups
+)
+
+// protocolFeature says, for the operator, what each level brought.
+var protocolFeature = map[int]string{
+	ProtocolBase:    "the addon commands",
+	ProtocolBackups: "backups",
+}
+
+// commands is the one table of command types: their names and the
+// protocol level since which releases apply them. Append only.
+var commands = map[CommandType]struct {
+	name  string
+	since int
+}{
+	CmdCoordinatorUpsert: {"coordinator-upsert", ProtocolBase},
+	CmdCoordinatorRemove: {"coordinator-remove", ProtocolBase},
+	CmdCatalogSet:        {"catalog-set", ProtocolBase},
+	CmdHostUpsert:        {"host-upsert", ProtocolBase},
+	CmdAddonCreate:       {"addon-create", ProtocolBase},
+	CmdAddonRemove:       {"addon-remove", ProtocolBase},
+	CmdOperationUpdate:   {"operation-update", ProtocolBase},
+	CmdAddonDelete:       {"addon-delete", ProtocolBase},
+	CmdAddonPlaced:       {"addon-placed", ProtocolBase},
+	CmdAddonSettings:     {"addon-settings", ProtocolBase},
+	CmdPrimaryObserved:   {"primary-observed", ProtocolBase},
+	CmdOperationCreate:   {"operation-create", ProtocolBase},
+	CmdMemberAdded:       {"member-added", ProtocolBase},
+	CmdMemberRemoved:     {"member-removed", ProtocolBase},
+	CmdEntrypointHolder:  {"entrypoint-holder", ProtocolBase},
+	CmdOperationCancel:   {"operation-cancel", ProtocolBase},
+	CmdAddonPlanChange:   {"addon-plan-change", ProtocolBase},
+	CmdAddonUpgrade:      {"addon-upgrade", ProtocolBase},
+	CmdMemberVersion:     {"member-version", ProtocolBase},
+	CmdBackupCreate:      {"backup-create", ProtocolBackups},
+	CmdBackupUpdate:      {"backup-update", ProtocolBackups},
+	CmdJobStart:          {"job-start", ProtocolBackups},
+	CmdJobReport:         {"job-report", ProtocolBackups},
+	CmdBackupsDeleted:    {"backups-deleted", ProtocolBackups},
+	CmdBackupsForget:     {"backups-forget", ProtocolBackups},
+	CmdRestoreCreate:     {"restore-create", ProtocolBackups},
 }
 
 func (t CommandType) String() string {
-	if n, ok := commandNames[t]; ok {
-		return n
+	if c, ok := commands[t]; ok {
+		return c.name
 	}
 	return fmt.Sprintf("command-%d", uint8(t))
+}
+
+// Since is the protocol level from which releases apply t; false for a
+// type this binary does not know.
+func (t CommandType) Since() (int, bool) {
+	c, ok := commands[t]
+	return c.since, ok
 }
 
 // Command payloads. Fields are only ever added; the JSON encoding lets an

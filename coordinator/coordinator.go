@@ -90,11 +90,12 @@ func Start(cfg Config, log *slog.Logger, raftLog io.Writer) (*Coordinator, error
 	stats := newStatsHistory()
 	c.server = newServer(cfg, store, obs, stats, log.With("component", "api"))
 	c.server.backups = backups
-	c.adminSrv = &http.Server{Handler: audit.wrap(c.server.Handler()), ReadHeaderTimeout: 10 * time.Second, ConnContext: withPeerCred}
+	c.adminSrv = &http.Server{Handler: audit.wrap(gateFeatures(store, c.server.Handler())), ReadHeaderTimeout: 10 * time.Second, ConnContext: withPeerCred}
 	peer := http.NewServeMux()
 	peer.Handle("GET /metrics", m.handler())
 	peer.Handle("POST /v1/internal/figures", c.server.PeerHandlerFunc(c.server.handleFigures))
-	peer.Handle("/", c.server.PeerHandler())
+	peer.Handle("GET "+protocolPath, c.server.PeerHandlerFunc(c.server.handleProtocol))
+	peer.Handle("/", c.server.PeerHandlerFunc(gateFeatures(store, c.server.Handler()).ServeHTTP))
 	c.peerSrv = &http.Server{Handler: peer, ReadHeaderTimeout: 10 * time.Second}
 
 	ctx, cancel := context.WithCancel(context.Background())
@@ -103,7 +104,7 @@ func Start(cfg Config, log *slog.Logger, raftLog io.Writer) (*Coordinator, error
 	c.server.relayCtx = ctx
 	lead := &leadership{
 		store: store, log: log.With("component", "leader"),
-		self: api.CoordinatorMember{ID: cfg.ID, RaftAddr: cfg.RaftAddr, HTTPAddr: cfg.HTTPAddr},
+		self: api.CoordinatorMember{ID: cfg.ID, RaftAddr: cfg.RaftAddr, HTTPAddr: cfg.HTTPAddr, Protocol: MaxProtocol, Release: ReleaseName()},
 		controllers: []Controller{
 			&hostsController{store: store, obs: obs, log: log.With("component", "hosts"), now: time.Now, downAfter: time.Duration(cfg.HostDownAfter),
 				suspectAfter: time.Duration(cfg.HostSuspectAfter), probe: probeTCP},
@@ -114,6 +115,9 @@ func Start(cfg Config, log *slog.Logger, raftLog io.Writer) (*Coordinator, error
 			&engine{store: store, obs: obs, stats: stats, log: log.With("component", "operations"), now: time.Now, vipPool: cfg.EntrypointCIDR,
 				heal:   operation.HealConfig{HealAfter: time.Duration(cfg.HealAfter), MaxParallel: cfg.HealParallel},
 				limits: operation.DefaultLimits(), act: redisActions(), hook: newAppHook(cfg), backups: backups},
+			&protocolController{store: store, self: cfg.ID, token: cfg.ClusterToken, log: log.With("component", "protocol"),
+				every: 2 * time.Second, client: &http.Client{Transport: &http.Transport{
+					DialContext: (&net.Dialer{Timeout: 2 * time.Second}).DialContext, MaxIdleConnsPerHost: 2, IdleConnTimeout: 30 * time.Second}}},
 			&backupsController{store: store, obs: obs, env: backups, log: log.With("component", "backups"), now: time.Now,
 				every: time.Duration(cfg.BackupCheckEvery)},
 		},

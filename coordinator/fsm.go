@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"sync"
 
 	"github.com/hashicorp/raft"
@@ -18,10 +19,14 @@ var errIDTaken = fmt.Errorf("%w: id taken", api.ErrConflict)
 
 // FSM applies committed Raft entries to State. Apply is deterministic: it
 // reads no clock and no randomness (the leader chose IDs and times before
-// proposing). An entry that cannot be decoded, or of an unknown type without
-// the ignore flag, panics: applying a log this binary does not understand
-// would silently fork the state. A business failure (duplicate, unknown
-// addon) is returned as the entry's response and changes nothing.
+// proposing). An entry of a type this release does not know (a newer
+// release's, without the ignore flag) stops the process with exit status
+// ExitNeedsUpgrade and a message saying what to do; one that cannot be
+// decoded panics: applying a log this binary does not understand would
+// silently fork the state. A business failure (duplicate, unknown addon) is
+// returned as the entry's response and changes nothing. State.Version is
+// the highest protocol level of the entries applied: a snapshot carries it,
+// and an older release refuses to restore a snapshot above its level.
 type FSM struct {
 	log *slog.Logger
 
@@ -54,7 +59,7 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 		defer f.mu.Unlock()
 		for i, l := range logs {
 			if l.Type == raft.LogCommand {
-				out[i] = f.applyOne(l.Data)
+				out[i] = f.applyOne(l.Data, l.Index)
 			}
 			if l.Index > f.index {
 				f.index = l.Index
@@ -68,11 +73,53 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 	return out
 }
 
-func (f *FSM) applyOne(data []byte) any {
+// ExitNeedsUpgrade is the exit status of a coordinator that stopped at a
+// log entry its release cannot apply (systemd: RestartPreventExitStatus).
+const ExitNeedsUpgrade = 3
+
+// stopUnknown ends the process on an entry this release cannot apply; a
+// variable for tests (which panic instead).
+var stopUnknown = func(log *slog.Logger, msg string) {
+	log.Error(msg)
+	fmt.Fprintln(os.Stderr, "cacheplane-coordinator: "+msg)
+	os.Exit(ExitNeedsUpgrade)
+}
+
+// unknownCommandMessage tells the operator why this member stops and what
+// to do.
+func unknownCommandMessage(t CommandType, index uint64) string {
+	return fmt.Sprintf("cannot apply Raft log entry %d: command type %d is unknown to this coordinator (cacheplane %s, protocol %d, command types 1-%d); "+
+		"a newer cacheplane release wrote it. This member stops rather than apply the log differently from the other members. "+
+		"Install on this host the release the other coordinators run (cacheplane members --json shows each member's release) and start it again: "+
+		"its data directory is kept and it catches up",
+		index, uint8(t), ReleaseName(), MaxProtocol, len(commands))
+}
+
+func (f *FSM) applyOne(data []byte, index uint64) any {
 	if len(data) == 0 {
 		panic("fsm: empty log entry")
 	}
 	t, body := CommandType(data[0]), data[1:]
+	since, known := t.Since()
+	if !known {
+		if t&IgnoreUnknownFlag != 0 {
+			f.log.Warn("ignoring unknown optional command", "type", uint8(t), "index", index)
+			return nil
+		}
+		msg := unknownCommandMessage(t, index)
+		stopUnknown(f.log, msg)
+		panic(msg) // stopUnknown does not return; never apply past the entry
+	}
+	res := f.apply(t, body)
+	// A refusal changes nothing, not even the level.
+	if _, refused := res.(error); !refused && since > f.state.Version {
+		f.state.Version = since
+	}
+	return res
+}
+
+// apply decodes and applies one entry of a known type.
+func (f *FSM) apply(t CommandType, body []byte) any {
 	decode := func(v any) {
 		if err := json.Unmarshal(body, v); err != nil {
 			panic(fmt.Sprintf("fsm: cannot decode %s entry: %v", t, err))
@@ -187,11 +234,7 @@ func (f *FSM) applyOne(data []byte) any {
 		decode(&c)
 		return f.applyRestoreCreate(c)
 	}
-	if t&IgnoreUnknownFlag != 0 {
-		f.log.Warn("ignoring unknown optional command", "type", uint8(t))
-		return nil
-	}
-	panic(fmt.Sprintf("fsm: unknown command type %d: this coordinator is older than the log; upgrade it", uint8(t)))
+	panic(fmt.Sprintf("fsm: command type %d (%s) is in the command table but not applied", uint8(t), t))
 }
 
 func (f *FSM) applyCoordinatorUpsert(c CoordinatorUpsertCmd) any {
@@ -310,7 +353,10 @@ func (f *FSM) applyAddonSettings(c AddonSettingsCmd) any {
 	if a.Status != api.AddonRunning {
 		return fmt.Errorf("%w: addon %s is %s; settings can be changed once it is running", api.ErrConflict, a.ID, a.Status)
 	}
-	if o, busy := f.activeOperation(a.ID); busy { // a backup leaves the addon running
+	// A backup leaves the addon running. Only a backup refuses: the release
+	// before backups accepted settings during any operation of a running
+	// addon, and a mixed cluster must apply this entry alike everywhere.
+	if o, busy := f.activeOperation(a.ID); busy && o.Kind == api.OpBackup {
 		return fmt.Errorf("%w: addon %s has operation %s (%s) in progress", api.ErrConflict, a.ID, o.ID, o.Kind)
 	}
 	if _, ok := f.state.Operations[c.Operation.ID]; ok {
@@ -537,10 +583,15 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	if err := json.NewDecoder(rc).Decode(s); err != nil {
 		return fmt.Errorf("restore snapshot: %w", err)
 	}
-	if s.Version > snapshotVersion {
-		return fmt.Errorf("restore snapshot: version %d is newer than this coordinator understands (%d)", s.Version, snapshotVersion)
+	if s.Version > MaxProtocol {
+		return fmt.Errorf("restore snapshot: it holds state of protocol %d, newer than this coordinator's (cacheplane %s, protocol %d): "+
+			"install on this host the release the other coordinators run", s.Version, ReleaseName(), MaxProtocol)
 	}
-	s.Version = snapshotVersion
+	// Snapshots written before the level was tracked: their content says.
+	if len(s.Backups) > 0 || len(s.Jobs) > 0 || len(s.BackupSeqs) > 0 {
+		s.Version = max(s.Version, ProtocolBackups)
+	}
+	s.Version = max(s.Version, ProtocolBase)
 	fill := newState()
 	s.byApp, s.active = fill.byApp, fill.active
 	if s.Coordinators == nil {

@@ -7,12 +7,12 @@ import (
 	"github.com/cacheplane/cacheplane/coordinator/operation"
 )
 
-// snapshotVersion is written into every snapshot; Restore refuses a newer one.
-const snapshotVersion = 1
-
 // State is the whole FSM state. It is only mutated by fsm.apply*; readers get
 // copies through the FSM's accessors.
 type State struct {
+	// Version is the highest protocol level of the entries applied
+	// (ProtocolBase at least). Written into every snapshot: a release
+	// whose MaxProtocol is lower refuses to restore it.
 	Version      int                              `json:"version"`
 	Coordinators map[string]api.CoordinatorMember `json:"coordinators"`
 	Plans        []api.Plan                       `json:"plans"`
@@ -35,7 +35,7 @@ type State struct {
 
 func newState() *State {
 	return &State{
-		Version:      snapshotVersion,
+		Version:      ProtocolBase,
 		Coordinators: map[string]api.CoordinatorMember{},
 		Hosts:        map[string]api.Host{},
 		Addons:       map[string]api.Addon{},

@@ -148,8 +148,14 @@ func (s *Store) Leader() (id string, httpAddr string) {
 }
 
 // Apply proposes a command and waits for it to be applied. A business error
-// from the FSM is returned as is; a Raft failure wraps ErrNotLeader.
+// from the FSM is returned as is; a Raft failure wraps ErrNotLeader. A
+// command some member of the cluster cannot apply (its release is older
+// than the command's protocol level) is never proposed: the answer is a
+// *MixedReleasesError (409).
 func (s *Store) Apply(ctx context.Context, t CommandType, payload any) (any, error) {
+	if err := s.Supports(t); err != nil {
+		return nil, err
+	}
 	data, err := Encode(t, payload)
 	if err != nil {
 		return nil, err
@@ -294,7 +300,8 @@ func (s *Store) Status() (api.ClusterStatus, error) {
 				ID: string(srv.ID), RaftAddr: string(srv.Address),
 				Suffrage: srv.Suffrage.String(), Leader: srv.ID == lid,
 			}
-			m.HTTPAddr = state.Coordinators[m.ID].HTTPAddr
+			lv := memberLevel(state, m.ID, s.cfg.ID)
+			m.HTTPAddr, m.Protocol, m.Release = lv.HTTPAddr, lv.Protocol, lv.Release
 			st.Members = append(st.Members, m)
 		}
 	})
