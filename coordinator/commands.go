@@ -69,7 +69,11 @@ var protocolFeature = map[int]string{
 }
 
 // commands is the one table of command types: their names and the
-// protocol level since which releases apply them. Append only.
+// protocol level since which releases apply them. Append only. A new type
+// goes here and into FSM.apply; its level is the current MaxProtocol while
+// that level is unreleased, else MaxProtocol+1 (a new level, with its
+// protocolFeature). A controller proposing it on its own waits while
+// Store.Supports refuses it (see backupsController.mixed).
 var commands = map[CommandType]struct {
 	name  string
 	since int

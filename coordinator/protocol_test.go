@@ -29,42 +29,38 @@ func init() {
 	stopUnknown = func(_ *slog.Logger, msg string) { panic(msg) }
 }
 
-// TestCommandTable: every command type has a name and a level; 1-19 are
-// what the release before backups applies (level 1), 20-26 the backups
-// (level 2); MaxProtocol is the highest level; the FSM applies every type
-// of the table (none falls through to "not applied").
+// TestCommandTable: the types are 1..n with a name each; 1-19 are what
+// the release before backups applies (level 1), every later type is above
+// it (20-26, the backups: level 2), none above MaxProtocol, which has its
+// feature named; the FSM applies every type of the table (none falls
+// through to "not applied").
 func TestCommandTable(t *testing.T) {
-	tests := []struct {
-		from, to CommandType
-		level    int
-	}{
-		{CmdCoordinatorUpsert, CmdMemberVersion, ProtocolBase},
-		{CmdBackupCreate, CmdRestoreCreate, ProtocolBackups},
-	}
-	n, highest := 0, 0
 	names := map[string]bool{}
-	for _, tc := range tests {
-		for ct := tc.from; ct <= tc.to; ct++ {
-			n++
-			since, ok := ct.Since()
-			if !ok || since != tc.level {
-				t.Errorf("%d (%s): since %d, %v; want %d", ct, ct, since, ok, tc.level)
-			}
-			if names[ct.String()] || strings.HasPrefix(ct.String(), "command-") {
-				t.Errorf("%d: name %q missing or used twice", ct, ct)
-			}
-			names[ct.String()] = true
-			highest = max(highest, since)
+	for ct := CommandType(1); int(ct) <= len(commands); ct++ {
+		since, ok := ct.Since()
+		want := ProtocolBase
+		switch {
+		case ct > CmdMemberVersion && ct <= CmdRestoreCreate:
+			want = ProtocolBackups
+		case ct > CmdRestoreCreate:
+			want = max(since, ProtocolBackups) // added later: above level 1, whatever level
 		}
+		if !ok || since != want || since > MaxProtocol {
+			t.Errorf("%d (%s): since %d, %v; want %d (at most MaxProtocol %d)", ct, ct, since, ok, want, MaxProtocol)
+		}
+		if names[ct.String()] || strings.HasPrefix(ct.String(), "command-") {
+			t.Errorf("%d: name %q missing or used twice", ct, ct)
+		}
+		names[ct.String()] = true
 	}
-	if n != len(commands) {
-		t.Fatalf("the table has %d types; the levels cover %d", len(commands), n)
+	if len(names) != len(commands) {
+		t.Fatalf("the table has %d types, not numbered 1..%d", len(commands), len(commands))
 	}
-	if highest != MaxProtocol || protocolFeature[MaxProtocol] == "" {
-		t.Fatalf("MaxProtocol = %d, highest level %d, feature %q", MaxProtocol, highest, protocolFeature[MaxProtocol])
+	if protocolFeature[MaxProtocol] == "" {
+		t.Fatalf("level %d has no feature named", MaxProtocol)
 	}
-	if _, ok := CommandType(27).Since(); ok {
-		t.Fatal("type 27 is known")
+	if _, ok := CommandType(len(commands) + 1).Since(); ok {
+		t.Fatal("the type after the table is known")
 	}
 	f := NewFSM(testutil.Logger(t))
 	for ct := range commands {
@@ -85,15 +81,17 @@ func TestCommandTable(t *testing.T) {
 func TestUnknownCommandStopsWithAMessage(t *testing.T) {
 	f := NewFSM(testutil.Logger(t))
 	var msg string
+	unknown := len(commands) + 1
 	func() {
 		defer func() { msg = fmt.Sprint(recover()) }()
 		f.ApplyBatch([]*raft.Log{
 			entry(t, 41, CmdHostUpsert, HostUpsertCmd{Host: api.Host{ID: "h1"}}),
-			{Index: 42, Type: raft.LogCommand, Data: []byte{27, '{', '}'}},
+			{Index: 42, Type: raft.LogCommand, Data: []byte{byte(unknown), '{', '}'}},
 			entry(t, 43, CmdHostUpsert, HostUpsertCmd{Host: api.Host{ID: "h2"}}),
 		})
 	}()
-	for _, want := range []string{"log entry 42", "command type 27 is unknown", "protocol 2", "command types 1-26",
+	for _, want := range []string{"log entry 42", fmt.Sprintf("command type %d is unknown", unknown),
+		fmt.Sprintf("protocol %d", MaxProtocol), fmt.Sprintf("command types 1-%d", len(commands)),
 		"a newer cacheplane release wrote it", "Install on this host the release the other coordinators run", "data directory is kept"} {
 		if !strings.Contains(msg, want) {
 			t.Errorf("message %q lacks %q", msg, want)
@@ -159,7 +157,7 @@ func TestStateLevelAndSnapshots(t *testing.T) {
 	// written before levels were tracked (version 1 with backups) is 2.
 	f := NewFSM(testutil.Logger(t))
 	err := f.Restore(io.NopCloser(strings.NewReader(fmt.Sprintf(`{"version": %d}`, MaxProtocol+1))))
-	if err == nil || !strings.Contains(err.Error(), "protocol 3, newer than this coordinator's") || !strings.Contains(err.Error(), "install on this host") {
+	if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("protocol %d, newer than this coordinator's", MaxProtocol+1)) || !strings.Contains(err.Error(), "install on this host") {
 		t.Fatalf("restore of a newer snapshot: %v", err)
 	}
 	if err := f.Restore(io.NopCloser(strings.NewReader(`{"version": 1, "backup_seqs": {"bk-app": 3}}`))); err != nil {
