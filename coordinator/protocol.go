@@ -95,7 +95,11 @@ func (e *MixedReleasesError) Error() string {
 		}
 		fmt.Fprintf(&b, ": coordinators %s run releases that do not support %s yet (protocol %d)", strings.Join(parts, ", "), feature, e.Needs)
 	}
-	fmt.Fprintf(&b, "; upgrade every coordinator to cacheplane %s or later first, one at a time (docs/install.md, \"Upgrading cacheplane\"), then retry", ReleaseName())
+	target := "this release (cacheplane " + ReleaseName() + ")"
+	if ReleaseName() == "dev" {
+		target = "this release"
+	}
+	fmt.Fprintf(&b, "; upgrade every coordinator to %s or later first, one at a time (docs/install.md, \"Upgrading cacheplane\"), then retry", target)
 	return b.String()
 }
 

@@ -322,7 +322,7 @@ func TestMixedReleasesGate(t *testing.T) {
 		t.Fatalf("backups-create with older members: %v", err)
 	}
 	for _, want := range []string{"the cluster runs mixed releases: coordinators c2 (an older cacheplane release, protocol 1), c3 (an older cacheplane release, protocol 1)",
-		"do not support backups yet (protocol 2)", "upgrade every coordinator to cacheplane " + ReleaseName() + " or later first"} {
+		"do not support backups yet (protocol 2)", "upgrade every coordinator to this release", "or later first, one at a time"} {
 		if !strings.Contains(re.Message, want) {
 			t.Errorf("message %q lacks %q", re.Message, want)
 		}
