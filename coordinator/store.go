@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -22,14 +23,25 @@ import (
 
 // Store wires the FSM into hashicorp/raft: bolt log and stable store, file
 // snapshots, TCP transport. Only the first member bootstraps; others are
-// added with Join.
+// added with Join. Raft itself can be stopped and started again in the same
+// process (recover.go: a quorum-loss recovery), so it is read through r().
 type Store struct {
-	cfg       Config
-	log       *slog.Logger
-	fsm       *FSM
-	raft      *raft.Raft
+	cfg  Config
+	log  *slog.Logger
+	fsm  *FSM
+	rc   *raft.Config
+	hlog hclog.Logger
+	bolt *raftboltdb.BoltStore
+
+	// life serialises starting and stopping Raft (Close, recovery).
+	life      sync.Mutex
+	raftp     atomic.Pointer[raft.Raft]
 	transport *raft.NetworkTransport
-	bolt      *raftboltdb.BoltStore
+	// leaderCh outlives any one Raft instance: forwardLeadership copies
+	// each instance's LeaderCh into it until that instance stops.
+	leaderCh chan bool
+	fwdStop  chan struct{}
+	fwdDone  chan struct{}
 
 	// applySeconds, when set, observes every Apply's latency.
 	applySeconds *prometheus.HistogramVec
@@ -67,37 +79,27 @@ func OpenStore(cfg Config, log *slog.Logger, raftLogOutput io.Writer) (*Store, e
 	rc.MaxAppendEntries = 256
 	rc.Logger = hlog
 
-	addr, err := net.ResolveTCPAddr("tcp", cfg.RaftAddr)
-	if err != nil {
-		return nil, fmt.Errorf("resolve raft address %s: %w", cfg.RaftAddr, err)
-	}
-	transport, err := raft.NewTCPTransportWithLogger(cfg.RaftAddr, addr, 5, 5*time.Second, hlog)
-	if err != nil {
-		return nil, fmt.Errorf("raft transport on %s: %w", cfg.RaftAddr, err)
-	}
 	snaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.DataDir, 3, hlog)
 	if err != nil {
-		transport.Close()
 		return nil, fmt.Errorf("snapshot store: %w", err)
 	}
 	bolt, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(cfg.DataDir, "raft.db")})
 	if err != nil {
-		transport.Close()
 		return nil, fmt.Errorf("open raft.db: %w", err)
 	}
-	s := &Store{cfg: cfg, log: log, fsm: NewFSM(log.With("component", "fsm")), transport: transport, bolt: bolt}
+	s := &Store{cfg: cfg, log: log, fsm: NewFSM(log.With("component", "fsm")), rc: rc, hlog: hlog, bolt: bolt,
+		leaderCh: make(chan bool, 1)}
 
 	existing, err := raft.HasExistingState(bolt, bolt, snaps)
 	if err != nil {
-		s.closeStores()
+		_ = bolt.Close()
 		return nil, fmt.Errorf("check raft state: %w", err)
 	}
-	r, err := raft.NewRaft(rc, s.fsm, bolt, bolt, snaps, transport)
-	if err != nil {
-		s.closeStores()
-		return nil, fmt.Errorf("start raft: %w", err)
+	if err := s.startRaft(); err != nil {
+		_ = bolt.Close()
+		return nil, err
 	}
-	s.raft = r
+	r := s.raft()
 	if cfg.Bootstrap && !existing {
 		log.Info("bootstrapping a new cluster", "id", cfg.ID, "raft_addr", cfg.RaftAddr)
 		f := r.BootstrapCluster(raft.Configuration{Servers: []raft.Server{{
@@ -111,19 +113,86 @@ func OpenStore(cfg Config, log *slog.Logger, raftLogOutput io.Writer) (*Store, e
 	return s, nil
 }
 
-func (s *Store) closeStores() {
-	_ = s.transport.Close()
-	_ = s.bolt.Close()
+// startRaft opens the TCP transport and starts Raft on the member's stores
+// (restoring the newest snapshot into the FSM, then the log). Called with
+// life held, or before the Store is shared.
+func (s *Store) startRaft() error {
+	addr, err := net.ResolveTCPAddr("tcp", s.cfg.RaftAddr)
+	if err != nil {
+		return fmt.Errorf("resolve raft address %s: %w", s.cfg.RaftAddr, err)
+	}
+	transport, err := raft.NewTCPTransportWithLogger(s.cfg.RaftAddr, addr, 5, 5*time.Second, s.hlog)
+	if err != nil {
+		return fmt.Errorf("raft transport on %s: %w", s.cfg.RaftAddr, err)
+	}
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(s.cfg.DataDir, 3, s.hlog)
+	if err != nil {
+		transport.Close()
+		return fmt.Errorf("snapshot store: %w", err)
+	}
+	r, err := raft.NewRaft(s.rc, s.fsm, s.bolt, s.bolt, snaps, transport)
+	if err != nil {
+		transport.Close()
+		return fmt.Errorf("start raft: %w", err)
+	}
+	s.transport = transport
+	s.raftp.Store(r)
+	s.fwdStop, s.fwdDone = make(chan struct{}), make(chan struct{})
+	go s.forwardLeadership(r, s.fwdStop, s.fwdDone)
+	return nil
 }
+
+// forwardLeadership copies r's leadership signals into s.leaderCh (the
+// newest signal wins, as in Raft's own channel) until stop is closed.
+func (s *Store) forwardLeadership(r *raft.Raft, stop <-chan struct{}, done chan<- struct{}) {
+	defer close(done)
+	for {
+		select {
+		case <-stop:
+			return
+		case v := <-r.LeaderCh():
+			select {
+			case s.leaderCh <- v:
+			default:
+				select {
+				case <-s.leaderCh:
+				default:
+				}
+				s.leaderCh <- v // only this goroutine sends: room is certain
+			}
+		}
+	}
+}
+
+// stopRaft shuts Raft down (closing its transport) and stops forwarding
+// its leadership signals. Called with life held.
+func (s *Store) stopRaft() error {
+	s.ready.Store(false)
+	var err error
+	if r := s.raft(); r != nil {
+		err = r.Shutdown().Error()
+	}
+	if s.fwdStop != nil {
+		close(s.fwdStop)
+		<-s.fwdDone
+		s.fwdStop = nil
+	}
+	if s.transport != nil {
+		_ = s.transport.Close()
+	}
+	return err
+}
+
+// raft is the running Raft instance (after a stop, the stopped one: every
+// call answers ErrRaftShutdown).
+func (s *Store) raft() *raft.Raft { return s.raftp.Load() }
 
 // Close shuts Raft down (the member stays in the configuration).
 func (s *Store) Close() error {
-	s.ready.Store(false)
-	var err error
-	if s.raft != nil {
-		err = s.raft.Shutdown().Error()
-	}
-	s.closeStores()
+	s.life.Lock()
+	defer s.life.Unlock()
+	err := s.stopRaft()
+	_ = s.bolt.Close()
 	return err
 }
 
@@ -132,12 +201,12 @@ func (s *Store) FSM() *FSM { return s.fsm }
 
 // IsLeader is true on a leader that has caught up with its log.
 func (s *Store) IsLeader() bool {
-	return s.raft.State() == raft.Leader && s.ready.Load()
+	return s.raft().State() == raft.Leader && s.ready.Load()
 }
 
 // Leader returns the current leader's id and peer HTTP address, if known.
 func (s *Store) Leader() (id string, httpAddr string) {
-	_, lid := s.raft.LeaderWithID()
+	_, lid := s.raft().LeaderWithID()
 	if lid == "" {
 		return "", ""
 	}
@@ -168,7 +237,7 @@ func (s *Store) Apply(ctx context.Context, t CommandType, payload any) (any, err
 		return nil, ctx.Err()
 	}
 	start := time.Now()
-	f := s.raft.Apply(data, timeout)
+	f := s.raft().Apply(data, timeout)
 	done := make(chan error, 1)
 	go func() { done <- f.Error() }()
 	select {
@@ -201,8 +270,8 @@ func (s *Store) ConsistentRead(ctx context.Context) error {
 	if !s.IsLeader() {
 		return fmt.Errorf("%w: consistent read", api.ErrNotLeader)
 	}
-	readIndex := s.raft.CommitIndex()
-	if err := s.raft.VerifyLeader().Error(); err != nil {
+	readIndex := s.raft().CommitIndex()
+	if err := s.raft().VerifyLeader().Error(); err != nil {
 		return fmt.Errorf("%w: verify leadership: %v", api.ErrNotLeader, err)
 	}
 	applied := func() bool { return s.fsm.Index() >= readIndex || readIndex <= s.readyIndex.Load() }
@@ -222,13 +291,13 @@ func (s *Store) ConsistentRead(ctx context.Context) error {
 
 // Barrier waits until every entry of earlier terms is applied.
 func (s *Store) Barrier(timeout time.Duration) error {
-	return s.raft.Barrier(timeout).Error()
+	return s.raft().Barrier(timeout).Error()
 }
 
 // AddVoter adds a coordinator to the cluster. Idempotent: the same id and
 // address is a no-op; a clash on id or address is removed first.
 func (s *Store) AddVoter(ctx context.Context, req api.JoinRequest) error {
-	cf := s.raft.GetConfiguration()
+	cf := s.raft().GetConfiguration()
 	if err := cf.Error(); err != nil {
 		return fmt.Errorf("read configuration: %w", err)
 	}
@@ -241,13 +310,13 @@ func (s *Store) AddVoter(ctx context.Context, req api.JoinRequest) error {
 		}
 		if sameID || sameAddr {
 			s.log.Info("removing clashing member before join", "id", srv.ID, "addr", srv.Address)
-			if err := s.raft.RemoveServer(srv.ID, 0, 10*time.Second).Error(); err != nil {
+			if err := s.raft().RemoveServer(srv.ID, 0, 10*time.Second).Error(); err != nil {
 				return fmt.Errorf("%w: remove clashing member %s: %v", api.ErrNotLeader, srv.ID, err)
 			}
 		}
 	}
 	if !present {
-		if err := s.raft.AddVoter(raft.ServerID(req.ID), raft.ServerAddress(req.RaftAddr), 0, 10*time.Second).Error(); err != nil {
+		if err := s.raft().AddVoter(raft.ServerID(req.ID), raft.ServerAddress(req.RaftAddr), 0, 10*time.Second).Error(); err != nil {
 			return fmt.Errorf("%w: add voter %s: %v", api.ErrNotLeader, req.ID, err)
 		}
 	}
@@ -260,7 +329,7 @@ func (s *Store) AddVoter(ctx context.Context, req api.JoinRequest) error {
 // RemoveServer removes a coordinator from the cluster. Removing the leader
 // itself makes it step down once the change commits.
 func (s *Store) RemoveServer(ctx context.Context, id string) error {
-	cf := s.raft.GetConfiguration()
+	cf := s.raft().GetConfiguration()
 	if err := cf.Error(); err != nil {
 		return fmt.Errorf("read configuration: %w", err)
 	}
@@ -279,7 +348,7 @@ func (s *Store) RemoveServer(ctx context.Context, id string) error {
 	if _, err := s.Apply(ctx, CmdCoordinatorRemove, CoordinatorRemoveCmd{ID: id}); err != nil {
 		return err
 	}
-	if err := s.raft.RemoveServer(raft.ServerID(id), 0, 10*time.Second).Error(); err != nil {
+	if err := s.raft().RemoveServer(raft.ServerID(id), 0, 10*time.Second).Error(); err != nil {
 		return fmt.Errorf("%w: remove %s: %v", api.ErrNotLeader, id, err)
 	}
 	return nil
@@ -287,12 +356,12 @@ func (s *Store) RemoveServer(ctx context.Context, id string) error {
 
 // Status describes the cluster as this member sees it.
 func (s *Store) Status() (api.ClusterStatus, error) {
-	cf := s.raft.GetConfiguration()
+	cf := s.raft().GetConfiguration()
 	if err := cf.Error(); err != nil {
 		return api.ClusterStatus{}, fmt.Errorf("read configuration: %w", err)
 	}
-	_, lid := s.raft.LeaderWithID()
-	st := api.ClusterStatus{LeaderID: string(lid), ServedBy: s.cfg.ID, ServedState: s.raft.State().String()}
+	_, lid := s.raft().LeaderWithID()
+	st := api.ClusterStatus{LeaderID: string(lid), ServedBy: s.cfg.ID, ServedState: s.raft().State().String()}
 	s.fsm.Read(func(state *State, idx uint64) {
 		st.AppliedIdx = idx
 		for _, srv := range cf.Configuration().Servers {
@@ -309,19 +378,19 @@ func (s *Store) Status() (api.ClusterStatus, error) {
 }
 
 // LeaderCh reports leadership gains and losses.
-func (s *Store) LeaderCh() <-chan bool { return s.raft.LeaderCh() }
+func (s *Store) LeaderCh() <-chan bool { return s.leaderCh }
 
 // setReady is called by the leader loop after its barrier (true) and on
 // losing leadership (false).
 func (s *Store) setReady(v bool) {
 	if v {
-		s.readyIndex.Store(s.raft.LastIndex())
+		s.readyIndex.Store(s.raft().LastIndex())
 	}
 	s.ready.Store(v)
 }
 
 // isRaftLeader is the raw Raft state, before the barrier.
-func (s *Store) isRaftLeader() bool { return s.raft.State() == raft.Leader }
+func (s *Store) isRaftLeader() bool { return s.raft().State() == raft.Leader }
 
 // timeSince is time.Since, a variable for tests.
 var timeSince = time.Since
