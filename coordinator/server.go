@@ -67,6 +67,8 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST /v1/cluster/join", s.handleJoinPeer)
 	mux.Handle("POST /v1/cluster/members", s.write(s.handleAddMember))
 	mux.Handle("DELETE /v1/cluster/members/{id}", s.write(s.handleRemoveMember))
+	// Admin socket only (refused elsewhere); answers without a leader.
+	mux.HandleFunc("POST /v1/cluster/recover", s.handleRecover)
 	mux.Handle("GET /v1/plans", s.read(s.handlePlans))
 	mux.Handle("GET /v1/engines", s.read(s.handleEngines))
 	mux.Handle("GET /v1/engines/paths", s.read(s.handleEnginePaths))
