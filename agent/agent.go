@@ -68,6 +68,7 @@ type Agent struct {
 	statsCfg     sysstats.Config
 	probes       *prober
 	live         *liveness  // liveness.go
+	fleet        *fleetAuth // fleetauth.go: the fleet credential applied live
 	routes       *routes    // route.go: the entrypoints' routers
 	jobs         *jobRunner // jobs.go: backup and restore jobs
 	metrics      *agentMetrics
@@ -145,6 +146,7 @@ func New(ctx context.Context, cfg Config, opts Options) (*Agent, error) {
 		hostStats:    sysstats.NewHost(opts.Stats, sysstats.HostOptions{DiskPath: cfg.DataDir, Logger: base.With("component", "sysstats")}),
 		probes:       newProber(),
 		live:         newLiveness(),
+		fleet:        newFleetAuth(),
 		routes:       newRoutes(),
 		reconcileNow: make(chan struct{}, 1),
 		heartbeatNow: make(chan struct{}, 1),
@@ -386,7 +388,7 @@ func (a *Agent) recordFailureLocked(as api.Assignment, reason string, lines []st
 	}
 	f.attempts++
 	f.reason = reason
-	f.lines = scrub(lines, as.Password)
+	f.lines = scrub(lines, as.Password, as.FleetPassword)
 	f.at = now
 	f.pid = pid
 	f.resolved = false

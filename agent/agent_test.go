@@ -26,6 +26,7 @@ import (
 	"github.com/cacheplane/cacheplane/api"
 	"github.com/cacheplane/cacheplane/internal/testutil"
 	"github.com/cacheplane/cacheplane/packaging"
+	"github.com/cacheplane/cacheplane/redisctl"
 )
 
 // hostIP is the simulated host's address (any 127.0.0.0/8 address works).
@@ -36,6 +37,9 @@ const token = "test-cluster-token"
 
 // password is a 64-character URL-safe password, as the coordinator makes.
 const password = "Zq9vX2bT7mK4pL8sR1nW6yE3uA0cD5fGhJkQwErTyUiOpAsDfGhJkLzXcVbNm_-1"
+
+// fleetPassword is the addon's fleet credential (redisctl.FleetUser).
+const fleetPassword = "Fl9vX2bT7mK4pL8sR1nW6yE3uA0cD5fGhJkQwErTyUiOpAsDfGhJkLzXcVbNm_-2"
 
 // helperEnv names the config file of a helper agent process: the test
 // binary re-executed as a plain agent, so a test can kill -9 it.
@@ -415,13 +419,19 @@ func (h *host) starter(t *testing.T, id string) api.Assignment {
 		MemberID: id, AddonID: "my-app-" + id, App: "my-app", Role: api.RoleRedis,
 		Address: hostIP, Port: testutil.FreePort(t, hostIP),
 		Engine: api.EngineRedis, Version: "7.0.15", Image: api.ImageRedis7,
-		PlanMemoryMB: 64, Password: password, Settings: api.Settings{Persistence: api.PersistenceRDB},
+		PlanMemoryMB: 64, Password: api.NewSecret(password), FleetPassword: api.NewSecret(fleetPassword), Settings: api.Settings{Persistence: api.PersistenceRDB},
 	}
 }
 
+// redisClient logs in as the fleet's user when as has a fleet credential,
+// else as the app (the default user).
 func redisClient(t *testing.T, as api.Assignment) *redis.Client {
+	user, pw := "", as.Password.Reveal()
+	if !as.FleetPassword.IsZero() {
+		user, pw = redisctl.FleetUser, as.FleetPassword.Reveal()
+	}
 	c := redis.NewClient(&redis.Options{
-		Addr: net.JoinHostPort(as.Address, strconv.Itoa(as.Port)), Password: as.Password,
+		Addr: net.JoinHostPort(as.Address, strconv.Itoa(as.Port)), Username: user, Password: pw,
 		DialTimeout: time.Second, ReadTimeout: 2 * time.Second, MaxRetries: -1, DisableIdentity: true,
 	})
 	t.Cleanup(func() { c.Close() })
@@ -801,13 +811,13 @@ func TestSentinelAndHAProxy(t *testing.T) {
 	s := api.Assignment{
 		MemberID: "s1", AddonID: r.AddonID, App: r.App, Role: api.RoleSentinel,
 		Address: hostIP, Port: testutil.FreePort(t, hostIP), Engine: api.EngineRedis, Version: r.Version,
-		Image: api.ImageSentinel7, Password: password, MasterName: r.AddonID, Primary: primary,
+		Image: api.ImageSentinel7, Password: api.NewSecret(password), FleetPassword: api.NewSecret(fleetPassword), MasterName: r.AddonID, Primary: primary,
 	}
 	hp := testutil.FreePort(t, hostIP)
 	p := api.Assignment{
 		MemberID: "p1", AddonID: r.AddonID, App: r.App, Role: api.RoleHAProxy,
 		Address: hostIP, Port: hp, Engine: api.EngineRedis, Version: r.Version, Image: api.ImageHAProxy,
-		Password: password, Entrypoint: net.JoinHostPort(hostIP, strconv.Itoa(hp)), Servers: []string{primary}, MaxConn: 100,
+		Password: api.NewSecret(password), FleetPassword: api.NewSecret(fleetPassword), Entrypoint: net.JoinHostPort(hostIP, strconv.Itoa(hp)), Servers: []string{primary}, MaxConn: 100,
 	}
 	coord.assign(h.id, r, s, p)
 	for _, id := range []string{"r1", "s1", "p1"} {
@@ -825,7 +835,7 @@ func TestSentinelAndHAProxy(t *testing.T) {
 		}
 		return nil
 	})
-	via := redisClient(t, api.Assignment{Address: hostIP, Port: hp, Password: password})
+	via := redisClient(t, api.Assignment{Address: hostIP, Port: hp, Password: api.NewSecret(password)})
 	testutil.WaitFor(t, 10*time.Second, func() error { return via.Set(ctxT(t), "through", "haproxy", 0).Err() })
 
 	// sentinel.conf is the sentinel's own from now on: a reconcile does

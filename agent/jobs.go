@@ -474,7 +474,7 @@ func jobLine(err error, secrets ...string) string {
 
 // jobSecrets are the secrets a job carries, to keep them out of its report.
 func jobSecrets(job api.BackupJob, sc backupstore.Config, k backupstore.Keyring) []string {
-	out := []string{job.Password, sc.SecretKey.Reveal(), sc.AccessKey}
+	out := []string{job.Password.Reveal(), sc.SecretKey.Reveal(), sc.AccessKey}
 	for _, key := range k.Keys {
 		out = append(out, key)
 	}
@@ -591,7 +591,7 @@ func (a *Agent) runJob(ctx context.Context, job api.BackupJob) api.JobReport {
 	switch job.Kind {
 	case api.JobBackup:
 		res, err := agentbackup.Dump(ctx, agentbackup.DumpRequest{
-			Addr: job.Addr, Password: job.Password, DataDir: a.memberDir(job.MemberID), AOF: job.AOF,
+			Addr: job.Addr, Password: job.Password.Reveal(), DataDir: a.memberDir(job.MemberID), AOF: job.AOF,
 			Store: st, Key: job.Backup.StoreKey, Keyring: k,
 		})
 		if err != nil {
@@ -621,7 +621,7 @@ func (a *Agent) runJob(ctx context.Context, job api.BackupJob) api.JobReport {
 		cs, err := agentbackup.Restore(ctx, agentbackup.RestoreRequest{
 			Source:  agentbackup.Source{Store: st, Key: job.Backup.StoreKey, Keyring: k, KeyID: job.Backup.KeyID, Checksum: job.Backup.Checksum},
 			Scratch: scratch, WorkDir: work,
-			Addr: job.Addr, Password: job.Password,
+			Addr: job.Addr, Password: job.Password.Reveal(),
 		})
 		if err != nil {
 			rep := fail(err)

@@ -132,7 +132,7 @@ func startRunner(t *testing.T, dir string, f *fakeJobs) (*jobRunner, func()) {
 func jobs(ids ...string) []api.BackupJob {
 	out := make([]api.BackupJob, len(ids))
 	for i, id := range ids {
-		out[i] = api.BackupJob{ID: id, Kind: api.JobBackup, Backup: api.Backup{ID: "my-app-1-20261207"}, MemberID: "m1", Password: "secret-password"}
+		out[i] = api.BackupJob{ID: id, Kind: api.JobBackup, Backup: api.Backup{ID: "my-app-1-20261207"}, MemberID: "m1", Password: api.NewSecret("secret-password")}
 	}
 	return out
 }

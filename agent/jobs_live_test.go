@@ -180,7 +180,7 @@ func TestBackupAndRestoreJobs(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	c3 := redis.NewClient(&redis.Options{Addr: c.Options().Addr, Password: as.Password, DB: 3, MaxRetries: -1, DisableIdentity: true})
+	c3 := redis.NewClient(&redis.Options{Addr: c.Options().Addr, Password: as.Password.Reveal(), DB: 3, MaxRetries: -1, DisableIdentity: true})
 	defer c3.Close()
 	if err := c3.HSet(ctxT(t), "h", "f1", "v1", "f2", "v2").Err(); err != nil {
 		t.Fatal(err)
@@ -201,7 +201,7 @@ func TestBackupAndRestoreJobs(t *testing.T) {
 	b := api.Backup{ID: as.AddonID + "-20261207", AddonID: as.AddonID, App: as.App, Kind: api.BackupPeriodic, Day: "2026-12-07", Seq: 1}
 	b.StoreKey = backup.StoreKey(b)
 	addr := net.JoinHostPort(as.Address, strconv.Itoa(as.Port))
-	bjob := api.BackupJob{ID: "job-1", Kind: api.JobBackup, Backup: b, MemberID: as.MemberID, Addr: addr, Password: as.Password,
+	bjob := api.BackupJob{ID: "job-1", Kind: api.JobBackup, Backup: b, MemberID: as.MemberID, Addr: addr, Password: as.FleetPassword,
 		Engine: as.Engine, Version: as.Version, Image: as.Image, PlanMemoryMB: as.PlanMemoryMB, Store: storeJSON, Keys: keysJSON}
 	saves := infoField(t, c, "persistence", "rdb_saves")
 
@@ -244,7 +244,7 @@ func TestBackupAndRestoreJobs(t *testing.T) {
 		t.Fatalf("archive: %d bytes, sha %x, %v; report %d, %s", nb, ah.Sum(nil), err, rep.ArchiveBytes, rep.ArchiveChecksum)
 	}
 	rec, err := os.ReadFile(filepath.Join(h.cfg.DataDir, "jobs", "job-1.json"))
-	if err != nil || !strings.Contains(string(rec), `"state":"done"`) || strings.Contains(string(rec), as.Password) || strings.Contains(string(rec), key) {
+	if err != nil || !strings.Contains(string(rec), `"state":"done"`) || strings.Contains(string(rec), as.Password.Reveal()) || strings.Contains(string(rec), as.FleetPassword.Reveal()) || strings.Contains(string(rec), key) {
 		t.Fatalf("job record: %s, %v", rec, err)
 	}
 	noScratch(t, h)
@@ -314,7 +314,7 @@ func TestBackupAndRestoreJobs(t *testing.T) {
 	jc.setJobs(h.id, cjob)
 	crep := jc.waitReports(t, "job-3", 1, time.Minute)
 	t.Logf("restore of a corrupt object: %+v", crep)
-	if crep.OK || !strings.Contains(crep.Error, "corrupt") || strings.Contains(crep.Error, as.Password) {
+	if crep.OK || !strings.Contains(crep.Error, "corrupt") || strings.Contains(crep.Error, as.FleetPassword.Reveal()) {
 		t.Fatalf("restore of a corrupt object: %+v", crep)
 	}
 	if v, err := c.Get(ctxT(t), "after").Result(); err != nil || v != "restart" {

@@ -337,7 +337,7 @@ func (a *Agent) look(ctx context.Context, p memberPlan, st *runtime.Status) live
 		case api.RoleSentinel:
 			o.answer = redisctl.Knock(ctx, p.probe, "", true, lookDialTimeout, busyAfter)
 		default:
-			o.answer = redisctl.Knock(ctx, p.probe, p.as.Password, true, lookDialTimeout, busyAfter)
+			o.answer = redisctl.Knock(ctx, p.probe, p.as.FleetPassword.Reveal(), true, lookDialTimeout, busyAfter)
 		}
 	}
 	id := p.as.MemberID
@@ -391,7 +391,7 @@ func (a *Agent) identityOf(p memberPlan) redisctl.Identity {
 // note for the report ("" when nothing drifted).
 func (a *Agent) checkIdentity(ctx context.Context, p memberPlan, role string) string {
 	id := p.as.MemberID
-	c := a.probes.client(id, p.probe, p.as.Password)
+	c := a.probes.client(id, p.probe, p.as.FleetPassword.Reveal())
 	got, err := redisctl.GetIdentity(ctx, c)
 	var note string
 	flag := false
@@ -444,7 +444,7 @@ func (a *Agent) keepIdentity(ctx context.Context, p memberPlan) time.Duration {
 	log := a.log.With("member", id, "addon", p.as.AddonID)
 	ctx, cancel := context.WithTimeout(ctx, liveTimeout)
 	defer cancel()
-	c := a.probes.client(id, p.probe, p.as.Password)
+	c := a.probes.client(id, p.probe, p.as.FleetPassword.Reveal())
 	failed := func(what string, err error) time.Duration {
 		log.Warn("identity check", "step", what, "err", err)
 		l.mu.Lock()
@@ -483,7 +483,7 @@ func (a *Agent) keepIdentity(ctx context.Context, p memberPlan) time.Duration {
 		l.mu.Unlock()
 		return 0
 	}
-	primary, votes, err := redisctl.AskMajority(ctx, p.as.Sentinels, p.as.MasterName)
+	primary, votes, err := redisctl.AskMajority(ctx, p.as.Sentinels, p.as.FleetPassword.Reveal(), p.as.MasterName)
 	if err != nil {
 		log.Debug("replicaof check: sentinels", "err", err)
 		return 0
@@ -557,7 +557,7 @@ func (a *Agent) actOnLiveness(ctx context.Context, p memberPlan, st *runtime.Sta
 	if business {
 		lastRole, _ := a.live.lastKnown(id, st.Pid)
 		sctx, cancel := context.WithTimeout(ctx, 2*redisctl.SentinelTimeout)
-		master, _, err := redisctl.AskMajority(sctx, p.as.Sentinels, p.as.MasterName)
+		master, _, err := redisctl.AskMajority(sctx, p.as.Sentinels, p.as.FleetPassword.Reveal(), p.as.MasterName)
 		cancel()
 		primary = (err == nil && master == p.probe) || (err != nil && lastRole == redisctl.RoleMaster)
 	}
@@ -628,7 +628,7 @@ func orRunning(s string) string {
 func (a *Agent) restoreListen(ctx context.Context, p memberPlan, log *slog.Logger) bool {
 	ctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
-	c := a.probes.client(p.as.MemberID, p.probe, p.as.Password)
+	c := a.probes.client(p.as.MemberID, p.probe, p.as.FleetPassword.Reveal())
 	got, err := redisctl.GetIdentity(ctx, c)
 	if err != nil {
 		return false // no connection left: restart it

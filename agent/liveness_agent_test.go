@@ -20,6 +20,7 @@ import (
 
 	"github.com/cacheplane/cacheplane/api"
 	"github.com/cacheplane/cacheplane/internal/testutil"
+	"github.com/cacheplane/cacheplane/redisctl"
 )
 
 // stateLog records every state the fake coordinator's last heartbeat showed
@@ -134,13 +135,13 @@ func haSet(t *testing.T, h *host) (r, s, p api.Assignment) {
 	s = api.Assignment{
 		MemberID: "s1", AddonID: r.AddonID, App: r.App, Role: api.RoleSentinel,
 		Address: hostIP, Port: testutil.FreePort(t, hostIP), Engine: api.EngineRedis, Version: r.Version,
-		Image: api.ImageSentinel7, Password: password, MasterName: r.AddonID, Primary: primary,
+		Image: api.ImageSentinel7, Password: api.NewSecret(password), FleetPassword: api.NewSecret(fleetPassword), MasterName: r.AddonID, Primary: primary,
 	}
 	hp := testutil.FreePort(t, hostIP)
 	p = api.Assignment{
 		MemberID: "p1", AddonID: r.AddonID, App: r.App, Role: api.RoleHAProxy,
 		Address: hostIP, Port: hp, Engine: api.EngineRedis, Version: r.Version, Image: api.ImageHAProxy,
-		Password: password, Entrypoint: net.JoinHostPort(hostIP, strconv.Itoa(hp)), Servers: []string{primary}, MaxConn: 100,
+		Password: api.NewSecret(password), FleetPassword: api.NewSecret(fleetPassword), Entrypoint: net.JoinHostPort(hostIP, strconv.Itoa(hp)), Servers: []string{primary}, MaxConn: 100,
 	}
 	return r, s, p
 }
@@ -206,7 +207,7 @@ func TestFrozenMemberRestarted(t *testing.T) {
 	testutil.WaitFor(t, 10*time.Second, func() error {
 		return sc.Do(ctxT(t), "SENTINEL", "GET-MASTER-ADDR-BY-NAME", r.AddonID).Err()
 	})
-	via := redisClient(t, api.Assignment{Address: hostIP, Port: p.Port, Password: password})
+	via := redisClient(t, api.Assignment{Address: hostIP, Port: p.Port, Password: api.NewSecret(password)})
 	testutil.WaitFor(t, 10*time.Second, func() error { return via.Set(ctxT(t), "after", "restart", 0).Err() })
 }
 
@@ -356,7 +357,7 @@ func TestBusyMemberLeftAlone(t *testing.T) {
 	m := coord.waitMember(t, h.id, "m1", 30*time.Second, isState(api.MemberRunning))
 	log := watchStates(t, coord, h.id, "m1")
 	slow := redis.NewClient(&redis.Options{
-		Addr: net.JoinHostPort(as.Address, strconv.Itoa(as.Port)), Password: as.Password,
+		Addr: net.JoinHostPort(as.Address, strconv.Itoa(as.Port)), Username: redisctl.FleetUser, Password: as.FleetPassword.Reveal(),
 		DialTimeout: time.Second, ReadTimeout: 10 * time.Second, MaxRetries: -1, DisableIdentity: true,
 	})
 	defer slow.Close()

@@ -103,7 +103,7 @@ func (a *Agent) planMember(as api.Assignment) (memberPlan, error) {
 	case api.RoleRedis:
 		in := render.RedisInput{
 			Engine: as.Engine, BindAddr: addr, Port: as.Port, AnnounceIP: addr, DataDir: p.dir,
-			Password: as.Password, PlanMemoryMB: as.PlanMemoryMB, Settings: as.Settings,
+			Password: as.Password, FleetPassword: as.FleetPassword, PlanMemoryMB: as.PlanMemoryMB, Settings: as.Settings,
 		}
 		if as.ReplicaOf != "" {
 			if in.ReplicaOf, err = endpoint("replica_of", as.ReplicaOf); err != nil {
@@ -120,13 +120,15 @@ func (a *Agent) planMember(as api.Assignment) (memberPlan, error) {
 		}
 		p.spec.Args = []string{bin, p.confPath}
 		p.spec.MemoryLimitBytes = render.ContainerMemoryLimitBytes(as.PlanMemoryMB)
+		// The fleet credential is not in the hash: it is applied live
+		// (fleetauth.go), so an addon given one restarts nothing.
 		hashed["password"] = as.Password
 		hashed["force_tls"] = as.Settings.ForceTLS
 		p.probe = net.JoinHostPort(addr, strconv.Itoa(as.Port))
 	case api.RoleSentinel:
 		in := render.SentinelInput{
 			BindAddr: addr, Port: as.Port, AnnounceIP: addr, DataDir: p.dir,
-			MasterName: as.MasterName, Password: as.Password,
+			MasterName: as.MasterName, Password: as.FleetPassword,
 		}
 		if in.Primary, err = endpoint("primary", as.Primary); err != nil {
 			return p, err
@@ -143,6 +145,9 @@ func (a *Agent) planMember(as api.Assignment) (memberPlan, error) {
 		}
 		p.spec.MemoryLimitBytes = sentinelMemoryLimit
 		hashed["master_name"] = as.MasterName
+		// The app's password, as before the fleet credential: that one is
+		// applied live (fleetauth.go), never by a new sentinel.conf, which
+		// would make the sentinel forget its epoch and primary.
 		hashed["password"] = as.Password
 		p.probe = net.JoinHostPort(addr, strconv.Itoa(as.Port))
 	case api.RoleHAProxy:
@@ -193,7 +198,7 @@ func (a *Agent) haproxyInput(as api.Assignment) (render.HAProxyInput, error) {
 		addr = a.cfg.Address
 	}
 	own := render.Endpoint{Addr: addr, Port: as.Port}
-	in := render.HAProxyInput{AddonID: as.AddonID, Entrypoint: own, Local: own, SourceAddr: addr, Password: as.Password,
+	in := render.HAProxyInput{AddonID: as.AddonID, Entrypoint: own, Local: own, SourceAddr: addr, Password: as.FleetPassword,
 		MaxConn: as.MaxConn, StatsSocket: a.hapSocketPath(as.MemberID)}
 	var err error
 	if as.Entrypoint != "" {

@@ -457,7 +457,7 @@ func (m *agentMetrics) redisInfos(members []api.MemberStatus) []*redisInfo {
 			defer wg.Done()
 			ctx, cancel := context.WithTimeout(context.Background(), metricsInfoTimeout)
 			defer cancel()
-			c := m.a.probes.client(p.as.MemberID, p.probe, p.as.Password)
+			c := m.a.probes.client(p.as.MemberID, p.probe, p.as.FleetPassword.Reveal())
 			info, err := c.Info(ctx).Result()
 			if err != nil {
 				m.a.log.Debug("metrics: INFO failed", "member", p.as.MemberID, "err", err)

@@ -134,7 +134,7 @@ func TestMetrics(t *testing.T) {
 	if _, err := pipe.Exec(ctxT(t)); err != nil {
 		t.Fatal(err)
 	}
-	db3 := redis.NewClient(&redis.Options{Addr: c.Options().Addr, Password: as.Password, DB: 3, MaxRetries: -1, DisableIdentity: true})
+	db3 := redis.NewClient(&redis.Options{Addr: c.Options().Addr, Password: as.Password.Reveal(), DB: 3, MaxRetries: -1, DisableIdentity: true})
 	defer db3.Close()
 	if err := db3.Set(ctxT(t), "in-db-3", 1, 0).Err(); err != nil {
 		t.Fatal(err)

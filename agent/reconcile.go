@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -247,6 +248,10 @@ func (a *Agent) update(ctx context.Context, p memberPlan, st *runtime.Status) ti
 			retry = reconcileRetry
 		}
 	}
+	if err := a.applyFleetAuth(ctx, p); err != nil { // fleetauth.go
+		log.Warn("fleet credential not applied yet", "err", err)
+		retry = reconcileRetry
+	}
 	if p.as.Role != api.RoleRedis {
 		return retry
 	}
@@ -285,7 +290,7 @@ func (a *Agent) update(ctx context.Context, p memberPlan, st *runtime.Status) ti
 func (a *Agent) applyLive(ctx context.Context, p memberPlan) error {
 	ctx, cancel := context.WithTimeout(ctx, liveTimeout)
 	defer cancel()
-	c := a.probes.client(p.as.MemberID, p.probe, p.as.Password)
+	c := a.probes.client(p.as.MemberID, p.probe, p.as.FleetPassword.Reveal())
 	cmds, err := redisctl.ApplySettings(ctx, c, p.as.Settings, p.as.PlanMemoryMB)
 	if err != nil {
 		return err
@@ -322,6 +327,7 @@ func (a *Agent) removeFiles(id string) error {
 	}
 	a.probes.close(id)
 	a.live.forget(id)
+	a.fleet.forget(id)
 	a.mu.Lock()
 	delete(a.failures, id)
 	delete(a.memberStats, id)
@@ -375,15 +381,20 @@ func writeFileAtomic(path string, data []byte) error {
 	return nil
 }
 
-// scrub replaces the password in log lines (redis prints a rejected config
-// line, which may be the user line).
-func scrub(lines []string, password string) []string {
-	if password == "" || len(lines) == 0 {
+// scrub replaces the secrets in log lines (redis prints a rejected config
+// line, which may be a user line).
+func scrub(lines []string, secrets ...api.Secret) []string {
+	if len(lines) == 0 {
 		return lines
 	}
-	out := make([]string, len(lines))
-	for i, l := range lines {
-		out[i] = strings.ReplaceAll(l, password, "<password>")
+	out := slices.Clone(lines)
+	for _, s := range secrets {
+		if s.IsZero() {
+			continue
+		}
+		for i, l := range out {
+			out[i] = strings.ReplaceAll(l, s.Reveal(), "<password>")
+		}
 	}
 	return out
 }

@@ -226,7 +226,10 @@ type routeSpec struct {
 	// routing, the role check alone decides).
 	sentinels  []string
 	masterName string
-	addon      string
+	// sentinelPass is the addon's fleet credential, the sentinels'
+	// password.
+	sentinelPass api.Secret
+	addon        string
 	// servers are the addon's redis members the backend must hold (the
 	// assignment's): the router adds and deletes servers at run time to
 	// match (serverCommands), so a member added or removed restarts no
@@ -241,7 +244,8 @@ func routeSpecOf(as api.Assignment, in render.HAProxyInput) routeSpec {
 		socket: in.StatsSocket, backend: render.HAProxyBackend(in.AddonID),
 		holder:    as.VIP != "",
 		sentinels: append([]string(nil), as.Sentinels...), masterName: as.MasterName, addon: as.AddonID,
-		servers: append([]render.HAProxyServer(nil), in.Servers...),
+		sentinelPass: as.FleetPassword,
+		servers:      append([]render.HAProxyServer(nil), in.Servers...),
 	}
 	if in.Local != (render.Endpoint{}) && in.Local != in.Entrypoint {
 		s.frontend = render.HAProxyFrontend(in.AddonID)
@@ -346,7 +350,7 @@ func (r *router) run(ctx context.Context, spec routeSpec) {
 	defer wg.Wait()
 	events := make(chan routeEvent, 16)
 	var stopWatch context.CancelFunc = func() {}
-	watch := func(sentinels []string, name string) {
+	watch := func(sentinels []string, name string, pass api.Secret) {
 		stopWatch()
 		var wctx context.Context
 		wctx, stopWatch = context.WithCancel(ctx)
@@ -354,11 +358,11 @@ func (r *router) run(ctx context.Context, spec routeSpec) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				watchSentinel(wctx, r.log, s, name, events)
+				watchSentinel(wctx, r.log, s, pass.Reveal(), name, events)
 			}()
 		}
 	}
-	watch(spec.sentinels, spec.masterName)
+	watch(spec.sentinels, spec.masterName, spec.sentinelPass)
 	defer func() { stopWatch() }()
 
 	api := hapAPI{socket: spec.socket}
@@ -381,13 +385,13 @@ func (r *router) run(ctx context.Context, spec routeSpec) {
 		now := time.Now()
 		if len(spec.sentinels) > 0 && !asking && !now.Before(nextAsk) {
 			asking, nextAsk = true, now.Add(majorityEvery)
-			sentinels, name := spec.sentinels, spec.masterName
+			sentinels, name, pass := spec.sentinels, spec.masterName, spec.sentinelPass
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
 				actx, cancel := context.WithTimeout(ctx, 2*redisctl.SentinelTimeout)
 				defer cancel()
-				addr, votes, err := redisctl.AskMajority(actx, sentinels, name)
+				addr, votes, err := redisctl.AskMajority(actx, sentinels, pass.Reveal(), name)
 				majority <- majorityAnswer{addr: addr, votes: votes, err: err}
 			}()
 		}
@@ -429,10 +433,11 @@ func (r *router) run(ctx context.Context, spec routeSpec) {
 			} else if ns.holder {
 				releaseAt = time.Time{}
 			}
-			resubscribe := !slices.Equal(ns.sentinels, spec.sentinels) || ns.masterName != spec.masterName
+			resubscribe := !slices.Equal(ns.sentinels, spec.sentinels) || ns.masterName != spec.masterName ||
+				!ns.sentinelPass.Equal(spec.sentinelPass)
 			spec, api = ns, hapAPI{socket: ns.socket}
 			if resubscribe {
-				watch(spec.sentinels, spec.masterName)
+				watch(spec.sentinels, spec.masterName, spec.sentinelPass)
 				nextAsk = time.Time{}
 			}
 		case <-r.poke:
@@ -507,7 +512,7 @@ func (r *router) apply(ctx context.Context, api hapAPI, spec routeSpec, primary 
 // watchSentinel subscribes to one sentinel's announcements (+switch-master,
 // +failover-state-wait-promotion) for master name and reports them (and every successful subscription) on
 // events, reconnecting with backoff, until ctx ends.
-func watchSentinel(ctx context.Context, log *slog.Logger, addr, name string, events chan<- routeEvent) {
+func watchSentinel(ctx context.Context, log *slog.Logger, addr, password, name string, events chan<- routeEvent) {
 	send := func(e routeEvent) bool {
 		select {
 		case events <- e:
@@ -518,7 +523,7 @@ func watchSentinel(ctx context.Context, log *slog.Logger, addr, name string, eve
 	}
 	backoff := routeRetry
 	for ctx.Err() == nil {
-		w, err := redisctl.WatchSwitchMaster(ctx, addr)
+		w, err := redisctl.WatchSwitchMaster(ctx, addr, password)
 		if err != nil {
 			log.Debug("sentinel subscription", "sentinel", addr, "err", err, "retry_in", backoff)
 			if !sleep(ctx, backoff) {

@@ -37,7 +37,8 @@ const (
 	rlHostR = "127.0.0.172" // the replica's host
 	rlHostH = "127.0.0.173" // the haproxy's host
 	rlVIP   = "127.0.6.1"
-	rlPass  = "pw_route-live-test-0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHI"
+	rlPass  = "pw_route-live-test-0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHI" // the fleet's
+	rlApp   = "app_route-live-test-0123456789abcdefghijklmnopqrstuvwxyzABCDEFG"  // the app's
 	rlName  = "route-live"
 )
 
@@ -58,7 +59,7 @@ func (p *rlProc) Write(b []byte) (int, error) {
 func (p *rlProc) output() string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return strings.ReplaceAll(p.out.String(), rlPass, "<password>")
+	return strings.ReplaceAll(strings.ReplaceAll(p.out.String(), rlPass, "<password>"), rlApp, "<password>")
 }
 
 func rlStart(t *testing.T, name, bin string, args ...string) *rlProc {
@@ -112,7 +113,7 @@ func rlRedis(t *testing.T, ip string, replicaOf render.Endpoint) string {
 	t.Helper()
 	dir := t.TempDir()
 	in := render.RedisInput{Engine: api.EngineRedis, BindAddr: ip, Port: testutil.FreePort(t, ip), AnnounceIP: ip, DataDir: dir,
-		Password: rlPass, PlanMemoryMB: 16, Settings: api.DefaultSettings(), ReplicaOf: replicaOf}
+		Password: api.NewSecret(rlApp), FleetPassword: api.NewSecret(rlPass), PlanMemoryMB: 16, Settings: api.DefaultSettings(), ReplicaOf: replicaOf}
 	conf, err := render.Redis(in)
 	if err != nil {
 		t.Fatal(err)
@@ -134,7 +135,7 @@ func rlSentinel(t *testing.T, ip string, primary render.Endpoint) (string, *rlPr
 	t.Helper()
 	dir := t.TempDir()
 	in := render.SentinelInput{BindAddr: ip, Port: testutil.FreePort(t, ip), AnnounceIP: ip, DataDir: dir,
-		MasterName: rlName, Primary: primary, Password: rlPass}
+		MasterName: rlName, Primary: primary, Password: api.NewSecret(rlPass)}
 	conf, err := render.Sentinel(in)
 	if err != nil {
 		t.Fatal(err)
@@ -165,7 +166,7 @@ func rlDial(addr string) (*rlConn, error) {
 		return nil, err
 	}
 	rc := &rlConn{c: c, r: bufio.NewReader(c)}
-	if err := rc.cmd(2*time.Second, "+OK", "AUTH", rlPass); err != nil {
+	if err := rc.cmd(2*time.Second, "+OK", "AUTH", rlApp); err != nil {
 		c.Close()
 		return nil, err
 	}
@@ -272,7 +273,7 @@ func TestRouterLive(t *testing.T) {
 	}
 	for _, s := range sentinels {
 		testutil.WaitFor(t, 30*time.Second, func() error {
-			k, err := redisctl.Known(ctx, s, rlName)
+			k, err := redisctl.Known(ctx, s, rlPass, rlName)
 			if err != nil {
 				return err
 			}
@@ -288,7 +289,7 @@ func TestRouterLive(t *testing.T) {
 	a := &Agent{cfg: Config{Address: rlHostH, DataDir: dataDir}}
 	port := testutil.FreePort(t, rlHostH)
 	as := api.Assignment{MemberID: "hp-1", AddonID: rlName, Role: api.RoleHAProxy, Address: rlHostH, Port: port,
-		Password: rlPass, Entrypoint: net.JoinHostPort(rlVIP, strconv.Itoa(port)), VIP: rlVIP, MaxConn: 100,
+		Password: api.NewSecret(rlApp), FleetPassword: api.NewSecret(rlPass), Entrypoint: net.JoinHostPort(rlVIP, strconv.Itoa(port)), VIP: rlVIP, MaxConn: 100,
 		Servers: []string{primary, replica}, Sentinels: sentinels, MasterName: rlName}
 	p, err := a.planMember(as)
 	if err != nil {
@@ -373,7 +374,7 @@ func TestRouterLive(t *testing.T) {
 	// primary moved to to.
 	heard := func(s, to string) <-chan time.Time {
 		ch := make(chan time.Time, 1)
-		w, err := redisctl.WatchSwitchMaster(ctx, s)
+		w, err := redisctl.WatchSwitchMaster(ctx, s, rlPass)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -437,7 +438,7 @@ func TestRouterLive(t *testing.T) {
 		r, err := c1.reply(10 * time.Second)
 		c1done <- outcome{r, err, time.Now()}
 	}()
-	if _, err := redisctl.Failover(ctx, sentinels, rlName); err != nil {
+	if _, err := redisctl.Failover(ctx, sentinels, rlPass, rlName); err != nil {
 		t.Fatal(err)
 	}
 	failedOver := time.Now()
@@ -491,7 +492,7 @@ func TestRouterLive(t *testing.T) {
 	}
 	for _, s := range sentinels {
 		testutil.WaitFor(t, 30*time.Second, func() error {
-			k, err := redisctl.Known(ctx, s, rlName)
+			k, err := redisctl.Known(ctx, s, rlPass, rlName)
 			if err != nil {
 				return err
 			}
@@ -522,7 +523,7 @@ func TestRouterLive(t *testing.T) {
 		c2done <- outcome{r, err, time.Now()}
 	}()
 	switched = heard(sentinels[2], primary)
-	if by, err := redisctl.Failover(ctx, sentinels[:1], rlName); err != nil || by != sentinels[0] {
+	if by, err := redisctl.Failover(ctx, sentinels[:1], rlPass, rlName); err != nil || by != sentinels[0] {
 		t.Fatalf("failover back: %s, %v", by, err)
 	}
 	failedOver = time.Now()
@@ -692,7 +693,7 @@ func TestRouterServersLive(t *testing.T) {
 	a := &Agent{cfg: Config{Address: rlHostH, DataDir: t.TempDir()}}
 	port := testutil.FreePort(t, rlHostH)
 	as := api.Assignment{MemberID: "hp-1", AddonID: rlName, Role: api.RoleHAProxy, Address: rlHostH, Port: port,
-		Password: rlPass, Entrypoint: net.JoinHostPort(rlVIP, strconv.Itoa(port)), VIP: rlVIP, MaxConn: 100,
+		Password: api.NewSecret(rlApp), FleetPassword: api.NewSecret(rlPass), Entrypoint: net.JoinHostPort(rlVIP, strconv.Itoa(port)), VIP: rlVIP, MaxConn: 100,
 		Servers: []string{primary}, MasterName: rlName}
 	p, err := a.planMember(as)
 	if err != nil {
@@ -726,7 +727,7 @@ func TestRouterServersLive(t *testing.T) {
 	}
 	servers(map[string]string{primary: hapReady})
 
-	c := redis.NewClient(&redis.Options{Addr: in.Entrypoint.String(), Password: rlPass, PoolSize: 1, MaxRetries: -1})
+	c := redis.NewClient(&redis.Options{Addr: in.Entrypoint.String(), Password: rlApp, PoolSize: 1, MaxRetries: -1})
 	defer c.Close()
 	var id0 int64
 	testutil.WaitFor(t, 10*time.Second, func() (err error) { id0, err = c.ClientID(ctx).Result(); return err })

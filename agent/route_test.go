@@ -233,7 +233,7 @@ func TestRouteSpecOf(t *testing.T) {
 	a := &Agent{cfg: Config{Address: "127.0.0.13", DataDir: "/var/lib/cacheplane"}}
 	as := api.Assignment{
 		MemberID: "app-1-haproxy-0", AddonID: "app-1", Role: api.RoleHAProxy, Address: "127.0.0.13", Port: 20002,
-		Password: "pw", Entrypoint: "127.0.1.1:20002", VIP: "127.0.1.1",
+		Password: api.NewSecret("pw"), FleetPassword: api.NewSecret("fleet-pw"), Entrypoint: "127.0.1.1:20002", VIP: "127.0.1.1",
 		Servers:   []string{"127.0.0.12:20000", "127.0.0.11:20000"},
 		Sentinels: []string{"127.0.0.13:20001", "127.0.0.11:20001"}, MasterName: "app-1",
 	}

@@ -147,7 +147,7 @@ func (a *Agent) gateStart(ctx context.Context, p *memberPlan, st *runtime.Status
 		return 0, true
 	}
 	self := p.probe
-	master, votes, err := redisctl.AskMajority(ctx, as.Sentinels, as.MasterName)
+	master, votes, err := redisctl.AskMajority(ctx, as.Sentinels, as.FleetPassword.Reveal(), as.MasterName)
 	switch {
 	case err != nil:
 		if backoff > 0 {
@@ -227,7 +227,7 @@ func (a *Agent) askFailover(ctx context.Context, as api.Assignment) error {
 	}
 	g.failover[as.MemberID] = time.Now()
 	g.mu.Unlock()
-	by, err := redisctl.Failover(ctx, as.Sentinels, as.MasterName)
+	by, err := redisctl.Failover(ctx, as.Sentinels, as.FleetPassword.Reveal(), as.MasterName)
 	if err == nil {
 		a.log.Warn("primary process dead: failover requested", "member", as.MemberID, "addon", as.AddonID, "sentinel", by)
 		a.clearNoGood(as.MemberID)

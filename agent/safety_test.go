@@ -144,14 +144,14 @@ func TestAskSentinelsMajority(t *testing.T) {
 	a, b := "10.0.0.1:6379", "10.0.0.2:6379"
 	ctx := context.Background()
 	s1, s2, s3 := newFakeSentinel(t, a), newFakeSentinel(t, a), newFakeSentinel(t, b)
-	got, n, err := redisctl.AskMajority(ctx, []string{s1.addr(), s2.addr(), s3.addr()}, "m")
+	got, n, err := redisctl.AskMajority(ctx, []string{s1.addr(), s2.addr(), s3.addr()}, fleetPassword, "m")
 	if err != nil || got != a || n != 2 {
 		t.Fatalf("AskMajority = %s, %d, %v; want %s by 2", got, n, err, a)
 	}
 	// One for each, one unreachable: no majority.
 	s2.set(b, "")
 	s3.set("", "")
-	_, _, err = redisctl.AskMajority(ctx, []string{s1.addr(), s2.addr(), deadAddr(t)}, "m")
+	_, _, err = redisctl.AskMajority(ctx, []string{s1.addr(), s2.addr(), deadAddr(t)}, fleetPassword, "m")
 	if err == nil || !strings.Contains(err.Error(), "no majority of 3 sentinels") || !strings.Contains(err.Error(), "unreachable") {
 		t.Fatalf("split answers: err = %v", err)
 	}
@@ -166,6 +166,9 @@ func gateAgent(t *testing.T) *Agent {
 }
 
 const gatePassword = "Zq9vX2bT7mK4pL8sR1nW6yE3uA0cD5fGhJkQwErTyUiOpAsDfGhJkLzXcVbNm_-1"
+
+// fleetPassword is the addon's fleet credential (redisctl.FleetUser).
+const fleetPassword = "Fl9vX2bT7mK4pL8sR1nW6yE3uA0cD5fGhJkQwErTyUiOpAsDfGhJkLzXcVbNm_-2"
 
 func TestGateStart(t *testing.T) {
 	self := "127.0.0.1:20000"
@@ -220,7 +223,7 @@ func TestGateStart(t *testing.T) {
 			}
 			as := api.Assignment{MemberID: "app-1-redis-0", AddonID: "app-1", App: "app", Role: api.RoleRedis,
 				Address: "127.0.0.1", Port: 20000, Engine: api.EngineRedis, Version: "7.0.15", Image: api.ImageRedis7,
-				PlanMemoryMB: 64, Password: gatePassword, Sentinels: addrs, MasterName: "app-1"}
+				PlanMemoryMB: 64, Password: api.NewSecret(gatePassword), FleetPassword: api.NewSecret(fleetPassword), Sentinels: addrs, MasterName: "app-1"}
 			p, err := a.planMember(as)
 			if err != nil {
 				t.Fatal(err)
@@ -275,8 +278,8 @@ func TestGateIgnoresOthers(t *testing.T) {
 	// A starter redis (no sentinels) and a running business redis are never
 	// held or changed: no sentinel is asked (none listens).
 	for _, as := range []api.Assignment{
-		{MemberID: "s-redis-0", AddonID: "s", Role: api.RoleRedis, Address: "127.0.0.1", Port: 20000, PlanMemoryMB: 64, Password: gatePassword},
-		{MemberID: "b-redis-0", AddonID: "b", Role: api.RoleRedis, Address: "127.0.0.1", Port: 20001, PlanMemoryMB: 64, Password: gatePassword,
+		{MemberID: "s-redis-0", AddonID: "s", Role: api.RoleRedis, Address: "127.0.0.1", Port: 20000, PlanMemoryMB: 64, Password: api.NewSecret(gatePassword), FleetPassword: api.NewSecret(fleetPassword)},
+		{MemberID: "b-redis-0", AddonID: "b", Role: api.RoleRedis, Address: "127.0.0.1", Port: 20001, PlanMemoryMB: 64, Password: api.NewSecret(gatePassword), FleetPassword: api.NewSecret(fleetPassword),
 			Sentinels: []string{deadAddr(t)}, MasterName: "b"},
 	} {
 		p, err := a.planMember(as)

@@ -52,7 +52,7 @@ func TestExitReasonAndScrub(t *testing.T) {
 			t.Errorf("exitReason(%d) = %q, want %q", code, got, want)
 		}
 	}
-	lines := scrub([]string{">>> 'user default on >s3cr3t ~* &* +@all'", "fine"}, "s3cr3t")
+	lines := scrub([]string{">>> 'user default on >s3cr3t ~* &* +@all'", "fine"}, api.NewSecret("s3cr3t"))
 	if strings.Contains(strings.Join(lines, "\n"), "s3cr3t") || lines[1] != "fine" {
 		t.Fatalf("scrub left the password: %q", lines)
 	}
@@ -64,7 +64,7 @@ func TestSpecHash(t *testing.T) {
 	a := &Agent{cfg: Config{DataDir: "/var/lib/cacheplane/agent", Address: "127.0.0.11"}}
 	base := api.Assignment{
 		MemberID: "m1", AddonID: "a-1", Role: api.RoleRedis, Address: "127.0.0.11", Port: 20000,
-		Engine: api.EngineRedis, Version: "7.0.15", Image: api.ImageRedis7, PlanMemoryMB: 256, Password: "pw",
+		Engine: api.EngineRedis, Version: "7.0.15", Image: api.ImageRedis7, PlanMemoryMB: 256, Password: api.NewSecret("pw"), FleetPassword: api.NewSecret("fleet-pw"),
 	}
 	hash := func(mut func(*api.Assignment)) string {
 		as := base
@@ -81,6 +81,8 @@ func TestSpecHash(t *testing.T) {
 		"persistence": func(as *api.Assignment) { as.Settings.Persistence = api.PersistenceAOF },
 		"cache mode":  func(as *api.Assignment) { as.Settings.CacheMode = true },
 		"replica of":  func(as *api.Assignment) { as.ReplicaOf = "127.0.0.12:20001" },
+		// Applied live (fleetauth.go): an addon given one restarts nothing.
+		"fleet credential": func(as *api.Assignment) { as.FleetPassword = api.NewSecret("another-fleet-pw") },
 	}
 	for name, mut := range same {
 		if hash(mut) != h0 {
@@ -91,7 +93,7 @@ func TestSpecHash(t *testing.T) {
 		"port":     func(as *api.Assignment) { as.Port = 20001 },
 		"image":    func(as *api.Assignment) { as.Image = api.ImageValkey8 },
 		"version":  func(as *api.Assignment) { as.Version = "7.2" },
-		"password": func(as *api.Assignment) { as.Password = "other" },
+		"password": func(as *api.Assignment) { as.Password = api.NewSecret("other") },
 	}
 	for name, mut := range differ {
 		if hash(mut) == h0 {

@@ -108,7 +108,7 @@ func (a *Agent) probe(ctx context.Context, p memberPlan) probeResult {
 		}
 		return probeResult{}
 	}
-	c := a.probes.client(p.as.MemberID, p.probe, p.as.Password)
+	c := a.probes.client(p.as.MemberID, p.probe, p.as.FleetPassword.Reveal())
 	if err := c.Ping(ctx).Err(); err != nil {
 		// A member that does not answer yet is usually starting: dial afresh
 		// next time rather than wait out go-redis's redial backoff (1 s after
@@ -329,7 +329,7 @@ func (a *Agent) memberStatus(ctx context.Context, as api.Assignment, have bool, 
 	ms.State, ms.Detail = deriveState(st, f, probed, pr.err)
 	if st != nil && st.State == runtime.StateStopped && f.reason == "" {
 		lines, _ := a.rt.LastLogLines(as.MemberID, logLines)
-		ms.Detail = failureDetail(exitReason(st.ExitCode, st.ExitedAt), scrub(lines, as.Password))
+		ms.Detail = failureDetail(exitReason(st.ExitCode, st.ExitedAt), scrub(lines, as.Password, as.FleetPassword))
 	}
 	if planErr != nil && f.reason == "" {
 		ms.State, ms.Detail = api.MemberFailed, "render config: "+planErr.Error()

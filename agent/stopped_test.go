@@ -41,7 +41,7 @@ func TestEngineUpgradeOfAMember(t *testing.T) {
 	addr := net.JoinHostPort(as.Address, strconv.Itoa(as.Port))
 	server := func(want api.Engine, version string, keys int64) func() error {
 		return func() error {
-			n, err := redisctl.ReadNode(context.Background(), addr, as.Password)
+			n, err := redisctl.ReadNode(context.Background(), addr, as.FleetPassword.Reveal())
 			if err != nil {
 				return err
 			}

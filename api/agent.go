@@ -1,6 +1,9 @@
 package api
 
-import "time"
+import (
+	"log/slog"
+	"time"
+)
 
 // Agent API: the calls an agent makes to any coordinator member (forwarded to
 // the leader). Paths:
@@ -89,7 +92,9 @@ type HeartbeatResponse struct {
 }
 
 // Assignment is one member an agent must run, with everything it needs to
-// render the member's configuration. Password is a secret: never log it.
+// render the member's configuration. Password (the app's) and FleetPassword
+// (the fleet's credential: redisctl.FleetUser on redis members, the
+// sentinels' own password) are Secrets; LogValue leaves them out.
 type Assignment struct {
 	MemberID     string   `json:"member_id"`
 	AddonID      string   `json:"addon_id"`
@@ -101,8 +106,11 @@ type Assignment struct {
 	Version      string   `json:"version"`
 	Image        string   `json:"image"`
 	PlanMemoryMB int      `json:"plan_memory_mb"`
-	Password     string   `json:"password"`
+	Password     Secret   `json:"password"`
 	Settings     Settings `json:"settings"`
+	// FleetPassword is zero while the addon has none yet (created before
+	// the fleet credential existed, not migrated yet: command 27).
+	FleetPassword Secret `json:"fleet_password,omitzero"`
 	// ReplicaOf is the current primary (host:port) for a redis member that
 	// must start as a replica; empty for the primary or a starter.
 	ReplicaOf string `json:"replica_of,omitempty"`
@@ -126,6 +134,12 @@ type Assignment struct {
 	// assignment without Stopped arrives (an engine upgrade that stops
 	// every node). Not part of the member's spec.
 	Stopped bool `json:"stopped,omitempty"`
+}
+
+// LogValue names the assignment in slog without its secrets.
+func (a Assignment) LogValue() slog.Value {
+	return slog.GroupValue(slog.String("member", a.MemberID), slog.String("addon", a.AddonID),
+		slog.String("role", string(a.Role)))
 }
 
 // Assignments answers the blocking query.

@@ -3,6 +3,7 @@ package api
 import (
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"regexp"
 	"strings"
 	"time"
@@ -175,7 +176,10 @@ type BackupJob struct {
 	// member; for a restore, the addon's primary), Addr its host:port.
 	MemberID string `json:"member_id"`
 	Addr     string `json:"addr"`
-	Password string `json:"password"`
+	// Password is the fleet's credential of the addon (redisctl.FleetUser):
+	// a dump runs BGSAVE and a restore RESTORE, which the app's user may
+	// not run.
+	Password Secret `json:"password"`
 	// AOF: the member runs with appendonly yes.
 	AOF bool `json:"aof,omitempty"`
 	// Engine, Version and Image: the addon's engine version, which the
@@ -194,6 +198,9 @@ type BackupJob struct {
 func (j BackupJob) String() string {
 	return fmt.Sprintf("%s job %s (backup %s, member %s)", j.Kind, j.ID, j.Backup.ID, j.MemberID)
 }
+
+// LogValue names a job in slog without its secrets.
+func (j BackupJob) LogValue() slog.Value { return slog.StringValue(j.String()) }
 
 // JobReport is an agent's account of a finished job.
 type JobReport struct {

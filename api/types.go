@@ -2,6 +2,7 @@ package api
 
 import (
 	"fmt"
+	"log/slog"
 	"sort"
 	"time"
 )
@@ -188,7 +189,11 @@ func (a Addon) MemberEngine(m Member) (Engine, string) {
 	return a.Engine, a.Version
 }
 
-// Addon is one caching database. Password is never part of list views.
+// Addon is one caching database. Password is the app's password (the
+// `default` user of every redis member, the URL's); FleetPassword is the
+// fleet's own credential of the addon (redisctl.FleetUser on its redis
+// members, the password of its sentinels), which never reaches the app.
+// Neither is part of list views (Redacted), nor of logs (LogValue).
 type Addon struct {
 	ID         string      `json:"id"`
 	App        string      `json:"app"`
@@ -196,7 +201,7 @@ type Addon struct {
 	Plan       string      `json:"plan"`
 	Engine     Engine      `json:"engine"`
 	Version    string      `json:"version"`
-	Password   string      `json:"password,omitempty"`
+	Password   Secret      `json:"password,omitzero"`
 	Settings   Settings    `json:"settings"`
 	Status     AddonStatus `json:"status"`
 	Members    []Member    `json:"members,omitempty"`
@@ -205,17 +210,27 @@ type Addon struct {
 	UpdatedAt  time.Time   `json:"updated_at"`
 	// RequestID is the idempotency key of the request that created the addon.
 	RequestID string `json:"request_id,omitempty"`
+	// FleetPassword: see Addon. Zero for an addon created before the fleet
+	// credential existed, until the leader gives it one (command 27).
+	FleetPassword Secret `json:"fleet_password,omitzero"`
 	// Health is what a client would check, computed when the addon is
 	// read (never stored): "ok", or "degraded: why" (no master, two
 	// masters, a replica not in sync, a member not serving).
 	Health string `json:"health,omitempty"`
 }
 
-// Redacted returns a copy without the password, for list views and logs.
+// Redacted returns a copy without its secrets, for list views and logs.
 func (a Addon) Redacted() Addon {
-	a.Password = ""
+	a.Password = Secret{}
+	a.FleetPassword = Secret{}
 	a.Members = append([]Member(nil), a.Members...)
 	return a
+}
+
+// LogValue names the addon in slog without its secrets.
+func (a Addon) LogValue() slog.Value {
+	return slog.GroupValue(slog.String("id", a.ID), slog.String("app", a.App), slog.String("plan", a.Plan),
+		slog.String("status", string(a.Status)))
 }
 
 // OperationKind names a durable, stepwise change to an addon.

@@ -220,7 +220,7 @@ func assignmentsFor(st *State, hostID string) []api.Assignment {
 			as := api.Assignment{
 				MemberID: m.ID, AddonID: a.ID, App: a.App, Role: m.Role,
 				Address: host.Address, Port: m.Port, Engine: engine, Version: version,
-				Image: ev.Images[m.Role], PlanMemoryMB: plan.MemoryMB, Password: a.Password, Settings: a.Settings,
+				Image: ev.Images[m.Role], PlanMemoryMB: plan.MemoryMB, Password: a.Password, FleetPassword: a.FleetPassword, Settings: a.Settings,
 				Stopped: m.Stopped,
 			}
 			switch m.Role {

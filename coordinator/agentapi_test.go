@@ -29,7 +29,7 @@ func TestHAProxyAssignments(t *testing.T) {
 		{ID: "b-1-haproxy-1", Role: api.RoleHAProxy, HostID: "h3", Port: 20002},
 	}
 	st.Addons["b-1"] = api.Addon{ID: "b-1", App: "b", Plan: "redis-business-256", Engine: api.EngineRedis, Version: "7.0.15",
-		Password: "pw", Status: api.AddonRunning, Entrypoint: "127.0.1.1:20002", Members: members}
+		Password: api.NewSecret("pw"), FleetPassword: api.NewSecret("fleet-pw"), Status: api.AddonRunning, Entrypoint: "127.0.1.1:20002", Members: members}
 	sentinels := []string{"127.0.0.11:20001", "127.0.0.12:20001", "127.0.0.13:20001"}
 	servers := []string{"127.0.0.11:20000", "127.0.0.12:20000"}
 

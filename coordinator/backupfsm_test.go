@@ -149,7 +149,7 @@ func TestBackupCommands(t *testing.T) {
 	b.refused(CmdJobStart, JobStartCmd{Job: second, Operation: op}, api.ErrConflict, "operation op-b1 already waits for job job-000000000001")
 	b.read(func(s *State) {
 		if jobs := (&backupEnv{}).jobsFor(s, "h1"); len(jobs) != 1 || jobs[0].ID != j.ID || jobs[0].Addr != "127.0.0.11:20000" ||
-			jobs[0].Password != strings.Repeat("p", 64) || jobs[0].Backup.ID != day || jobs[0].PlanMemoryMB != 512 || jobs[0].Image == "" {
+			jobs[0].Password.Reveal() != strings.Repeat("f", 64) || jobs[0].Backup.ID != day || jobs[0].PlanMemoryMB != 512 || jobs[0].Image == "" {
 			t.Fatalf("jobs of h1 = %+v", jobs)
 		}
 	})

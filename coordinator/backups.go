@@ -210,7 +210,7 @@ func (b *backupEnv) jobsFor(st *State, hostID string) []api.BackupJob {
 		engine, version := a.MemberEngine(m)
 		ev, _ := api.ResolveEngine(st.Engines, engine, version)
 		out = append(out, api.BackupJob{ID: j.ID, Kind: j.Kind, Backup: st.Backups[j.BackupID], MemberID: m.ID, Addr: memberAddr(st, m),
-			Password: a.Password, AOF: a.Settings.Persistence == api.PersistenceAOF, Engine: engine, Version: version,
+			Password: a.FleetPassword, AOF: a.Settings.Persistence == api.PersistenceAOF, Engine: engine, Version: version,
 			Image: ev.Images[api.RoleRedis], PlanMemoryMB: plan.MemoryMB, Store: b.storeJSON, Keys: b.keysJSON})
 	}
 	return out

@@ -308,7 +308,7 @@ func TestBackupsThroughTheEngine(t *testing.T) {
 		manual.ArchiveBytes != int64(len(stored)) || manual.ArchiveChecksum != hex.EncodeToString(sum[:]) || manual.FinishedAt.IsZero() {
 		t.Fatalf("manual backup %+v", manual)
 	}
-	if job.Addr != "127.0.0.52:"+fmt.Sprint(as.Port) || job.Password != as.Password || job.MemberID != as.MemberID || job.Image == "" ||
+	if job.Addr != "127.0.0.52:"+fmt.Sprint(as.Port) || !job.Password.Equal(as.FleetPassword) || job.MemberID != as.MemberID || job.Image == "" ||
 		job.PlanMemoryMB != 512 || !strings.Contains(string(job.Store), cfg.BackupStore.Dir) || !strings.Contains(string(job.Keys), "AGE-SECRET-KEY-1") {
 		t.Fatalf("the dump job %s", job)
 	}
@@ -452,7 +452,7 @@ func TestBackupsThroughTheEngine(t *testing.T) {
 			t.Errorf("a backup key reached the log")
 		}
 	}
-	if strings.Contains(logs.String(), as.Password) {
+	if strings.Contains(logs.String(), as.Password.Reveal()) || strings.Contains(logs.String(), as.FleetPassword.Reveal()) {
 		t.Errorf("the addon's password reached the log")
 	}
 	if !strings.Contains(logs.String(), `"msg":"audit"`) || !strings.Contains(logs.String(), `"call":"backups-download"`) || !strings.Contains(logs.String(), `"call":"backups-create"`) || !strings.Contains(logs.String(), `"call":"backups-restore"`) {

@@ -46,6 +46,10 @@ const (
 	CmdBackupsDeleted    CommandType = 24
 	CmdBackupsForget     CommandType = 25
 	CmdRestoreCreate     CommandType = 26
+	// CmdAddonFleetCredential gives an addon created before the fleet
+	// credential existed its own (level 2: the release before backups has
+	// no fleet credential either).
+	CmdAddonFleetCredential CommandType = 27
 )
 
 // Protocol levels. A release applies every command up to its level; the
@@ -104,6 +108,9 @@ var commands = map[CommandType]struct {
 	CmdBackupsDeleted:    {"backups-deleted", ProtocolBackups},
 	CmdBackupsForget:     {"backups-forget", ProtocolBackups},
 	CmdRestoreCreate:     {"restore-create", ProtocolBackups},
+
+	// The fleet credential (docs/security.md).
+	CmdAddonFleetCredential: {"addon-fleet-credential", ProtocolBackups},
 }
 
 func (t CommandType) String() string {
@@ -375,4 +382,15 @@ type RestoreCreateCmd struct {
 	BackupID  string        `json:"backup_id"`
 	Operation api.Operation `json:"operation"`
 	At        time.Time     `json:"at"`
+}
+
+// AddonFleetCredentialCmd gives an addon without one its fleet credential
+// (api.Addon.FleetPassword: redisctl.FleetUser's password on its redis
+// members, its sentinels' password), picked by the leader
+// (fleetCredController). An addon that has one keeps it: the command only
+// fills a missing credential, so a retried or duplicated entry changes
+// nothing. The agents apply it live (agent/fleetauth.go).
+type AddonFleetCredentialCmd struct {
+	AddonID       string     `json:"addon_id"`
+	FleetPassword api.Secret `json:"fleet_password"`
 }

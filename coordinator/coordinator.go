@@ -115,6 +115,7 @@ func Start(cfg Config, log *slog.Logger, raftLog io.Writer) (*Coordinator, error
 			&engine{store: store, obs: obs, stats: stats, log: log.With("component", "operations"), now: time.Now, vipPool: cfg.EntrypointCIDR,
 				heal:   operation.HealConfig{HealAfter: time.Duration(cfg.HealAfter), MaxParallel: cfg.HealParallel},
 				limits: operation.DefaultLimits(), act: redisActions(), hook: newAppHook(cfg), backups: backups},
+			&fleetCredController{store: store, log: log.With("component", "fleet-credential")},
 			&protocolController{store: store, self: cfg.ID, token: cfg.ClusterToken, log: log.With("component", "protocol"),
 				every: 2 * time.Second, client: &http.Client{Transport: &http.Transport{
 					DialContext: (&net.Dialer{Timeout: 2 * time.Second}).DialContext, MaxIdleConnsPerHost: 2, IdleConnTimeout: 30 * time.Second}}},

@@ -21,6 +21,7 @@ import (
 
 	"github.com/cacheplane/cacheplane/api"
 	"github.com/cacheplane/cacheplane/internal/testutil"
+	"github.com/cacheplane/cacheplane/redisctl"
 )
 
 func startTestCoordinator(t *testing.T, ip string) (*Coordinator, Config) {
@@ -48,12 +49,18 @@ func startTestCoordinator(t *testing.T, ip string) (*Coordinator, Config) {
 	return c, cfg
 }
 
+// testUsers are the ACL lines of a member of as: the app's user and the
+// fleet's, with which the coordinator logs in.
+func testUsers(as api.Assignment) string {
+	return fmt.Sprintf("user default on >%s ~* &* +@all\nuser %s on >%s ~* &* +@all\n", as.Password.Reveal(), redisctl.FleetUser, as.FleetPassword.Reveal())
+}
+
 // startRedis runs a real redis-server the way an agent would for an
 // assignment (the agent is not the subject here).
 func startRedis(t *testing.T, as api.Assignment) {
 	t.Helper()
 	dir := t.TempDir()
-	conf := fmt.Sprintf("bind %s\nport %d\ndir %s\nuser default on >%s ~* &* +@all\nsave \"\"\n", as.Address, as.Port, dir, as.Password)
+	conf := fmt.Sprintf("bind %s\nport %d\ndir %s\n%ssave \"\"\n", as.Address, as.Port, dir, testUsers(as))
 	path := filepath.Join(dir, "redis.conf")
 	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
@@ -167,7 +174,7 @@ func TestProvisionRemoveAndHostLiveness(t *testing.T) {
 		as, hp = r.a.Assignments[0], r.a.Assignments[1]
 		return nil
 	})
-	if as.AddonID != res.Addon.ID || as.Role != api.RoleRedis || as.Address != "127.0.0.42" || len(as.Password) != 64 || as.Image != api.ImageRedis7 {
+	if as.AddonID != res.Addon.ID || as.Role != api.RoleRedis || as.Address != "127.0.0.42" || len(as.Password.Reveal()) != 64 || len(as.FleetPassword.Reveal()) != 64 || as.Password.Equal(as.FleetPassword) || as.Image != api.ImageRedis7 {
 		t.Fatalf("assignment = %+v", as)
 	}
 	if hp.Role != api.RoleHAProxy || hp.Address != "127.0.0.42" || len(hp.Servers) != 1 || hp.Entrypoint != net.JoinHostPort(hp.Address, strconv.Itoa(hp.Port)) {
@@ -205,8 +212,8 @@ func TestProvisionRemoveAndHostLiveness(t *testing.T) {
 	if len(env.Vars) != 2 || env.Vars[0].Name != "REDIS_URL" || env.Vars[1].Name != "CACHEPLANE_REDIS_URL" || env.Vars[0].Value != env.Vars[1].Value {
 		t.Fatalf("env = %+v", env)
 	}
-	if !strings.HasPrefix(env.Vars[0].Value, "redis://default:"+as.Password+"@127.0.0.42:") {
-		t.Fatalf("REDIS_URL has an unexpected form (password elided): %s", strings.ReplaceAll(env.Vars[0].Value, as.Password, "PW"))
+	if !strings.HasPrefix(env.Vars[0].Value, "redis://default:"+as.Password.Reveal()+"@127.0.0.42:") {
+		t.Fatalf("REDIS_URL has an unexpected form (password elided): %s", strings.ReplaceAll(env.Vars[0].Value, as.Password.Reveal(), "PW"))
 	}
 	opt, err := redis.ParseURL(env.Vars[0].Value)
 	if err != nil {

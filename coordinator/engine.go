@@ -49,15 +49,18 @@ type engine struct {
 	sem      chan struct{}
 }
 
-// actions are the engine's conversations with redis and sentinel.
+// actions are the engine's conversations with redis and sentinel. Every
+// password they take is the addon's fleet credential (redisctl logs in with
+// it as redisctl.FleetUser on members, as the sentinels' default user on
+// sentinels), never the app's.
 type actions struct {
 	ping          func(ctx context.Context, addr, password string) error
 	checkSettings func(ctx context.Context, addr, password string, s api.Settings, planMB int) error
 	switchover    func(ctx context.Context, sw redisctl.SwitchoverRequest) error
-	failover      func(ctx context.Context, sentinels []string, name string) (string, error)
-	reset         func(ctx context.Context, sentinel, name string) error
-	known         func(ctx context.Context, sentinel, name string) (redisctl.Peers, error)
-	master        func(ctx context.Context, sentinel, name string) (string, error)
+	failover      func(ctx context.Context, sentinels []string, password, name string) (string, error)
+	reset         func(ctx context.Context, sentinel, password, name string) error
+	known         func(ctx context.Context, sentinel, password, name string) (redisctl.Peers, error)
+	master        func(ctx context.Context, sentinel, password, name string) (string, error)
 	// checkMaxmemory checks a redis member's maxmemory (plan changes).
 	checkMaxmemory func(ctx context.Context, addr, password string, planMB int) error
 	// notify tells an app (tests); nil runs the engine's app hook.
@@ -66,7 +69,7 @@ type actions struct {
 	// its new version, a sentinel's version.
 	save           func(ctx context.Context, addr, password string) error
 	checkNode      func(ctx context.Context, addr, password string, w redisctl.Want) (redisctl.Node, error)
-	sentinelServer func(ctx context.Context, addr string) (redisctl.Server, error)
+	sentinelServer func(ctx context.Context, addr, password string) (redisctl.Server, error)
 }
 
 // redisActions are the production actions (package redisctl).
@@ -324,17 +327,17 @@ var errTerminal = errors.New("cannot succeed")
 
 // checkSentinel: the sentinel names the primary and knows the replicas
 // and its peers (operation.CheckSentinel).
-func (e *engine) checkSentinel(ctx context.Context, a operation.CheckSentinel, name string) error {
+func (e *engine) checkSentinel(ctx context.Context, a operation.CheckSentinel, pw, name string) error {
 	cctx, cancel := context.WithTimeout(ctx, checkTimeout)
 	defer cancel()
-	got, err := e.act.master(cctx, a.Addr, name)
+	got, err := e.act.master(cctx, a.Addr, pw, name)
 	if err != nil {
 		return err
 	}
 	if got != a.Primary {
 		return fmt.Errorf("sentinel %s names %s, the primary is %s", a.Addr, got, a.Primary)
 	}
-	p, err := e.act.known(cctx, a.Addr, name)
+	p, err := e.act.known(cctx, a.Addr, pw, name)
 	if err != nil {
 		return err
 	}
@@ -351,7 +354,7 @@ func (e *engine) checkSentinel(ctx context.Context, a operation.CheckSentinel, n
 
 // perform runs one action with its time bound.
 func (e *engine) perform(ctx context.Context, v operation.View, act operation.Action) error {
-	pw, name := v.Addon.Password, v.Addon.ID
+	pw, name := v.Addon.FleetPassword.Reveal(), v.Addon.ID
 	switch a := act.(type) {
 	case operation.PingEntrypoint:
 		cctx, cancel := context.WithTimeout(ctx, checkTimeout)
@@ -362,10 +365,10 @@ func (e *engine) perform(ctx context.Context, v operation.View, act operation.Ac
 		defer cancel()
 		return e.act.checkSettings(cctx, a.Addr, pw, a.Settings, a.PlanMB)
 	case operation.CheckSentinel:
-		return e.checkSentinel(ctx, a, name)
+		return e.checkSentinel(ctx, a, pw, name)
 	case operation.CheckJoined:
 		for _, c := range a.Sentinels {
-			if err := e.checkSentinel(ctx, c, name); err != nil {
+			if err := e.checkSentinel(ctx, c, pw, name); err != nil {
 				return err
 			}
 		}
@@ -386,7 +389,7 @@ func (e *engine) perform(ctx context.Context, v operation.View, act operation.Ac
 	case operation.Failover:
 		cctx, cancel := context.WithTimeout(ctx, sentinelTimeout*time.Duration(max(1, len(a.Sentinels))))
 		defer cancel()
-		_, err := e.act.failover(cctx, a.Sentinels, name)
+		_, err := e.act.failover(cctx, a.Sentinels, pw, name)
 		if errors.Is(err, redisctl.ErrFailoverInProgress) {
 			return nil
 		}
@@ -394,7 +397,7 @@ func (e *engine) perform(ctx context.Context, v operation.View, act operation.Ac
 	case operation.ResetSentinels:
 		cctx, cancel := context.WithTimeout(ctx, resetTimeout)
 		defer cancel()
-		return e.rollingReset(cctx, name, a)
+		return e.rollingReset(cctx, pw, name, a)
 	case operation.CheckMaxmemory:
 		var errs []error
 		for _, addr := range a.Addrs {
@@ -425,7 +428,7 @@ func (e *engine) perform(ctx context.Context, v operation.View, act operation.Ac
 // majority always knows the replica a failover needs. A sentinel that does
 // not answer is skipped (it is on a lost host, or being replaced); the
 // reset fails unless a majority went through.
-func (e *engine) rollingReset(ctx context.Context, name string, a operation.ResetSentinels) error {
+func (e *engine) rollingReset(ctx context.Context, pw, name string, a operation.ResetSentinels) error {
 	ok := 0
 	var errs []string
 	member := map[string]bool{}
@@ -436,7 +439,7 @@ func (e *engine) rollingReset(ctx context.Context, name string, a operation.Rese
 		// Nothing to forget (it never met the sentinel that left, e.g. it
 		// is the replacement): no reset, no window without the replicas.
 		kctx, cancel := context.WithTimeout(ctx, sentinelTimeout)
-		k, err := e.act.known(kctx, s, name)
+		k, err := e.act.known(kctx, s, pw, name)
 		cancel()
 		if err == nil && len(a.Members) > 0 {
 			stale := false
@@ -449,7 +452,7 @@ func (e *engine) rollingReset(ctx context.Context, name string, a operation.Rese
 			}
 		}
 		rctx, cancel := context.WithTimeout(ctx, sentinelTimeout)
-		err = e.act.reset(rctx, s, name)
+		err = e.act.reset(rctx, s, pw, name)
 		cancel()
 		if err != nil {
 			errs = append(errs, s+": "+err.Error())
@@ -458,7 +461,7 @@ func (e *engine) rollingReset(ctx context.Context, name string, a operation.Rese
 		err = pollCtx(ctx, func() error {
 			kctx, cancel := context.WithTimeout(ctx, sentinelTimeout)
 			defer cancel()
-			p, err := e.act.known(kctx, s, name)
+			p, err := e.act.known(kctx, s, pw, name)
 			if err != nil {
 				return err
 			}

@@ -233,6 +233,10 @@ func (f *FSM) apply(t CommandType, body []byte) any {
 		var c RestoreCreateCmd
 		decode(&c)
 		return f.applyRestoreCreate(c)
+	case CmdAddonFleetCredential:
+		var c AddonFleetCredentialCmd
+		decode(&c)
+		return f.applyAddonFleetCredential(c)
 	}
 	panic(fmt.Sprintf("fsm: command type %d (%s) is in the command table but not applied", uint8(t), t))
 }
@@ -657,4 +661,22 @@ func (f *FSM) Changed() <-chan struct{} {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	return f.changed
+}
+
+// applyAddonFleetCredential fills a missing fleet credential; one already
+// there is kept (see AddonFleetCredentialCmd).
+func (f *FSM) applyAddonFleetCredential(c AddonFleetCredentialCmd) any {
+	a, ok := f.state.Addons[c.AddonID]
+	if !ok {
+		return fmt.Errorf("%w: addon %s", api.ErrNotFound, c.AddonID)
+	}
+	if c.FleetPassword.IsZero() {
+		return fmt.Errorf("%w: addon %s: empty fleet credential", api.ErrInvalid, c.AddonID)
+	}
+	if !a.FleetPassword.IsZero() {
+		return nil
+	}
+	a.FleetPassword = c.FleetPassword
+	f.state.Addons[a.ID] = a
+	return nil
 }

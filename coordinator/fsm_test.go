@@ -36,7 +36,7 @@ func entry(t *testing.T, idx uint64, ct CommandType, payload any) *raft.Log {
 func testAddon(app, id, reqID string) AddonCreateCmd {
 	return AddonCreateCmd{
 		Addon: api.Addon{ID: id, App: app, Type: api.AddonType, Plan: "redis-starter-256", Engine: api.EngineRedis,
-			Version: "7.0.15", Password: strings.Repeat("p", 64), Settings: api.DefaultSettings(),
+			Version: "7.0.15", Password: api.NewSecret(strings.Repeat("p", 64)), FleetPassword: api.NewSecret(strings.Repeat("f", 64)), Settings: api.DefaultSettings(),
 			Status: api.AddonProvisioning, CreatedAt: t0, UpdatedAt: t0, RequestID: reqID},
 		Operation: api.Operation{ID: "op-" + id, AddonID: id, App: app, Kind: api.OpProvision, State: api.OpPending,
 			Steps: operation.ProvisionSteps(), CreatedAt: t0, UpdatedAt: t0},

@@ -61,7 +61,7 @@ func (s *Server) handlePlanChange(w http.ResponseWriter, r *http.Request) error 
 		return err
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), measureTimeout)
-	used, err := redisctl.UsedMemory(ctx, primaryAddr, in.Addon.Password)
+	used, err := redisctl.UsedMemory(ctx, primaryAddr, in.Addon.FleetPassword.Reveal())
 	cancel()
 	if err != nil {
 		return fmt.Errorf("%w: cannot read how much data addon %s stores from its primary (%v); nothing was changed: retry once it answers",

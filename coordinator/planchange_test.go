@@ -25,6 +25,7 @@ import (
 	"github.com/cacheplane/cacheplane/api"
 	"github.com/cacheplane/cacheplane/coordinator/operation"
 	"github.com/cacheplane/cacheplane/internal/testutil"
+	"github.com/cacheplane/cacheplane/redisctl"
 )
 
 // TestAddonPlanChange: the command records the new plan (the agents'
@@ -299,7 +300,7 @@ func TestPlanChangeTellsTheApp(t *testing.T) {
 	})
 	startRedis(t, as)
 	startEntrypoint(t, hp)
-	rc := redis.NewClient(&redis.Options{Addr: net.JoinHostPort(as.Address, strconv.Itoa(as.Port)), Password: as.Password, MaxRetries: -1})
+	rc := redis.NewClient(&redis.Options{Addr: net.JoinHostPort(as.Address, strconv.Itoa(as.Port)), Username: redisctl.FleetUser, Password: as.FleetPassword.Reveal(), MaxRetries: -1})
 	defer rc.Close()
 
 	// The agent: heartbeats, and the live resize from the assignment.
@@ -378,7 +379,7 @@ func TestPlanChangeTellsTheApp(t *testing.T) {
 	url := RedisURL(api.Addon{Password: as.Password, Entrypoint: hp.Entrypoint})
 	want := "CACHEPLANE_ADDON_ID=" + id + "\nCACHEPLANE_APP=hook-app\nCACHEPLANE_CHANGE=plan redis-starter-256 -> redis-starter-512\nCACHEPLANE_OPERATION_ID=" + op.ID + "\nREDIS_URL=" + url + "\n"
 	if string(env) != want {
-		t.Fatalf("the command's environment:\n%s\nwant:\n%s", scrubPW(string(env), as.Password), scrubPW(want, as.Password))
+		t.Fatalf("the command's environment:\n%s\nwant:\n%s", scrubPW(string(env), as.Password.Reveal()), scrubPW(want, as.Password.Reveal()))
 	}
 	if got := srv.received(); len(got) != 1 || got[0] != (api.AppHookEvent{AddonID: id, App: "hook-app", Change: "plan redis-starter-256 -> redis-starter-512",
 		RedisURL: url, OperationID: op.ID, Kind: api.OpPlanChange}) {
@@ -411,7 +412,7 @@ func TestPlanChangeTellsTheApp(t *testing.T) {
 		t.Errorf("write after the changes: %v", err)
 	}
 	opsJSON, _ := json.Marshal(op)
-	for _, s := range []string{as.Password, "hooksecret", "secret-token"} {
+	for _, s := range []string{as.Password.Reveal(), as.FleetPassword.Reveal(), "hooksecret", "secret-token"} {
 		if strings.Contains(logs.String(), s) || strings.Contains(string(opsJSON), s) {
 			t.Errorf("a secret reached the log or the operations")
 		}

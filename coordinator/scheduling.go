@@ -11,7 +11,7 @@ func schedulerState(s *State) scheduler.State {
 	st := scheduler.State{Hosts: sortedHosts(s.Hosts), Plans: append([]api.Plan(nil), s.Plans...)}
 	for _, a := range sortedAddons(s.Addons) {
 		a.Members = append([]api.Member(nil), a.Members...)
-		a.Password = ""
+		a.Password, a.FleetPassword = api.Secret{}, api.Secret{}
 		st.Addons = append(st.Addons, a)
 	}
 	return st

@@ -473,14 +473,19 @@ func (s *Server) handleAddonCreate(w http.ResponseWriter, r *http.Request) error
 	}
 }
 
-// newAddon builds the create command: the leader picks ids, password and
-// times here so that Apply stays deterministic.
+// newAddon builds the create command: the leader picks ids, the app's
+// password, the fleet credential and times here so that Apply stays
+// deterministic.
 func (s *Server) newAddon(req api.AddonCreateRequest, plan api.Plan) (AddonCreateCmd, error) {
 	n, err := rand.Int(rand.Reader, big.NewInt(9000))
 	if err != nil {
 		return AddonCreateCmd{}, fmt.Errorf("addon id: %w", err)
 	}
 	pw, err := NewPassword()
+	if err != nil {
+		return AddonCreateCmd{}, err
+	}
+	fleet, err := NewPassword()
 	if err != nil {
 		return AddonCreateCmd{}, err
 	}
@@ -492,7 +497,7 @@ func (s *Server) newAddon(req api.AddonCreateRequest, plan api.Plan) (AddonCreat
 	a := api.Addon{
 		ID: fmt.Sprintf("%s-%d", req.App, 1000+n.Int64()), App: req.App, Type: api.AddonType,
 		Plan: plan.Name, Engine: req.Engine, Version: req.Version, Password: pw,
-		Settings: api.DefaultSettings(), Status: api.AddonProvisioning,
+		FleetPassword: fleet, Settings: api.DefaultSettings(), Status: api.AddonProvisioning,
 		CreatedAt: now, UpdatedAt: now, RequestID: req.RequestID,
 	}
 	op := api.Operation{
@@ -502,13 +507,14 @@ func (s *Server) newAddon(req api.AddonCreateRequest, plan api.Plan) (AddonCreat
 	return AddonCreateCmd{Addon: a, Operation: op}, nil
 }
 
-// NewPassword returns 64 URL-safe characters from crypto/rand.
-func NewPassword() (string, error) {
+// NewPassword returns 64 URL-safe characters from crypto/rand: an app's
+// password or a fleet credential.
+func NewPassword() (api.Secret, error) {
 	b := make([]byte, 48)
 	if _, err := rand.Read(b); err != nil {
-		return "", fmt.Errorf("generate password: %w", err)
+		return api.Secret{}, fmt.Errorf("generate password: %w", err)
 	}
-	return base64.RawURLEncoding.EncodeToString(b), nil
+	return api.NewSecret(base64.RawURLEncoding.EncodeToString(b)), nil
 }
 
 func newOperationID() (string, error) {
@@ -580,7 +586,7 @@ func RedisURL(a api.Addon) string {
 	if a.Settings.ForceTLS {
 		scheme = "rediss"
 	}
-	return (&url.URL{Scheme: scheme, User: url.UserPassword("default", a.Password), Host: a.Entrypoint}).String()
+	return (&url.URL{Scheme: scheme, User: url.UserPassword("default", a.Password.Reveal()), Host: a.Entrypoint}).String()
 }
 
 func (s *Server) handleOperations(w http.ResponseWriter, r *http.Request) error {

@@ -36,12 +36,12 @@ type topologyController struct {
 	now   func() time.Time
 	// askLatest returns what the sentinels name the primary, resolved by
 	// configuration epoch.
-	askLatest func(ctx context.Context, sentinels []string, name string) (redisctl.Latest, error)
+	askLatest func(ctx context.Context, sentinels []string, password, name string) (redisctl.Latest, error)
 	// remonitor points one sentinel at the primary afresh, with settings.
 	remonitor func(ctx context.Context, sentinel, name, primary, password string, s redisctl.SentinelSettings) error
 	settings  redisctl.SentinelSettings
 	// failover asks the sentinels, in turn, to fail over now.
-	failover func(ctx context.Context, sentinels []string, name string) (string, error)
+	failover func(ctx context.Context, sentinels []string, password, name string) (string, error)
 	// demote makes the redis at addr a replica of primary.
 	demote func(ctx context.Context, addr, password, primary string) error
 
@@ -185,7 +185,7 @@ func (c *topologyController) forceFailover(ctx context.Context, v haView) {
 	}
 	fctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	s, err := c.failover(fctx, append(near, far...), id)
+	s, err := c.failover(fctx, append(near, far...), v.t.Addon.FleetPassword.Reveal(), id)
 	if err != nil {
 		c.log.Info("sentinels refused a forced failover", "addon", id, "why", why, "err", err)
 		return
@@ -209,7 +209,7 @@ func (c *topologyController) reconcile(ctx context.Context, v haView) {
 		return
 	}
 	qctx, cancel := context.WithTimeout(ctx, time.Second)
-	l, err := c.askLatest(qctx, v.sentinels, id)
+	l, err := c.askLatest(qctx, v.sentinels, v.t.Addon.FleetPassword.Reveal(), id)
 	cancel()
 	c.mu.Lock()
 	c.asked[id] = now
@@ -242,7 +242,7 @@ func (c *topologyController) reconcile(ctx context.Context, v haView) {
 	}
 	for _, m := range r.Demote {
 		dctx, cancel := context.WithTimeout(ctx, time.Second)
-		err := c.demote(dctx, v.addrOf[m], v.t.Addon.Password, v.addrOf[r.Primary])
+		err := c.demote(dctx, v.addrOf[m], v.t.Addon.FleetPassword.Reveal(), v.addrOf[r.Primary])
 		cancel()
 		if err != nil {
 			c.log.Warn("cannot demote a stray master; will retry", "addon", id, "member", m, "primary", r.Primary, "err", err)
@@ -252,7 +252,7 @@ func (c *topologyController) reconcile(ctx context.Context, v haView) {
 	}
 	for _, s := range stale {
 		mctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		err := c.remonitor(mctx, s, id, l.Addr, v.t.Addon.Password, c.settings)
+		err := c.remonitor(mctx, s, id, l.Addr, v.t.Addon.FleetPassword.Reveal(), c.settings)
 		cancel()
 		if err != nil {
 			c.log.Warn("cannot point a sentinel left on an old primary at the current one; will retry", "addon", id, "sentinel", s, "err", err)

@@ -74,7 +74,7 @@ func (s *Server) handleEngineUpgrade(w http.ResponseWriter, r *http.Request) err
 	}
 	keys := int64(-1)
 	ctx, cancel := context.WithTimeout(r.Context(), upgradeProbeTimeout)
-	node, err := redisctl.ReadNode(ctx, primaryAddr, in.Addon.Password)
+	node, err := redisctl.ReadNode(ctx, primaryAddr, in.Addon.FleetPassword.Reveal())
 	cancel()
 	in.Probed = true
 	switch {
@@ -256,7 +256,7 @@ func (e *engine) checkUpgraded(ctx context.Context, v operation.View, a operatio
 	cctx, cancel := context.WithTimeout(ctx, checkTimeout)
 	defer cancel()
 	if a.Role == api.RoleSentinel {
-		s, err := e.act.sentinelServer(cctx, a.Addr)
+		s, err := e.act.sentinelServer(cctx, a.Addr, v.Addon.FleetPassword.Reveal())
 		if err != nil {
 			return err
 		}
@@ -265,7 +265,7 @@ func (e *engine) checkUpgraded(ctx context.Context, v operation.View, a operatio
 		}
 		return e.perform(ctx, v, a.Sentinel)
 	}
-	_, err := e.act.checkNode(cctx, a.Addr, v.Addon.Password, redisctl.Want{Engine: a.Engine, Version: a.Version, Master: a.Master,
+	_, err := e.act.checkNode(cctx, a.Addr, v.Addon.FleetPassword.Reveal(), redisctl.Want{Engine: a.Engine, Version: a.Version, Master: a.Master,
 		ReplicaOf: a.ReplicaOf, InSyncBytes: operation.InSyncBytes, MinKeys: a.MinKeys})
 	if err != nil || len(a.Sentinels) == 0 {
 		return err
@@ -274,7 +274,7 @@ func (e *engine) checkUpgraded(ctx context.Context, v operation.View, a operatio
 	var why []string
 	for _, s := range a.Sentinels {
 		sctx, cancel := context.WithTimeout(ctx, 2*sentinelTimeout)
-		p, err := e.act.known(sctx, s, v.Addon.ID)
+		p, err := e.act.known(sctx, s, v.Addon.FleetPassword.Reveal(), v.Addon.ID)
 		cancel()
 		switch {
 		case err != nil:

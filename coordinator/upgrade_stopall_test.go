@@ -82,7 +82,7 @@ func TestUpgradeEveryNodeStops(t *testing.T) {
 
 	// A writer on the primary (no entrypoint here: the subject is the
 	// order of the nodes' stops and starts).
-	rc := redis.NewClient(&redis.Options{Addr: primAddr, Password: pw})
+	rc := redis.NewClient(&redis.Options{Addr: primAddr, Username: redisctl.FleetUser, Password: pw})
 	defer rc.Close()
 	var (
 		mu     sync.Mutex
@@ -223,8 +223,8 @@ type procAgent struct {
 
 	mu      sync.Mutex
 	members map[string]*procMember
-	pws     map[string]string
-	master  bool // the watched replica answered as a master
+	pws     map[string]string // fleet credential by addon
+	master  bool              // the watched replica answered as a master
 }
 
 type procMember struct {
@@ -343,7 +343,7 @@ func (a *procAgent) pass(ctx context.Context) {
 // ensure converges one member and reports it.
 func (a *procAgent) ensure(ctx context.Context, as api.Assignment) api.MemberStatus {
 	a.mu.Lock()
-	a.pws[as.AddonID] = as.Password
+	a.pws[as.AddonID] = as.FleetPassword.Reveal()
 	m := a.members[as.MemberID]
 	a.mu.Unlock()
 	ms := api.MemberStatus{MemberID: as.MemberID, AddonID: as.AddonID, Role: as.Role}
@@ -370,15 +370,15 @@ func (a *procAgent) ensure(ctx context.Context, as api.Assignment) api.MemberSta
 	ms.State, ms.StartedAt = api.MemberStarting, m.started
 	switch as.Role {
 	case api.RoleSentinel:
-		if _, err := redisctl.MasterAddr(pctx, addr, as.MasterName); err == nil {
+		if _, err := redisctl.MasterAddr(pctx, addr, as.FleetPassword.Reveal(), as.MasterName); err == nil {
 			ms.State = api.MemberRunning
 		}
 	default:
-		if err := redisctl.Ping(pctx, addr, as.Password); err == nil {
+		if err := redisctl.Ping(pctx, addr, as.FleetPassword.Reveal()); err == nil {
 			ms.State = api.MemberRunning
 		}
 		if as.Role == api.RoleRedis && ms.State == api.MemberRunning {
-			if r, err := redisctl.GetReplication(pctx, addr, as.Password); err == nil {
+			if r, err := redisctl.GetReplication(pctx, addr, as.FleetPassword.Reveal()); err == nil {
 				ms.RedisRole, ms.ReplOffset = r.Role, r.Offset
 			}
 		}
@@ -401,7 +401,7 @@ func (a *procAgent) start(as api.Assignment) *procMember {
 	var err error
 	switch as.Role {
 	case api.RoleRedis:
-		in := render.RedisInput{Engine: as.Engine, BindAddr: as.Address, Port: as.Port, DataDir: dir, Password: as.Password,
+		in := render.RedisInput{Engine: as.Engine, BindAddr: as.Address, Port: as.Port, DataDir: dir, Password: as.Password, FleetPassword: as.FleetPassword,
 			PlanMemoryMB: as.PlanMemoryMB, Settings: as.Settings}
 		if as.ReplicaOf != "" {
 			in.ReplicaOf = endpoint(as.ReplicaOf)
@@ -410,10 +410,10 @@ func (a *procAgent) start(as api.Assignment) *procMember {
 		bin = "redis-server"
 	case api.RoleSentinel:
 		conf, err = render.Sentinel(render.SentinelInput{BindAddr: as.Address, Port: as.Port, DataDir: dir, MasterName: as.MasterName,
-			Primary: endpoint(as.Primary), Password: as.Password})
+			Primary: endpoint(as.Primary), Password: as.FleetPassword})
 		bin = "redis-sentinel"
 	default: // a stand-in for the haproxy: answers PING with the password
-		conf = fmt.Sprintf("bind %s\nport %d\ndir %s\nsave \"\"\nuser default on >%s ~* &* +@all\n", as.Address, as.Port, dir, as.Password)
+		conf = fmt.Sprintf("bind %s\nport %d\ndir %s\nsave \"\"\n%s", as.Address, as.Port, dir, testUsers(as))
 		bin = "redis-server"
 	}
 	if err != nil {

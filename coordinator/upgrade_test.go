@@ -190,7 +190,7 @@ func TestEngineUpgradeThroughTheAPI(t *testing.T) {
 	addr := net.JoinHostPort(as.Address, strconv.Itoa(as.Port))
 	stopRedis := startRedisProc(t, as)
 	startEntrypoint(t, hp)
-	rc := redis.NewClient(&redis.Options{Addr: addr, Password: as.Password, MaxRetries: -1})
+	rc := redis.NewClient(&redis.Options{Addr: addr, Password: as.Password.Reveal(), MaxRetries: -1})
 	defer rc.Close()
 	agentCtx, stopAgent := context.WithCancel(ctx)
 	agentDone := make(chan struct{})
@@ -356,7 +356,7 @@ func stepNamesOf(op api.Operation) []string {
 func startRedisProc(t *testing.T, as api.Assignment) func() {
 	t.Helper()
 	dir := t.TempDir()
-	conf := fmt.Sprintf("bind %s\nport %d\ndir %s\nuser default on >%s ~* &* +@all\nsave \"\"\n", as.Address, as.Port, dir, as.Password)
+	conf := fmt.Sprintf("bind %s\nport %d\ndir %s\n%ssave \"\"\n", as.Address, as.Port, dir, testUsers(as))
 	path := filepath.Join(dir, "redis.conf")
 	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)

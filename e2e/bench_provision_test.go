@@ -287,7 +287,7 @@ func (b *provBaseline) run() time.Duration {
 	}
 	pw := randomHex(32)
 	conf, err := render.Redis(render.RedisInput{BindAddr: provBaselineIP, Port: port, DataDir: dir,
-		Password: pw, PlanMemoryMB: provPlanMB, Settings: api.DefaultSettings()})
+		Password: api.NewSecret(pw), FleetPassword: api.NewSecret(randomHex(32)), PlanMemoryMB: provPlanMB, Settings: api.DefaultSettings()})
 	if err != nil {
 		t.Fatalf("render: %v", err)
 	}

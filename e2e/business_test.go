@@ -23,6 +23,7 @@ import (
 	"github.com/cacheplane/cacheplane/agent/runtime"
 	"github.com/cacheplane/cacheplane/api"
 	"github.com/cacheplane/cacheplane/internal/testutil"
+	"github.com/cacheplane/cacheplane/redisctl"
 )
 
 // Addresses of the business fleet: coordinator, four hosts and the VIP pool.
@@ -158,15 +159,20 @@ func (f *bizFleet) holder() api.Member {
 	return api.Member{}
 }
 
-// direct is a client of one redis member (no retries).
+// fleet is the addon's fleet credential (fleetCredential).
+func (f *bizFleet) fleet() string { return fleetCredential(f.t, f.id, agentList(f.agents)...) }
+
+// direct is a client of one redis member (no retries), logged in as the
+// fleet's user.
 func (f *bizFleet) direct(addr string) *redis.Client {
-	return redis.NewClient(&redis.Options{Addr: addr, Password: f.opt.Password, DialTimeout: time.Second,
+	return redis.NewClient(&redis.Options{Addr: addr, Username: redisctl.FleetUser, Password: f.fleet(), DialTimeout: time.Second,
 		ReadTimeout: time.Second, WriteTimeout: time.Second, MaxRetries: -1, PoolSize: 1, DisableIdentity: true})
 }
 
-// sentinelMaster asks one sentinel for the primary's host:port.
-func sentinelMaster(addr, name string) (string, error) {
-	c := redis.NewClient(&redis.Options{Addr: addr, DialTimeout: time.Second, ReadTimeout: time.Second,
+// sentinelMaster asks one sentinel (password: the fleet credential) for
+// the primary's host:port.
+func sentinelMaster(addr, password, name string) (string, error) {
+	c := redis.NewClient(&redis.Options{Addr: addr, Password: password, DialTimeout: time.Second, ReadTimeout: time.Second,
 		MaxRetries: -1, PoolSize: 1, DisableIdentity: true})
 	defer c.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -183,8 +189,8 @@ func sentinelMaster(addr, name string) (string, error) {
 
 // sentinelKnowsReplica checks SENTINEL REPLICAS lists replica with flags
 // "slave" only (connected, not down).
-func sentinelKnowsReplica(addr, name, replica string) error {
-	c := redis.NewClient(&redis.Options{Addr: addr, DialTimeout: time.Second, ReadTimeout: time.Second,
+func sentinelKnowsReplica(addr, password, name, replica string) error {
+	c := redis.NewClient(&redis.Options{Addr: addr, Password: password, DialTimeout: time.Second, ReadTimeout: time.Second,
 		MaxRetries: -1, PoolSize: 1, DisableIdentity: true, Protocol: 2})
 	defer c.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -279,7 +285,7 @@ func (f *bizFleet) healthy() error {
 		return fmt.Errorf("replica offset %d, primary %d before it", ro, po)
 	}
 	for _, s := range ss {
-		got, err := sentinelMaster(f.memberAddr(s), f.id)
+		got, err := sentinelMaster(f.memberAddr(s), f.fleet(), f.id)
 		if err != nil {
 			return fmt.Errorf("sentinel %s: %w", s.ID, err)
 		}
@@ -287,7 +293,7 @@ func (f *bizFleet) healthy() error {
 			return fmt.Errorf("sentinel %s names %s, recorded primary is %s", s.ID, got, f.memberAddr(primary))
 		}
 		// And knows the replica as a healthy one it could promote.
-		if err := sentinelKnowsReplica(f.memberAddr(s), f.id, f.memberAddr(replica)); err != nil {
+		if err := sentinelKnowsReplica(f.memberAddr(s), f.fleet(), f.id, f.memberAddr(replica)); err != nil {
 			return fmt.Errorf("sentinel %s: %w", s.ID, err)
 		}
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/cacheplane/cacheplane/api"
+	"github.com/cacheplane/cacheplane/redisctl"
 )
 
 // busyScript loops for ms milliseconds of redis's own clock: a busy
@@ -85,7 +86,7 @@ func (f *bizFleet) primaryViews(t *testing.T) (infoPrimary string, sentinels []s
 		}
 	}
 	for _, s := range membersOf(a, api.RoleSentinel) {
-		got, err := sentinelMaster(f.memberAddr(s), f.id)
+		got, err := sentinelMaster(f.memberAddr(s), f.fleet(), f.id)
 		if err != nil {
 			got = "error: " + err.Error()
 		}
@@ -137,7 +138,7 @@ func TestBusinessBusyPrimary(t *testing.T) {
 
 	// 2. DEBUG SLEEP 3, sent to the primary itself from 127.0.0.1
 	// (enable-debug-command local).
-	dbg := redis.NewClient(&redis.Options{Addr: addr, Password: opt.Password, MaxRetries: -1, PoolSize: 1,
+	dbg := redis.NewClient(&redis.Options{Addr: addr, Username: redisctl.FleetUser, Password: f.fleet(), MaxRetries: -1, PoolSize: 1,
 		ReadTimeout: 10 * time.Second, DisableIdentity: true})
 	defer dbg.Close()
 	sleepAt := time.Now()

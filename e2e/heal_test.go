@@ -14,6 +14,7 @@ import (
 
 	"github.com/cacheplane/cacheplane/api"
 	"github.com/cacheplane/cacheplane/internal/testutil"
+	"github.com/cacheplane/cacheplane/redisctl"
 )
 
 // healAfter is the fleet's --heal-after in these tests.
@@ -27,6 +28,8 @@ func starterClient(t *testing.T, f *bizFleet, app string) *redis.Client {
 		t.Fatal(err)
 	}
 	opt.MaxRetries = -1
+	// As the fleet (the test SAVEs; the app's user may not).
+	opt.Username, opt.Password = redisctl.FleetUser, fleetCredential(t, addonOfApp(t, f, app).ID, agentList(f.agents)...)
 	c := redis.NewClient(opt)
 	t.Cleanup(func() { c.Close() })
 	return c

@@ -28,6 +28,7 @@ import (
 	"github.com/cacheplane/cacheplane/agent/runtime"
 	"github.com/cacheplane/cacheplane/api"
 	"github.com/cacheplane/cacheplane/internal/testutil"
+	"github.com/cacheplane/cacheplane/redisctl"
 )
 
 // Addresses of this file's fleets (no other test uses them).
@@ -200,18 +201,19 @@ func checkStepsOnce(t testing.TB, op api.Operation) {
 	}
 }
 
-// redisClient is a direct client of one redis member (no retries).
+// redisClient is a direct client of one redis member (no retries), logged
+// in as the fleet's user (password: the fleet credential).
 func redisClient(addr, password string) *redis.Client {
-	return redis.NewClient(&redis.Options{Addr: addr, Password: password, DialTimeout: 2 * time.Second,
+	return redis.NewClient(&redis.Options{Addr: addr, Username: redisctl.FleetUser, Password: password, DialTimeout: 2 * time.Second,
 		ReadTimeout: 2 * time.Second, MaxRetries: -1, PoolSize: 1, DisableIdentity: true})
 }
 
 // checkResized: the redis member runs with maxmemory mb, and its
 // container's cgroup limit (in force, and stored) is the plan's limit.
-func checkResized(t testing.TB, ag *Agent, m api.Member, password string, mb int) {
+func checkResized(t testing.TB, ag *Agent, m api.Member, mb int) {
 	t.Helper()
 	addr := net.JoinHostPort(ag.IP, strconv.Itoa(m.Port))
-	c := redisClient(addr, password)
+	c := redisClient(addr, fleetCredential(t, m.ID[:max(0, strings.LastIndex(m.ID, "-redis-"))], ag))
 	defer c.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -357,7 +359,7 @@ func TestPlanChangeStarter(t *testing.T) {
 	}
 	agents := map[string]*Agent{"h1": ag}
 	before := pids(t, agents, full)
-	checkResized(t, ag, m, opt.Password, 256)
+	checkResized(t, ag, m, 256)
 
 	w := startWriter(opt, "plan:")
 	w.waitAcksAfter(t, time.Now(), 300, 20*time.Second)
@@ -367,7 +369,7 @@ func TestPlanChangeStarter(t *testing.T) {
 		mb       int
 	}{{"redis-starter-256", "redis-starter-1024", 1024}, {"redis-starter-1024", "redis-starter-256", 256}} {
 		tr := changePlan(t, c, w, app, a.ID, step.from, step.to)
-		checkResized(t, ag, m, opt.Password, step.mb)
+		checkResized(t, ag, m, step.mb)
 		w.waitAcksAfter(t, time.Now(), 100, 20*time.Second)
 		t.Logf("starter %s", tr)
 		if tr.failed != 0 {
@@ -416,7 +418,7 @@ func TestPlanChangeStarter(t *testing.T) {
 	}
 	thaw()
 	waitOperationDone(t, c, app, pc.Operation.ID, planTimeout)
-	checkResized(t, ag, m, opt.Password, 512)
+	checkResized(t, ag, m, 512)
 
 	// Too small for the data: ~300 MB stored on the 512 MB plan.
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -436,7 +438,7 @@ func TestPlanChangeStarter(t *testing.T) {
 	if !regexp.MustCompile(`it stores \d+\.\d MB now \(used_memory of its primary\), \d+\.\d MB with 10 % headroom; delete data first, or choose a plan of at least redis-starter-512`).MatchString(res.Stderr) {
 		t.Errorf("too-small refusal without its figures: %s", res.Stderr)
 	}
-	checkResized(t, ag, m, opt.Password, 512)
+	checkResized(t, ag, m, 512)
 	samePids(t, before, pids(t, agents, full))
 }
 
@@ -451,7 +453,7 @@ func TestPlanChangeBusiness(t *testing.T) {
 	w.waitAcksAfter(t, time.Now(), 300, 20*time.Second)
 	tr := changePlan(t, f.c, w, f.app, f.id, "redis-business-256", "redis-business-1024")
 	for _, m := range membersOf(a, api.RoleRedis) {
-		checkResized(t, f.agents[m.HostID], m, f.opt.Password, 1024)
+		checkResized(t, f.agents[m.HostID], m, 1024)
 	}
 	w.waitAcksAfter(t, time.Now(), 100, 20*time.Second)
 	acks, failed, errs := w.finish()
@@ -567,7 +569,7 @@ func TestPlanChangeLeaderKill(t *testing.T) {
 			s.StartedAt.Format("15:04:05.000"), s.FinishedAt.Format("15:04:05.000"), killedAt.Format("15:04:05.000"))
 	}
 	for _, m := range membersOf(a, api.RoleRedis) {
-		checkResized(t, f.agents[m.HostID], m, f.opt.Password, 1024)
+		checkResized(t, f.agents[m.HostID], m, 1024)
 	}
 	// Each step done once, whichever leader did it.
 	done := map[string]int{}

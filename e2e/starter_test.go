@@ -27,6 +27,7 @@ import (
 	"github.com/cacheplane/cacheplane/api"
 	"github.com/cacheplane/cacheplane/internal/testutil"
 	"github.com/cacheplane/cacheplane/packaging"
+	"github.com/cacheplane/cacheplane/redisctl"
 )
 
 // Addresses of this file's simulated hosts (no other test uses them).
@@ -109,6 +110,12 @@ func TestStarterEndToEnd(t *testing.T) {
 	}
 	rc := redis.NewClient(opt)
 	defer rc.Close()
+	// The fleet's view of the member (CONFIG GET), through the same
+	// entrypoint: the app's user may not run CONFIG.
+	fopt := *opt
+	fopt.Username, fopt.Password = redisctl.FleetUser, fleetCredential(t, addon.ID, agentList(agents)...)
+	fleet := redis.NewClient(&fopt)
+	defer fleet.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	if pong, err := rc.Ping(ctx).Result(); err != nil || pong != "PONG" {
@@ -162,7 +169,7 @@ func TestStarterEndToEnd(t *testing.T) {
 	}
 
 	// --- fill past the plan's memory outside cache mode: OOM, not killed
-	if cm, err := rc.ConfigGet(ctx, "maxmemory-policy").Result(); err != nil || cm["maxmemory-policy"] != "noeviction" {
+	if cm, err := fleet.ConfigGet(ctx, "maxmemory-policy").Result(); err != nil || cm["maxmemory-policy"] != "noeviction" {
 		t.Fatalf("outside cache mode maxmemory-policy = %v, %v; want noeviction", cm, err)
 	}
 	big := strings.Repeat("x", 1<<20)
@@ -209,7 +216,7 @@ func TestStarterEndToEnd(t *testing.T) {
 
 	// --- cache mode on (CLI): writes succeed, old keys are evicted
 	settingsChange(t, c, app, "--cache-mode", "on")
-	if cm, err := rc.ConfigGet(ctx, "maxmemory-policy").Result(); err != nil || cm["maxmemory-policy"] != "allkeys-lru" {
+	if cm, err := fleet.ConfigGet(ctx, "maxmemory-policy").Result(); err != nil || cm["maxmemory-policy"] != "allkeys-lru" {
 		t.Fatalf("cache mode on: maxmemory-policy = %v, %v; want allkeys-lru", cm, err)
 	}
 	for i := 0; i < 64; i++ {
@@ -232,7 +239,7 @@ func TestStarterEndToEnd(t *testing.T) {
 
 	// --- persistence aof, live
 	settingsChange(t, c, app, "--persistence", "aof")
-	if ao, err := rc.ConfigGet(ctx, "appendonly").Result(); err != nil || ao["appendonly"] != "yes" {
+	if ao, err := fleet.ConfigGet(ctx, "appendonly").Result(); err != nil || ao["appendonly"] != "yes" {
 		t.Fatalf("persistence aof: appendonly = %v, %v; want yes", ao, err)
 	}
 	if info := serverInfo(ctx, t, rc); info["run_id"] != before["run_id"] {

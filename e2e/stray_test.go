@@ -12,6 +12,7 @@ import (
 
 	"github.com/cacheplane/cacheplane/api"
 	"github.com/cacheplane/cacheplane/internal/testutil"
+	"github.com/cacheplane/cacheplane/redisctl"
 )
 
 // TestStrayMasterNeverServes: the primary is busy (DEBUG SLEEP 3) when a
@@ -89,7 +90,7 @@ func TestStrayMasterNeverServes(t *testing.T) {
 
 	slept := make(chan error, 1)
 	go func() {
-		c := redis.NewClient(&redis.Options{Addr: f.memberAddr(p), Password: f.opt.Password, ReadTimeout: 10 * time.Second, MaxRetries: -1})
+		c := redis.NewClient(&redis.Options{Addr: f.memberAddr(p), Username: redisctl.FleetUser, Password: f.fleet(), ReadTimeout: 10 * time.Second, MaxRetries: -1})
 		defer c.Close()
 		slept <- c.Do(context.Background(), "DEBUG", "SLEEP", "3").Err()
 	}()
@@ -110,7 +111,7 @@ func TestStrayMasterNeverServes(t *testing.T) {
 	at := time.Now()
 	var forced error
 	for _, s := range membersOf(a, api.RoleSentinel) {
-		c := redis.NewClient(&redis.Options{Addr: f.memberAddr(s), MaxRetries: -1})
+		c := redis.NewClient(&redis.Options{Addr: f.memberAddr(s), Password: f.fleet(), MaxRetries: -1})
 		forced = c.Do(context.Background(), "SENTINEL", "FAILOVER", f.id).Err()
 		c.Close()
 		if forced == nil {

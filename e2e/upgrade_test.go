@@ -152,8 +152,9 @@ func catalogImages(t testing.TB, key string) map[api.Role]string {
 // says itself (INFO server of each redis and sentinel) and its container
 // (the catalog's image; redis and sentinels started after since, the
 // haproxys not: every catalog entry has the same haproxy image).
-func onVersion(t testing.TB, agents map[string]*Agent, a api.Addon, password string, e api.Engine, version string, since time.Time) {
+func onVersion(t testing.TB, agents map[string]*Agent, a api.Addon, e api.Engine, version string, since time.Time) {
 	t.Helper()
+	password := fleetCredential(t, a.ID, agentList(agents)...)
 	if a.Engine != e || a.Version != version {
 		t.Errorf("addon %s recorded on %s %s, want %s %s", a.ID, a.Engine, a.Version, e, version)
 	}
@@ -174,7 +175,7 @@ func onVersion(t testing.TB, agents map[string]*Agent, a api.Addon, password str
 			n, err = redisctl.ReadNode(ctx, addr, password)
 			s = n.Server
 		case api.RoleSentinel:
-			s, err = redisctl.SentinelServer(ctx, addr)
+			s, err = redisctl.SentinelServer(ctx, addr, password)
 		}
 		if err != nil {
 			t.Errorf("%s: %v", m.ID, err)
@@ -243,7 +244,7 @@ func TestUpgradeStarter(t *testing.T) {
 			w.waitAcksAfter(t, time.Now(), 100, 30*time.Second)
 			acks, failed, errs := w.finish()
 			lost := missing(t, rc, "ups:", acks)
-			n, err := redisctl.ReadNode(ctx, a.Entrypoint, opt.Password)
+			n, err := redisctl.ReadNode(ctx, a.Entrypoint, fleetCredential(t, a.ID, agentList(agents)...))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -251,7 +252,7 @@ func TestUpgradeStarter(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			onVersion(t, agents, full, opt.Password, api.EngineValkey, "8.0.1", since)
+			onVersion(t, agents, full, api.EngineValkey, "8.0.1", since)
 			checkUpgradeSteps(t, tr.op)
 			t.Logf("starter (%s) %s", persistence, tr)
 			t.Logf("engine's figure: %s", stepDetail(tr.op, "wait "))
@@ -263,7 +264,12 @@ func TestUpgradeStarter(t *testing.T) {
 				t.Errorf("%d keys after the upgrade; want at least %d", n.Keys, fill+len(acks))
 			}
 			if persistence == api.PersistenceAOF {
-				if got, _ := rc.ConfigGet(ctx, "appendonly").Result(); got["appendonly"] != "yes" {
+				fopt := *opt
+				fopt.Username, fopt.Password = redisctl.FleetUser, fleetCredential(t, a.ID, agentList(agents)...)
+				fc := redis.NewClient(&fopt)
+				got, _ := fc.ConfigGet(ctx, "appendonly").Result()
+				fc.Close()
+				if got["appendonly"] != "yes" {
 					t.Errorf("appendonly %v after the upgrade", got)
 				}
 			}
@@ -352,7 +358,7 @@ func TestUpgradeBusiness(t *testing.T) {
 			t.Errorf("%s -> %s: %d failed commands %v; want 0", from, to, tr.failed, tr.errs)
 		}
 		e, ver, _ := strings.Cut(to, "-")
-		onVersion(t, f.agents, f.mustAddon(), f.opt.Password, api.Engine(e), ver, since)
+		onVersion(t, f.agents, f.mustAddon(), api.Engine(e), ver, since)
 		if p := f.primary(); p.ID != home.ID || p.HostID != home.HostID {
 			t.Errorf("after %s the primary is %s on %s; want %s on %s (its host before)", to, p.ID, p.HostID, home.ID, home.HostID)
 		}
@@ -483,7 +489,7 @@ func TestUpgradeLeaderKill(t *testing.T) {
 			t.Errorf("step %q logged done %d times; want once", s.Name, done[s.Name])
 		}
 	}
-	onVersion(t, f.agents, f.mustAddon(), f.opt.Password, api.EngineValkey, "8.0.1", since)
+	onVersion(t, f.agents, f.mustAddon(), api.EngineValkey, "8.0.1", since)
 	if p := f.primary(); p.ID != home.ID {
 		t.Errorf("the primary is %s on %s; want %s on %s", p.ID, p.HostID, home.ID, home.HostID)
 	}

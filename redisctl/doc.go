@@ -17,6 +17,15 @@
 // CONFIG parameters in both directions (what redis.conf says, what CONFIG
 // SET changes live, what CONFIG GET must answer).
 //
+// Credentials: every client of this package logs in with the addon's fleet
+// credential (api.Addon.FleetPassword), never with the app's password: on a
+// redis member as FleetUser (MemberOptions and Knock do it, once for every
+// caller), on a sentinel as its default user, whose password is the same
+// credential (SentinelOptions). The ACL that confines the app's default user
+// (AppDenied, AppRules) is defined here, rendered into redis.conf by
+// agent/render and applied live to members created before it (ApplyACL,
+// ApplySentinelAuth: the migration, no restart, no client cut).
+//
 // Every network call takes a ctx and bounds itself with a deadline of its
 // own when the ctx has none sooner; clients are short-lived (one
 // connection, no retries: callers retry on their next pass) unless the

@@ -61,8 +61,9 @@ func (a Answer) Accepted() bool { return a.ConnErr == nil }
 
 // Knock opens a new connection to addr (never a pooled one: the question
 // is whether the member accepts connections on its own address now) within
-// dialTimeout and, when ping is set, sends AUTH password (if not empty) and
-// PING and waits up to replyWithin for the answers. A member whose bind or
+// dialTimeout and, when ping is set, sends AUTH FleetUser password (if
+// password is not empty) and PING and waits up to replyWithin for the
+// answers. A member whose bind or
 // port was moved refuses; a busy or frozen one accepts (the kernel
 // completes the handshake from the listen backlog) and stays silent, or
 // answers -BUSY during a long script.
@@ -86,7 +87,7 @@ func Knock(ctx context.Context, addr, password string, ping bool, dialTimeout, r
 	var req strings.Builder
 	want := 1
 	if password != "" {
-		req.WriteString(resp("AUTH", password))
+		req.WriteString(resp("AUTH", FleetUser, password))
 		want = 2
 	}
 	req.WriteString(resp("PING"))

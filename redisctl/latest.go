@@ -23,8 +23,8 @@ type MasterView struct {
 
 // MasterState asks one sentinel for its record of master name (SENTINEL
 // MASTER).
-func MasterState(ctx context.Context, sentinel, name string) (MasterView, error) {
-	v, err := sentinelDo(ctx, sentinel, "MASTER", name)
+func MasterState(ctx context.Context, sentinel, password, name string) (MasterView, error) {
+	v, err := sentinelDo(ctx, sentinel, password, "MASTER", name)
 	if err != nil {
 		return MasterView{}, err
 	}
@@ -94,7 +94,7 @@ type Latest struct {
 // plain majority it stays right while the sentinel set changes (a new
 // sentinel that could not meet the others still names the old master, at
 // an older epoch). It fails only when no sentinel answers.
-func AskLatest(ctx context.Context, sentinels []string, name string) (Latest, error) {
+func AskLatest(ctx context.Context, sentinels []string, password, name string) (Latest, error) {
 	views := make([]MasterView, len(sentinels))
 	errs := make([]error, len(sentinels))
 	var wg sync.WaitGroup
@@ -102,7 +102,7 @@ func AskLatest(ctx context.Context, sentinels []string, name string) (Latest, er
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			views[i], errs[i] = MasterState(ctx, s, name)
+			views[i], errs[i] = MasterState(ctx, s, password, name)
 		}()
 	}
 	wg.Wait()
@@ -171,13 +171,13 @@ func Remonitor(ctx context.Context, sentinel, name, primary, password string, s 
 	if err != nil {
 		return fmt.Errorf("remonitor %s on %s: primary %q: %w", name, sentinel, primary, err)
 	}
-	if _, err := sentinelDo(ctx, sentinel, "REMOVE", name); err != nil && !strings.Contains(err.Error(), "No such master") {
+	if _, err := sentinelDo(ctx, sentinel, password, "REMOVE", name); err != nil && !strings.Contains(err.Error(), "No such master") {
 		return err
 	}
-	if _, err := sentinelDo(ctx, sentinel, "MONITOR", name, host, port, strconv.Itoa(s.Quorum)); err != nil {
+	if _, err := sentinelDo(ctx, sentinel, password, "MONITOR", name, host, port, strconv.Itoa(s.Quorum)); err != nil {
 		return err
 	}
-	_, err = sentinelDo(ctx, sentinel, "SET", name, "auth-pass", password,
+	_, err = sentinelDo(ctx, sentinel, password, "SET", name, "auth-user", FleetUser, "auth-pass", password,
 		"down-after-milliseconds", strconv.FormatInt(s.DownAfter.Milliseconds(), 10),
 		"failover-timeout", strconv.FormatInt(s.FailoverTimeout.Milliseconds(), 10),
 		"parallel-syncs", strconv.Itoa(s.ParallelSyncs))

@@ -66,11 +66,11 @@ func TestResolveLatest(t *testing.T) {
 func TestRealLatestAndRemonitor(t *testing.T) {
 	b := startBusiness(t, "latest")
 	ctx := context.Background()
-	if _, err := Failover(ctx, b.sentinels, b.name); err != nil {
+	if _, err := Failover(ctx, b.sentinels, testPassword, b.name); err != nil {
 		t.Fatal(err)
 	}
 	testutil.WaitFor(t, 20*time.Second, func() error {
-		l, err := AskLatest(ctx, b.sentinels, b.name)
+		l, err := AskLatest(ctx, b.sentinels, testPassword, b.name)
 		if err != nil {
 			return err
 		}
@@ -81,7 +81,7 @@ func TestRealLatestAndRemonitor(t *testing.T) {
 	})
 	// An isolated sentinel: watches an address where nobody listens.
 	lone, _ := startSentinel(t, ip3, b.name, deadAddr(t, ip1))
-	l, err := AskLatest(ctx, append([]string{lone}, b.sentinels...), b.name)
+	l, err := AskLatest(ctx, append([]string{lone}, b.sentinels...), testPassword, b.name)
 	if err != nil || l.Addr != b.replica || l.Votes != 3 || l.Answered != 4 {
 		t.Fatalf("with an isolated sentinel: %+v, %v", l, err)
 	}
@@ -90,14 +90,14 @@ func TestRealLatestAndRemonitor(t *testing.T) {
 		t.Fatal(err)
 	}
 	testutil.WaitFor(t, 20*time.Second, func() error {
-		mv, err := MasterState(ctx, lone, b.name)
+		mv, err := MasterState(ctx, lone, testPassword, b.name)
 		if err != nil {
 			return err
 		}
 		if mv.Addr != b.replica {
 			return fmt.Errorf("names %s", mv.Addr)
 		}
-		k, err := Known(ctx, lone, b.name)
+		k, err := Known(ctx, lone, testPassword, b.name)
 		if err != nil {
 			return err
 		}

@@ -154,24 +154,24 @@ func TestRealSentinel(t *testing.T) {
 	dead1, dead2 := deadAddr(t, ip3), deadAddr(t, ip3)
 
 	for _, s := range b.sentinels {
-		if got, err := MasterAddr(ctx, s, name); err != nil || got != b.primary {
+		if got, err := MasterAddr(ctx, s, testPassword, name); err != nil || got != b.primary {
 			t.Errorf("MasterAddr(%s) = %s, %v; want %s", s, got, err, b.primary)
 		}
 	}
-	if _, err := MasterAddr(ctx, b.sentinels[0], "no-such-addon"); err == nil || !strings.Contains(err.Error(), `no master named "no-such-addon"`) {
+	if _, err := MasterAddr(ctx, b.sentinels[0], testPassword, "no-such-addon"); err == nil || !strings.Contains(err.Error(), `no master named "no-such-addon"`) {
 		t.Errorf("MasterAddr of an unknown name: %v", err)
 	}
 
-	addr, votes, err := AskMajority(ctx, b.sentinels, name)
+	addr, votes, err := AskMajority(ctx, b.sentinels, testPassword, name)
 	if err != nil || addr != b.primary || votes != 3 {
 		t.Errorf("AskMajority(3 live) = %s, %d, %v", addr, votes, err)
 	}
-	addr, votes, err = AskMajority(ctx, append(slices.Clone(b.sentinels), dead1, dead2), name)
+	addr, votes, err = AskMajority(ctx, append(slices.Clone(b.sentinels), dead1, dead2), testPassword, name)
 	if err != nil || addr != b.primary || votes != 3 {
 		t.Errorf("AskMajority(3 live of 5) = %s, %d, %v", addr, votes, err)
 	}
 	start := time.Now()
-	_, _, err = AskMajority(ctx, []string{b.sentinels[0], dead1, dead2}, name)
+	_, _, err = AskMajority(ctx, []string{b.sentinels[0], dead1, dead2}, testPassword, name)
 	if !errors.Is(err, ErrNoMajority) || !strings.Contains(err.Error(), "answers: "+b.primary+" (1)") ||
 		!strings.Contains(err.Error(), "unreachable: sentinel "+dead1) || !strings.Contains(err.Error(), dead2) {
 		t.Errorf("AskMajority(1 live of 3): %v", err)
@@ -179,20 +179,20 @@ func TestRealSentinel(t *testing.T) {
 	if d := time.Since(start); d > 2*SentinelTimeout {
 		t.Errorf("AskMajority with dead sentinels took %v (asked at once?)", d)
 	}
-	if _, _, err := AskMajority(ctx, nil, name); !errors.Is(err, ErrNoMajority) {
+	if _, _, err := AskMajority(ctx, nil, testPassword, name); !errors.Is(err, ErrNoMajority) {
 		t.Errorf("AskMajority of none: %v", err)
 	}
 
 	// RESET: the sentinel forgets, then rediscovers the other sentinels
 	// (the replica too, but only at its next INFO of the master, up to 10 s).
-	if err := Reset(ctx, b.sentinels[0], name); err != nil {
+	if err := Reset(ctx, b.sentinels[0], testPassword, name); err != nil {
 		t.Fatal(err)
 	}
-	if err := Reset(ctx, b.sentinels[0], "no-such-addon"); err == nil || !strings.Contains(err.Error(), "no master named") {
+	if err := Reset(ctx, b.sentinels[0], testPassword, "no-such-addon"); err == nil || !strings.Contains(err.Error(), "no master named") {
 		t.Errorf("Reset of an unknown name: %v", err)
 	}
 	testutil.WaitFor(t, 10*time.Second, func() error {
-		k, err := Known(ctx, b.sentinels[0], name)
+		k, err := Known(ctx, b.sentinels[0], testPassword, name)
 		if err != nil {
 			return err
 		}
@@ -205,15 +205,15 @@ func TestRealSentinel(t *testing.T) {
 	// -NOGOODSLAVE: a master without a replica.
 	lone := startRedis(t, ip3, "")
 	host, port, _ := strings.Cut(lone, ":")
-	sc := redis.NewClient(SentinelOptions(b.sentinels[1]))
+	sc := redis.NewClient(SentinelOptions(b.sentinels[1], testPassword))
 	defer sc.Close()
 	if err := sc.Do(ctx, "SENTINEL", "MONITOR", "lone", host, port, "2").Err(); err != nil {
 		t.Fatal(err)
 	}
-	if err := sc.Do(ctx, "SENTINEL", "SET", "lone", "auth-pass", testPassword).Err(); err != nil {
+	if err := sc.Do(ctx, "SENTINEL", "SET", "lone", "auth-user", FleetUser, "auth-pass", testPassword).Err(); err != nil {
 		t.Fatal(err)
 	}
-	_, err = Failover(ctx, []string{b.sentinels[1], dead1}, "lone")
+	_, err = Failover(ctx, []string{b.sentinels[1], dead1}, testPassword, "lone")
 	var fe *FailoverError
 	if !errors.Is(err, ErrNoGoodReplica) || !errors.As(err, &fe) || fe.Count(ErrNoGoodReplica) != 1 || len(fe.Answers) != 2 {
 		t.Errorf("Failover of a master without replica: %v", err)
@@ -224,16 +224,16 @@ func TestRealSentinel(t *testing.T) {
 
 	// A failover is accepted by the first live sentinel; a second one
 	// right after is refused with -INPROG.
-	by, err := Failover(ctx, []string{dead1, b.sentinels[2]}, name)
+	by, err := Failover(ctx, []string{dead1, b.sentinels[2]}, testPassword, name)
 	if err != nil || by != b.sentinels[2] {
 		t.Fatalf("Failover = %s, %v", by, err)
 	}
-	_, err = Failover(ctx, []string{b.sentinels[2], b.sentinels[0]}, name)
+	_, err = Failover(ctx, []string{b.sentinels[2], b.sentinels[0]}, testPassword, name)
 	if !errors.Is(err, ErrFailoverInProgress) || !errors.As(err, &fe) || len(fe.Answers) != 1 {
 		t.Errorf("second Failover: %v (want INPROG from the first sentinel, and no further sentinel asked)", err)
 	}
 	testutil.WaitFor(t, 20*time.Second, func() error {
-		addr, _, err := AskMajority(ctx, b.sentinels, name)
+		addr, _, err := AskMajority(ctx, b.sentinels, testPassword, name)
 		if err != nil {
 			return err
 		}
@@ -374,7 +374,7 @@ func TestRealSwitchover(t *testing.T) {
 		return nil
 	})
 	testutil.WaitFor(t, 10*time.Second, func() error {
-		addr, votes, err := AskMajority(ctx, b.sentinels, name)
+		addr, votes, err := AskMajority(ctx, b.sentinels, testPassword, name)
 		if err != nil {
 			return err
 		}

@@ -25,10 +25,20 @@ const (
 // one connection, RESP2, no command retries and one dial attempt (callers
 // retry on their next pass, not inside go-redis's backoff), explicit
 // timeouts, no CLIENT SETINFO and no maintenance-notification handshake.
-// password empty means no AUTH.
+//
+// password is the addon's fleet credential: the client logs in as
+// FleetUser (AUTH cacheplane PASSWORD), here once for every caller, so no
+// conversation of the fleet with a member uses the app's user, which may
+// not run CONFIG, REPLICAOF, BGSAVE… (AppDenied). password empty means no
+// AUTH (a scratch server of a restore, bound to loopback).
 func MemberOptions(addr, password string) *redis.Options {
+	user := ""
+	if password != "" {
+		user = FleetUser
+	}
 	return &redis.Options{
 		Addr:                     addr,
+		Username:                 user,
 		Password:                 password,
 		Protocol:                 2,
 		DialTimeout:              MemberDialTimeout,
@@ -43,9 +53,14 @@ func MemberOptions(addr, password string) *redis.Options {
 }
 
 // SentinelOptions are the options of a short-lived client of a sentinel:
-// as MemberOptions, without a password, every timeout SentinelTimeout.
-func SentinelOptions(addr string) *redis.Options {
+// as MemberOptions, every timeout SentinelTimeout, logged in as
+// SentinelUser with password, the addon's fleet credential (the sentinels'
+// requirepass). password empty means no AUTH.
+func SentinelOptions(addr, password string) *redis.Options {
 	o := MemberOptions(addr, "")
+	if password != "" {
+		o.Username, o.Password = SentinelUser, password
+	}
 	o.DialTimeout, o.ReadTimeout, o.WriteTimeout = SentinelTimeout, SentinelTimeout, SentinelTimeout
 	return o
 }

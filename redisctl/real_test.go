@@ -22,9 +22,24 @@ import (
 	"time"
 
 	"github.com/cacheplane/cacheplane/internal/testutil"
+	"github.com/redis/go-redis/v9"
 )
 
-const testPassword = "pw_redisctl-test-0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMN"
+// testPassword is the fleet credential (FleetUser, the sentinels'
+// password); testAppPassword the app's default user's.
+const (
+	testPassword    = "pw_redisctl-test-0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMN"
+	testAppPassword = "app_redisctl-test-0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJK"
+)
+
+// aclLines are the ACL lines of a member as agent/render writes them.
+func aclLines() []string {
+	return []string{
+		"user default on >" + testAppPassword + " " + strings.Join(AppRules(), " "),
+		"user " + FleetUser + " on >" + testPassword + " " + strings.Join(FleetRules(), " "),
+		"masteruser " + FleetUser, "masterauth " + testPassword,
+	}
+}
 
 // Loopback "hosts".
 const (
@@ -127,6 +142,13 @@ func writeConf(t *testing.T, dir, name string, lines ...string) string {
 // defaults for the settings parameters, and waits until it answers PING.
 func startRedis(t *testing.T, ip, replicaOf string) string {
 	t.Helper()
+	return startRedisACL(t, ip, replicaOf, aclLines(), testPassword)
+}
+
+// startRedisACL is startRedis with other ACL lines, reached with the fleet
+// password ping (FleetUser), or as the app when ping is testAppPassword.
+func startRedisACL(t *testing.T, ip, replicaOf string, acl []string, ping string) string {
+	t.Helper()
 	bin := needBinary(t, "redis-server")
 	port := testutil.FreePort(t, ip)
 	addr := net.JoinHostPort(ip, strconv.Itoa(port))
@@ -134,9 +156,9 @@ func startRedis(t *testing.T, ip, replicaOf string) string {
 	lines := []string{
 		"bind " + ip, "port " + strconv.Itoa(port), "protected-mode no", "bind-source-addr " + ip,
 		"daemonize no", `logfile ""`, "dir " + dir,
-		"user default on >" + testPassword + " ~* &* +@all", "masterauth " + testPassword,
 		"replica-announce-ip " + ip, "repl-diskless-sync yes", "repl-diskless-sync-delay 0",
 	}
+	lines = append(lines, acl...)
 	if replicaOf != "" {
 		h, p, _ := net.SplitHostPort(replicaOf)
 		lines = append(lines, "replicaof "+h+" "+p)
@@ -144,7 +166,12 @@ func startRedis(t *testing.T, ip, replicaOf string) string {
 	p := startProc(t, "redis "+addr, bin, writeConf(t, dir, "redis.conf", lines...))
 	testutil.WaitFor(t, 10*time.Second, func() error {
 		p.alive(t)
-		return Ping(context.Background(), addr, testPassword)
+		if ping == testAppPassword {
+			c := redis.NewClient(appOptions(addr))
+			defer c.Close()
+			return c.Ping(context.Background()).Err()
+		}
+		return Ping(context.Background(), addr, ping)
 	})
 	return addr
 }
@@ -152,6 +179,16 @@ func startRedis(t *testing.T, ip, replicaOf string) string {
 // startSentinel starts a redis-sentinel on ip watching master name at
 // primary (quorum 2) and waits until it answers.
 func startSentinel(t *testing.T, ip, name, primary string) (string, *proc) {
+	t.Helper()
+	return startSentinelAuth(t, ip, name, primary, []string{
+		"requirepass " + testPassword, "sentinel sentinel-user " + SentinelUser, "sentinel sentinel-pass " + testPassword,
+		"sentinel auth-user " + name + " " + FleetUser, "sentinel auth-pass " + name + " " + testPassword,
+	}, testPassword)
+}
+
+// startSentinelAuth is startSentinel with other auth lines, reached with
+// password ping ("" for none).
+func startSentinelAuth(t *testing.T, ip, name, primary string, auth []string, ping string) (string, *proc) {
 	t.Helper()
 	bin := needBinary(t, "redis-sentinel")
 	port := testutil.FreePort(t, ip)
@@ -163,15 +200,22 @@ func startSentinel(t *testing.T, ip, name, primary string) (string, *proc) {
 		"daemonize no", `logfile ""`, "dir "+dir,
 		"sentinel announce-ip "+ip, "sentinel resolve-hostnames no",
 		"sentinel monitor "+name+" "+h+" "+pp+" 2",
-		"sentinel auth-pass "+name+" "+testPassword,
 		// Failovers in these tests are asked for; never on a slow PING.
 		"sentinel down-after-milliseconds "+name+" 30000",
 		"sentinel failover-timeout "+name+" 10000",
 	)
+	f, err := os.OpenFile(conf, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteString(strings.Join(auth, "\n") + "\n"); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
 	p := startProc(t, "sentinel "+addr, bin, conf)
 	testutil.WaitFor(t, 10*time.Second, func() error {
 		p.alive(t)
-		_, err := MasterAddr(context.Background(), addr, name)
+		_, err := MasterAddr(context.Background(), addr, ping, name)
 		return err
 	})
 	return addr, p
@@ -208,7 +252,7 @@ func startBusiness(t *testing.T, name string) business {
 	}
 	for _, s := range b.sentinels {
 		testutil.WaitFor(t, 20*time.Second, func() error {
-			k, err := Known(context.Background(), s, name)
+			k, err := Known(context.Background(), s, testPassword, name)
 			if err != nil {
 				return err
 			}
@@ -219,6 +263,13 @@ func startBusiness(t *testing.T, name string) business {
 		})
 	}
 	return b
+}
+
+// appOptions reach the member at addr as the app: its default user.
+func appOptions(addr string) *redis.Options {
+	o := MemberOptions(addr, "")
+	o.Username, o.Password = "default", testAppPassword
+	return o
 }
 
 // deadAddr is an address on ip where nothing listens.

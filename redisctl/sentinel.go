@@ -49,13 +49,13 @@ func classify(err error) error {
 	return err
 }
 
-// sentinelDo sends one SENTINEL command to the sentinel at addr within
-// SentinelTimeout and returns its answer; the error names the sentinel and
-// the subcommand.
-func sentinelDo(ctx context.Context, addr string, args ...any) (any, error) {
+// sentinelDo sends one SENTINEL command to the sentinel at addr, logged in
+// with password (the fleet credential), within SentinelTimeout and returns
+// its answer; the error names the sentinel and the subcommand.
+func sentinelDo(ctx context.Context, addr, password string, args ...any) (any, error) {
 	ctx, cancel := context.WithTimeout(ctx, SentinelTimeout)
 	defer cancel()
-	c := redis.NewClient(SentinelOptions(addr))
+	c := redis.NewClient(SentinelOptions(addr, password))
 	defer c.Close()
 	v, err := c.Do(ctx, append([]any{"SENTINEL"}, args...)...).Result()
 	if err != nil {
@@ -65,8 +65,8 @@ func sentinelDo(ctx context.Context, addr string, args ...any) (any, error) {
 }
 
 // MasterAddr asks one sentinel for the address (host:port) of master name.
-func MasterAddr(ctx context.Context, sentinel, name string) (string, error) {
-	v, err := sentinelDo(ctx, sentinel, "GET-MASTER-ADDR-BY-NAME", name)
+func MasterAddr(ctx context.Context, sentinel, password, name string) (string, error) {
+	v, err := sentinelDo(ctx, sentinel, password, "GET-MASTER-ADDR-BY-NAME", name)
 	if err != nil {
 		if errors.Is(err, redis.Nil) {
 			return "", fmt.Errorf("sentinel %s: no master named %q", sentinel, name)
@@ -89,7 +89,7 @@ func MasterAddr(ctx context.Context, sentinel, name string) (string, error) {
 // and returns the one a strict majority of them names, with how many did.
 // Otherwise the error (ErrNoMajority) lists the answers and the sentinels
 // that did not answer.
-func AskMajority(ctx context.Context, sentinels []string, name string) (string, int, error) {
+func AskMajority(ctx context.Context, sentinels []string, password, name string) (string, int, error) {
 	type answer struct {
 		addr string
 		err  error
@@ -97,7 +97,7 @@ func AskMajority(ctx context.Context, sentinels []string, name string) (string, 
 	out := make([]answer, len(sentinels))
 	var wg sync.WaitGroup
 	for i, s := range sentinels {
-		wg.Go(func() { out[i].addr, out[i].err = MasterAddr(ctx, s, name) })
+		wg.Go(func() { out[i].addr, out[i].err = MasterAddr(ctx, s, password, name) })
 	}
 	wg.Wait()
 	votes := map[string]int{}
@@ -174,10 +174,10 @@ func (e *FailoverError) Count(target error) int {
 // ErrFailoverInProgress). Only safe when the primary's process is known
 // dead or writes on it are paused (Switchover): otherwise the old primary
 // keeps taking writes that are lost when Sentinel demotes it.
-func Failover(ctx context.Context, sentinels []string, name string) (string, error) {
+func Failover(ctx context.Context, sentinels []string, password, name string) (string, error) {
 	fe := &FailoverError{Name: name}
 	for _, s := range sentinels {
-		_, err := sentinelDo(ctx, s, "FAILOVER", name)
+		_, err := sentinelDo(ctx, s, password, "FAILOVER", name)
 		if err == nil {
 			return s, nil
 		}
@@ -194,8 +194,8 @@ func Failover(ctx context.Context, sentinels []string, name string) (string, err
 // rediscovers the live sentinels within seconds (hello messages every 2 s)
 // and the replicas when it next reads the master's INFO (every 10 s).
 // Check with Known that every live member has joined first.
-func Reset(ctx context.Context, sentinel, name string) error {
-	v, err := sentinelDo(ctx, sentinel, "RESET", name)
+func Reset(ctx context.Context, sentinel, password, name string) error {
+	v, err := sentinelDo(ctx, sentinel, password, "RESET", name)
 	if err != nil {
 		return err
 	}
@@ -238,7 +238,7 @@ func Has(peers []Peer, addr string) bool {
 // Known asks one sentinel which replicas and other sentinels of master
 // name it knows, so a caller can check that every member rejoined before
 // a Reset.
-func Known(ctx context.Context, sentinel, name string) (Peers, error) {
+func Known(ctx context.Context, sentinel, password, name string) (Peers, error) {
 	ctx, cancel := context.WithTimeout(ctx, 2*SentinelTimeout)
 	defer cancel()
 	var out Peers
@@ -246,7 +246,7 @@ func Known(ctx context.Context, sentinel, name string) (Peers, error) {
 		sub string
 		dst *[]Peer
 	}{{"REPLICAS", &out.Replicas}, {"SENTINELS", &out.Sentinels}} {
-		v, err := sentinelDo(ctx, sentinel, q.sub, name)
+		v, err := sentinelDo(ctx, sentinel, password, q.sub, name)
 		if err != nil {
 			return Peers{}, err
 		}

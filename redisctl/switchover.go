@@ -18,7 +18,7 @@ var ErrNoReplica = errors.New("no replica to switch over to")
 // SwitchoverRequest is a planned primary move.
 type SwitchoverRequest struct {
 	Name      string // master name (the addon id)
-	Password  string
+	Password  string // the fleet credential: members and sentinels
 	Primary   string // host:port of the live primary
 	Replica   string // host:port of its replica, promoted
 	Sentinels []string
@@ -114,7 +114,7 @@ func Switchover(ctx context.Context, sw SwitchoverRequest) error {
 	if err != nil {
 		return fmt.Errorf("replica not caught up: %w", err)
 	}
-	if _, err := Failover(ctx, sw.Sentinels, sw.Name); err != nil {
+	if _, err := Failover(ctx, sw.Sentinels, sw.Password, sw.Name); err != nil {
 		return fmt.Errorf("sentinel failover: %w", err)
 	}
 	err = poll(ctx, switchoverPromote, func() error {

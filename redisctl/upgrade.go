@@ -165,10 +165,10 @@ func clientNode(ctx context.Context, c *redis.Client, addr string) (Node, error)
 }
 
 // SentinelServer reads the engine and version of the sentinel at addr.
-func SentinelServer(ctx context.Context, addr string) (Server, error) {
+func SentinelServer(ctx context.Context, addr, password string) (Server, error) {
 	ctx, cancel := context.WithTimeout(ctx, SentinelTimeout)
 	defer cancel()
-	c := redis.NewClient(SentinelOptions(addr))
+	c := redis.NewClient(SentinelOptions(addr, password))
 	defer c.Close()
 	info, err := c.Info(ctx, "server").Result()
 	if err != nil {

@@ -180,7 +180,7 @@ func TestRealSnapshotAndCheck(t *testing.T) {
 
 func TestRealSentinelServer(t *testing.T) {
 	b := startBusiness(t, "upg")
-	s, err := SentinelServer(context.Background(), b.sentinels[0])
+	s, err := SentinelServer(context.Background(), b.sentinels[0], testPassword)
 	if err != nil || s.Engine != api.EngineRedis || s.Mode != "sentinel" || s.Version == "" {
 		t.Fatalf("sentinel server %+v, %v", s, err)
 	}

@@ -86,8 +86,8 @@ type SwitchWatch struct {
 // WatchSwitchMaster connects to the sentinel at addr and subscribes to
 // SwitchMasterChannel and PromotingChannel; it returns once the sentinel
 // confirmed both (within SentinelTimeout). Closing ctx closes the watch.
-func WatchSwitchMaster(ctx context.Context, addr string) (*SwitchWatch, error) {
-	c := redis.NewClient(SentinelOptions(addr))
+func WatchSwitchMaster(ctx context.Context, addr, password string) (*SwitchWatch, error) {
+	c := redis.NewClient(SentinelOptions(addr, password))
 	channels := []string{SwitchMasterChannel, PromotingChannel}
 	w := &SwitchWatch{addr: addr, c: c, ps: c.Subscribe(ctx, channels...)}
 	cctx, cancel := context.WithTimeout(ctx, SentinelTimeout)

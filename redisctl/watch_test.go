@@ -49,7 +49,7 @@ func TestRealSwitchMasterWatch(t *testing.T) {
 	}
 	results := make(chan got, 2*len(b.sentinels))
 	for _, s := range b.sentinels {
-		w, err := WatchSwitchMaster(ctx, s)
+		w, err := WatchSwitchMaster(ctx, s, testPassword)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -67,7 +67,7 @@ func TestRealSwitchMasterWatch(t *testing.T) {
 		}()
 	}
 	start := time.Now()
-	if _, err := Failover(ctx, b.sentinels, name); err != nil {
+	if _, err := Failover(ctx, b.sentinels, testPassword, name); err != nil {
 		t.Fatal(err)
 	}
 	want := SwitchMaster{Name: name, From: b.primary, To: b.replica}
@@ -96,7 +96,7 @@ func TestRealSwitchMasterWatch(t *testing.T) {
 
 	// A frozen sentinel: the watch notices it by its PING.
 	s, p := startSentinel(t, ip3, "other", b.replica)
-	w, err := WatchSwitchMaster(ctx, s)
+	w, err := WatchSwitchMaster(ctx, s, testPassword)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -117,7 +117,7 @@ func TestRealSwitchMasterWatch(t *testing.T) {
 
 	// Closing the ctx ends a waiting watch.
 	cctx, cancel := context.WithCancel(ctx)
-	w2, err := WatchSwitchMaster(cctx, b.sentinels[0])
+	w2, err := WatchSwitchMaster(cctx, b.sentinels[0], testPassword)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -138,7 +138,7 @@ func TestRealSwitchMasterWatch(t *testing.T) {
 	w2.Close()
 
 	start = time.Now()
-	if _, err := WatchSwitchMaster(ctx, deadAddr(t, ip3)); err == nil {
+	if _, err := WatchSwitchMaster(ctx, deadAddr(t, ip3), testPassword); err == nil {
 		t.Error("watch of a dead address: no error")
 	}
 	if d := time.Since(start); d > 2*SentinelTimeout {

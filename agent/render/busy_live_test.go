@@ -174,7 +174,7 @@ func TestRealHAProxyBusyPrimary(t *testing.T) {
 			{Name: "primary", Addr: primaryEP.Addr, Port: primaryEP.Port},
 			{Name: "replica", Addr: replica.in.BindAddr, Port: replica.in.Port},
 		},
-		Password: testPassword, StatsSocket: socket,
+		Password: api.NewSecret(testFleet), StatsSocket: socket,
 	})
 	all := []*proc{primary.proc, replica.proc, hp}
 	waitFor(t, 10*time.Second, "primary UP, replica DOWN", func() error {
@@ -206,7 +206,7 @@ func TestRealHAProxyBusyPrimary(t *testing.T) {
 
 	// DEBUG SLEEP needs a loopback client (enable-debug-command local):
 	// this test's connection to 127.0.0.1 comes from 127.0.0.1.
-	debug := newClient(t, primaryEP.String(), testPassword)
+	debug := fleetClient(t, primaryEP.String())
 	debug.Options().ReadTimeout = 10 * time.Second
 	if err := debug.Ping(ctx).Err(); err != nil {
 		t.Fatal(err)

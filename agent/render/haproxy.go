@@ -3,6 +3,9 @@ package render
 import (
 	"strings"
 	"time"
+
+	"github.com/cacheplane/cacheplane/api"
+	"github.com/cacheplane/cacheplane/redisctl"
 )
 
 // HAProxy figures.
@@ -90,8 +93,9 @@ type HAProxyInput struct {
 	// Servers are the addon's redis members, primary or replica: the role
 	// check routes to the one that says role:master.
 	Servers []HAProxyServer
-	// Password authenticates the role check.
-	Password string
+	// Password is the addon's fleet credential: the role check logs in as
+	// redisctl.FleetUser.
+	Password api.Secret
 	// MaxConn is the addon's connection limit; 0 means DefaultMaxConn.
 	MaxConn int
 	// StatsSocket is the path of the admin-level stats socket (mode 0600)
@@ -153,7 +157,7 @@ func (in HAProxyInput) validate() error {
 			return err
 		}
 	}
-	if err := checkPassword(f, in.Password); err != nil {
+	if err := checkPassword(f, in.Password.Reveal()); err != nil {
 		return err
 	}
 	if in.MaxConn < 0 || in.MaxConn > 1_000_000 {
@@ -331,7 +335,7 @@ func HAProxy(in HAProxyInput) (string, error) {
 		"The agent also keeps every server but the sentinels' primary in MAINT.")
 	c.indented("option", "tcp-check")
 	c.indented("tcp-check", "connect")
-	c.indented("tcp-check", "send", `"AUTH `+in.Password+`\r\n"`)
+	c.indented("tcp-check", "send", `"AUTH `+redisctl.FleetUser+` `+in.Password.Reveal()+`\r\n"`)
 	c.indented("tcp-check", "expect", "string", "+OK")
 	c.indented("tcp-check", "send", `"INFO replication\r\n"`)
 	c.indented("tcp-check", "send", `"QUIT\r\n"`)
@@ -372,7 +376,16 @@ func HAProxyAddServer(be string, s HAProxyServer) []string {
 // HAProxyShape is the file of in with its server list left out: what needs
 // a new HAProxy process when it changes (the servers change at run time).
 func HAProxyShape(in HAProxyInput) (string, error) {
+	if err := checkPassword("haproxy.cfg", in.Password.Reveal()); err != nil {
+		return "", err
+	}
 	in.Servers = []HAProxyServer{{Name: "shape", Addr: "127.0.0.1", Port: 1}}
+	// The check's credential is not part of the shape either: an addon
+	// given its fleet credential (redisctl.ApplyACL, live) keeps its
+	// running HAProxy, whose check logged in as the app and still may
+	// (INFO is a data-side command); the file is rewritten for its next
+	// start.
+	in.Password = api.NewSecret("shape")
 	return HAProxy(in)
 }
 

@@ -28,6 +28,7 @@ import (
 	"time"
 
 	"github.com/cacheplane/cacheplane/api"
+	"github.com/cacheplane/cacheplane/redisctl"
 	"github.com/redis/go-redis/v9"
 	"github.com/redis/go-redis/v9/maintnotifications"
 )
@@ -109,9 +110,11 @@ func startProc(t *testing.T, bin string, args ...string) *proc {
 			t.Errorf("%s (pid %d) did not exit after SIGKILL", p.name, p.cmd.Process.Pid)
 		}
 		out := p.out.String()
-		if strings.Contains(out, testPassword) {
-			t.Errorf("%s printed the password", p.name)
-			out = strings.ReplaceAll(out, testPassword, "<password>")
+		for _, pw := range []string{testPassword, testFleet} {
+			if strings.Contains(out, pw) {
+				t.Errorf("%s printed a password", p.name)
+				out = strings.ReplaceAll(out, pw, "<password>")
+			}
 		}
 		if t.Failed() {
 			t.Logf("%s output:\n%s", p.name, out)
@@ -168,10 +171,24 @@ func waitFor(t *testing.T, timeout time.Duration, what string, check func() erro
 	}
 }
 
+// newClient logs in with password alone (AUTH password: the default user,
+// the app's on a redis member, the sentinels' own).
 func newClient(t *testing.T, addr, password string) *redis.Client {
+	t.Helper()
+	return newClientAs(t, addr, "", password)
+}
+
+// fleetClient logs in to a redis member as the fleet's user.
+func fleetClient(t *testing.T, addr string) *redis.Client {
+	t.Helper()
+	return newClientAs(t, addr, redisctl.FleetUser, testFleet)
+}
+
+func newClientAs(t *testing.T, addr, user, password string) *redis.Client {
 	t.Helper()
 	c := redis.NewClient(&redis.Options{
 		Addr:                     addr,
+		Username:                 user,
 		Password:                 password,
 		MaxRetries:               -1,
 		DialTimeout:              time.Second,
@@ -201,8 +218,11 @@ func startRedis(t *testing.T, bin string, in RedisInput) *runningRedis {
 	if in.Port == 0 {
 		in.Port = freePort(t, in.BindAddr)
 	}
-	if in.Password == "" {
-		in.Password = testPassword
+	if in.Password.IsZero() {
+		in.Password = api.NewSecret(testPassword)
+	}
+	if in.FleetPassword.IsZero() {
+		in.FleetPassword = api.NewSecret(testFleet)
 	}
 	conf, err := Redis(in)
 	if err != nil {
@@ -211,7 +231,7 @@ func startRedis(t *testing.T, bin string, in RedisInput) *runningRedis {
 	file := writeFile(t, dir, "redis.conf", conf)
 	p := startProc(t, bin, file)
 	r := &runningRedis{in: in, proc: p, addr: Endpoint{in.BindAddr, in.Port}.String()}
-	r.client = newClient(t, r.addr, in.Password)
+	r.client = fleetClient(t, r.addr)
 	waitFor(t, 10*time.Second, p.name+" answers", func() error {
 		return r.client.Ping(context.Background()).Err()
 	}, p)
@@ -324,16 +344,31 @@ func TestRealRedisAcceptsConfig(t *testing.T) {
 					}
 				}
 
-				// The one user, with exactly the product's rules.
-				sum := sha256.Sum256([]byte(testPassword))
+				// Two users: the fleet's, with every right, and the app's,
+				// confined. The engine prints the app's rules in its own
+				// normalised form (docs/security.md has them): check what
+				// they do, not how they print.
+				sum := sha256.Sum256([]byte(testFleet))
 				acl, err := r.client.Do(ctx, "ACL", "LIST").StringSlice()
 				if err != nil {
 					t.Fatal(err)
 				}
-				// Redis 7 also shows the default "sanitize-payload" flag.
-				wantACL := "user default on #" + hex.EncodeToString(sum[:]) + " ~* &* +@all"
-				if len(acl) != 1 || strings.Replace(acl[0], " sanitize-payload", "", 1) != wantACL {
-					t.Errorf("ACL LIST = %q, want [%q]", acl, wantACL)
+				wantFleet := "user cacheplane on #" + hex.EncodeToString(sum[:]) + " ~* &* +@all"
+				appSum := sha256.Sum256([]byte(testPassword))
+				if len(acl) != 2 || strings.Replace(acl[0], " sanitize-payload", "", 1) != wantFleet ||
+					!strings.HasPrefix(strings.Replace(acl[1], " sanitize-payload", "", 1), "user default on #"+hex.EncodeToString(appSum[:])+" ~* &* +@all -") {
+					t.Errorf("ACL LIST = %q, want the fleet's user %q and the app's", acl, wantFleet)
+				}
+				t.Logf("ACL LIST of %s: %q", e.engine, acl)
+				app := newClient(t, r.addr, testPassword)
+				for _, cmd := range [][]any{{"CONFIG", "SET", "dir", "/tmp"}, {"REPLICAOF", "127.0.0.1", "1"}, {"ACL", "LIST"},
+					{"BGSAVE"}, {"SHUTDOWN"}, {"PSYNC", "?", "-1"}, {"FAILOVER"}, {"DEBUG", "SLEEP", "0"}} {
+					if err := app.Do(ctx, cmd...).Err(); err == nil || !strings.HasPrefix(err.Error(), "NOPERM") {
+						t.Errorf("the app's %v: %v, want NOPERM", cmd, err)
+					}
+				}
+				if err := app.Set(ctx, "app-key", "v", 0).Err(); err != nil {
+					t.Errorf("the app's SET: %v", err)
 				}
 
 				// No access without the password, none with a wrong one.
@@ -516,7 +551,7 @@ func TestRealHAProxyMaxConn(t *testing.T) {
 	hp := startHAProxy(t, HAProxyInput{
 		AddonID: "maxconn-test", Entrypoint: entry, SourceAddr: "127.0.0.1",
 		Servers:  []HAProxyServer{{Name: "r1", Addr: r.in.BindAddr, Port: r.in.Port}},
-		Password: testPassword, MaxConn: limit, StatsSocket: socket,
+		Password: api.NewSecret(testFleet), MaxConn: limit, StatsSocket: socket,
 	})
 	// The first connection is the one that finds HAProxy routing; it stays
 	// open (a closed probe would hold its slot until HAProxy sees the close).
@@ -631,17 +666,25 @@ func TestRealFailoverTopology(t *testing.T) {
 	for _, addr := range sentinelIPs {
 		dir := t.TempDir()
 		in := SentinelInput{BindAddr: addr, Port: freePort(t, addr), DataDir: dir,
-			MasterName: name, Primary: primaryEP, Password: testPassword}
+			MasterName: name, Primary: primaryEP, Password: api.NewSecret(testFleet)}
 		conf, err := Sentinel(in)
 		if err != nil {
 			t.Fatal(err)
 		}
 		p := startProc(t, sentinelBin, writeFile(t, dir, "sentinel.conf", conf))
 		sentinelProcs = append(sentinelProcs, p)
-		c := newClient(t, Endpoint{addr, in.Port}.String(), "")
+		anon := newClient(t, Endpoint{addr, in.Port}.String(), "")
+		c := newClient(t, Endpoint{addr, in.Port}.String(), testFleet)
 		waitFor(t, 10*time.Second, "sentinel on "+addr+" answers", func() error {
 			return c.Ping(ctx).Err()
 		}, p)
+		// Nobody else: SENTINEL commands need the fleet credential.
+		if err := anon.Do(ctx, "SENTINEL", "MASTERS").Err(); err == nil || !strings.HasPrefix(err.Error(), "NOAUTH") {
+			t.Errorf("SENTINEL MASTERS without the password: %v, want NOAUTH", err)
+		}
+		if err := newClient(t, Endpoint{addr, in.Port}.String(), testPassword).Ping(ctx).Err(); err == nil {
+			t.Error("a sentinel accepts the app's password")
+		}
 		sentinels = append(sentinels, c)
 	}
 	all := append([]*proc{primary.proc, replica.proc}, sentinelProcs...)
@@ -691,7 +734,7 @@ func TestRealFailoverTopology(t *testing.T) {
 			{Name: "r1", Addr: primaryEP.Addr, Port: primaryEP.Port},
 			{Name: "r2", Addr: replicaEP.Addr, Port: replicaEP.Port},
 		},
-		Password: testPassword,
+		Password: api.NewSecret(testFleet),
 	})
 	all = append(all, hp)
 	viaProxy := newClient(t, entry.String(), testPassword)

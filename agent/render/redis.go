@@ -1,6 +1,7 @@
 package render
 
 import (
+	"fmt"
 	"strings"
 
 	"github.com/cacheplane/cacheplane/api"
@@ -37,9 +38,12 @@ type RedisInput struct {
 	// DataDir is the member's data dir as seen by redis (inside the
 	// container when one is used).
 	DataDir string
-	// Password of the addon's one user, also used to authenticate to the
-	// primary (masterauth).
-	Password string
+	// Password is the app's: the default user, the one user the app sees.
+	Password api.Secret
+	// FleetPassword is the addon's fleet credential: redisctl.FleetUser,
+	// with which the fleet, replication (masteruser/masterauth) and the
+	// sentinels log in.
+	FleetPassword api.Secret
 	// PlanMemoryMB is the plan's memory: maxmemory, in cache mode or not.
 	PlanMemoryMB int
 	Settings     api.Settings
@@ -70,8 +74,14 @@ func (in RedisInput) validate() error {
 	if err := checkPath(f, "data dir", in.DataDir); err != nil {
 		return err
 	}
-	if err := checkPassword(f, in.Password); err != nil {
+	if err := checkPassword(f, in.Password.Reveal()); err != nil {
 		return err
+	}
+	if err := checkPassword(f, in.FleetPassword.Reveal()); err != nil {
+		return fmt.Errorf("fleet credential: %w", err)
+	}
+	if in.Password.Equal(in.FleetPassword) {
+		return invalidf(f, "the fleet credential must differ from the app's password")
 	}
 	if in.PlanMemoryMB < 1 {
 		return invalidf(f, "plan memory %d MB must be at least 1", in.PlanMemoryMB)
@@ -129,13 +139,22 @@ func saveLines(v string) [][]string {
 // Redis renders the redis.conf of one redis member (primary or replica) of an
 // addon. The file holds the password: the agent writes it with mode 0600.
 //
-// Choices, beside the product's figures (databases 5, timeout 150, one user,
-// RDB rules, AOF with appendfsync always, cache mode):
-//   - The one user is declared with an ACL `user default on >PW ~* &* +@all`
-//     line (Redis ≥ 6.2 and Valkey accept it in redis.conf; `&*` needs 6.2),
-//     not requirepass: the file then says exactly what ACL LIST shows.
-//     masterauth is the same password, rendered on every node, so a primary
-//     demoted by Sentinel authenticates to its new primary.
+// Choices, beside the product's figures (databases 5, timeout 150, the app's
+// one user, RDB rules, AOF with appendfsync always, cache mode):
+//   - Two ACL users (Redis ≥ 6.2 and Valkey accept `user` lines in
+//     redis.conf; `&*` needs 6.2). The app's `default` user: every key,
+//     channel and command but those that take an instance over
+//     (redisctl.AppRules: CONFIG, REPLICAOF/SLAVEOF, SHUTDOWN, DEBUG, ACL
+//     but WHOAMI/CAT/GENPASS/HELP, MODULE, FAILOVER, CLUSTER,
+//     SAVE/BGSAVE/BGREWRITEAOF, SYNC/PSYNC/REPLCONF, MIGRATE), also from
+//     its scripts. The fleet's user (redisctl.FleetUser, +@all) with the
+//     fleet credential, which never reaches the app: the agent, the
+//     coordinator, replication (masteruser/masterauth, rendered on every
+//     node, so a primary demoted by Sentinel authenticates to its new
+//     primary), the sentinels (auth-user) and HAProxy's check log in with
+//     it. ACL users rather than rename-command: renaming is global, set at
+//     start only (no live migration of running addons) and cannot take
+//     PSYNC from the app without taking it from the replicas.
 //   - maxmemory is the plan memory in both modes. In cache mode the policy is
 //     allkeys-lru; otherwise noeviction, so a write at the limit gets Redis's
 //     "OOM command not allowed" error and nothing is lost. The container
@@ -157,11 +176,9 @@ func saveLines(v string) [][]string {
 //   - enable-debug-command local: DEBUG (and MODULE) only from a loopback
 //     client (127.0.0.1, ::1 or a unix socket; Redis 7's default is no), so
 //     the fleet's own tests and an operator on the host can make a member
-//     busy on purpose (DEBUG SLEEP) and prove a busy primary is not failed
-//     over. An app reaches redis through HAProxy, from the proxy's host
-//     address, never from 127.0.0.1 on a real fleet; when the ACL work of a
-//     later issue splits the app's user from the fleet's control user, the
-//     app's user loses DEBUG by ACL as well.
+//     busy on purpose (DEBUG SLEEP, as FleetUser) and prove a busy primary
+//     is not failed over. The app's user is refused DEBUG by its ACL from
+//     any address.
 //   - replica-serve-stale-data yes (the default): apps reach only the primary
 //     through the entrypoint; a replica is read by the agent (INFO, backups),
 //     which must keep working while its link is down. replica-read-only yes.
@@ -220,9 +237,13 @@ func Redis(in RedisInput) (string, error) {
 	c.line("databases", itoa(RedisDatabases))
 	c.blank()
 
-	c.comment(false, "Security: one user, no other can be created.")
-	c.line("user", "default", "on", ">"+in.Password, "~*", "&*", "+@all")
-	c.line("masterauth", in.Password)
+	c.comment(false, "Security: the app's one user may not take the instance over (CONFIG, REPLICAOF, SHUTDOWN,",
+		"DEBUG, ACL writes, MODULE, FAILOVER, CLUSTER, SAVE/BGSAVE/BGREWRITEAOF, SYNC/PSYNC, MIGRATE);",
+		"the fleet's user, whose password the app never sees, runs the instance and its replication.")
+	c.line(append([]string{"user", "default", "on", ">" + in.Password.Reveal()}, redisctl.AppRules()...)...)
+	c.line(append([]string{"user", redisctl.FleetUser, "on", ">" + in.FleetPassword.Reveal()}, redisctl.FleetRules()...)...)
+	c.line("masteruser", redisctl.FleetUser)
+	c.line("masterauth", in.FleetPassword.Reveal())
 	c.comment(false, "DEBUG only from loopback clients (the fleet's tests and operators).")
 	c.line("enable-debug-command", "local")
 	c.blank()

@@ -14,18 +14,23 @@ import (
 
 var update = flag.Bool("update", false, "rewrite testdata/*.golden from the current output")
 
-// testPassword looks like a real one: 64 URL-safe characters.
-const testPassword = "pw_0123456789-abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWX"
+// testPassword (the app's) and testFleet (the fleet's credential) look like
+// real ones: 64 URL-safe characters.
+const (
+	testPassword = "pw_0123456789-abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWX"
+	testFleet    = "fl_0123456789-abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWX"
+)
 
 func starter() RedisInput {
 	return RedisInput{
-		Engine:       api.EngineRedis,
-		BindAddr:     "127.0.0.11",
-		Port:         6379,
-		DataDir:      "/var/lib/cacheplane/members/my-app-3030-r1/data",
-		Password:     testPassword,
-		PlanMemoryMB: 1024,
-		Settings:     api.DefaultSettings(),
+		Engine:        api.EngineRedis,
+		BindAddr:      "127.0.0.11",
+		Port:          6379,
+		DataDir:       "/var/lib/cacheplane/members/my-app-3030-r1/data",
+		Password:      api.NewSecret(testPassword),
+		FleetPassword: api.NewSecret(testFleet),
+		PlanMemoryMB:  1024,
+		Settings:      api.DefaultSettings(),
 	}
 }
 
@@ -36,7 +41,7 @@ func sentinelInput() SentinelInput {
 		DataDir:    "/var/lib/cacheplane/members/my-app-3030-s3/data",
 		MasterName: "my-app-3030",
 		Primary:    Endpoint{"127.0.0.11", 6379},
-		Password:   testPassword,
+		Password:   api.NewSecret(testFleet),
 	}
 }
 
@@ -50,7 +55,7 @@ func haproxyInput() HAProxyInput {
 			{Name: "my-app-3030-r1", Addr: "127.0.0.11", Port: 6379},
 			{Name: "my-app-3030-r2", Addr: "127.0.0.12", Port: 6379},
 		},
-		Password:    testPassword,
+		Password:    api.NewSecret(testFleet),
 		StatsSocket: "/var/lib/cacheplane/members/my-app-3030-p1/haproxy.sock",
 	}
 }
@@ -134,13 +139,16 @@ func TestRedisDirectives(t *testing.T) {
 		t.Fatal(err)
 	}
 	has(t, conf,
-		"databases 5", "timeout 150", "user default on >"+testPassword+" ~* &* +@all",
-		"masterauth "+testPassword, "save 900 1", "save 300 10", "save 60 10000",
+		"databases 5", "timeout 150",
+		"user default on >"+testPassword+" ~* &* +@all -config -replicaof -slaveof -shutdown -debug -acl -module -failover"+
+			" -cluster -save -bgsave -bgrewriteaof -sync -psync -replconf -migrate +acl|whoami +acl|cat +acl|genpass +acl|help",
+		"user cacheplane on >"+testFleet+" ~* &* +@all", "masteruser cacheplane",
+		"masterauth "+testFleet, "save 900 1", "save 300 10", "save 60 10000",
 		"appendonly no", "maxmemory 1024mb", "maxmemory-policy noeviction",
 		"bind 127.0.0.11", "bind-source-addr 127.0.0.11", "replica-announce-ip 127.0.0.11",
 		"protected-mode no", "daemonize no", `logfile ""`, "dbfilename dump.rdb",
 		"min-replicas-to-write 0")
-	if strings.Contains(conf, "replicaof") {
+	if strings.Contains(conf, "\nreplicaof ") {
 		t.Error("a primary has a replicaof line")
 	}
 
@@ -189,18 +197,23 @@ func TestInvalidInputs(t *testing.T) {
 		{"redis relative dir", redis(func(in *RedisInput) { in.DataDir = "data" })},
 		{"redis dir space", redis(func(in *RedisInput) { in.DataDir = "/var/lib/my data" })},
 		{"redis dir unclean", redis(func(in *RedisInput) { in.DataDir = "/var/lib/../data" })},
-		{"redis no password", redis(func(in *RedisInput) { in.Password = "" })},
-		{"redis password space", redis(func(in *RedisInput) { in.Password = "secret with space" })},
-		{"redis password quote", redis(func(in *RedisInput) { in.Password = `secret"quote` })},
-		{"redis password dollar", redis(func(in *RedisInput) { in.Password = "secret$HOME" })},
-		{"redis password newline", redis(func(in *RedisInput) { in.Password = "secret\nsave 1 1" })},
+		{"redis no password", redis(func(in *RedisInput) { in.Password = api.NewSecret("") })},
+		{"redis password space", redis(func(in *RedisInput) { in.Password = api.NewSecret("secret with space") })},
+		{"redis password quote", redis(func(in *RedisInput) { in.Password = api.NewSecret(`secret"quote`) })},
+		{"redis password dollar", redis(func(in *RedisInput) { in.Password = api.NewSecret("secret$HOME") })},
+		{"redis password newline", redis(func(in *RedisInput) { in.Password = api.NewSecret("secret\nsave 1 1") })},
+		{"redis no fleet credential", redis(func(in *RedisInput) { in.FleetPassword = api.Secret{} })},
+		{"redis fleet credential quote", redis(func(in *RedisInput) { in.FleetPassword = api.NewSecret(`secret"quote`) })},
+		{"redis fleet credential is the app's", redis(func(in *RedisInput) { in.FleetPassword = in.Password })},
+		{"sentinel no password", sentinel(func(in *SentinelInput) { in.Password = api.Secret{} })},
+		{"haproxy no password", haproxy(func(in *HAProxyInput) { in.Password = api.Secret{} })},
 		{"redis memory", redis(func(in *RedisInput) { in.PlanMemoryMB = 0 })},
 		{"redis persistence", redis(func(in *RedisInput) { in.Settings.Persistence = "none" })},
 		{"redis replica of itself", redis(func(in *RedisInput) { in.ReplicaOf = Endpoint{in.BindAddr, in.Port} })},
 		{"redis replica no port", redis(func(in *RedisInput) { in.ReplicaOf = Endpoint{Addr: "127.0.0.12"} })},
 		{"sentinel master name", sentinel(func(in *SentinelInput) { in.MasterName = "my app" })},
 		{"sentinel no primary", sentinel(func(in *SentinelInput) { in.Primary = Endpoint{} })},
-		{"sentinel password", sentinel(func(in *SentinelInput) { in.Password = "a b" })},
+		{"sentinel password", sentinel(func(in *SentinelInput) { in.Password = api.NewSecret("a b") })},
 		{"sentinel dir", sentinel(func(in *SentinelInput) { in.DataDir = "" })},
 		{"haproxy no servers", haproxy(func(in *HAProxyInput) { in.Servers = nil })},
 		{"haproxy duplicate server", haproxy(func(in *HAProxyInput) { in.Servers[1].Name = in.Servers[0].Name })},
@@ -213,7 +226,7 @@ func TestInvalidInputs(t *testing.T) {
 		{"haproxy no stats socket", haproxy(func(in *HAProxyInput) { in.StatsSocket = "" })},
 		{"haproxy stats socket too long", haproxy(func(in *HAProxyInput) { in.StatsSocket = "/" + strings.Repeat("d", 100) + "/haproxy.sock" })},
 		{"haproxy own address", haproxy(func(in *HAProxyInput) { in.Local.Port = 0; in.Local.Addr = "127.0.0.13" })},
-		{"haproxy password", haproxy(func(in *HAProxyInput) { in.Password = `back\slash` })},
+		{"haproxy password", haproxy(func(in *HAProxyInput) { in.Password = api.NewSecret(`back\slash`) })},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -223,7 +236,7 @@ func TestInvalidInputs(t *testing.T) {
 			if !errors.Is(tc.err, api.ErrInvalid) {
 				t.Errorf("error %q does not wrap api.ErrInvalid", tc.err)
 			}
-			for _, secret := range []string{testPassword, "secret"} {
+			for _, secret := range []string{testPassword, testFleet, "secret"} {
 				if strings.Contains(tc.err.Error(), secret) {
 					t.Errorf("error %q repeats the password", tc.err)
 				}

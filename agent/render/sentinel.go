@@ -1,6 +1,11 @@
 package render
 
-import "time"
+import (
+	"time"
+
+	"github.com/cacheplane/cacheplane/api"
+	"github.com/cacheplane/cacheplane/redisctl"
+)
 
 // Sentinel figures.
 const (
@@ -62,8 +67,11 @@ type SentinelInput struct {
 	MasterName string
 	// Primary is the addon's primary at render time.
 	Primary Endpoint
-	// Password authenticates the sentinel to the redis members (auth-pass).
-	Password string
+	// Password is the addon's fleet credential: the sentinel requires it
+	// (requirepass), logs in with it to the other sentinels (sentinel-user
+	// default, sentinel-pass) and, as redisctl.FleetUser, to the redis
+	// members (auth-user, auth-pass).
+	Password api.Secret
 }
 
 func (in SentinelInput) validate() error {
@@ -88,7 +96,7 @@ func (in SentinelInput) validate() error {
 	if err := checkEndpoint(f, "primary", in.Primary); err != nil {
 		return err
 	}
-	return checkPassword(f, in.Password)
+	return checkPassword(f, in.Password.Reveal())
 }
 
 // Sentinel renders the sentinel.conf of one of an addon's three sentinels.
@@ -106,8 +114,11 @@ func (in SentinelInput) validate() error {
 // is an IP, so a failover never depends on DNS. announce-ip and
 // bind-source-addr are the host's address: on simulated hosts sharing the
 // loopback interface the sentinels would otherwise record 127.0.0.1 for each
-// other. The sentinel itself requires no password (it holds no data); the
-// network boundary protects its port.
+// other. The sentinel requires the fleet credential (requirepass): without
+// it anyone reaching its port could re-point the addon's primary (SENTINEL
+// SET, REMOVE, MONITOR, FAILOVER). The three sentinels log in to each other
+// as `default` with it (sentinel-user, sentinel-pass), and to the redis
+// members as the fleet's user (auth-user, auth-pass).
 func Sentinel(in SentinelInput) (string, error) {
 	if err := in.validate(); err != nil {
 		return "", err
@@ -131,6 +142,10 @@ func Sentinel(in SentinelInput) (string, error) {
 	c.line("daemonize", "no")
 	c.line("logfile", `""`)
 	c.line("dir", in.DataDir)
+	c.comment(false, "Only the fleet talks to a sentinel, and sentinels to each other, with the fleet credential.")
+	c.line("requirepass", in.Password.Reveal())
+	c.line("sentinel", "sentinel-user", redisctl.SentinelUser)
+	c.line("sentinel", "sentinel-pass", in.Password.Reveal())
 	c.blank()
 	c.line("sentinel", "announce-ip", announce)
 	c.line("sentinel", "resolve-hostnames", "no")
@@ -138,7 +153,8 @@ func Sentinel(in SentinelInput) (string, error) {
 	c.line("sentinel", "deny-scripts-reconfig", "yes")
 	c.blank()
 	c.line("sentinel", "monitor", name, in.Primary.Addr, itoa(in.Primary.Port), itoa(SentinelQuorum))
-	c.line("sentinel", "auth-pass", name, in.Password)
+	c.line("sentinel", "auth-user", name, redisctl.FleetUser)
+	c.line("sentinel", "auth-pass", name, in.Password.Reveal())
 	c.comment(false, "30 s: the safety net only. A busy primary answers late and is not dead; the agent and the",
 		"coordinator force the failover at once on a death they know of (agent/render/sentinel.go).")
 	c.line("sentinel", "down-after-milliseconds", name, itoa(int(SentinelDownAfter/time.Millisecond)))

@@ -25,7 +25,7 @@ func newFixture() *fixture {
 	for i, id := range []string{"h1", "h2", "h3", "h4", "h5"} {
 		f.hosts[id] = api.Host{ID: id, Address: "127.0.0.1" + string(rune('1'+i)), MemoryMB: 4096, State: api.HostReady}
 	}
-	b := api.Addon{ID: "b-1", App: "b", Plan: "redis-business-256", Status: api.AddonRunning, Password: "pw", Entrypoint: "127.0.1.1:20000",
+	b := api.Addon{ID: "b-1", App: "b", Plan: "redis-business-256", Status: api.AddonRunning, Password: api.NewSecret("pw"), Entrypoint: "127.0.1.1:20000",
 		Members: []api.Member{
 			{ID: "b-1-redis-0", Role: api.RoleRedis, HostID: "h1", Port: 20001, RedisRole: "primary"},
 			{ID: "b-1-redis-1", Role: api.RoleRedis, HostID: "h2", Port: 20001, RedisRole: "replica"},
@@ -35,11 +35,11 @@ func newFixture() *fixture {
 			{ID: "b-1-haproxy-0", Role: api.RoleHAProxy, HostID: "h1", Port: 20003, Active: true},
 			{ID: "b-1-haproxy-1", Role: api.RoleHAProxy, HostID: "h2", Port: 20003},
 		}}
-	s := api.Addon{ID: "s-1", App: "s", Plan: "redis-starter-256", Status: api.AddonRunning, Password: "pw", Entrypoint: "127.0.0.14:20010",
+	s := api.Addon{ID: "s-1", App: "s", Plan: "redis-starter-256", Status: api.AddonRunning, Password: api.NewSecret("pw"), Entrypoint: "127.0.0.14:20010",
 		Members: []api.Member{{ID: "s-1-redis-0", Role: api.RoleRedis, HostID: "h4", Port: 20010, RedisRole: "primary"}}}
 	// s-2: a starter as they are made now, with its haproxy beside the
 	// redis node and a VIP entrypoint.
-	s2 := api.Addon{ID: "s-2", App: "s2", Plan: "redis-starter-256", Status: api.AddonRunning, Password: "pw", Entrypoint: "127.0.1.2:20021",
+	s2 := api.Addon{ID: "s-2", App: "s2", Plan: "redis-starter-256", Status: api.AddonRunning, Password: api.NewSecret("pw"), Entrypoint: "127.0.1.2:20021",
 		Members: []api.Member{
 			{ID: "s-2-redis-0", Role: api.RoleRedis, HostID: "h5", Port: 20020, RedisRole: "primary"},
 			{ID: "s-2-haproxy-0", Role: api.RoleHAProxy, HostID: "h5", Port: 20021, Active: true},
