@@ -1,0 +1,289 @@
+package cli
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/cacheplane/cacheplane/api"
+)
+
+func hostsCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "hosts",
+		Short: "List the hosts of the fleet",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, cancel := g.ctx(cmd)
+			defer cancel()
+			hosts, err := g.client().Hosts(ctx)
+			if err != nil {
+				return err
+			}
+			if g.json {
+				return printJSON(cmd.OutOrStdout(), hosts)
+			}
+			if len(hosts) == 0 {
+				fmt.Fprintln(cmd.OutOrStdout(), "No host has registered yet: start cacheplane-agent on each host.")
+				return nil
+			}
+			rows := make([][]string, 0, len(hosts))
+			for _, h := range hosts {
+				cpu, mem := "-", "-"
+				if f := h.Figures; f != nil {
+					cpu = fmt.Sprintf("%.1f%%", f.CPUPercent)
+					mem = bytes(f.MemoryUsedBytes) + " / " + bytes(f.MemoryTotalBytes)
+				}
+				rows = append(rows, []string{h.ID, h.Address, string(h.State), fmt.Sprintf("%d MB", h.MemoryMB),
+					fmt.Sprintf("%d MB", h.CommittedMB), fmt.Sprintf("%d MB", h.FreeMB), fmt.Sprint(h.Members), cpu, mem, labels(h.Labels), ago(h.LastHeartbeat)})
+			}
+			return printTable(cmd.OutOrStdout(), []string{"HOST", "ADDRESS", "STATE", "CAPACITY", "COMMITTED", "FREE", "MEMBERS", "CPU", "MEMORY USED", "LABELS", "LAST HEARTBEAT"}, rows)
+		},
+	}
+}
+
+func labels(m map[string]string) string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = k + "=" + m[k]
+	}
+	return strings.Join(parts, ",")
+}
+
+func ago(t time.Time) string {
+	if t.IsZero() {
+		return "never"
+	}
+	return time.Since(t).Round(100*time.Millisecond).String() + " ago"
+}
+
+func operationsCmd(g *globals) *cobra.Command {
+	var app, addon string
+	cmd := &cobra.Command{
+		Use:   "operations [--app APP] [--addon ID]",
+		Short: "List operations (provision, remove, ...) and their steps",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if app != "" {
+				if err := api.ValidateAppName(app); err != nil {
+					return err
+				}
+			}
+			ctx, cancel := g.ctx(cmd)
+			defer cancel()
+			ops, err := g.client().Operations(ctx, app, addon)
+			if err != nil {
+				return err
+			}
+			if g.json {
+				return printJSON(cmd.OutOrStdout(), ops)
+			}
+			if len(ops) == 0 {
+				fmt.Fprintln(cmd.OutOrStdout(), "No operation.")
+				return nil
+			}
+			rows := make([][]string, 0, len(ops))
+			for _, o := range ops {
+				step := "-"
+				if i := o.CurrentStep(); i < len(o.Steps) {
+					step = fmt.Sprintf("%d/%d %s", i+1, len(o.Steps), o.Steps[i].Name)
+					if d := o.Steps[i].Detail; d != "" {
+						step += ": " + d
+					}
+				}
+				if o.Error != "" {
+					step += " (" + o.Error + ")"
+				}
+				state := string(o.State)
+				if o.Stuck != "" {
+					state += " (stuck: " + o.Stuck + ")"
+				} else if o.CancelRequested && !o.State.Finished() {
+					state += " (cancelling)"
+				}
+				rows = append(rows, []string{o.ID, o.AddonID, string(o.Kind), state, step, o.CreatedAt.Local().Format("2006-01-02 15:04:05")})
+			}
+			if err := printTable(cmd.OutOrStdout(), []string{"ID", "ADDON", "KIND", "STATE", "STEP", "CREATED"}, rows); err != nil {
+				return err
+			}
+			if app == "" && addon == "" {
+				return nil
+			}
+			// For one app or addon: every step with its state and times.
+			rows = rows[:0]
+			for _, o := range ops {
+				for i, st := range o.Steps {
+					rows = append(rows, []string{o.ID, fmt.Sprintf("%d %s", i+1, st.Name), string(st.State), clock(st.StartedAt), clock(st.FinishedAt), attempts(st), st.Detail})
+				}
+			}
+			fmt.Fprintln(cmd.OutOrStdout())
+			return printTable(cmd.OutOrStdout(), []string{"OPERATION", "STEP", "STATE", "STARTED", "FINISHED", "TRIES", "DETAIL"}, rows)
+		},
+	}
+	cmd.Flags().StringVarP(&app, "app", "a", "", "app name")
+	cmd.Flags().StringVar(&addon, "addon", "", "addon id")
+	return cmd
+}
+
+func clock(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return t.Local().Format("15:04:05.000")
+}
+
+func attempts(s api.Step) string {
+	if s.Attempts == 0 {
+		return "-"
+	}
+	return fmt.Sprint(s.Attempts)
+}
+
+func operationsCancelCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "operations-cancel OPERATION_ID",
+		Short: "Stop an operation at its next safe point (removals cannot be cancelled)",
+		Long: `Stop an operation at its next safe point. The engine finishes the step in
+flight, undoes a half-done member move (a replacement placed beside the member
+it was to replace is removed again), and records what was done and what was
+not in the operation's error (see: cacheplane operations).`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := api.ValidateMemberID("operation", args[0]); err != nil {
+				return err
+			}
+			ctx, cancel := g.ctx(cmd)
+			defer cancel()
+			res, err := g.client().OperationCancel(ctx, args[0])
+			if err != nil {
+				return err
+			}
+			if g.json {
+				return printJSON(cmd.OutOrStdout(), res)
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), res.Message)
+			return nil
+		},
+	}
+}
+
+func membersCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "members",
+		Short: "List the coordinator cluster's members",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, cancel := g.ctx(cmd)
+			defer cancel()
+			st, err := g.client().Cluster(ctx)
+			if err != nil {
+				return err
+			}
+			if g.json {
+				return printJSON(cmd.OutOrStdout(), st)
+			}
+			rows := make([][]string, 0, len(st.Members))
+			for _, m := range st.Members {
+				role := "follower"
+				if m.Leader {
+					role = "leader"
+				}
+				rows = append(rows, []string{m.ID, role, m.RaftAddr, m.HTTPAddr, m.Suffrage})
+			}
+			if err := printTable(cmd.OutOrStdout(), []string{"ID", "ROLE", "RAFT ADDRESS", "HTTP ADDRESS", "SUFFRAGE"}, rows); err != nil {
+				return err
+			}
+			if st.LeaderID == "" {
+				fmt.Fprintln(cmd.OutOrStdout(), "No leader is elected right now.")
+			}
+			return nil
+		},
+	}
+}
+
+func joinCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:     "join PEER_HTTP_ADDR",
+		Short:   "Make the coordinator behind --socket join the cluster of the coordinator at PEER_HTTP_ADDR",
+		Example: "  CACHEPLANE_SOCKET=/run/cacheplane/c2.sock cacheplane join 10.0.0.1:7401",
+		Args: func(_ *cobra.Command, args []string) error {
+			if len(args) != 1 {
+				return api.Invalidf("join takes the peer API address (host:port) of any member of the cluster")
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, cancel := g.ctx(cmd)
+			defer cancel()
+			msg, err := g.client().Join(ctx, args[0])
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), "-----> "+msg)
+			return nil
+		},
+	}
+}
+
+func leaveCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "leave [MEMBER_ID]",
+		Short: "Remove a coordinator from the cluster (default: the one behind --socket)",
+		Args:  cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, cancel := g.ctx(cmd)
+			defer cancel()
+			c := g.client()
+			id := ""
+			if len(args) == 1 {
+				id = args[0]
+			} else {
+				st, err := c.Cluster(ctx)
+				if err != nil {
+					return err
+				}
+				id = st.ServedBy
+			}
+			msg, err := c.RemoveMember(ctx, id)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), "-----> "+msg)
+			return nil
+		},
+	}
+}
+
+func drainCmd(g *globals, drain bool) *cobra.Command {
+	use, short := "hosts-drain HOST", "Move every member off a host, one by one, without client errors"
+	if !drain {
+		use, short = "hosts-undrain HOST", "Make a drained host eligible for members again"
+	}
+	return &cobra.Command{
+		Use:   use,
+		Short: short,
+		Args: func(_ *cobra.Command, args []string) error {
+			if len(args) != 1 {
+				return api.Invalidf("%s takes the host id (see: cacheplane hosts)", strings.Fields(use)[0])
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, cancel := g.ctx(cmd)
+			defer cancel()
+			msg, err := g.client().HostDrain(ctx, args[0], drain)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), "-----> "+msg)
+			return nil
+		},
+	}
+}
