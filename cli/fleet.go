@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 	"sort"
 	"strings"
@@ -206,6 +207,60 @@ func membersCmd(g *globals) *cobra.Command {
 			return nil
 		},
 	}
+}
+
+func membersRecoverCmd(g *globals) *cobra.Command {
+	var confirm string
+	cmd := &cobra.Command{
+		Use:   "members-recover [--confirm MEMBER_ID]",
+		Short: "Bring a coordinator cluster that lost its majority back, from the member behind --socket alone",
+		Long: `When most coordinators are lost for good, the cluster has no leader and
+never elects one: writes are refused "no leader". Run on a surviving member,
+members-recover makes it a one-member cluster from its own state and it leads
+at once: every entry of its log is kept; an entry the lost majority committed
+that never reached it is lost. Refused while a leader is heard or any other
+member answers. Without --confirm it only says what it would keep and drop.
+Afterwards, add members back: empty each one's data dir, start it, join.`,
+		Example: "  cacheplane --socket /run/cacheplane/coordinator.sock members-recover\n" +
+			"  cacheplane --socket /run/cacheplane/coordinator.sock members-recover --confirm c3",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			// The member may wait out an election first, then restarts
+			// Raft and waits to lead: more than a usual call.
+			timeout := max(g.timeout, 90*time.Second)
+			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
+			defer cancel()
+			res, err := g.client().Recover(ctx, api.RecoverRequest{Confirm: confirm})
+			if err != nil {
+				return err
+			}
+			if g.json {
+				if err := printJSON(cmd.OutOrStdout(), res); err != nil {
+					return err
+				}
+			} else {
+				rows := make([][]string, 0, len(res.Dropped))
+				for _, m := range res.Dropped {
+					rows = append(rows, []string{m.ID, m.RaftAddr, m.HTTPAddr, m.Suffrage})
+				}
+				title := "Would drop (none answers):"
+				if res.Recovered {
+					title = "Dropped:"
+				}
+				fmt.Fprintln(cmd.OutOrStdout(), title)
+				if err := printTable(cmd.OutOrStdout(), []string{"ID", "RAFT ADDRESS", "HTTP ADDRESS", "SUFFRAGE"}, rows); err != nil {
+					return err
+				}
+				fmt.Fprintln(cmd.OutOrStdout(), "-----> "+res.Message)
+			}
+			if !res.Recovered {
+				return api.Invalidf("nothing changed: pass --confirm %s to recover", res.Member)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&confirm, "confirm", "", "the id of the member behind --socket: it becomes the cluster alone")
+	return cmd
 }
 
 func joinCmd(g *globals) *cobra.Command {
