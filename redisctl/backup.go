@@ -149,6 +149,15 @@ const saveIdle = 2 * time.Second
 // loading its data are errors saying so. Bounded by ctx only: a large
 // dataset takes as long as it takes.
 func BGSave(ctx context.Context, addr, password string) (SaveInfo, error) {
+	return BGSaveNotify(ctx, addr, password, nil)
+}
+
+// BGSaveNotify is BGSave that calls accepted (when not nil) once, as soon as
+// the server accepted our BGSAVE and before waiting for the save: every
+// RDB save that ends after that was forked after it (the server refuses
+// BGSAVE while another save runs), so a caller watching the RDB file
+// knows the next one renamed in place is ours, or a later one.
+func BGSaveNotify(ctx context.Context, addr, password string, accepted func()) (SaveInfo, error) {
 	c := redis.NewClient(MemberOptions(addr, password))
 	defer c.Close()
 	var out SaveInfo
@@ -181,6 +190,9 @@ func BGSave(ctx context.Context, addr, password string) (SaveInfo, error) {
 		}
 		if err != nil {
 			return out, fmt.Errorf("BGSAVE on %s: %w", addr, err)
+		}
+		if accepted != nil {
+			accepted()
 		}
 		break
 	}

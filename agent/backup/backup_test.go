@@ -146,8 +146,8 @@ func TestRealDumpDrillRestore(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("dump: %d bytes, %d keys (after %d), %d sampled, files %v, save %s, whole dump %s",
-		res.Size, res.Keys, res.KeysAfter, len(res.Sample), res.Files, res.SaveTook, res.Took)
+	t.Logf("dump: %d bytes, %d keys (after %d), %d sampled, files %v, save %s, whole dump %s, streamed at the rename %v",
+		res.Size, res.Keys, res.KeysAfter, len(res.Sample), res.Files, res.SaveTook, res.Took, res.AtRename)
 
 	// Taken on the replica: its last save moved, the primary's did not.
 	pAfter, err := redisctl.ReadSaveState(ctx, primary.ep())
@@ -356,7 +356,7 @@ func TestRealDrillRefusesBadDumps(t *testing.T) {
 	st := newStore(t)
 	keys := testKeyring(t, "k1")
 	garbage := []byte("REDIS0010\xfa\x09redis-ver\x067.0.15 and then nothing that parses")
-	size, sum, keyID, err := store(ctx, st, "bad/garbage", keys, []archiveFile{{name: "dump.rdb", r: bytes.NewReader(garbage), size: int64(len(garbage))}})
+	size, sum, keyID, err := store(ctx, st, "bad/garbage", keys, []archiveFile{{name: "dump.rdb", r: bytes.NewReader(garbage), size: int64(len(garbage))}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -452,7 +452,9 @@ func TestRealScratchValkey(t *testing.T) {
 func TestRealDumpMemoryFlat(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	m := startRedis(t, ipPrimary, "", "", true, noSaves)
+	// hz 1: the server notices its save's end up to a second after the
+	// rename, so the dump's stream starts at the rename (AtRename).
+	m := startRedis(t, ipPrimary, "", "", true, noSaves, "hz 1")
 	const keys, valueSize = 200000, 1024
 	c := client(t, m.addr, testPassword, 0)
 	for i := 0; i < keys; i += 1000 {
@@ -521,4 +523,91 @@ func TestRealDumpMemoryFlat(t *testing.T) {
 	if peak > bound {
 		t.Fatalf("Go heap peaked at %d MiB during a dump of %d MiB (bound %d MiB)", peak>>20, fi.Size()>>20, bound>>20)
 	}
+	if !res.AtRename {
+		t.Fatal("the stream waited for the server to report the save done (hz 1: it starts at the rename)")
+	}
+}
+
+// TestRealDumpEngines: the members of the catalog's other engines (Valkey
+// 8.0 and 8.1, Redis 8, as containers of their images) saved and dumped:
+// their dump.rdb is renamed in place as Redis 7's is, so the stream
+// starts at the rename, and a scratch of the same engine loads the dump.
+func TestRealDumpEngines(t *testing.T) {
+	images, err := imagesDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ix, err := packaging.ReadIndex(images)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range []struct{ image, binary string }{
+		{api.ImageValkey8, "/usr/bin/valkey-server"},
+		{api.ImageValkey81, "/usr/bin/valkey-server"},
+		{api.ImageRedis8, "/usr/bin/redis-server"},
+	} {
+		t.Run(e.image, func(t *testing.T) {
+			if _, ok := ix.Lookup(e.image); !ok {
+				t.Fatalf("image %s is not in %s: build it with `make images`", e.image, images)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+			defer cancel()
+			// The member: a scratch server of the engine on an empty dir
+			// (no password), made a primary; hz 1 as above.
+			dir := t.TempDir()
+			if err := os.Chmod(dir, 0o777); err != nil { // the engine's user saves in it
+				t.Fatal(err)
+			}
+			sc := scratch(t, e.image, e.binary)
+			addr, stop, err := sc.Start(ctx, dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer func() {
+				if err := stop(context.Background()); err != nil {
+					t.Error(err)
+				}
+			}()
+			c := client(t, addr, "", 0)
+			if err := c.Do(ctx, "REPLICAOF", "NO", "ONE").Err(); err != nil { // a scratch is a replica of nothing
+				t.Fatal(err)
+			}
+			if err := c.ConfigSet(ctx, "hz", "1").Err(); err != nil {
+				t.Fatal(err)
+			}
+			val := make([]byte, 4096)
+			const n = 10000 // ~40 MB
+			for i := 0; i < n; i += 1000 {
+				_, err := c.Pipelined(ctx, func(p redis.Pipeliner) error {
+					for j := i; j < i+1000; j++ {
+						if _, err := rand.Read(val); err != nil {
+							return err
+						}
+						p.Set(ctx, fmt.Sprint("k", j), val, 0)
+					}
+					return nil
+				})
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+			st := newStore(t)
+			keys := testKeyring(t, "k1")
+			res, err := Dump(ctx, DumpRequest{Addr: addr, DataDir: dir, Store: st, Key: "e/x", Keyring: keys})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("%s: dump of %d keys, %d bytes; save %s, whole dump %s; streamed at the rename: %v",
+				e.image, res.Keys, res.Size, res.SaveTook.Round(time.Millisecond), res.Took.Round(time.Millisecond), res.AtRename)
+			if res.Keys != n || !res.AtRename {
+				t.Fatalf("dump result: %d keys, at the rename %v", res.Keys, res.AtRename)
+			}
+			v, err := Drill(ctx, DrillRequest{Source: source(st, "e/x", keys, res), Dump: res,
+				Scratch: scratch(t, e.image, e.binary), WorkDir: t.TempDir()})
+			if err != nil || !v.OK {
+				t.Fatalf("drill: %+v, %v", v, err)
+			}
+		})
+	}
+	noScratchLeft(t)
 }

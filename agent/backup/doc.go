@@ -19,15 +19,23 @@
 // each value.
 //
 // What a dump holds, and why:
-//   - dump.rdb as the BGSAVE we asked for (redisctl.BGSave) left it: a
-//     consistent point-in-time snapshot. The file is opened right after
-//     the save; a later save renames a new file in place and never touches
-//     the open one, so what is streamed is one whole snapshot.
+//   - dump.rdb as the BGSAVE we asked for (redisctl.BGSaveNotify) left
+//     it: a consistent point-in-time snapshot. The file is opened as soon
+//     as the save renames it in place (the path names another file than
+//     when the server accepted our BGSAVE; polled every 5 ms), so the
+//     stream starts before the server notices the save ended; the archive
+//     ends only once the server reported the save done and ok, else the
+//     dump fails and stores nothing. A later save renames a new file in
+//     place and never touches the open one, so what is streamed is one
+//     whole snapshot. The stream cannot start earlier, following the
+//     temp-<pid>.rdb the save writes: the tar header before the file's
+//     content holds its size, known only once the save has ended.
 //   - With AOF on, also the files the AOF manifest lists (base and
 //     incremental; history files are garbage) and the manifest as read:
-//     the manifest is read, every file it names opened, the manifest read
-//     again (a rewrite in between changes it: start over, up to 5 times),
-//     and each file streamed up to the size it had when opened. Only the
+//     once the save is done, the manifest is read, every file it names
+//     opened, the manifest read again (a rewrite in between changes it:
+//     start over, up to 5 times), and each file streamed up to the size
+//     it had when opened. Only the
 //     last incremental file grows; its copy ends on a command boundary or
 //     within one, which redis's aof-load-truncated (the default) accepts
 //     when loading the last file. Open files survive a rewrite deleting

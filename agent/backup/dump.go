@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/klauspost/compress/gzip"
@@ -89,6 +90,9 @@ type DumpResult struct {
 	Files []string
 	// SaveTook is how long the BGSAVE took; Took the whole dump.
 	SaveTook, Took time.Duration
+	// AtRename: the stream started as the new dump.rdb was renamed in
+	// place, before the server reported the save done (else after).
+	AtRename bool
 }
 
 // KeyRange is the key count range a restored dump must fall in.
@@ -115,10 +119,13 @@ func closeAll(files []archiveFile) {
 }
 
 // Dump dumps the member of req into the store: key count and sample, a
-// BGSAVE waited for, the files opened (see the package comment), the
-// count and sample again, then the archive streamed through gzip, age and
-// SHA-256 into Store.Put. On any error, or when ctx ends, nothing is left
-// in the store. Errors never hold the password or a key.
+// BGSAVE, the files opened (see the package comment), the count and
+// sample again, and the archive streamed through gzip, age and SHA-256
+// into Store.Put. The stream starts as soon as the new dump.rdb is renamed
+// in place (see rdbWatch), before the server reports the save done (up to
+// its serverCron tick and our poll later); the archive ends only once the
+// server reported it done and ok. On any error, or when ctx ends, nothing
+// is left in the store. Errors never hold the password or a key.
 func Dump(ctx context.Context, req DumpRequest) (DumpResult, error) {
 	start := time.Now()
 	var res DumpResult
@@ -143,67 +150,216 @@ func Dump(ctx context.Context, req DumpRequest) (DumpResult, error) {
 			return res, fmt.Errorf("dump %s: sample: %w", req.Key, err)
 		}
 	}
-	save, err := redisctl.BGSave(ctx, req.Addr, req.Password)
-	if err != nil {
-		return res, fmt.Errorf("dump %s: %w", req.Key, err)
+	sctx, stopSave := context.WithCancel(ctx)
+	defer stopSave()
+	w := newRDBWatch(filepath.Join(req.DataDir, render.RDBFileName))
+	saved := make(chan savedResult, 1)
+	go func() {
+		info, err := redisctl.BGSaveNotify(sctx, req.Addr, req.Password, w.start)
+		saved <- savedResult{info, err}
+	}()
+	var rdb archiveFile
+	var early bool
+	var sv savedResult
+	select {
+	case rdb = <-w.found:
+		early = true
+	case sv = <-saved:
 	}
-	files, aof, err := openFiles(req.DataDir, req.AOF)
-	if err != nil {
-		return res, fmt.Errorf("dump %s: %w", req.Key, err)
-	}
-	defer closeAll(files)
-	after, err := redisctl.ReadKeyspace(ctx, ep)
-	if err != nil {
-		return res, fmt.Errorf("dump %s: %w", req.Key, err)
-	}
-	if len(sample) > 0 {
-		again, err := redisctl.DigestKeys(ctx, ep, sample)
-		if err != nil {
-			return res, fmt.Errorf("dump %s: sample: %w", req.Key, err)
+	w.stop() // closes a file found too late
+	if !early {
+		if sv.err != nil {
+			return res, fmt.Errorf("dump %s: %w", req.Key, sv.err)
 		}
-		sample = redisctl.Unchanged(sample, again)
+		if rdb, err = openFile(filepath.Join(req.DataDir, render.RDBFileName), render.RDBFileName); err != nil {
+			return res, fmt.Errorf("dump %s: %w", req.Key, err)
+		}
+	}
+	defer closeAll([]archiveFile{rdb})
+	// The rest (the save's outcome, the AOF files, the count and sample
+	// again) in a goroutine: with the stream started early it overlaps
+	// it, and the archive waits for it before its end (rest).
+	restc := make(chan restResult, 1)
+	go func() {
+		r := restResult{savedResult: sv}
+		if early {
+			r.savedResult = <-saved
+		}
+		if r.err == nil && req.AOF {
+			r.files, r.aof, r.err = openAOFFiles(req.DataDir)
+		}
+		if r.err == nil {
+			r.after, r.again, r.err = readAfter(sctx, ep, sample)
+		}
+		restc <- r
+	}()
+	// The archiver takes rest when it gets there, or Dump once store
+	// returned (store returns after its archiver): one of them.
+	var r restResult
+	joined := false
+	more := func(ctx context.Context) ([]archiveFile, error) {
+		select {
+		case r = <-restc:
+			joined = true
+			return r.files, r.err
+		case <-ctx.Done(): // the store failed
+			return nil, ctx.Err()
+		}
+	}
+	size, sum, keyID, err := store(ctx, req.Store, req.Key, req.Keyring, []archiveFile{rdb}, more)
+	if err != nil {
+		stopSave()
+	}
+	if !joined {
+		r = <-restc
+	}
+	defer closeAll(r.files)
+	if err != nil { // holds rest's error when it failed the archive
+		return DumpResult{}, fmt.Errorf("dump %s into %s: %w", req.Key, req.Store, err)
+	}
+	if r.err != nil { // never: the archive waited for rest
+		_ = req.Store.Delete(context.WithoutCancel(ctx), req.Key)
+		return DumpResult{}, fmt.Errorf("dump %s: %w", req.Key, r.err)
 	}
 	res = DumpResult{
-		Keys: before.Total(), KeysAfter: after.Total(), Sample: sample,
-		LastSave: save.LastSave(), AOF: aof, SaveTook: save.Took,
+		Keys: before.Total(), KeysAfter: r.after.Total(), Sample: redisctl.Unchanged(sample, r.again),
+		LastSave: r.info.LastSave(), AOF: r.aof, SaveTook: r.info.Took, AtRename: early,
+		Files: []string{rdb.name},
 	}
-	for _, f := range files {
+	if len(sample) == 0 {
+		res.Sample = nil
+	}
+	for _, f := range r.files {
 		res.Files = append(res.Files, f.name)
-	}
-	size, sum, keyID, err := store(ctx, req.Store, req.Key, req.Keyring, files)
-	if err != nil {
-		return DumpResult{}, fmt.Errorf("dump %s into %s: %w", req.Key, req.Store, err)
 	}
 	res.Size, res.Checksum, res.KeyID, res.Took = size, sum, keyID, time.Since(start)
 	return res, nil
 }
 
-// openFiles opens dump.rdb and, with aof, the AOF files (see the package
-// comment); aofIncluded says whether they are in.
-func openFiles(dataDir string, aof bool) (files []archiveFile, aofIncluded bool, err error) {
-	rdb, err := openFile(filepath.Join(dataDir, render.RDBFileName), render.RDBFileName)
+// savedResult is what BGSaveNotify returned.
+type savedResult struct {
+	info redisctl.SaveInfo
+	err  error
+}
+
+// restResult is what a dump learns once the save is done: its outcome,
+// the AOF files (open), the key count and the sample's digests again.
+type restResult struct {
+	savedResult
+	files []archiveFile
+	aof   bool
+	after redisctl.Keyspace
+	again []redisctl.KeySample
+}
+
+// readAfter reads the key count and the sample's digests again.
+func readAfter(ctx context.Context, ep redisctl.Endpoint, sample []redisctl.KeySample) (redisctl.Keyspace, []redisctl.KeySample, error) {
+	after, err := redisctl.ReadKeyspace(ctx, ep)
 	if err != nil {
-		return nil, false, err
+		return nil, nil, err
 	}
-	files = []archiveFile{rdb}
-	if !aof {
-		return files, false, nil
+	if len(sample) == 0 {
+		return after, nil, nil
 	}
+	again, err := redisctl.DigestKeys(ctx, ep, sample)
+	if err != nil {
+		return nil, nil, fmt.Errorf("sample: %w", err)
+	}
+	return after, again, nil
+}
+
+// rdbWatchPoll is how often a dump looks for the new dump.rdb.
+const rdbWatchPoll = 5 * time.Millisecond
+
+// rdbWatch finds the dump.rdb our BGSAVE renames in place. The server
+// writes a save to temp-<child pid>.rdb, fsyncs and closes it, then
+// renames it to dump.rdb (redis 7 and 8, valkey 8 alike): once the path
+// names another file than when the server accepted our BGSAVE, that file
+// is a whole snapshot forked after it (redisctl.BGSaveNotify), ready to
+// stream while the server has yet to notice its child ended. Opening
+// dump.rdb rather than following the temp file as it grows: the archive's
+// tar header holds the file's size, which is known only at the end.
+type rdbWatch struct {
+	path  string
+	found chan archiveFile // the new dump.rdb, open; at most one
+	quit  chan struct{}
+	wg    sync.WaitGroup
+}
+
+func newRDBWatch(p string) *rdbWatch {
+	return &rdbWatch{path: p, found: make(chan archiveFile, 1), quit: make(chan struct{})}
+}
+
+// start notes the file the path names now and polls it until it names
+// another (BGSaveNotify's accepted: called at most once, before stop).
+func (w *rdbWatch) start() {
+	prev, err := os.Stat(w.path)
+	if err != nil {
+		prev = nil // none yet: any file is new
+	}
+	w.wg.Add(1)
+	go func() {
+		defer w.wg.Done()
+		t := time.NewTicker(rdbWatchPoll)
+		defer t.Stop()
+		for {
+			select {
+			case <-w.quit:
+				return
+			case <-t.C:
+			}
+			fi, err := os.Stat(w.path)
+			if err != nil || (prev != nil && os.SameFile(prev, fi)) {
+				continue
+			}
+			a, afi, err := openFileInfo(w.path, render.RDBFileName)
+			if err != nil {
+				continue
+			}
+			if prev != nil && os.SameFile(prev, afi) { // renamed back in between: never, but look again
+				_ = a.c.Close()
+				continue
+			}
+			w.found <- a
+			return
+		}
+	}()
+}
+
+// stop ends the polling and closes a file found but not taken.
+func (w *rdbWatch) stop() {
+	close(w.quit)
+	w.wg.Wait()
+	select {
+	case a := <-w.found:
+		_ = a.c.Close()
+	default:
+	}
+}
+
+// openAOFFiles opens the AOF files of dataDir: none, and not included,
+// when there is no manifest yet.
+func openAOFFiles(dataDir string) (files []archiveFile, included bool, err error) {
 	more, err := openAOF(filepath.Join(dataDir, render.AOFDirName))
 	if errors.Is(err, fs.ErrNotExist) && more == nil {
-		return files, false, nil // no manifest yet: dump.rdb alone
+		return nil, false, nil // no manifest yet: dump.rdb alone
 	}
 	if err != nil {
-		closeAll(files)
 		return nil, false, err
 	}
-	return append(files, more...), true, nil
+	return more, true, nil
 }
 
 func openFile(p, name string) (archiveFile, error) {
+	a, _, err := openFileInfo(p, name)
+	return a, err
+}
+
+// openFileInfo opens the regular file p as name, with its FileInfo.
+func openFileInfo(p, name string) (archiveFile, os.FileInfo, error) {
 	f, err := os.Open(p)
 	if err != nil {
-		return archiveFile{}, err
+		return archiveFile{}, nil, err
 	}
 	fi, err := f.Stat()
 	if err == nil && !fi.Mode().IsRegular() {
@@ -211,9 +367,9 @@ func openFile(p, name string) (archiveFile, error) {
 	}
 	if err != nil {
 		_ = f.Close()
-		return archiveFile{}, err
+		return archiveFile{}, nil, err
 	}
-	return archiveFile{name: name, r: f, c: f, size: fi.Size(), mtime: fi.ModTime()}, nil
+	return archiveFile{name: name, r: f, c: f, size: fi.Size(), mtime: fi.ModTime()}, fi, nil
 }
 
 // errManifestMissing is returned (wrapping fs.ErrNotExist) with no files
@@ -377,11 +533,13 @@ func (c *countWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
-// store streams the archive of files into st under key, in three
+// store streams the archive of files, then of those more returns (when
+// not nil: called once the files are written, it may block until its ctx
+// ends; an error fails the store) into st under key, in three
 // goroutines joined by pipes, so the stages overlap on two CPUs: tar and
 // gzip; age; SHA-256 and Put (the caller's: the object is hashed as Put
 // reads it).
-func store(ctx context.Context, st backupstore.Store, key string, k backupstore.Keyring, files []archiveFile) (size int64, sum, keyID string, err error) {
+func store(ctx context.Context, st backupstore.Store, key string, k backupstore.Keyring, files []archiveFile, more func(context.Context) ([]archiveFile, error)) (size int64, sum, keyID string, err error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	plainR, plainW := io.Pipe()
@@ -389,7 +547,7 @@ func store(ctx context.Context, st backupstore.Store, key string, k backupstore.
 	written := &countWriter{w: pw}
 	archived := make(chan error, 1)
 	go func() {
-		err := writeArchive(ctx, plainW, files)
+		err := writeArchive(ctx, plainW, files, more)
 		if err != nil {
 			cancel() // Put must not complete
 		}
@@ -425,11 +583,20 @@ func store(ctx context.Context, st backupstore.Store, key string, k backupstore.
 	}()
 	hr := &hashReader{r: pr, h: sha256.New()}
 	n, putErr := st.Put(ctx, key, hr)
+	if putErr != nil {
+		cancel() // unblocks the archiver waiting in more
+	}
 	pr.CloseWithError(errStoreStopped) // unblocks the sealer if Put gave up early
 	archErr, sealErr := <-archived, <-sealed
 	if putErr != nil {
-		// A failed stage closed its pipe with its error, which reached
-		// Put: Put's error holds it.
+		// A failed stage cancels ctx and closes its pipe with its error:
+		// Put may stop on either. The stage's error says why, unless it
+		// only saw the store stop or ctx end.
+		for _, e := range []error{archErr, sealErr} {
+			if e != nil && !errors.Is(e, errStoreStopped) && !errors.Is(e, context.Canceled) {
+				return 0, "", "", fmt.Errorf("%w (%v)", e, putErr)
+			}
+		}
 		return 0, "", "", putErr
 	}
 	if err := errors.Join(archErr, sealErr); err != nil { // Put completed on a failed stream: never, but never keep it
@@ -443,40 +610,59 @@ func store(ctx context.Context, st backupstore.Store, key string, k backupstore.
 	return written.n, hex.EncodeToString(hr.h.Sum(nil)), keyID, nil
 }
 
-// writeArchive writes the tar.gz of files to w.
-func writeArchive(ctx context.Context, w io.Writer, files []archiveFile) error {
+// writeArchive writes the tar.gz of files, then of those more returns, to
+// w.
+func writeArchive(ctx context.Context, w io.Writer, files []archiveFile, more func(context.Context) ([]archiveFile, error)) error {
 	gz, err := gzip.NewWriterLevel(w, gzip.BestSpeed)
 	if err != nil {
 		return err
 	}
 	tw := tar.NewWriter(gz)
 	buf := make([]byte, copyBufSize)
-	for _, a := range files {
-		hdr := &tar.Header{Name: a.name, Mode: 0o600, Size: a.size, ModTime: a.mtime, Typeflag: tar.TypeReg, Format: tar.FormatPAX}
-		if strings.HasSuffix(a.name, "/") {
-			hdr.Typeflag, hdr.Mode, hdr.Size = tar.TypeDir, 0o700, 0
+	for {
+		for _, a := range files {
+			if err := writeEntry(ctx, tw, a, buf); err != nil {
+				return err
+			}
 		}
-		if err := tw.WriteHeader(hdr); err != nil {
-			return fmt.Errorf("archive %s: %w", a.name, err)
+		if more == nil {
+			break
 		}
-		if hdr.Typeflag == tar.TypeDir {
-			continue
+		if files, err = more(ctx); err != nil {
+			return err
 		}
-		// Up to the size it had when opened; the struct hides
-		// WriteTo/ReadFrom: one buffer, ctx checked between reads.
-		n, err := io.CopyBuffer(struct{ io.Writer }{tw}, ctxReader{ctx, io.LimitReader(a.r, a.size)}, buf)
-		if err != nil {
-			return fmt.Errorf("archive %s: %w", a.name, err)
-		}
-		if n != a.size {
-			return fmt.Errorf("archive %s: %d bytes read, %d expected (the file shrank)", a.name, n, a.size)
-		}
+		more = nil
 	}
 	if err := tw.Close(); err != nil {
 		return fmt.Errorf("archive: %w", err)
 	}
 	if err := gz.Close(); err != nil {
 		return fmt.Errorf("archive: %w", err)
+	}
+	return nil
+}
+
+// writeEntry writes a's header and, for a file, its content up to the
+// size it had when opened.
+func writeEntry(ctx context.Context, tw *tar.Writer, a archiveFile, buf []byte) error {
+	hdr := &tar.Header{Name: a.name, Mode: 0o600, Size: a.size, ModTime: a.mtime, Typeflag: tar.TypeReg, Format: tar.FormatPAX}
+	if strings.HasSuffix(a.name, "/") {
+		hdr.Typeflag, hdr.Mode, hdr.Size = tar.TypeDir, 0o700, 0
+	}
+	if err := tw.WriteHeader(hdr); err != nil {
+		return fmt.Errorf("archive %s: %w", a.name, err)
+	}
+	if hdr.Typeflag == tar.TypeDir {
+		return nil
+	}
+	// The struct hides WriteTo/ReadFrom: one buffer, ctx checked between
+	// reads.
+	n, err := io.CopyBuffer(struct{ io.Writer }{tw}, ctxReader{ctx, io.LimitReader(a.r, a.size)}, buf)
+	if err != nil {
+		return fmt.Errorf("archive %s: %w", a.name, err)
+	}
+	if n != a.size {
+		return fmt.Errorf("archive %s: %d bytes read, %d expected (the file shrank)", a.name, n, a.size)
 	}
 	return nil
 }

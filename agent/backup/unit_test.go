@@ -9,6 +9,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -225,7 +226,7 @@ func TestStoreAndFetch(t *testing.T) {
 	const secret = "a-known-value-that-must-not-be-stored-in-clear"
 	data := []byte(strings.Repeat(secret, 50000)) // 2.3 MB: many age chunks
 	files := []archiveFile{{name: "dump.rdb", r: bytes.NewReader(data), size: int64(len(data)), mtime: time.Now()}}
-	size, sum, keyID, err := store(ctx, st, "app/x.tar.gz.age", k, files)
+	size, sum, keyID, err := store(ctx, st, "app/x.tar.gz.age", k, files, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -292,7 +293,7 @@ func TestStoreAndFetch(t *testing.T) {
 
 	// A producer that fails, and a cancelled dump, leave nothing.
 	short := []archiveFile{{name: "dump.rdb", r: bytes.NewReader(data), size: int64(len(data)) + 1}}
-	if _, _, _, err := store(ctx, st, "app/y", k, short); err == nil || !strings.Contains(err.Error(), "shrank") {
+	if _, _, _, err := store(ctx, st, "app/y", k, short, nil); err == nil || !strings.Contains(err.Error(), "shrank") {
 		t.Fatalf("short file: %v", err)
 	}
 	cctx, cancel := context.WithCancel(ctx)
@@ -300,7 +301,7 @@ func TestStoreAndFetch(t *testing.T) {
 	errc := make(chan error, 1)
 	go func() {
 		big := []archiveFile{{name: "dump.rdb", r: &blockingReader{ctx: cctx, n: 4 << 20}, size: 1 << 30}}
-		_, _, _, err := store(cctx, st, "app/z", k, big)
+		_, _, _, err := store(cctx, st, "app/z", k, big, nil)
 		errc <- err
 	}()
 	testutil.WaitFor(t, 10*time.Second, func() error { // part of it written
@@ -347,4 +348,111 @@ func TestExitReason(t *testing.T) {
 			t.Errorf("ExitReason = %q; want %q", got, tc.want)
 		}
 	}
+}
+
+// TestStoreMore: the files more returns follow in the archive; more's
+// error fails the store and leaves nothing (a save that failed after its
+// dump.rdb was streamed).
+func TestStoreMore(t *testing.T) {
+	ctx := context.Background()
+	st, err := backupstore.NewLocal(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := testKeyring(t, "k1")
+	file := func(name, content string) archiveFile {
+		return archiveFile{name: name, r: strings.NewReader(content), size: int64(len(content)), mtime: time.Now()}
+	}
+	more := func(context.Context) ([]archiveFile, error) {
+		return []archiveFile{{name: "appendonlydir/", mtime: time.Now()}, file("appendonlydir/a.aof", "aof")}, nil
+	}
+	_, sum, keyID, err := store(ctx, st, "m/ok", k, []archiveFile{file("dump.rdb", "rdb")}, more)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	if _, err := Fetch(ctx, st, "m/ok", k, keyID, sum, &out); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if err := Unpack(&out, dir); err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[string]string{"dump.rdb": "rdb", "appendonlydir/a.aof": "aof"} {
+		if b, err := os.ReadFile(filepath.Join(dir, name)); err != nil || string(b) != want {
+			t.Fatalf("%s: %q, %v", name, b, err)
+		}
+	}
+
+	failed := errors.New("background save on x failed")
+	big := make([]byte, 3<<20) // incompressible, past the hand-off buffer: Put has written some
+	if _, err := rand.Read(big); err != nil {
+		t.Fatal(err)
+	}
+	_, _, _, err = store(ctx, st, "m/failed", k, []archiveFile{{name: "dump.rdb", r: bytes.NewReader(big), size: int64(len(big))}},
+		func(context.Context) ([]archiveFile, error) { return nil, failed })
+	if !errors.Is(err, failed) {
+		t.Fatalf("more failed: %v", err)
+	}
+	if objs, err := st.List(ctx, "m/"); err != nil || len(objs) != 1 || objs[0].Key != "m/ok" {
+		t.Fatalf("objects: %v, %v", objs, err)
+	}
+	if l, err := st.Incomplete(ctx); err != nil || len(l) != 0 {
+		t.Fatalf("temporary files left: %v, %v", l, err)
+	}
+}
+
+// TestRDBWatch: the watcher takes the file renamed in place of the one
+// the path named when it started, not that one; stop ends it and closes
+// a file found but not taken.
+func TestRDBWatch(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "dump.rdb")
+	if err := os.WriteFile(p, []byte("old"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	w := newRDBWatch(p)
+	w.start()
+	select {
+	case a := <-w.found:
+		t.Fatalf("found %+v before any rename", a)
+	case <-time.After(5 * rdbWatchPoll): // a few polls: none may find the old file
+	}
+	tmp := filepath.Join(dir, "temp-123.rdb")
+	if err := os.WriteFile(tmp, []byte("new snapshot"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, p); err != nil {
+		t.Fatal(err)
+	}
+	var a archiveFile
+	select {
+	case a = <-w.found:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the renamed file was not found")
+	}
+	w.stop()
+	b, err := io.ReadAll(a.r)
+	_ = a.c.Close()
+	if err != nil || string(b) != "new snapshot" || a.size != int64(len(b)) || a.name != "dump.rdb" {
+		t.Fatalf("found %q (size %d, name %s), %v", b, a.size, a.name, err)
+	}
+
+	// No file at the start: the first one is new; found and not taken,
+	// stop closes it.
+	dir2 := t.TempDir()
+	w = newRDBWatch(filepath.Join(dir2, "dump.rdb"))
+	w.start()
+	if err := os.WriteFile(filepath.Join(dir2, "dump.rdb"), []byte("first"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, 10*time.Second, func() error {
+		if len(w.found) == 0 {
+			return errors.New("not found yet")
+		}
+		return nil
+	})
+	w.stop()
+	// Never started: stop returns at once.
+	newRDBWatch(p).stop()
 }
