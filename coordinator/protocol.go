@@ -8,8 +8,10 @@ package coordinator
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"runtime/debug"
 	"sort"
@@ -112,7 +114,7 @@ func (e *MixedReleasesError) Unwrap() error { return ErrMixedReleases }
 // progress) or recorded without a level (an older release) is
 // ProtocolBase.
 func (s *Store) memberLevels() ([]api.CoordinatorMember, error) {
-	cf := s.raft().GetConfiguration()
+	cf := s.raft.GetConfiguration()
 	if err := cf.Error(); err != nil {
 		return nil, fmt.Errorf("read configuration: %w", err)
 	}
@@ -321,16 +323,22 @@ func errString(err error) string {
 
 // ask asks one member its release: an older release answers 404.
 func (c *protocolController) ask(ctx context.Context, m api.CoordinatorMember) (protocolAnswer, error) {
+	return askProtocol(ctx, c.client, c.token, m)
+}
+
+// askProtocol asks member m over the peer API which release and level it
+// runs; an older release answers 404: level 0 (1), no release.
+func askProtocol(ctx context.Context, client *http.Client, token string, m api.CoordinatorMember) (protocolAnswer, error) {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+m.HTTPAddr+protocolPath, nil)
 	if err != nil {
 		return protocolAnswer{}, fmt.Errorf("ask %s: %w", m.ID, err)
 	}
-	if c.token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.token)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
 	}
-	resp, err := c.client.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		return protocolAnswer{}, fmt.Errorf("ask %s at %s: %w", m.ID, m.HTTPAddr, err)
 	}
@@ -359,17 +367,71 @@ func (c *protocolController) ask(ctx context.Context, m api.CoordinatorMember) (
 // gateFeatures refuses, on any member and before forwarding, the routes
 // of a protocol level the cluster does not run yet: an older leader would
 // answer 404 for a route it does not know, the operator deserves the
-// reason. The leader's Store.Apply checks again.
+// reason. The members behind by their records are asked first (an older
+// leader records no level: a member upgraded meanwhile is not behind);
+// when none is, the request goes on and the leader's Store.Apply checks
+// again.
 func gateFeatures(store *Store, next http.Handler) http.Handler {
+	client := &http.Client{Transport: &http.Transport{
+		DialContext: (&net.Dialer{Timeout: 2 * time.Second}).DialContext, MaxIdleConnsPerHost: 2, IdleConnTimeout: 30 * time.Second}}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if t, ok := gatedRoute(r.URL.Path); ok {
 			if err := store.Supports(t); err != nil {
-				writeError(w, err)
-				return
+				if err = store.askBehind(r.Context(), client, err); err != nil {
+					writeError(w, err)
+					return
+				}
 			}
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// askBehind asks the members a *MixedReleasesError names without a
+// recorded release; it returns the error with those still behind (an older
+// release's 404, or no answer: as recorded), nil when none is.
+func (s *Store) askBehind(ctx context.Context, client *http.Client, err error) error {
+	var mixed *MixedReleasesError
+	if !errors.As(err, &mixed) {
+		return err
+	}
+	var httpAddr = map[string]string{}
+	s.fsm.Read(func(st *State, _ uint64) {
+		for _, m := range mixed.Behind {
+			httpAddr[m.ID] = st.Coordinators[m.ID].HTTPAddr
+		}
+	})
+	still := make([]api.CoordinatorMember, len(mixed.Behind))
+	var wg sync.WaitGroup
+	for i, m := range mixed.Behind {
+		still[i] = m
+		if m.Release != "" || httpAddr[m.ID] == "" {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			m.HTTPAddr = httpAddr[m.ID]
+			got, err := askProtocol(ctx, client, s.cfg.ClusterToken, m)
+			if err != nil {
+				return
+			}
+			m.Protocol, m.Release = max(got.Protocol, ProtocolBase), got.Release
+			still[i] = m
+		}()
+	}
+	wg.Wait()
+	out := *mixed
+	out.Behind = nil
+	for _, m := range still {
+		if m.Protocol < mixed.Needs {
+			out.Behind = append(out.Behind, m)
+		}
+	}
+	if len(out.Behind) == 0 {
+		return nil
+	}
+	return &out
 }
 
 // gatedRoute is a command of the level a route needs, for routes above

@@ -288,7 +288,7 @@ func TestMixedReleasesGate(t *testing.T) {
 	olds := []*fakeMember{newFakeMember(t, "c2", "127.0.0.102"), newFakeMember(t, "c3", "127.0.0.103")}
 	for _, m := range olds {
 		raftAddr := testutil.Addr(t, "127.0.0.104") // nothing listens: replication to it fails, quorum is c1
-		if err := store.raft().AddNonvoter(raft.ServerID(m.id), raft.ServerAddress(raftAddr), 0, 5*time.Second).Error(); err != nil {
+		if err := store.raft.AddNonvoter(raft.ServerID(m.id), raft.ServerAddress(raftAddr), 0, 5*time.Second).Error(); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -339,8 +339,14 @@ func TestMixedReleasesGate(t *testing.T) {
 		}
 	}
 
-	// One upgraded: recorded by the leader's next pass; the other named.
+	// One upgraded: before the leader records it, the admin API asks the
+	// members behind by their records and names only the other.
 	olds[0].upgraded.Store(true)
+	_, err = admin.BackupCreate(ctx, api.BackupCreateRequest{App: "no-such-app"})
+	if msg := api.Message(err); !strings.Contains(msg, "coordinator c3 runs an older cacheplane release") || strings.Contains(msg, "c2") {
+		t.Fatalf("backups-create with c2 upgraded, not recorded yet: %q", msg)
+	}
+	// Recorded by the leader's next pass.
 	pc.pass(ctx)
 	store.FSM().Read(func(s *State, _ uint64) {
 		if m := s.Coordinators["c2"]; m.Protocol != MaxProtocol || m.Release != "next" || m.HTTPAddr == "" {
