@@ -335,7 +335,7 @@ func (a *Agent) look(ctx context.Context, p memberPlan, st *runtime.Status) live
 		case api.RoleHAProxy:
 			o.answer = redisctl.Knock(ctx, p.probe, "", false, lookDialTimeout, busyAfter)
 		case api.RoleSentinel:
-			o.answer = redisctl.Knock(ctx, p.probe, "", true, lookDialTimeout, busyAfter)
+			o.answer = redisctl.KnockSentinel(ctx, p.probe, p.as.FleetPassword.Reveal(), true, lookDialTimeout, busyAfter)
 		default:
 			o.answer = redisctl.Knock(ctx, p.probe, p.as.FleetPassword.Reveal(), true, lookDialTimeout, busyAfter)
 		}

@@ -40,9 +40,20 @@ type probeClient struct {
 
 func newProber() *prober { return &prober{clients: map[string]*probeClient{}} }
 
-// client returns the member's client for addr and password (empty: no
-// AUTH), replacing one made for another address or password.
+// client returns the redis member's client for addr and password (the
+// fleet credential; empty: no AUTH), replacing one made for another address
+// or password.
 func (p *prober) client(id, addr, password string) *redis.Client {
+	return p.get(id, addr, password, redisctl.MemberOptions)
+}
+
+// sentinel is client for a sentinel (redisctl.SentinelOptions: its own
+// user, the same fleet credential).
+func (p *prober) sentinel(id, addr, password string) *redis.Client {
+	return p.get(id, addr, password, redisctl.SentinelOptions)
+}
+
+func (p *prober) get(id, addr, password string, options func(addr, password string) *redis.Options) *redis.Client {
 	key := addr + "|" + hashOf(password)
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -52,7 +63,7 @@ func (p *prober) client(id, addr, password string) *redis.Client {
 		}
 		_ = pc.c.Close()
 	}
-	o := redisctl.MemberOptions(addr, password)
+	o := options(addr, password)
 	// A shorter dial bound than redisctl's, and two connections: probes,
 	// metrics and live settings changes share the client.
 	o.DialTimeout, o.PoolSize = probeDialTimeout, 2
@@ -101,7 +112,7 @@ func (a *Agent) probe(ctx context.Context, p memberPlan) probeResult {
 		_ = c.Close()
 		return probeResult{}
 	case api.RoleSentinel:
-		c := a.probes.client(p.as.MemberID, p.probe, "")
+		c := a.probes.sentinel(p.as.MemberID, p.probe, p.as.FleetPassword.Reveal())
 		if err := c.Ping(ctx).Err(); err != nil {
 			a.probes.close(p.as.MemberID) // next probe dials afresh, not on go-redis's 1 s redial backoff
 			return probeResult{err: fmt.Errorf("ping %s: %w", p.probe, err)}

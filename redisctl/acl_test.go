@@ -127,6 +127,12 @@ func TestApplyACLMigratesLive(t *testing.T) {
 		if err == nil || !strings.HasPrefix(err.Error(), "NOAUTH") {
 			t.Errorf("sentinel %s without a password: %v", s, err)
 		}
+		if a := KnockSentinel(ctx, s, testPassword, true, time.Second, time.Second); a.Reply != ReplyPong {
+			t.Errorf("KnockSentinel %s: %+v", s, a)
+		}
+		if a := KnockSentinel(ctx, s, "", true, time.Second, time.Second); a.Reply != ReplyOther || !strings.HasPrefix(a.Text, "-NOAUTH") {
+			t.Errorf("KnockSentinel %s without a password: %+v", s, a)
+		}
 		bad := redis.NewClient(SentinelOptions(s, testAppPassword))
 		err = bad.Ping(ctx).Err()
 		bad.Close()

@@ -68,6 +68,16 @@ func (a Answer) Accepted() bool { return a.ConnErr == nil }
 // completes the handshake from the listen backlog) and stays silent, or
 // answers -BUSY during a long script.
 func Knock(ctx context.Context, addr, password string, ping bool, dialTimeout, replyWithin time.Duration) Answer {
+	return knock(ctx, addr, FleetUser, password, ping, dialTimeout, replyWithin)
+}
+
+// KnockSentinel is Knock for a sentinel: it logs in as SentinelUser with
+// password (the fleet credential, the sentinels' requirepass).
+func KnockSentinel(ctx context.Context, addr, password string, ping bool, dialTimeout, replyWithin time.Duration) Answer {
+	return knock(ctx, addr, SentinelUser, password, ping, dialTimeout, replyWithin)
+}
+
+func knock(ctx context.Context, addr, user, password string, ping bool, dialTimeout, replyWithin time.Duration) Answer {
 	dctx, cancel := context.WithTimeout(ctx, dialTimeout)
 	defer cancel()
 	var d net.Dialer
@@ -87,7 +97,7 @@ func Knock(ctx context.Context, addr, password string, ping bool, dialTimeout, r
 	var req strings.Builder
 	want := 1
 	if password != "" {
-		req.WriteString(resp("AUTH", FleetUser, password))
+		req.WriteString(resp("AUTH", user, password))
 		want = 2
 	}
 	req.WriteString(resp("PING"))
