@@ -9,7 +9,8 @@
 //
 // It is pure: every function takes plain structs and returns the file content
 // or an error. It does no I/O, keeps no state and reads no clock; the agent
-// writes the files (mode 0600: each of them holds the addon's password),
+// writes the files (mode 0600: each of them holds the addon's fleet
+// credential, redis.conf the app's password too: docs/security.md),
 // starts the processes and decides when to re-render. Errors never contain
 // the password.
 //
