@@ -72,6 +72,8 @@ type MixedReleasesError struct {
 	Needs   int
 	// Behind are the members below Needs (Protocol set, Release when known).
 	Behind []api.CoordinatorMember
+	// older: members that answered as a release without levels (404).
+	older map[string]bool
 }
 
 func (e *MixedReleasesError) Error() string {
@@ -79,30 +81,23 @@ func (e *MixedReleasesError) Error() string {
 	if feature == "" {
 		feature = e.Command.String()
 	}
-	var b strings.Builder
-	b.WriteString(ErrMixedReleases.Error())
-	describe := func(m api.CoordinatorMember) string {
-		if m.Release != "" {
-			return fmt.Sprintf("cacheplane %s, protocol %d", m.Release, m.Protocol)
+	parts := make([]string, len(e.Behind))
+	for i, m := range e.Behind {
+		switch {
+		case m.Release != "":
+			parts[i] = fmt.Sprintf("%s runs cacheplane %s (protocol %d)", m.ID, m.Release, m.Protocol)
+		case e.older[m.ID]:
+			parts[i] = fmt.Sprintf("%s runs an older cacheplane release (protocol %d)", m.ID, m.Protocol)
+		default:
+			parts[i] = fmt.Sprintf("%s has no release recorded yet (protocol %d assumed)", m.ID, m.Protocol)
 		}
-		return fmt.Sprintf("an older cacheplane release, protocol %d", m.Protocol)
-	}
-	if len(e.Behind) == 1 {
-		m := e.Behind[0]
-		fmt.Fprintf(&b, ": coordinator %s runs %s, which does not support %s yet (protocol %d)", m.ID, describe(m), feature, e.Needs)
-	} else {
-		parts := make([]string, len(e.Behind))
-		for i, m := range e.Behind {
-			parts[i] = fmt.Sprintf("%s (%s)", m.ID, describe(m))
-		}
-		fmt.Fprintf(&b, ": coordinators %s run releases that do not support %s yet (protocol %d)", strings.Join(parts, ", "), feature, e.Needs)
 	}
 	target := "this release (cacheplane " + ReleaseName() + ")"
 	if ReleaseName() == "dev" {
 		target = "this release"
 	}
-	fmt.Fprintf(&b, "; upgrade every coordinator to %s or later first, one at a time (docs/install.md, \"Upgrading cacheplane\"), then retry", target)
-	return b.String()
+	return fmt.Sprintf("%s: %s need protocol %d on every coordinator: %s; upgrade every coordinator to %s or later first, one at a time (docs/install.md, \"Upgrading cacheplane\"), then retry",
+		ErrMixedReleases.Error(), feature, e.Needs, strings.Join(parts, ", "), target)
 }
 
 // Unwrap makes errors.Is(err, ErrMixedReleases) and api.ErrConflict hold.
@@ -402,7 +397,11 @@ func (s *Store) askBehind(ctx context.Context, client *http.Client, err error) e
 		}
 	})
 	still := make([]api.CoordinatorMember, len(mixed.Behind))
-	var wg sync.WaitGroup
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		older = map[string]bool{}
+	)
 	for i, m := range mixed.Behind {
 		still[i] = m
 		if m.Release != "" || httpAddr[m.ID] == "" {
@@ -418,11 +417,16 @@ func (s *Store) askBehind(ctx context.Context, client *http.Client, err error) e
 			}
 			m.Protocol, m.Release = max(got.Protocol, ProtocolBase), got.Release
 			still[i] = m
+			if got.Protocol == 0 {
+				mu.Lock()
+				older[m.ID] = true
+				mu.Unlock()
+			}
 		}()
 	}
 	wg.Wait()
 	out := *mixed
-	out.Behind = nil
+	out.Behind, out.older = nil, older
 	for _, m := range still {
 		if m.Protocol < mixed.Needs {
 			out.Behind = append(out.Behind, m)

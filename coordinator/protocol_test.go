@@ -321,8 +321,9 @@ func TestMixedReleasesGate(t *testing.T) {
 	if !errors.As(err, &re) || re.Status != http.StatusConflict {
 		t.Fatalf("backups-create with older members: %v", err)
 	}
-	for _, want := range []string{"the cluster runs mixed releases: coordinators c2 (an older cacheplane release, protocol 1), c3 (an older cacheplane release, protocol 1)",
-		"do not support backups yet (protocol 2)", "upgrade every coordinator to this release", "or later first, one at a time"} {
+	for _, want := range []string{"the cluster runs mixed releases: backups need protocol 2 on every coordinator: " +
+		"c2 runs an older cacheplane release (protocol 1), c3 runs an older cacheplane release (protocol 1); " +
+		"upgrade every coordinator to this release", "or later first, one at a time"} {
 		if !strings.Contains(re.Message, want) {
 			t.Errorf("message %q lacks %q", re.Message, want)
 		}
@@ -343,7 +344,7 @@ func TestMixedReleasesGate(t *testing.T) {
 	// members behind by their records and names only the other.
 	olds[0].upgraded.Store(true)
 	_, err = admin.BackupCreate(ctx, api.BackupCreateRequest{App: "no-such-app"})
-	if msg := api.Message(err); !strings.Contains(msg, "coordinator c3 runs an older cacheplane release") || strings.Contains(msg, "c2") {
+	if msg := api.Message(err); !strings.Contains(msg, "every coordinator: c3 runs an older cacheplane release (protocol 1); upgrade") || strings.Contains(msg, "c2") {
 		t.Fatalf("backups-create with c2 upgraded, not recorded yet: %q", msg)
 	}
 	// Recorded by the leader's next pass.
@@ -354,7 +355,7 @@ func TestMixedReleasesGate(t *testing.T) {
 		}
 	})
 	err = store.Supports(CmdRestoreCreate)
-	if msg := api.Message(err); !strings.HasPrefix(msg, "the cluster runs mixed releases: coordinator c3 runs an older cacheplane release, protocol 1, which does not support backups yet") {
+	if msg := api.Message(err); !strings.HasPrefix(msg, "the cluster runs mixed releases: backups need protocol 2 on every coordinator: c3 has no release recorded yet (protocol 1 assumed); upgrade") {
 		t.Fatalf("one member behind: %q", msg)
 	}
 	if lv, _ := store.ClusterProtocol(); lv != ProtocolBase {
