@@ -9,6 +9,9 @@
 // used for forwarding and joins), and runs the leader-only controllers:
 // hosts (liveness), topology (primaries, strays, forced failovers, VIPs) and
 // the operation engine (the I/O half; its decisions are package operation).
+// It brings back a cluster that lost its majority from one surviving member
+// (recover.go: Raft stopped, its configuration recovered, started again in
+// the same process).
 //
 // It does not decide steps (package coordinator/operation does, as pure
 // functions), place members (package scheduler), talk redis or sentinel
