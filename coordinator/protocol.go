@@ -109,7 +109,7 @@ func (e *MixedReleasesError) Unwrap() error { return ErrMixedReleases }
 // progress) or recorded without a level (an older release) is
 // ProtocolBase.
 func (s *Store) memberLevels() ([]api.CoordinatorMember, error) {
-	cf := s.raft.GetConfiguration()
+	cf := s.raft().GetConfiguration()
 	if err := cf.Error(); err != nil {
 		return nil, fmt.Errorf("read configuration: %w", err)
 	}

@@ -288,7 +288,7 @@ func TestMixedReleasesGate(t *testing.T) {
 	olds := []*fakeMember{newFakeMember(t, "c2", "127.0.0.102"), newFakeMember(t, "c3", "127.0.0.103")}
 	for _, m := range olds {
 		raftAddr := testutil.Addr(t, "127.0.0.104") // nothing listens: replication to it fails, quorum is c1
-		if err := store.raft.AddNonvoter(raft.ServerID(m.id), raft.ServerAddress(raftAddr), 0, 5*time.Second).Error(); err != nil {
+		if err := store.raft().AddNonvoter(raft.ServerID(m.id), raft.ServerAddress(raftAddr), 0, 5*time.Second).Error(); err != nil {
 			t.Fatal(err)
 		}
 	}
