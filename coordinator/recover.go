@@ -162,8 +162,8 @@ func (s *Store) planRecovery(ctx context.Context, quiet time.Duration, alive ali
 
 // recoverAlone stops Raft, rewrites this member's configuration to itself
 // alone with raft.RecoverCluster (the newest snapshot and every entry of
-// the log applied, written as a new snapshot carrying the configuration;
-// the log compacted) and starts Raft again on the same files. A failed
+// the log applied to the FSM, written as a new snapshot carrying the
+// configuration; the log compacted) and starts Raft again on the same files. A failed
 // RecoverCluster leaves the files as they were and Raft restarted on them.
 func (s *Store) recoverAlone() error {
 	s.life.Lock()
@@ -180,10 +180,12 @@ func (s *Store) recoverAlone() error {
 		conf := raft.Configuration{Servers: []raft.Server{{
 			ID: raft.ServerID(s.cfg.ID), Address: raft.ServerAddress(s.cfg.RaftAddr), Suffrage: raft.Voter,
 		}}}
-		// A scratch FSM: the live one keeps serving stale reads until the
-		// new Raft restores the new snapshot into it. The transport only
-		// encodes addresses into the snapshot's metadata.
-		rerr = raft.RecoverCluster(s.rc, NewFSM(s.log.With("component", "recover-fsm")), s.bolt, s.bolt, snaps, old, conf)
+		// The live FSM, configured as Raft's own (its keys open sealed
+		// entries): it is rebuilt from the snapshot and the log, which
+		// stale reads see as a follower catching up, and restored once
+		// more when Raft starts. The transport only encodes addresses into
+		// the snapshot's metadata.
+		rerr = raft.RecoverCluster(s.rc, s.fsm, s.bolt, s.bolt, snaps, old, conf)
 		if rerr != nil {
 			rerr = fmt.Errorf("raft recovery: %w", rerr)
 		}
@@ -241,6 +243,9 @@ func (s *Server) handleRecover(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
+	// Done whether or not the caller still listens: finish the job.
+	ctx, cancel = context.WithTimeout(context.WithoutCancel(r.Context()), recoverLeadWithin+10*time.Second)
+	defer cancel()
 	if err := waitLeading(ctx, s.store); err != nil {
 		writeError(w, fmt.Errorf("%w: %s recovered its configuration but does not lead yet (%v): see its log", api.ErrNoLeader, id, err))
 		return

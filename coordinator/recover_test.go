@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -20,12 +21,34 @@ type recoverMember struct {
 	cfg Config
 }
 
-func startRecoverMember(t *testing.T, id, ip string, bootstrap bool) *recoverMember {
+// recoverKeys is one state keys file for every member of a test cluster,
+// copied into each data dir (state_keys_file's default): members of one
+// cluster hold the same keys.
+func recoverKeys(t *testing.T) []byte {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "state-keys.json")
+	if _, _, err := LoadStateKeys(path, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
+}
+
+func startRecoverMember(t *testing.T, id, ip string, bootstrap bool, keys []byte) *recoverMember {
 	t.Helper()
 	dir := t.TempDir()
 	cfg := DefaultConfig()
 	cfg.ID, cfg.Bootstrap = id, bootstrap
 	cfg.DataDir, cfg.Socket = filepath.Join(dir, "data"), filepath.Join(dir, "admin.sock")
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(cfg.DataDir, "state-keys.json"), keys, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	cfg.RaftAddr, cfg.HTTPAddr = testutil.Addr(t, ip), testutil.Addr(t, ip)
 	cfg.ClusterToken = "test-token"
 	// Snapshots early and often: the recovery then has a snapshot and a
@@ -78,13 +101,14 @@ func fleetView(ctx context.Context, c *api.Client) (string, error) {
 // loss it refused: a healthy cluster has nothing to recover.
 func TestRecoverFromTheLastMember(t *testing.T) {
 	ctx := context.Background()
-	m1 := startRecoverMember(t, "c1", "127.0.0.71", true)
+	keys := recoverKeys(t)
+	m1 := startRecoverMember(t, "c1", "127.0.0.71", true, keys)
 	testutil.WaitFor(t, 10*time.Second, func() error {
 		_, err := m1.admin().Plans(ctx)
 		return err
 	})
-	m2 := startRecoverMember(t, "c2", "127.0.0.72", false)
-	m3 := startRecoverMember(t, "c3", "127.0.0.73", false)
+	m2 := startRecoverMember(t, "c2", "127.0.0.72", false, keys)
+	m3 := startRecoverMember(t, "c3", "127.0.0.73", false, keys)
 	for _, m := range []*recoverMember{m2, m3} {
 		if _, err := m.admin().Join(ctx, m1.cfg.HTTPAddr); err != nil {
 			t.Fatalf("join %s: %v", m.cfg.ID, err)
@@ -216,7 +240,7 @@ func TestRecoverFromTheLastMember(t *testing.T) {
 	}
 
 	// A replacement member with an empty data dir joins.
-	m4 := startRecoverMember(t, "c4", "127.0.0.75", false)
+	m4 := startRecoverMember(t, "c4", "127.0.0.75", false, keys)
 	if _, err := m4.admin().Join(ctx, survivor.cfg.HTTPAddr); err != nil {
 		t.Fatalf("join after the recovery: %v", err)
 	}
