@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -183,6 +184,26 @@ func TestRecoverFromTheLastMember(t *testing.T) {
 		t.Fatalf("write without a majority: %v; want no leader", err)
 	}
 	t.Logf("write without a majority: %v", err)
+
+	// A dropped member that answers (here: something listening on its
+	// peer address) may be alive beyond a network split: refused.
+	var answering *recoverMember
+	for _, m := range members {
+		if m != survivor {
+			answering = m
+			break
+		}
+	}
+	ln, err := net.Listen("tcp", answering.cfg.HTTPAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = survivor.admin().Recover(ctx, api.RecoverRequest{Confirm: survivor.cfg.ID})
+	ln.Close()
+	if !errors.Is(err, api.ErrConflict) || !strings.Contains(err.Error(), answering.cfg.ID+" at "+answering.cfg.HTTPAddr) {
+		t.Fatalf("recover while %s answers: %v; want a refusal naming it", answering.cfg.ID, err)
+	}
+	t.Logf("refused while a member answers: %v", err)
 
 	// The plan: nothing done, the dropped members named.
 	plan, err := survivor.admin().Recover(ctx, api.RecoverRequest{})
