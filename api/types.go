@@ -340,6 +340,10 @@ type CoordinatorMember struct {
 	Protocol int `json:"protocol,omitempty"`
 	// Release names the member's cacheplane build, when recorded.
 	Release string `json:"release,omitempty"`
+	// StateKey is the check value of the member's current state key (its
+	// id and an HMAC: nothing of the key). The leader seals Raft entries
+	// only while every member reports the same.
+	StateKey string `json:"state_key,omitempty"`
 }
 
 // ClusterStatus is the answer of the members endpoint.

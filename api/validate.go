@@ -137,6 +137,10 @@ type JoinRequest struct {
 	ID       string `json:"id"`
 	RaftAddr string `json:"raft_addr"`
 	HTTPAddr string `json:"http_addr"`
+	// StateKey is the joiner's state key check value (coordinator
+	// statekeys.go): a cluster that seals its log refuses a member
+	// that could not read it.
+	StateKey string `json:"state_key,omitempty"`
 }
 
 // Validate checks the ids and addresses.

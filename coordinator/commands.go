@@ -50,6 +50,9 @@ const (
 	// credential existed its own (level 2: the release before backups has
 	// no fleet credential either).
 	CmdAddonFleetCredential CommandType = 27
+	// CmdSealed wraps another entry sealed with the state keys
+	// (statekeys.go): [CmdSealed][sealed blob of [type][json]].
+	CmdSealed CommandType = 28
 )
 
 // Protocol levels. A release applies every command up to its level; the
@@ -111,6 +114,9 @@ var commands = map[CommandType]struct {
 
 	// The fleet credential (docs/security.md).
 	CmdAddonFleetCredential: {"addon-fleet-credential", ProtocolBackups},
+
+	// Entries sealed at rest (statekeys.go).
+	CmdSealed: {"sealed", ProtocolBackups},
 }
 
 func (t CommandType) String() string {

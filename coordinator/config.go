@@ -116,6 +116,16 @@ type Config struct {
 	// before they start, or point them all at one shared file. Losing the
 	// file loses every backup sealed with its keys: keep a copy apart.
 	BackupKeysFile string `json:"backup_keys_file"`
+	// StateKeysFile holds the keys that seal this member's Raft log
+	// entries and snapshots, which hold every addon's password
+	// ({"current": ID, "keys": {ID: base64 of 32 bytes}}, mode 0600),
+	// made with a new key when missing. Unset: nothing is sealed (a
+	// warning at start). Every coordinator of a cluster must hold the same
+	// keys (copy the first member's file to the others before they start;
+	// a member with other keys is refused at join): the leader seals only
+	// once every member reports the same current key, and logs why not
+	// until then.
+	StateKeysFile string `json:"state_keys_file"`
 	// BackupSchedule is when periodic backups are taken (package backup):
 	// by default daily at 01:00 Europe/Paris, starts spread over 2h, at
 	// most 2 dumps at a time per host, a failed dump retried every 10m
@@ -322,6 +332,11 @@ func (c *Config) validateBackups() error {
 	}
 	if c.BackupKeysFile, err = filepath.Abs(c.BackupKeysFile); err != nil {
 		return fmt.Errorf("config: backup_keys_file: %w", err)
+	}
+	if c.StateKeysFile != "" {
+		if c.StateKeysFile, err = filepath.Abs(c.StateKeysFile); err != nil {
+			return fmt.Errorf("config: state_keys_file: %w", err)
+		}
 	}
 	if err := c.BackupSchedule.Schedule().Validate(); err != nil {
 		return fmt.Errorf("config: backup_schedule: %w", err)

@@ -104,7 +104,8 @@ func Start(cfg Config, log *slog.Logger, raftLog io.Writer) (*Coordinator, error
 	c.server.relayCtx = ctx
 	lead := &leadership{
 		store: store, log: log.With("component", "leader"),
-		self: api.CoordinatorMember{ID: cfg.ID, RaftAddr: cfg.RaftAddr, HTTPAddr: cfg.HTTPAddr, Protocol: MaxProtocol, Release: ReleaseName()},
+		self: api.CoordinatorMember{ID: cfg.ID, RaftAddr: cfg.RaftAddr, HTTPAddr: cfg.HTTPAddr, Protocol: MaxProtocol, Release: ReleaseName(),
+			StateKey: store.StateKeyCheck()},
 		controllers: []Controller{
 			&hostsController{store: store, obs: obs, log: log.With("component", "hosts"), now: time.Now, downAfter: time.Duration(cfg.HostDownAfter),
 				suspectAfter: time.Duration(cfg.HostSuspectAfter), probe: probeTCP},

@@ -1,6 +1,7 @@
 package coordinator
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -34,6 +35,10 @@ type FSM struct {
 	state   *State
 	index   uint64
 	changed chan struct{} // closed and replaced after every applied batch
+
+	// keys open sealed entries and seal snapshots (statekeys.go); set
+	// once, before Raft starts.
+	keys StateKeyring
 }
 
 // NewFSM returns an empty FSM.
@@ -109,6 +114,24 @@ func (f *FSM) applyOne(data []byte, index uint64) any {
 		msg := unknownCommandMessage(t, index)
 		stopUnknown(f.log, msg)
 		panic(msg) // stopUnknown does not return; never apply past the entry
+	}
+	if t == CmdSealed {
+		inner, err := f.keys.open(body)
+		if err != nil {
+			msg := fmt.Sprintf("cannot apply Raft log entry %d: it is sealed with a state key this coordinator does not hold (%v). "+
+				"Every coordinator of a cluster needs the same state_keys_file: copy it (mode 0600) from a member that runs, then start this one again: "+
+				"its data directory is kept and it catches up", index, err)
+			stopUnknown(f.log, msg)
+			panic(msg)
+		}
+		if len(inner) == 0 || CommandType(inner[0]) == CmdSealed {
+			panic(fmt.Sprintf("fsm: sealed entry %d holds no command", index))
+		}
+		res := f.applyOne(inner, index)
+		if _, refused := res.(error); !refused && since > f.state.Version {
+			f.state.Version = since
+		}
+		return res
 	}
 	res := f.apply(t, body)
 	// A refusal changes nothing, not even the level.
@@ -577,14 +600,31 @@ func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 	if err != nil {
 		return nil, fmt.Errorf("snapshot state: %w", err)
 	}
+	if f.state.sealable(f.keys) {
+		blob, err := f.keys.seal(data)
+		if err != nil {
+			return nil, fmt.Errorf("snapshot state: %w", err)
+		}
+		data = append([]byte(sealedSnapshotMagic), blob...)
+	}
 	return &fsmSnapshot{data: data}, nil
 }
 
 // Restore replaces the state with a snapshot's.
 func (f *FSM) Restore(rc io.ReadCloser) error {
 	defer rc.Close()
+	data, err := io.ReadAll(rc)
+	if err != nil {
+		return fmt.Errorf("restore snapshot: read: %w", err)
+	}
+	if rest, sealed := bytes.CutPrefix(data, []byte(sealedSnapshotMagic)); sealed {
+		if data, err = f.keys.open(rest); err != nil {
+			return fmt.Errorf("restore snapshot: it is sealed with a state key this coordinator does not hold (%w): "+
+				"every coordinator of a cluster needs the same state_keys_file; copy it (mode 0600) from a member that runs", err)
+		}
+	}
 	s := newState()
-	if err := json.NewDecoder(rc).Decode(s); err != nil {
+	if err := json.Unmarshal(data, s); err != nil {
 		return fmt.Errorf("restore snapshot: %w", err)
 	}
 	if s.Version > MaxProtocol {

@@ -111,7 +111,7 @@ func (l *leadership) establish(ctx context.Context) error {
 	// The record carries this release's protocol level: the gate of
 	// Store.Apply reads it on every member.
 	if !haveSelfRecord || recorded.HTTPAddr != l.self.HTTPAddr || recorded.RaftAddr != l.self.RaftAddr ||
-		recorded.Protocol != l.self.Protocol || recorded.Release != l.self.Release {
+		recorded.Protocol != l.self.Protocol || recorded.Release != l.self.Release || recorded.StateKey != l.self.StateKey {
 		if _, err := l.store.Apply(ctx, CmdCoordinatorUpsert, CoordinatorUpsertCmd{Member: l.self}); err != nil {
 			return err
 		}

@@ -117,6 +117,9 @@ func (s *Store) memberLevels() ([]api.CoordinatorMember, error) {
 	s.fsm.Read(func(st *State, _ uint64) {
 		for _, srv := range cf.Configuration().Servers {
 			m := memberLevel(st, string(srv.ID), s.cfg.ID)
+			if m.ID == s.cfg.ID {
+				m.StateKey = s.StateKeyCheck()
+			}
 			m.RaftAddr, m.Suffrage = string(srv.Address), srv.Suffrage.String()
 			out = append(out, m)
 		}
@@ -185,6 +188,7 @@ type protocolAnswer struct {
 	ID       string `json:"id"`
 	Protocol int    `json:"protocol"`
 	Release  string `json:"release"`
+	StateKey string `json:"state_key,omitempty"`
 }
 
 const protocolPath = "/v1/internal/protocol"
@@ -192,7 +196,7 @@ const protocolPath = "/v1/internal/protocol"
 // handleProtocol answers which release and level this member runs. An
 // older release answers 404 (it has no such route): level 1.
 func (s *Server) handleProtocol(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, http.StatusOK, protocolAnswer{ID: s.cfg.ID, Protocol: MaxProtocol, Release: ReleaseName()})
+	writeJSON(w, http.StatusOK, protocolAnswer{ID: s.cfg.ID, Protocol: MaxProtocol, Release: ReleaseName(), StateKey: s.store.StateKeyCheck()})
 }
 
 // protocolController is the leader's record of every member's release:
@@ -273,11 +277,11 @@ func (c *protocolController) pass(ctx context.Context) {
 			c.log.Debug("member did not say its release; its record stays", "member", a.rec.ID, "err", a.err)
 			continue
 		}
-		if a.rec.Protocol == a.got.Protocol && a.rec.Release == a.got.Release {
+		if a.rec.Protocol == a.got.Protocol && a.rec.Release == a.got.Release && a.rec.StateKey == a.got.StateKey {
 			continue
 		}
 		rec := a.rec
-		rec.Protocol, rec.Release = a.got.Protocol, a.got.Release
+		rec.Protocol, rec.Release, rec.StateKey = a.got.Protocol, a.got.Release, a.got.StateKey
 		if _, err := c.store.Apply(ctx, CmdCoordinatorUpsert, CoordinatorUpsertCmd{Member: rec}); err != nil {
 			if ctx.Err() == nil {
 				c.log.Warn("cannot record a member's release; will retry", "member", rec.ID, "err", err)

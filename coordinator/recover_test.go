@@ -23,7 +23,7 @@ type recoverMember struct {
 }
 
 // recoverKeys is one state keys file for every member of a test cluster,
-// copied into each data dir (state_keys_file's default): members of one
+// copied into each data dir (their state_keys_file): members of one
 // cluster hold the same keys.
 func recoverKeys(t *testing.T) []byte {
 	t.Helper()
@@ -47,7 +47,8 @@ func startRecoverMember(t *testing.T, id, ip string, bootstrap bool, keys []byte
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(cfg.DataDir, "state-keys.json"), keys, 0o600); err != nil {
+	cfg.StateKeysFile = filepath.Join(cfg.DataDir, "state-keys.json")
+	if err := os.WriteFile(cfg.StateKeysFile, keys, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	cfg.RaftAddr, cfg.HTTPAddr = testutil.Addr(t, ip), testutil.Addr(t, ip)

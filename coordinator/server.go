@@ -223,7 +223,7 @@ func (s *Server) handleJoinPeer(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
 	defer cancel()
 	c := api.NewPeerClient(req.Peer, s.cfg.ClusterToken)
-	join := api.JoinRequest{ID: s.cfg.ID, RaftAddr: s.cfg.RaftAddr, HTTPAddr: s.cfg.HTTPAddr}
+	join := api.JoinRequest{ID: s.cfg.ID, RaftAddr: s.cfg.RaftAddr, HTTPAddr: s.cfg.HTTPAddr, StateKey: s.store.StateKeyCheck()}
 	if err := c.AddMember(ctx, join); err != nil {
 		var re *api.RemoteError
 		if !errors.As(err, &re) {

@@ -1,6 +1,7 @@
 package coordinator
 
 import (
+	"bytes"
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/hmac"
@@ -11,11 +12,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"sort"
 	"time"
+
+	"github.com/hashicorp/raft"
 )
 
 // State keys encrypt what the coordinators keep at rest — Raft log entries
@@ -241,4 +245,100 @@ func newAEAD(key []byte) (cipher.AEAD, error) {
 		return nil, fmt.Errorf("state key: %w", err)
 	}
 	return cipher.NewGCM(block)
+}
+
+// sealedSnapshotMagic starts a sealed snapshot; an unsealed one is JSON
+// (which an older release reads, and which cannot start with this).
+const sealedSnapshotMagic = "cacheplane sealed state v1\n"
+
+// sealable says whether state may be sealed with k for every coordinator
+// the state knows: each records a protocol level that applies CmdSealed
+// and the same current state key as k.
+func (st *State) sealable(k StateKeyring) bool {
+	if k.Empty() || len(st.Coordinators) == 0 {
+		return false
+	}
+	need, _ := CmdSealed.Since()
+	check := k.Check()
+	for _, m := range st.Coordinators {
+		if max(m.Protocol, ProtocolBase) < need || m.StateKey != check {
+			return false
+		}
+	}
+	return true
+}
+
+// StateKeyCheck is this member's current state key check value ("" when
+// sealing is off).
+func (s *Store) StateKeyCheck() string { return s.fsm.keys.Check() }
+
+// sealing says whether the leader seals the entries it proposes now:
+// every member of the Raft configuration applies CmdSealed and reports
+// the same current state key as this one. Else it writes them unsealed
+// and says why (sealingWhy).
+func (s *Store) sealing() (bool, string) {
+	if s.fsm.keys.Empty() {
+		return false, "no state keys"
+	}
+	if err := s.Supports(CmdSealed); err != nil {
+		return false, err.Error()
+	}
+	ms, err := s.memberLevels()
+	if err != nil {
+		return false, err.Error()
+	}
+	own := s.StateKeyCheck()
+	for _, m := range ms {
+		if m.StateKey != own {
+			key := m.StateKey
+			if key == "" {
+				key = "none reported yet"
+			}
+			return false, fmt.Sprintf("member %s reports state key %s, this one %s: give every coordinator the same state_keys_file", m.ID, key, own)
+		}
+	}
+	return true, ""
+}
+
+// sealEntry wraps an encoded entry ([type][json]) as a CmdSealed entry.
+func (k StateKeyring) sealEntry(data []byte) ([]byte, error) {
+	blob, err := k.seal(data)
+	if err != nil {
+		return nil, err
+	}
+	return append([]byte{byte(CmdSealed)}, blob...), nil
+}
+
+// Store.sealMode values.
+const (
+	sealOn  int32 = 1
+	sealOff int32 = 2
+)
+
+// opensLatest checks, before Raft starts, that the keys open this member's
+// latest snapshot when it is sealed (Raft would only say it failed to
+// load any snapshot).
+func (k StateKeyring) opensLatest(snaps raft.SnapshotStore) error {
+	metas, err := snaps.List()
+	if err != nil || len(metas) == 0 {
+		return nil // Raft reports a broken store itself
+	}
+	_, rc, err := snaps.Open(metas[0].ID)
+	if err != nil {
+		return nil
+	}
+	defer rc.Close()
+	data, err := io.ReadAll(rc)
+	if err != nil {
+		return nil
+	}
+	rest, sealed := bytes.CutPrefix(data, []byte(sealedSnapshotMagic))
+	if !sealed {
+		return nil
+	}
+	if _, err := k.open(rest); err != nil {
+		return fmt.Errorf("state_keys_file: this member's snapshot %s cannot be opened with it (%w): "+
+			"start it with the state keys it was written with (every coordinator of a cluster holds the same file)", metas[0].ID, err)
+	}
+	return nil
 }

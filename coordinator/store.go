@@ -26,6 +26,10 @@ import (
 // added with Join. Raft itself can be stopped and started again in the same
 // process (recover.go: a quorum-loss recovery), so it is read through r().
 type Store struct {
+	// sealMode is sealOn or sealOff as the last Apply found it (logged
+	// when it changes).
+	sealMode atomic.Int32
+
 	cfg  Config
 	log  *slog.Logger
 	fsm  *FSM
@@ -87,8 +91,25 @@ func OpenStore(cfg Config, log *slog.Logger, raftLogOutput io.Writer) (*Store, e
 	if err != nil {
 		return nil, fmt.Errorf("open raft.db: %w", err)
 	}
+	var keys StateKeyring
+	created := false
+	if cfg.StateKeysFile == "" {
+		log.Warn("state_keys_file is not set: the Raft log and snapshots keep the addons' passwords in plaintext (docs/security.md)")
+	} else if keys, created, err = LoadStateKeys(cfg.StateKeysFile, time.Now()); err != nil {
+		_ = bolt.Close()
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	if created {
+		log.Warn("state keys file created with a new key: copy it (mode 0600) to every other coordinator of this cluster before they start, and keep a copy apart: this member's Raft log cannot be read without it",
+			"state_keys_file", cfg.StateKeysFile, "keys", keys)
+	}
 	s := &Store{cfg: cfg, log: log, fsm: NewFSM(log.With("component", "fsm")), rc: rc, hlog: hlog, bolt: bolt,
 		leaderCh: make(chan bool, 1)}
+	s.fsm.keys = keys
+	if err := keys.opensLatest(snaps); err != nil {
+		_ = bolt.Close()
+		return nil, err
+	}
 
 	existing, err := raft.HasExistingState(bolt, bolt, snaps)
 	if err != nil {
@@ -229,6 +250,16 @@ func (s *Store) Apply(ctx context.Context, t CommandType, payload any) (any, err
 	if err != nil {
 		return nil, err
 	}
+	if ok, why := s.sealing(); ok {
+		if data, err = s.fsm.keys.sealEntry(data); err != nil {
+			return nil, fmt.Errorf("apply %s: seal: %w", t, err)
+		}
+		if s.sealMode.Swap(sealOn) != sealOn {
+			s.log.Info("Raft entries are sealed with the state keys", "keys", s.fsm.keys)
+		}
+	} else if s.sealMode.Swap(sealOff) != sealOff {
+		s.log.Warn("Raft entries are written unsealed (the addons' passwords in plaintext at rest) until every coordinator applies sealed entries and holds the same state keys", "why", why)
+	}
 	timeout := time.Duration(s.cfg.ApplyTimeout)
 	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < timeout {
 		timeout = time.Until(dl)
@@ -297,6 +328,14 @@ func (s *Store) Barrier(timeout time.Duration) error {
 // AddVoter adds a coordinator to the cluster. Idempotent: the same id and
 // address is a no-op; a clash on id or address is removed first.
 func (s *Store) AddVoter(ctx context.Context, req api.JoinRequest) error {
+	if own := s.StateKeyCheck(); own != "" && req.StateKey != own {
+		theirs := req.StateKey
+		if theirs == "" {
+			theirs = "no state keys"
+		}
+		return fmt.Errorf("%w: %s holds %s, this cluster seals its log with state key %s: start %s with the same state_keys_file as the other coordinators (copy it, mode 0600), then join again",
+			api.ErrConflict, req.ID, theirs, own, req.ID)
+	}
 	cf := s.raft().GetConfiguration()
 	if err := cf.Error(); err != nil {
 		return fmt.Errorf("read configuration: %w", err)

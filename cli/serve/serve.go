@@ -28,6 +28,7 @@ func Command(g cli.Flags) *cobra.Command {
 		id, dataDir, raftAddr, httpAddr, tokenFile, logLevel, vipCIDR string
 		appHookCommand, appHookURL                                    string
 		backupDir, backupKeysFile, backupSpec, backupTZ               string
+		stateKeysFile                                                 string
 		hostDownAfter, hostSuspectAfter, healAfter                    time.Duration
 		backupWindow, backupCheckEvery, backupJobTimeout              time.Duration
 		bootstrap                                                     bool
@@ -96,6 +97,9 @@ defaults in coordinator.DefaultConfig), then these flags override it.`,
 			}
 			if f.Changed("backup-keys-file") {
 				cfg.BackupKeysFile = backupKeysFile
+			}
+			if f.Changed("state-keys-file") {
+				cfg.StateKeysFile = stateKeysFile
 			}
 			if f.Changed("backup-schedule") {
 				cfg.BackupSchedule.Spec = backupSpec
@@ -172,6 +176,7 @@ defaults in coordinator.DefaultConfig), then these flags override it.`,
 	f.StringVar(&appHookURL, "app-hook-url", "", "http(s) URL POSTed the same as JSON after a plan change")
 	f.StringVar(&backupDir, "backup-dir", "", "local backup store directory (default <data-dir>/backups; coordinators and agents on several machines must share it, else configure an s3 backup_store in the config file)")
 	f.StringVar(&backupKeysFile, "backup-keys-file", "", "backup encryption keyring, JSON, mode 0600 (default <data-dir>/backup-keys.json, made with a new key when missing; every coordinator of a cluster must use the same)")
+	f.StringVar(&stateKeysFile, "state-keys-file", "", "keys sealing the Raft log and snapshots (they hold the addons' passwords), JSON, mode 0600 (made with a new key when missing; unset: the Raft log keeps passwords in plaintext; every coordinator of a cluster must use the same)")
 	f.StringVar(&backupSpec, "backup-schedule", d.BackupSchedule.Spec, "cron spec of the daily backups, read in --backup-tz")
 	f.StringVar(&backupTZ, "backup-tz", d.BackupSchedule.TZ, "time zone of the backup schedule and of retention's days")
 	f.DurationVar(&backupWindow, "backup-window", time.Duration(d.BackupSchedule.Window), "spread the addons' daily backups over this long after the scheduled time")
