@@ -55,7 +55,7 @@ trap 'exit 130' INT TERM
 
 "$BIN/cacheplane-coordinator" serve --id dev-c1 --data-dir "$DEV/coordinator" \
   --raft-addr $COORD_IP:7400 --http-addr $COORD_IP:7401 --socket "$DEV/coordinator/admin.sock" \
-  --bootstrap --cluster-token-file "$DEV/cluster-token" --entrypoint-cidr 127.0.1.0/24 >>"$DEV/logs/coordinator.log" 2>&1 &
+  --bootstrap --cluster-token-file "$DEV/cluster-token" --state-keys-file "$DEV/coordinator/state-keys.json" --entrypoint-cidr 127.0.1.0/24 >>"$DEV/logs/coordinator.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 1 100); do $CLI members >/dev/null 2>&1 && break; sleep 0.1; done
 $CLI members >/dev/null || { echo "dev: the coordinator did not start; see $DEV/logs/coordinator.log" >&2; tail -5 "$DEV/logs/coordinator.log" >&2; exit 1; }
