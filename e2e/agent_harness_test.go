@@ -69,6 +69,9 @@ type AgentOpts struct {
 	Zone      string // default none
 	Heartbeat time.Duration
 	ExtraArgs []string
+	// Binary is the agent executable to run (another release's); default
+	// this build's.
+	Binary string
 }
 
 // Agent is one cacheplane-agent process simulating host ID on IP, with its
@@ -111,6 +114,9 @@ func StartAgent(t testing.TB, c *Coordinator, id, ip string, opts AgentOpts, coo
 		Namespace: "cacheplane-e2e-" + randomHex(4) + "-" + id,
 	}
 	a.LogPath = filepath.Join(a.DataDir, "agent.log")
+	if opts.Binary != "" {
+		a.bin = opts.Binary
+	}
 	if err := os.MkdirAll(a.DataDir, 0o700); err != nil {
 		t.Fatalf("agent dir: %v", err)
 	}

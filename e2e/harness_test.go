@@ -219,6 +219,9 @@ type CoordinatorOpts struct {
 	NoWait bool
 	// ExtraArgs are appended to serve's flags (e.g. --host-down-after 1s).
 	ExtraArgs []string
+	// Binary is the coordinator executable to run (another release's);
+	// default this build's.
+	Binary string
 }
 
 // Coordinator is one cacheplane-coordinator process. Its ports and dirs
@@ -259,6 +262,9 @@ func StartCoordinator(t testing.TB, id, ip string, opts CoordinatorOpts) *Coordi
 	c.RaftAddr = fmt.Sprintf("%s:%d", ip, ports[0])
 	c.HTTPAddr = fmt.Sprintf("%s:%d", ip, ports[1])
 	c.LogPath = filepath.Join(c.DataDir, "coordinator.log")
+	if opts.Binary != "" {
+		c.bin = opts.Binary
+	}
 	if err := os.MkdirAll(c.DataDir, 0o700); err != nil {
 		t.Fatalf("data dir: %v", err)
 	}
@@ -462,6 +468,19 @@ func (c *Coordinator) Restart() {
 	c.t.Helper()
 	c.start()
 	c.WaitReady()
+}
+
+// Replace stops the process (SIGTERM, clean exit) and starts bin instead
+// on the same data dir, addresses and flags (plus extraArgs), then waits
+// for its admin socket: a member upgraded (or downgraded) in place.
+func (c *Coordinator) Replace(bin string, extraArgs ...string) {
+	c.t.Helper()
+	c.Stop()
+	c.mu.Lock()
+	c.bin = bin
+	c.args = append(c.args, extraArgs...)
+	c.mu.Unlock()
+	c.Restart()
 }
 
 // Client returns an api.Client on the admin socket. RetryFor is short: the
