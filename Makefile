@@ -15,7 +15,7 @@ DEBIAN_CACHE ?= $(CURDIR)/.dev/debian
 TESTFLAGS ?= -race -timeout 25m
 E2EFLAGS  ?= -race -timeout 45m
 VERSION  ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
-LDFLAGS  := -X github.com/cacheplane/cacheplane/cli.Version=$(VERSION)
+LDFLAGS  := -X github.com/cacheplane/cacheplane/cli.Version=$(VERSION) -X github.com/cacheplane/cacheplane/coordinator.Release=$(VERSION)
 
 .PHONY: all deps deps-system deps-go deps-node images containerd build test unit e2e lint bench run clean
 

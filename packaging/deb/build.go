@@ -158,7 +158,8 @@ func checkImages(dir string) error {
 // buildBinary builds one static binary; -X sets the version both the CLI
 // (cli.Version) and the agent (main.Version) print.
 func buildBinary(ctx context.Context, root string, p Package, version, out string) error {
-	ldflags := "-s -w -X github.com/cacheplane/cacheplane/cli.Version=" + version + " -X main.Version=" + version
+	ldflags := "-s -w -X github.com/cacheplane/cacheplane/cli.Version=" + version + " -X main.Version=" + version +
+		" -X github.com/cacheplane/cacheplane/coordinator.Release=" + version
 	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags", ldflags, "-o", out, p.Main)
 	cmd.Dir = root
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
