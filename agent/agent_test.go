@@ -823,7 +823,7 @@ func TestSentinelAndHAProxy(t *testing.T) {
 	for _, id := range []string{"r1", "s1", "p1"} {
 		coord.waitMember(t, h.id, id, 30*time.Second, isState(api.MemberRunning))
 	}
-	sc := redis.NewClient(&redis.Options{Addr: net.JoinHostPort(hostIP, strconv.Itoa(s.Port)), MaxRetries: -1, DisableIdentity: true})
+	sc := redis.NewClient(&redis.Options{Addr: net.JoinHostPort(hostIP, strconv.Itoa(s.Port)), Password: fleetPassword, MaxRetries: -1, DisableIdentity: true})
 	defer sc.Close()
 	testutil.WaitFor(t, 10*time.Second, func() error {
 		addr, err := sc.Do(ctxT(t), "SENTINEL", "GET-MASTER-ADDR-BY-NAME", r.AddonID).StringSlice()

@@ -202,7 +202,7 @@ func TestFrozenMemberRestarted(t *testing.T) {
 		t.Fatalf("key after the frozen redis came back: %q, %v", v, err)
 	}
 	// The sentinel monitors the primary again; the entrypoint routes.
-	sc := redis.NewClient(&redis.Options{Addr: net.JoinHostPort(hostIP, strconv.Itoa(s.Port)), MaxRetries: -1, DisableIdentity: true})
+	sc := redis.NewClient(&redis.Options{Addr: net.JoinHostPort(hostIP, strconv.Itoa(s.Port)), Password: fleetPassword, MaxRetries: -1, DisableIdentity: true})
 	defer sc.Close()
 	testutil.WaitFor(t, 10*time.Second, func() error {
 		return sc.Do(ctxT(t), "SENTINEL", "GET-MASTER-ADDR-BY-NAME", r.AddonID).Err()

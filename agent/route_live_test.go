@@ -160,13 +160,21 @@ type rlConn struct {
 	r *bufio.Reader
 }
 
-func rlDial(addr string) (*rlConn, error) {
+// rlDial connects as the app (the default user).
+func rlDial(addr string) (*rlConn, error) { return rlDialAs(addr, "AUTH", rlApp) }
+
+// rlDialFleet connects as the fleet's user (DEBUG is refused to the app).
+func rlDialFleet(addr string) (*rlConn, error) {
+	return rlDialAs(addr, "AUTH", redisctl.FleetUser, rlPass)
+}
+
+func rlDialAs(addr string, auth ...string) (*rlConn, error) {
 	c, err := net.DialTimeout("tcp", addr, time.Second)
 	if err != nil {
 		return nil, err
 	}
 	rc := &rlConn{c: c, r: bufio.NewReader(c)}
-	if err := rc.cmd(2*time.Second, "+OK", "AUTH", rlApp); err != nil {
+	if err := rc.cmd(2*time.Second, "+OK", auth...); err != nil {
 		c.Close()
 		return nil, err
 	}
@@ -415,7 +423,7 @@ func TestRouterLive(t *testing.T) {
 	// every sentinel: the leader's promotion announcement cuts c1 and
 	// routes to the new primary before the +switch-master.
 	switched := heard(sentinels[2], replica)
-	sleeper, err := rlDial(primary)
+	sleeper, err := rlDialFleet(primary)
 	if err != nil {
 		t.Fatal(err)
 	}

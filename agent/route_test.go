@@ -249,6 +249,7 @@ func TestRouteSpecOf(t *testing.T) {
 	want := routeSpec{
 		socket: in.StatsSocket, backend: "be_app-1", frontend: "fe_app-1", holder: true,
 		sentinels: []string{"127.0.0.11:20001", "127.0.0.13:20001"}, masterName: "app-1", addon: "app-1",
+		sentinelPass: api.NewSecret("fleet-pw"),
 		servers: []render.HAProxyServer{
 			{Name: "redis_127.0.0.11_20000", Addr: "127.0.0.11", Port: 20000},
 			{Name: "redis_127.0.0.12_20000", Addr: "127.0.0.12", Port: 20000},
