@@ -101,7 +101,9 @@ func startRedis(t *testing.T, ip, dir, replicaOf string, auth bool, extra ...str
 	pw := ""
 	if auth {
 		pw = testPassword
-		lines = append(lines, "user default on >"+testPassword+" ~* &* +@all", "masterauth "+testPassword)
+		// The fleet's user, as the agent logs in (redisctl.MemberOptions).
+		lines = append(lines, "user "+redisctl.FleetUser+" on >"+testPassword+" ~* &* +@all",
+			"masteruser "+redisctl.FleetUser, "masterauth "+testPassword)
 	}
 	if replicaOf != "" {
 		h, pp, _ := net.SplitHostPort(replicaOf)
@@ -136,7 +138,9 @@ func startRedis(t *testing.T, ip, dir, replicaOf string, auth bool, extra ...str
 			t.Fatalf("redis %s exited:\n%s", p.addr, p.out.String())
 		default:
 		}
-		return redisctl.WaitLoaded(context.Background(), redisctl.Endpoint{Addr: p.addr, Password: pw})
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		return redisctl.WaitLoaded(ctx, redisctl.Endpoint{Addr: p.addr, Password: pw})
 	})
 	return p
 }
