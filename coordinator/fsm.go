@@ -589,6 +589,7 @@ func (f *FSM) applyAddonDelete(c AddonDeleteCmd) any {
 			delete(f.state.Backups, id)
 		}
 	}
+	f.state.pruneHistory(c.AddonID)
 	return nil
 }
 

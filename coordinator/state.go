@@ -29,8 +29,9 @@ type State struct {
 	BackupSeqs map[string]int `json:"backup_seqs,omitempty"`
 
 	// Indexes, rebuilt on restore, never serialized.
-	byApp  map[string]string // app → addon id
-	active map[string]bool   // ids of pending or running operations
+	byApp   map[string]string          // app → addon id
+	active  map[string]bool            // ids of pending or running operations
+	byAddon map[string]map[string]bool // addon id → its operations' ids (history.go)
 }
 
 func newState() *State {
@@ -45,31 +46,36 @@ func newState() *State {
 		BackupSeqs:   map[string]int{},
 		byApp:        map[string]string{},
 		active:       map[string]bool{},
+		byAddon:      map[string]map[string]bool{},
 	}
 }
 
 // reindex rebuilds the indexes from the maps.
 func (s *State) reindex() {
-	s.byApp, s.active = map[string]string{}, map[string]bool{}
+	s.byApp, s.active, s.byAddon = map[string]string{}, map[string]bool{}, map[string]map[string]bool{}
 	for id, a := range s.Addons {
 		s.byApp[a.App] = id
 	}
 	for id, o := range s.Operations {
+		s.indexOp(o)
 		if o.State == api.OpPending || o.State == api.OpRunning {
 			s.active[id] = true
 		}
 	}
 }
 
-// putOp stores an operation and keeps the active index; the jobs of an
-// operation that ended are dropped (a late report of one is refused).
+// putOp stores an operation and keeps the indexes; the jobs of an
+// operation that ended are dropped (a late report of one is refused), and
+// the addon's history is kept to its bound (history.go).
 func (s *State) putOp(o api.Operation) {
 	s.Operations[o.ID] = o
+	s.indexOp(o)
 	if o.State == api.OpPending || o.State == api.OpRunning {
 		s.active[o.ID] = true
 		return
 	}
 	delete(s.active, o.ID)
+	defer s.pruneHistory(o.AddonID)
 	if o.Kind == api.OpBackup || o.Kind == api.OpRestore {
 		for id, j := range s.Jobs {
 			if j.OperationID == o.ID {
