@@ -121,8 +121,10 @@ func (a *Agent) planMember(as api.Assignment) (memberPlan, error) {
 		p.spec.Args = []string{bin, p.confPath}
 		p.spec.MemoryLimitBytes = render.ContainerMemoryLimitBytes(as.PlanMemoryMB)
 		// The fleet credential is not in the hash: it is applied live
-		// (fleetauth.go), so an addon given one restarts nothing.
-		hashed["password"] = as.Password
+		// (fleetauth.go), so an addon given one restarts nothing. Nor is
+		// a rotated password: the one the addon had before its first
+		// rotation stands for it (specPassword).
+		hashed["password"] = specPassword(as)
 		hashed["force_tls"] = as.Settings.ForceTLS
 		p.probe = net.JoinHostPort(addr, strconv.Itoa(as.Port))
 	case api.RoleSentinel:
@@ -148,7 +150,7 @@ func (a *Agent) planMember(as api.Assignment) (memberPlan, error) {
 		// The app's password, as before the fleet credential: that one is
 		// applied live (fleetauth.go), never by a new sentinel.conf, which
 		// would make the sentinel forget its epoch and primary.
-		hashed["password"] = as.Password
+		hashed["password"] = specPassword(as)
 		p.probe = net.JoinHostPort(addr, strconv.Itoa(as.Port))
 	case api.RoleHAProxy:
 		// HAProxy runs the same whatever the addon's engine version:
@@ -216,6 +218,18 @@ func (a *Agent) haproxyInput(as api.Assignment) (render.HAProxyInput, error) {
 		in.Servers = append(in.Servers, render.HAProxyServer{Name: render.HAProxyServerName(e.Addr, e.Port), Addr: e.Addr, Port: e.Port})
 	}
 	return in, nil
+}
+
+// specPassword is the password a member's spec hash is made of: the
+// addon's before its first rotation (api.Assignment.SpecPassword), else
+// its password. The hash of a member made before rotations existed is
+// unchanged, and a rotation, applied live (fleetauth.go), restarts
+// nothing.
+func specPassword(as api.Assignment) api.Secret {
+	if !as.SpecPassword.IsZero() {
+		return as.SpecPassword
+	}
+	return as.Password
 }
 
 // hashOf is a short, stable digest of v (maps marshal with sorted keys).

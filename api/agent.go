@@ -111,6 +111,14 @@ type Assignment struct {
 	// FleetPassword is zero while the addon has none yet (created before
 	// the fleet credential existed, not migrated yet: command 27).
 	FleetPassword Secret `json:"fleet_password,omitzero"`
+	// OtherPasswords are further passwords the default user of a redis
+	// member accepts beside Password, while a rotation runs (the next
+	// password before it is published, the old one during the grace
+	// period): the agent applies them live (agent/fleetauth.go).
+	OtherPasswords []Secret `json:"other_passwords,omitempty"`
+	// SpecPassword, when set, stands for Password in the member's spec
+	// hash (Addon.SpecPassword): a rotation restarts nothing.
+	SpecPassword Secret `json:"spec_password,omitzero"`
 	// ReplicaOf is the current primary (host:port) for a redis member that
 	// must start as a replica; empty for the primary or a starter.
 	ReplicaOf string `json:"replica_of,omitempty"`

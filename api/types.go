@@ -213,6 +213,17 @@ type Addon struct {
 	// FleetPassword: see Addon. Zero for an addon created before the fleet
 	// credential existed, until the leader gives it one (command 27).
 	FleetPassword Secret `json:"fleet_password,omitzero"`
+	// NextPassword and OldPassword are a password rotation's
+	// (OpRotatePassword): the password being introduced, accepted by the
+	// default user beside Password before it is published, then the one
+	// it replaced, accepted until the grace period ends. SpecPassword is
+	// the password the addon had before its first rotation: the agents'
+	// spec hash of a member is made of it (agent/member.go), so a rotation
+	// restarts nothing; no member accepts it once rotated away. All three
+	// are zero for an addon never rotated.
+	NextPassword Secret `json:"next_password,omitzero"`
+	OldPassword  Secret `json:"old_password,omitzero"`
+	SpecPassword Secret `json:"spec_password,omitzero"`
 	// Health is what a client would check, computed when the addon is
 	// read (never stored): "ok", or "degraded: why" (no master, two
 	// masters, a replica not in sync, a member not serving).
@@ -223,6 +234,7 @@ type Addon struct {
 func (a Addon) Redacted() Addon {
 	a.Password = Secret{}
 	a.FleetPassword = Secret{}
+	a.NextPassword, a.OldPassword, a.SpecPassword = Secret{}, Secret{}, Secret{}
 	a.Members = append([]Member(nil), a.Members...)
 	return a
 }
@@ -303,6 +315,8 @@ type Operation struct {
 	// Upgrade is what an engine upgrade moves to and what it recorded on
 	// its way (empty for other kinds).
 	Upgrade Upgrade `json:"upgrade,omitzero"`
+	// Rotate is what a password rotation records (empty for other kinds).
+	Rotate PasswordRotation `json:"rotate,omitzero"`
 	// BackupID is the backup a backup or restore operation takes or
 	// restores.
 	BackupID string `json:"backup_id,omitempty"`

@@ -221,7 +221,7 @@ func assignmentsFor(st *State, hostID string) []api.Assignment {
 				MemberID: m.ID, AddonID: a.ID, App: a.App, Role: m.Role,
 				Address: host.Address, Port: m.Port, Engine: engine, Version: version,
 				Image: ev.Images[m.Role], PlanMemoryMB: plan.MemoryMB, Password: a.Password, FleetPassword: a.FleetPassword, Settings: a.Settings,
-				Stopped: m.Stopped,
+				Stopped: m.Stopped, OtherPasswords: otherPasswords(a), SpecPassword: a.SpecPassword,
 			}
 			switch m.Role {
 			case api.RoleRedis:

@@ -53,6 +53,10 @@ const (
 	// CmdSealed wraps another entry sealed with the state keys
 	// (statekeys.go): [CmdSealed][sealed blob of [type][json]].
 	CmdSealed CommandType = 28
+	// Password rotation (rotate.go): 34-39 are kept for it.
+	CmdPasswordRotate       CommandType = 34
+	CmdPasswordRotateStep   CommandType = 35
+	CmdPasswordRotateFinish CommandType = 36
 )
 
 // Protocol levels. A release applies every command up to its level; the
@@ -117,6 +121,11 @@ var commands = map[CommandType]struct {
 
 	// Entries sealed at rest (statekeys.go).
 	CmdSealed: {"sealed", ProtocolBackups},
+
+	// Password rotation (rotate.go).
+	CmdPasswordRotate:       {"password-rotate", ProtocolBackups},
+	CmdPasswordRotateStep:   {"password-rotate-step", ProtocolBackups},
+	CmdPasswordRotateFinish: {"password-rotate-finish", ProtocolBackups},
 }
 
 func (t CommandType) String() string {

@@ -95,6 +95,11 @@ type Config struct {
 	AppHookTimeout    Duration `json:"app_hook_timeout"`
 	AppHookAttempts   int      `json:"app_hook_attempts"`
 	AppHookRetryAfter Duration `json:"app_hook_retry_after"`
+	// PasswordGrace is how long a password rotation keeps the old
+	// password accepted after the new URL is published and the app told,
+	// unless addons-password-rotate names another (--grace) or ends it
+	// (--finish). Default 24h.
+	PasswordGrace Duration `json:"password_grace"`
 	// LogLevel is debug, info, warn or error; logs are JSON on stderr.
 	LogLevel string `json:"log_level"`
 
@@ -174,6 +179,7 @@ func DefaultConfig() Config {
 		AppHookTimeout:     Duration(10 * time.Second),
 		AppHookAttempts:    3,
 		AppHookRetryAfter:  Duration(5 * time.Second),
+		PasswordGrace:      Duration(24 * time.Hour),
 		HostDownAfter:      Duration(5 * time.Second),
 		HostSuspectAfter:   Duration(time.Second),
 		HealAfter:          Duration(30 * time.Second),
@@ -267,6 +273,9 @@ func (c *Config) Validate() error {
 	}
 	if err := c.validateAppHook(); err != nil {
 		return err
+	}
+	if c.PasswordGrace < 0 || time.Duration(c.PasswordGrace) > api.MaxPasswordGrace {
+		return fmt.Errorf("config: password_grace %s: use 0 to %s", time.Duration(c.PasswordGrace), api.MaxPasswordGrace)
 	}
 	if err := c.validateBackups(); err != nil {
 		return err

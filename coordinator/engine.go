@@ -70,13 +70,16 @@ type actions struct {
 	save           func(ctx context.Context, addr, password string) error
 	checkNode      func(ctx context.Context, addr, password string, w redisctl.Want) (redisctl.Node, error)
 	sentinelServer func(ctx context.Context, addr, password string) (redisctl.Server, error)
+	// checkPasswords checks a redis member's app passwords (rotate.go).
+	checkPasswords func(ctx context.Context, addr, fleet string, want []string) error
 }
 
 // redisActions are the production actions (package redisctl).
 func redisActions() actions {
 	return actions{ping: redisctl.Ping, checkSettings: redisctl.CheckSettings, switchover: redisctl.Switchover,
 		failover: redisctl.Failover, reset: redisctl.Reset, known: redisctl.Known, master: redisctl.MasterAddr,
-		checkMaxmemory: redisctl.CheckMaxmemory, save: redisctl.Snapshot, checkNode: redisctl.CheckNode, sentinelServer: redisctl.SentinelServer}
+		checkMaxmemory: redisctl.CheckMaxmemory, save: redisctl.Snapshot, checkNode: redisctl.CheckNode, sentinelServer: redisctl.SentinelServer,
+		checkPasswords: redisctl.CheckAppPasswords}
 }
 
 // Action time bounds.
@@ -412,6 +415,8 @@ func (e *engine) perform(ctx context.Context, v operation.View, act operation.Ac
 		return e.act.save(cctx, a.Addr, pw)
 	case operation.CheckUpgraded:
 		return e.checkUpgraded(ctx, v, a)
+	case operation.CheckPasswords:
+		return e.checkPasswords(ctx, v, a)
 	case operation.NotifyApp:
 		ev := api.AppHookEvent{AddonID: v.Addon.ID, App: v.Addon.App, Change: a.Change, RedisURL: RedisURL(v.Addon),
 			OperationID: a.OperationID, Kind: a.Kind}
@@ -568,6 +573,8 @@ func (e *engine) record(ctx context.Context, opID string, step int, d operation.
 		detail = "waiting for the new sentinel to know the addon: " + actErr.Error()
 	case operation.CheckJoined:
 		detail = "waiting for the new members to join: " + actErr.Error()
+	case operation.CheckPasswords:
+		detail = "waiting for the agents to apply " + a.Want + ": " + strings.ReplaceAll(actErr.Error(), "\n", "; ")
 	case operation.CheckUpgraded:
 		detail = "waiting for " + a.Addr + " on " + string(a.Engine) + " " + a.Version + ": " + actErr.Error()
 	default:
@@ -654,6 +661,8 @@ func (e *engine) commit(ctx context.Context, op api.Operation, d operation.Decis
 		case operation.UpdateBackup:
 			err = apply(CmdBackupUpdate, BackupUpdateCmd{Backup: eff.Backup, Operation: op, AddonStatus: d.Status})
 			d.Status = ""
+		case operation.RotateEffect:
+			err = apply(CmdPasswordRotateStep, PasswordRotateStepCmd{AddonID: op.AddonID, Change: eff.Change, Operation: op, At: now})
 		case operation.DeleteAddon:
 			var members []api.Member
 			e.store.FSM().Read(func(s *State, _ uint64) { members = append(members, s.Addons[op.AddonID].Members...) })
@@ -699,6 +708,9 @@ func (e *engine) commit(ctx context.Context, op api.Operation, d operation.Decis
 		if c, ok := upgradeCmd(op, d.Effect, now); ok {
 			c.AddonStatus = d.Status
 			return apply(CmdMemberVersion, c)
+		}
+		if re, ok := d.Effect.(operation.RotateEffect); ok {
+			return apply(CmdPasswordRotateStep, PasswordRotateStepCmd{AddonID: op.AddonID, Change: re.Change, Operation: op, At: now})
 		}
 		if rm, ok := d.Effect.(operation.RemoveMember); ok {
 			return apply(CmdMemberRemoved, MemberRemovedCmd{AddonID: op.AddonID, MemberID: rm.MemberID, Operation: op})

@@ -260,6 +260,18 @@ func (f *FSM) apply(t CommandType, body []byte) any {
 		var c AddonFleetCredentialCmd
 		decode(&c)
 		return f.applyAddonFleetCredential(c)
+	case CmdPasswordRotate:
+		var c PasswordRotateCmd
+		decode(&c)
+		return f.applyPasswordRotate(c)
+	case CmdPasswordRotateStep:
+		var c PasswordRotateStepCmd
+		decode(&c)
+		return f.applyPasswordRotateStep(c)
+	case CmdPasswordRotateFinish:
+		var c PasswordRotateFinishCmd
+		decode(&c)
+		return f.applyPasswordRotateFinish(c)
 	}
 	panic(fmt.Sprintf("fsm: command type %d (%s) is in the command table but not applied", uint8(t), t))
 }

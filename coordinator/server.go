@@ -82,6 +82,7 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("POST /v1/addons", s.write(s.handleAddonCreate))
 	mux.Handle("DELETE /v1/addons/{id}", s.write(s.handleAddonRemove))
 	mux.Handle("POST /v1/addons/{id}/plan", s.write(s.handlePlanChange))
+	mux.Handle("POST /v1/addons/{id}/password", s.write(s.handleRotatePassword)) // rotate.go
 	mux.Handle("POST /v1/addons/{id}/engine", s.write(s.handleEngineUpgrade))
 	mux.Handle("GET /v1/env", s.read(s.handleEnv))
 	mux.Handle("GET /v1/operations", s.read(s.handleOperations))

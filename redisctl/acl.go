@@ -2,6 +2,8 @@ package redisctl
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"strings"
@@ -77,32 +79,47 @@ var ErrAuth = errors.New("credentials refused")
 // live, without a restart and without closing any client connection: it
 // logs in as FleetUser with fleet or, when that user does not exist yet
 // (an addon created before the fleet credential), as the app's default
-// user with app, then sets (idempotent ACL SETUSER, no reset):
+// user with one of app, then sets (idempotent ACL SETUSER):
 //
 //	ACL SETUSER cacheplane on >FLEET ~* &* +@all
-//	ACL SETUSER default on >APP <AppRules>
+//	ACL SETUSER default on resetpass >APP... <AppRules>
 //	CONFIG SET masteruser cacheplane masterauth FLEET
 //
 // so replication, Sentinel and every later call of this package use the
-// fleet's user. It reports whether it had to log in as the app (the member
+// fleet's user. app are the passwords the default user accepts, exactly
+// (the URL's first; a password rotation adds its next or old one): one
+// ACL SETUSER replaces the set atomically, so a client never meets a
+// member that accepts neither, and connections already authenticated
+// stay so. It reports whether it had to log in as the app (the member
 // was migrated now). The rules are those redis.conf says (agent/render),
 // which the agent rewrites for the next start; nothing else changes.
 // Errors never hold a password.
-func ApplyACL(ctx context.Context, addr, app, fleet string) (migrated bool, err error) {
+func ApplyACL(ctx context.Context, addr string, app []string, fleet string) (migrated bool, err error) {
 	ctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
-	if app == "" || fleet == "" {
+	if len(app) == 0 || fleet == "" {
 		return false, fmt.Errorf("redis %s: apply ACL: both passwords are needed", addr)
 	}
+	for _, p := range app {
+		if p == "" {
+			return false, fmt.Errorf("redis %s: apply ACL: an app password is empty", addr)
+		}
+	}
 	c := redis.NewClient(MemberOptions(addr, fleet))
-	defer c.Close()
+	defer func() { c.Close() }()
 	err = c.Ping(ctx).Err()
 	if authFailed(err) {
 		c.Close()
-		o := MemberOptions(addr, app)
-		o.Username = "default"
-		c = redis.NewClient(o)
-		if err = c.Ping(ctx).Err(); err != nil {
+		for _, p := range app {
+			o := MemberOptions(addr, p)
+			o.Username = "default"
+			c = redis.NewClient(o)
+			if err = c.Ping(ctx).Err(); !authFailed(err) {
+				break
+			}
+			c.Close()
+		}
+		if err != nil {
 			if authFailed(err) {
 				return false, fmt.Errorf("redis %s: neither the fleet's nor the app's credentials are accepted: %w", addr, ErrAuth)
 			}
@@ -116,7 +133,11 @@ func ApplyACL(ctx context.Context, addr, app, fleet string) (migrated bool, err 
 	if err := c.Do(ctx, fleetUser...).Err(); err != nil {
 		return migrated, fmt.Errorf("redis %s: ACL SETUSER %s: %w", addr, FleetUser, err)
 	}
-	appUser := append([]any{"ACL", "SETUSER", "default", "on", ">" + app}, anys(AppRules())...)
+	appUser := []any{"ACL", "SETUSER", "default", "on", "resetpass"}
+	for _, p := range app {
+		appUser = append(appUser, ">"+p)
+	}
+	appUser = append(appUser, anys(AppRules())...)
 	if err := c.Do(ctx, appUser...).Err(); err != nil {
 		return migrated, fmt.Errorf("redis %s: ACL SETUSER default: %w", addr, err)
 	}
@@ -132,6 +153,80 @@ func ApplyACL(ctx context.Context, addr, app, fleet string) (migrated bool, err 
 		return migrated, fmt.Errorf("redis %s: CONFIG SET masterauth: %w", addr, err)
 	}
 	return migrated, nil
+}
+
+// ErrPasswords wraps a member whose default user does not hold exactly the
+// passwords asked for (CheckAppPasswords).
+var ErrPasswords = errors.New("the app's passwords differ")
+
+// CheckAppPasswords checks, as FleetUser with fleet, that the default user
+// of the redis member at addr accepts exactly the passwords want: ACL
+// GETUSER lists a user's passwords as SHA-256 digests, compared with
+// want's. The error says how many are missing and how many are extra,
+// never a password nor a digest.
+func CheckAppPasswords(ctx context.Context, addr, fleet string, want []string) error {
+	ctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
+	c := redis.NewClient(MemberOptions(addr, fleet))
+	defer c.Close()
+	have, err := userPasswords(ctx, c, "default")
+	if err != nil {
+		if authFailed(err) {
+			err = ErrAuth
+		}
+		return fmt.Errorf("redis %s: ACL GETUSER default: %w", addr, err)
+	}
+	wantSet := map[string]bool{}
+	for _, p := range want {
+		sum := sha256.Sum256([]byte(p))
+		wantSet[hex.EncodeToString(sum[:])] = true
+	}
+	missing, extra := 0, 0
+	for d := range wantSet {
+		if !have[d] {
+			missing++
+		}
+	}
+	for d := range have {
+		if !wantSet[d] {
+			extra++
+		}
+	}
+	if missing > 0 || extra > 0 {
+		return fmt.Errorf("redis %s: %w: the default user accepts %d password(s), %d of those wanted missing, %d more than wanted (its agent applies them live)",
+			addr, ErrPasswords, len(have), missing, extra)
+	}
+	return nil
+}
+
+// userPasswords reads the SHA-256 digests of user's passwords (ACL
+// GETUSER's "passwords", RESP2 or RESP3).
+func userPasswords(ctx context.Context, c *redis.Client, user string) (map[string]bool, error) {
+	v, err := c.Do(ctx, "ACL", "GETUSER", user).Result()
+	if err != nil {
+		return nil, err
+	}
+	var list any
+	switch m := v.(type) {
+	case []any:
+		for i := 0; i+1 < len(m); i += 2 {
+			if k, _ := m[i].(string); k == "passwords" {
+				list = m[i+1]
+			}
+		}
+	case map[any]any:
+		list = m["passwords"]
+	default:
+		return nil, fmt.Errorf("unexpected answer %T", v)
+	}
+	out := map[string]bool{}
+	items, _ := list.([]any)
+	for _, it := range items {
+		if s, ok := it.(string); ok {
+			out[strings.ToLower(s)] = true
+		}
+	}
+	return out, nil
 }
 
 // ApplySentinelAuth makes the sentinel at addr require the fleet

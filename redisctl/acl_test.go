@@ -91,12 +91,12 @@ func TestApplyACLMigratesLive(t *testing.T) {
 	}
 
 	for _, addr := range []string{primary, replica} {
-		migrated, err := ApplyACL(ctx, addr, testAppPassword, testPassword)
+		migrated, err := ApplyACL(ctx, addr, []string{testAppPassword}, testPassword)
 		if err != nil || !migrated {
 			t.Fatalf("ApplyACL %s = %v, %v", addr, migrated, err)
 		}
 		// Idempotent: the second pass logs in as the fleet.
-		if migrated, err := ApplyACL(ctx, addr, testAppPassword, testPassword); err != nil || migrated {
+		if migrated, err := ApplyACL(ctx, addr, []string{testAppPassword}, testPassword); err != nil || migrated {
 			t.Fatalf("ApplyACL again %s = %v, %v", addr, migrated, err)
 		}
 	}
@@ -185,14 +185,73 @@ func TestApplyACLErrors(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	addr := startRedis(t, ip3, "")
-	_, err := ApplyACL(ctx, addr, "wrong-"+testAppPassword, "wrong-"+testPassword)
+	_, err := ApplyACL(ctx, addr, []string{"wrong-" + testAppPassword}, "wrong-"+testPassword)
 	if !errors.Is(err, ErrAuth) || strings.Contains(err.Error(), testPassword) || strings.Contains(err.Error(), testAppPassword) {
 		t.Fatalf("wrong passwords: %v", err)
 	}
-	if _, err := ApplyACL(ctx, deadAddr(t, ip3), testAppPassword, testPassword); err == nil || errors.Is(err, ErrAuth) {
+	if _, err := ApplyACL(ctx, deadAddr(t, ip3), []string{testAppPassword}, testPassword); err == nil || errors.Is(err, ErrAuth) {
 		t.Fatalf("nothing listening: %v", err)
 	}
-	if _, err := ApplyACL(ctx, addr, "", testPassword); err == nil {
+	if _, err := ApplyACL(ctx, addr, nil, testPassword); err == nil {
 		t.Fatal("no app password accepted")
 	}
+}
+
+// TestApplyACLRotatesLive: the default user accepts two passwords, then
+// only the new one; a connection authenticated with the old password stays
+// usable throughout, new ones with it are refused once it is removed, and
+// CheckAppPasswords sees each set exactly.
+func TestApplyACLRotatesLive(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	addr := startRedisACL(t, ip1, "", aclLines(), testPassword)
+	const next = "next_redisctl-test-0123456789abcdefghijklmnopqrstuvwxyzABCDEFGH"
+	auth := func(pw string) error {
+		o := MemberOptions(addr, "")
+		o.Username, o.Password = "default", pw
+		c := redis.NewClient(o)
+		defer c.Close()
+		return c.Ping(ctx).Err()
+	}
+	old := redis.NewClient(appOptions(addr)) // stays open through the rotation
+	defer old.Close()
+	if err := old.Set(ctx, "k", "0", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := CheckAppPasswords(ctx, addr, testPassword, []string{testAppPassword}); err != nil {
+		t.Fatalf("before: %v", err)
+	}
+	if err := CheckAppPasswords(ctx, addr, testPassword, []string{testAppPassword, next}); !errors.Is(err, ErrPasswords) ||
+		strings.Contains(err.Error(), next) {
+		t.Fatalf("next not applied yet: %v", err)
+	}
+
+	if _, err := ApplyACL(ctx, addr, []string{testAppPassword, next}, testPassword); err != nil {
+		t.Fatal(err)
+	}
+	if err := CheckAppPasswords(ctx, addr, testPassword, []string{next, testAppPassword}); err != nil {
+		t.Fatalf("both: %v", err)
+	}
+	for _, pw := range []string{testAppPassword, next} {
+		if err := auth(pw); err != nil {
+			t.Fatalf("AUTH during the grace period: %v", err)
+		}
+	}
+
+	if _, err := ApplyACL(ctx, addr, []string{next}, testPassword); err != nil {
+		t.Fatal(err)
+	}
+	if err := CheckAppPasswords(ctx, addr, testPassword, []string{next}); err != nil {
+		t.Fatalf("new only: %v", err)
+	}
+	if err := auth(testAppPassword); err == nil || !authFailed(err) {
+		t.Fatalf("AUTH with the old password after its removal: %v", err)
+	}
+	if err := auth(next); err != nil {
+		t.Fatalf("AUTH with the new password: %v", err)
+	}
+	if err := old.Incr(ctx, "k").Err(); err != nil {
+		t.Fatalf("a connection authenticated with the old password: %v", err)
+	}
+	checkAppConfined(ctx, t, old) // the rules stayed
 }

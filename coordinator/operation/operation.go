@@ -236,6 +236,8 @@ func Next(v View, op api.Operation) Decision {
 		return backupOp(v, op, step)
 	case api.OpRestore:
 		return restoreOp(v, op, step)
+	case api.OpRotatePassword:
+		return rotate(v, op, step)
 	}
 	return Decision{Kind: Fail, Detail: fmt.Sprintf("this coordinator cannot run %s operations", op.Kind)}
 }
@@ -251,6 +253,9 @@ func Stuck(op api.Operation, now time.Time, l Limits) string {
 	s := op.Steps[i]
 	if jobStep(op, s.Name) {
 		return "" // bounded by the job timeout: it fails on its own
+	}
+	if op.Kind == api.OpRotatePassword && s.Name == StepGrace {
+		return "" // waits as long as the operator asked
 	}
 	switch {
 	case l.StuckAttempts > 0 && s.Attempts >= l.StuckAttempts && strings.Contains(s.Detail, "failed"):
@@ -268,6 +273,8 @@ func Cancellable(op api.Operation) error {
 		return fmt.Errorf("%w: operation %s is already %s", api.ErrConflict, op.ID, op.State)
 	case op.Kind == api.OpRemove:
 		return fmt.Errorf("%w: operation %s removes addon %s; a removal cannot be cancelled (its members may already be gone)", api.ErrConflict, op.ID, op.AddonID)
+	case op.Kind == api.OpRotatePassword && rotatePublished(op):
+		return fmt.Errorf("%w: operation %s has published addon %s's new password; end it with: cacheplane addons-password-rotate --app %s --finish (the old password is then removed)", api.ErrConflict, op.ID, op.AddonID, op.App)
 	case op.Kind == api.OpRestore:
 		return fmt.Errorf("%w: operation %s restores backup %s into addon %s; a restore cannot be cancelled (the data is being replaced): it ends on its own, at the latest after the job timeout", api.ErrConflict, op.ID, op.BackupID, op.AddonID)
 	}
@@ -321,6 +328,11 @@ func cancel(v View, op api.Operation) Decision {
 		acc += "; the new plan stays recorded and the agents keep resizing to it (to go back, change the plan again)"
 	case api.OpUpgrade:
 		acc = cancelUpgrade(v, op, &d, acc)
+	case api.OpRotatePassword:
+		if v.Exists && !v.Addon.NextPassword.IsZero() {
+			d.Effect = RotateEffect{Change: RotateAbort}
+			acc += "; the next password is dropped, the URL's stays"
+		}
 	case api.OpBackup:
 		if v.BackupKnown && v.Backup.Status == api.BackupRunning {
 			d.Effect = UpdateBackup{Backup: failedBackup(v, v.Backup, "cancelled by an operator")}
