@@ -38,6 +38,10 @@ type Config struct {
 	HTTPAddr string `json:"http_addr"`
 	// Socket is the admin socket path (mode 0600).
 	Socket string `json:"socket"`
+	// DashboardListen is the web dashboard's address (host:port; package
+	// dashboard), loopback by default: reach it through an SSH tunnel.
+	// "" turns it off. An address in use is logged, not fatal.
+	DashboardListen string `json:"dashboard_listen"`
 	// Bootstrap makes this member form a new 1-member cluster when it has no
 	// Raft state yet. Harmless on restart. Leave off on members that join.
 	Bootstrap bool `json:"bootstrap"`
@@ -169,6 +173,7 @@ func DefaultConfig() Config {
 		RaftAddr:           "127.0.0.1:7400",
 		HTTPAddr:           "127.0.0.1:7401",
 		Socket:             DefaultSocketPath,
+		DashboardListen:    "127.0.0.1:7480",
 		EnvPrefix:          "CACHEPLANE",
 		HeartbeatTimeout:   Duration(500 * time.Millisecond),
 		ElectionTimeout:    Duration(500 * time.Millisecond),
@@ -230,6 +235,11 @@ func (c *Config) Validate() error {
 	}
 	if err := api.ValidateHostPort("http_addr", c.HTTPAddr); err != nil {
 		return fmt.Errorf("config: %s", api.Message(err))
+	}
+	if c.DashboardListen != "" {
+		if err := api.ValidateHostPort("dashboard_listen", c.DashboardListen); err != nil {
+			return fmt.Errorf("config: %s", api.Message(err))
+		}
 	}
 	if c.Socket == "" {
 		c.Socket = filepath.Join(c.DataDir, "admin.sock")

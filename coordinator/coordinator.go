@@ -17,6 +17,7 @@ import (
 	"github.com/cacheplane/cacheplane/agent/render"
 	"github.com/cacheplane/cacheplane/api"
 	"github.com/cacheplane/cacheplane/coordinator/operation"
+	"github.com/cacheplane/cacheplane/dashboard"
 	"github.com/cacheplane/cacheplane/redisctl"
 )
 
@@ -32,6 +33,9 @@ type Coordinator struct {
 	adminSrv        *http.Server
 	peerSrv         *http.Server
 	audit           *auditLog
+	// The dashboard (dashboard.go): its server (nil when off) and logins.
+	dashSrv *http.Server
+	uiAuth  *dashboard.Auth
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -70,7 +74,7 @@ func Start(cfg Config, log *slog.Logger, raftLog io.Writer) (*Coordinator, error
 		_ = store.Close()
 		return nil, err
 	}
-	c := &Coordinator{cfg: cfg, log: log, store: store, adminLn: adminLn, peerLn: peerLn, audit: audit}
+	c := &Coordinator{cfg: cfg, log: log, store: store, adminLn: adminLn, peerLn: peerLn, audit: audit, uiAuth: dashboard.NewAuth(nil)}
 	obs := newObserved()
 	m := newMetrics()
 	m.reg.MustRegister(newStateCollector(store, cfg.ID))
@@ -90,7 +94,9 @@ func Start(cfg Config, log *slog.Logger, raftLog io.Writer) (*Coordinator, error
 	stats := newStatsHistory()
 	c.server = newServer(cfg, store, obs, stats, log.With("component", "api"))
 	c.server.backups = backups
-	c.adminSrv = &http.Server{Handler: audit.wrap(gateFeatures(store, c.server.Handler())), ReadHeaderTimeout: 10 * time.Second, ConnContext: withPeerCred}
+	m.reg.MustRegister(newMemoryCollector(store, stats, cfg.ID))
+	adminAPI := gateFeatures(store, c.server.Handler())
+	c.adminSrv = &http.Server{Handler: c.adminHandler(adminAPI), ReadHeaderTimeout: 10 * time.Second, ConnContext: withPeerCred}
 	peer := http.NewServeMux()
 	peer.Handle("GET /metrics", m.handler())
 	peer.Handle("POST /v1/internal/figures", c.server.PeerHandlerFunc(c.server.handleFigures))
@@ -128,6 +134,7 @@ func Start(cfg Config, log *slog.Logger, raftLog io.Writer) (*Coordinator, error
 	go func() { defer c.wg.Done(); lead.run(ctx) }()
 	go func() { defer c.wg.Done(); c.serve(c.adminSrv, adminLn, "admin socket") }()
 	go func() { defer c.wg.Done(); c.serve(c.peerSrv, peerLn, "peer api") }()
+	c.startDashboard(adminAPI)
 	log.Info("coordinator started", "id", cfg.ID, "raft_addr", cfg.RaftAddr, "http_addr", cfg.HTTPAddr, "socket", cfg.Socket,
 		"backup_store", cfg.BackupStore, "backup_keys", keys)
 	return c, nil
@@ -148,6 +155,7 @@ func (c *Coordinator) Close() error {
 	defer cancel()
 	_ = c.adminSrv.Shutdown(ctx)
 	_ = c.peerSrv.Shutdown(ctx)
+	c.closeDashboard(ctx)
 	// Controllers first: one may be waiting on a Raft write, which only
 	// Raft can answer.
 	c.cancel()

@@ -97,6 +97,7 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("POST /v1/backups/{id}/restore", s.write(s.handleBackupRestore))
 	// Served here, from this member's FSM and the store: never forwarded.
 	mux.HandleFunc("GET /v1/backups/{id}/download", s.handleBackupDownload)
+	s.dashboardRoutes(mux) // dashboard.go
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, fmt.Errorf("%w: no such endpoint %s %s", api.ErrNotFound, r.Method, r.URL.Path))
 	})
@@ -327,6 +328,8 @@ func (s *Server) handleAddonStats(w http.ResponseWriter, r *http.Request) error 
 	if !ok {
 		return fmt.Errorf("%w: app %s has no redis addon", api.ErrNotFound, app)
 	}
+	var plan api.Plan
+	s.store.FSM().Read(func(st *State, _ uint64) { plan, _ = api.FindPlan(st.Plans, a.Plan) })
 	out := api.AddonStats{AddonID: a.ID, App: a.App, Plan: a.Plan, Members: []api.MemberStats{}}
 	since := s.now().Add(-time.Hour)
 	for _, m := range a.Members {
@@ -335,6 +338,7 @@ func (s *Server) handleAddonStats(w http.ResponseWriter, r *http.Request) error 
 			ms.State = st.State
 		}
 		ms.Latest, ms.History = s.stats.member(m.ID, since)
+		ms.Latest = withPlanFree(ms.Latest, m.Role, plan) // free: what the plan still allows
 		out.Members = append(out.Members, ms)
 	}
 	writeJSON(w, http.StatusOK, out)

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/cacheplane/cacheplane/api"
+	"github.com/cacheplane/cacheplane/dashboard"
 	"github.com/cacheplane/cacheplane/sysstats"
 )
 
@@ -15,22 +16,86 @@ const (
 	historyPoints     = 24 * 60
 )
 
+// The dashboard's history (figures.go): the last hour at one point per
+// fineResolution, the last day at one point a minute, per member and host.
+const (
+	fineResolution = 5 * time.Second
+	finePoints     = int(time.Hour / fineResolution)
+)
+
 // statsHistory keeps the latest figures and a bounded per-minute history of
 // every member and host, in memory (figures are high-churn observations and
-// never go through the Raft log). The leader fills it from heartbeats.
+// never go through the Raft log). The leader fills it from heartbeats and
+// relays them to the other members (figuresRelay): every coordinator keeps
+// its own copy, lost on restart.
 type statsHistory struct {
 	mu      sync.Mutex
 	members map[string]*memberSeries
 	hosts   map[string]api.HostFigures
+	// hostSeries: the hosts' dashboard history.
+	hostSeries map[string]*figSeries
 }
 
 type memberSeries struct {
 	latest api.MemberFigures
 	points []api.StatsPoint // ring, oldest first after trim
+	fig    figSeries
+}
+
+// figSeries is a member's or host's dashboard history: a fine ring (the
+// last hour) and a coarse one (the last day).
+type figSeries struct {
+	fine, coarse figRing
+}
+
+func newFigSeries() figSeries {
+	return figSeries{fine: figRing{res: fineResolution, max: finePoints}, coarse: figRing{res: historyResolution, max: historyPoints}}
+}
+
+func (f *figSeries) add(p dashboard.Point) {
+	f.fine.add(p)
+	f.coarse.add(p)
+}
+
+// figRing keeps at most max points, one per res: a sample folds into its
+// bucket's point (its last CPU, the highest memory, swap and disk).
+type figRing struct {
+	res time.Duration
+	max int
+	pts []dashboard.Point
+}
+
+func (r *figRing) add(p dashboard.Point) {
+	p.At = p.At.Truncate(r.res)
+	if n := len(r.pts); n > 0 && !r.pts[n-1].At.Before(p.At) {
+		last := &r.pts[n-1]
+		last.CPU = p.CPU
+		last.Memory, last.Swap, last.Disk = max(last.Memory, p.Memory), max(last.Swap, p.Swap), max(last.Disk, p.Disk)
+		return
+	}
+	r.pts = append(r.pts, p)
+	if len(r.pts) >= 2*r.max { // amortised trim: copy once per max points
+		r.pts = append(r.pts[:0:0], r.pts[len(r.pts)-r.max:]...)
+	}
+}
+
+// since copies the points at or after t (at most max of them).
+func (r *figRing) since(t time.Time) []dashboard.Point {
+	pts := r.pts
+	if len(pts) > r.max {
+		pts = pts[len(pts)-r.max:]
+	}
+	var out []dashboard.Point
+	for _, p := range pts {
+		if !p.At.Before(t) {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 func newStatsHistory() *statsHistory {
-	return &statsHistory{members: map[string]*memberSeries{}, hosts: map[string]api.HostFigures{}}
+	return &statsHistory{members: map[string]*memberSeries{}, hosts: map[string]api.HostFigures{}, hostSeries: map[string]*figSeries{}}
 }
 
 // record stores a heartbeat's figures.
@@ -39,6 +104,13 @@ func (h *statsHistory) record(req api.HeartbeatRequest, at time.Time) {
 	defer h.mu.Unlock()
 	if f, ok := hostFigures(req.Stats, at); ok {
 		h.hosts[req.HostID] = f
+		hs := h.hostSeries[req.HostID]
+		if hs == nil {
+			fs := newFigSeries()
+			hs = &fs
+			h.hostSeries[req.HostID] = hs
+		}
+		hs.add(dashboard.Point{At: at, CPU: f.CPUPercent, Memory: f.MemoryUsedBytes, Swap: f.SwapUsedBytes})
 	}
 	for _, m := range req.Members {
 		f, ok := memberFigures(m.Stats, at)
@@ -47,10 +119,11 @@ func (h *statsHistory) record(req api.HeartbeatRequest, at time.Time) {
 		}
 		s := h.members[m.MemberID]
 		if s == nil {
-			s = &memberSeries{}
+			s = &memberSeries{fig: newFigSeries()}
 			h.members[m.MemberID] = s
 		}
 		s.latest = f
+		s.fig.add(dashboard.Point{At: at, CPU: f.CPUPercent, Memory: f.MemoryBytes, Swap: f.SwapBytes, Disk: f.DiskBytes})
 		s.add(api.StatsPoint{At: at.Truncate(historyResolution), CPUPercent: f.CPUPercent, MemoryBytes: f.MemoryBytes, SwapBytes: f.SwapBytes})
 	}
 }

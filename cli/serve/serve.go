@@ -28,7 +28,7 @@ func Command(g cli.Flags) *cobra.Command {
 		id, dataDir, raftAddr, httpAddr, tokenFile, logLevel, vipCIDR string
 		appHookCommand, appHookURL                                    string
 		backupDir, backupKeysFile, backupSpec, backupTZ               string
-		stateKeysFile                                                 string
+		stateKeysFile, dashboardListen                                string
 		hostDownAfter, hostSuspectAfter, healAfter                    time.Duration
 		backupWindow, backupCheckEvery, backupJobTimeout              time.Duration
 		bootstrap                                                     bool
@@ -61,6 +61,9 @@ defaults in coordinator.DefaultConfig), then these flags override it.`,
 			}
 			if f.Changed("http-addr") {
 				cfg.HTTPAddr = httpAddr
+			}
+			if f.Changed("dashboard-listen") {
+				cfg.DashboardListen = dashboardListen
 			}
 			if s := g.SocketFlag(); s != "" {
 				cfg.Socket = s
@@ -165,6 +168,7 @@ defaults in coordinator.DefaultConfig), then these flags override it.`,
 	f.StringVar(&dataDir, "data-dir", d.DataDir, "Raft log, stable store and snapshots")
 	f.StringVar(&raftAddr, "raft-addr", d.RaftAddr, "Raft bind and advertise address")
 	f.StringVar(&httpAddr, "http-addr", d.HTTPAddr, "peer API address (forwarding, joins)")
+	f.StringVar(&dashboardListen, "dashboard-listen", d.DashboardListen, "web dashboard address (loopback: reach it with ssh -L; \"\" turns it off; log in with cacheplane ui-token)")
 	f.BoolVar(&bootstrap, "bootstrap", false, "form a new one-member cluster if this member has no Raft state")
 	f.StringVar(&tokenFile, "cluster-token-file", "", "file holding the token peers must present")
 	f.StringVar(&logLevel, "log-level", d.LogLevel, "debug, info, warn or error")

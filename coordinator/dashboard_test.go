@@ -1,0 +1,113 @@
+package coordinator
+
+import (
+	"testing"
+	"time"
+
+	"github.com/cacheplane/cacheplane/api"
+	"github.com/cacheplane/cacheplane/dashboard"
+)
+
+// Free memory is what the plan still allows, not the container's limit:
+// a fresh 256 MB plan using 1 MB has 255 MB free (issue 16: addons-stats
+// showed ~576 MB, the container limit minus used).
+func TestPlanFreeBytes(t *testing.T) {
+	const mb = 1 << 20
+	for _, tc := range []struct {
+		plan int
+		used uint64
+		want uint64
+	}{
+		{256, 1 * mb, 255 * mb},
+		{256, 0, 256 * mb},
+		{256, 256 * mb, 0},
+		{256, 300 * mb, 0}, // over the plan (fork, buffers): none left, never negative
+		{1024, 512 * mb, 512 * mb},
+		{0, 10, 0},
+	} {
+		if got := planFreeBytes(tc.plan, tc.used); got != tc.want {
+			t.Errorf("planFreeBytes(%d MB, %d) = %d, want %d", tc.plan, tc.used, got, tc.want)
+		}
+	}
+	f := &api.MemberFigures{MemoryBytes: 1 * mb, MemoryFreeBytes: 576 * mb, MemoryLimitBytes: 577 * mb}
+	plan := api.Plan{Name: "redis-starter-256", MemoryMB: 256}
+	if got := withPlanFree(f, api.RoleRedis, plan); got.MemoryFreeBytes != 255*mb || f.MemoryFreeBytes != 576*mb {
+		t.Errorf("redis member: free %d (input changed to %d)", got.MemoryFreeBytes, f.MemoryFreeBytes)
+	}
+	if got := withPlanFree(f, api.RoleSentinel, plan); got.MemoryFreeBytes != 576*mb {
+		t.Errorf("a sentinel keeps its container's figure: %d", got.MemoryFreeBytes)
+	}
+}
+
+// The /metrics rows: per redis member, used and plan minus used.
+func TestMemoryFiguresPerPlan(t *testing.T) {
+	const mb = 1 << 20
+	h := newStatsHistory()
+	at := time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC)
+	h.record(api.HeartbeatRequest{HostID: "h1", Members: []api.MemberStatus{
+		{MemberID: "r1", Stats: map[string]any{"memory": map[string]any{"current_bytes": 6 * mb, "free_bytes": 570 * mb, "limit_bytes": 576 * mb}}},
+		{MemberID: "s1", Stats: map[string]any{"memory": map[string]any{"current_bytes": 2 * mb}}},
+	}}, at)
+	rows := memoryFigures([]addonPlan{{
+		addon: api.Addon{ID: "app-1001", App: "app", Members: []api.Member{{ID: "r1", Role: api.RoleRedis}, {ID: "s1", Role: api.RoleSentinel}, {ID: "r2", Role: api.RoleRedis}}},
+		plan:  api.Plan{MemoryMB: 256},
+	}}, h)
+	want := memoryRow{addon: "app-1001", app: "app", member: "r1", used: 6 * mb, free: 250 * mb}
+	if len(rows) != 1 || rows[0] != want {
+		t.Fatalf("rows = %+v, want [%+v]", rows, want)
+	}
+}
+
+// The dashboard's rings: one point per bucket, bounded, windows cut by time.
+func TestFigRing(t *testing.T) {
+	r := figRing{res: 5 * time.Second, max: 4}
+	base := time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC)
+	r.add(dashboard.Point{At: base, CPU: 1, Memory: 10})
+	r.add(dashboard.Point{At: base.Add(2 * time.Second), CPU: 2, Memory: 5, Disk: 7})
+	if len(r.pts) != 1 || r.pts[0].CPU != 2 || r.pts[0].Memory != 10 || r.pts[0].Disk != 7 {
+		t.Fatalf("folded bucket = %+v", r.pts)
+	}
+	for i := 1; i <= 20; i++ {
+		r.add(dashboard.Point{At: base.Add(time.Duration(i) * 5 * time.Second), Memory: uint64(i)})
+		if len(r.pts) >= 2*r.max {
+			t.Fatalf("ring grew to %d points", len(r.pts))
+		}
+	}
+	all := r.since(time.Time{})
+	if len(all) != 4 || all[3].Memory != 20 || all[0].Memory != 17 {
+		t.Fatalf("since(0) = %+v", all)
+	}
+	if got := r.since(base.Add(95 * time.Second)); len(got) != 2 {
+		t.Fatalf("since(95s) = %+v", got)
+	}
+	// A late sample never reorders the ring.
+	r.add(dashboard.Point{At: base, Memory: 99})
+	if pts := r.since(time.Time{}); pts[len(pts)-1].Memory != 99 || !pts[len(pts)-1].At.Equal(base.Add(100*time.Second)) {
+		t.Fatalf("late sample: %+v", pts)
+	}
+}
+
+func TestStatsHistoryDashboardSeries(t *testing.T) {
+	h := newStatsHistory()
+	base := time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC)
+	for i := 0; i < 30; i++ {
+		h.record(api.HeartbeatRequest{HostID: "h1",
+			Stats:   map[string]any{"cpu": map[string]any{"percent": 50.0}, "memory": map[string]any{"used_bytes": 1000 + i}},
+			Members: []api.MemberStatus{{MemberID: "m1", Stats: map[string]any{"memory": map[string]any{"current_bytes": 100 + i}, "disk": map[string]any{"total_bytes": 42}}}},
+		}, base.Add(time.Duration(i)*time.Second))
+	}
+	fine := h.memberPoints("m1", base, true)
+	if len(fine) != 6 || fine[5].Memory != 129 || fine[0].Disk != 42 {
+		t.Fatalf("fine = %+v", fine)
+	}
+	if coarse := h.memberPoints("m1", base, false); len(coarse) != 1 || coarse[0].Memory != 129 {
+		t.Fatalf("coarse = %+v", coarse)
+	}
+	hp := h.hostPoints("h1", base, true)
+	if len(hp["h1"]) != 6 || hp["h1"][0].CPU != 50 || hp["h1"][5].Memory != 1029 {
+		t.Fatalf("host = %+v", hp)
+	}
+	if len(h.hostPoints("h2", base, true)) != 0 {
+		t.Fatal("unknown host has points")
+	}
+}
