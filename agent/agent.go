@@ -224,6 +224,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		// member placed on a fresh host does not pay for it.
 		a.preloadImages(ctx)
 		loop("reconcile", a.reconcileLoop)
+		loop("failover-guard", a.guardLoop)
 	}
 	<-ctx.Done()
 	wg.Wait()

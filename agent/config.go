@@ -80,6 +80,11 @@ type Config struct {
 	// machine do not collide; 127.0.0.1 otherwise). "" or "off" disables
 	// it. Validate resolves ":port" into host:port.
 	MetricsAddr string `json:"metrics_addr"`
+	// PromoteMaxLagBytes bounds how far behind its primary (replication
+	// offset, bytes) a replica on this host may be and still be promoted
+	// by Sentinel (agent/promoteguard.go); 0 means
+	// redisctl.DefaultPromoteMaxLagBytes.
+	PromoteMaxLagBytes int64 `json:"promote_max_lag_bytes,omitempty"`
 }
 
 // DefaultMetricsPort is the agent's /metrics port unless configured.

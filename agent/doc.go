@@ -14,7 +14,11 @@
 // dir (members/<member-id>/ with the 0600 config and the data; logs/;
 // jobs/, scratch/), and running the backup and restore jobs the coordinator
 // lists for the host (jobs.go: each once, at most two at a time, reported
-// until accepted; the dump, drill and restore themselves are agent/backup's).
+// until accepted; the dump, drill and restore themselves are agent/backup's),
+// and the failover guard of the business redis members it runs
+// (promoteguard.go): a primary whose host reaches no majority of its
+// sentinels is fenced, a replica further behind its primary than the bound
+// is made unpromotable (docs/failover.md).
 //
 // It does not own: any decision about placement, failover, plans or
 // retention (the coordinator's); config file contents (agent/render);

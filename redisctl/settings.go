@@ -217,3 +217,50 @@ func CheckSettings(ctx context.Context, addr, password string, s api.Settings, p
 	}
 	return nil
 }
+
+// Failover guard parameters: the fence of a business primary and the
+// promotability of its replica (docs/failover.md). redis.conf renders
+// the unfenced, promotable values (FenceOff, PriorityPromotable): the
+// agent's failover guard (agent/promoteguard.go) sets them at run time
+// with FenceParams and PriorityParam, from what it observes.
+const (
+	ParamMinReplicas       = "min-replicas-to-write"
+	ParamMinReplicasMaxLag = "min-replicas-max-lag"
+	ParamReplicaPriority   = "replica-priority"
+
+	// FenceMaxLag is min-replicas-max-lag in seconds: a fenced primary
+	// refuses writes (-NOREPLICAS) once its replica's last ACK is older.
+	// Replicas ACK every second, so a connected replica reads 0 or 1; 2
+	// bounds, in time, what a fenced primary cut off from its replica
+	// still acknowledges (redis's default is 10).
+	FenceMaxLag = 2
+	// PriorityPromotable is redis's default replica-priority; PriorityNever
+	// (0) makes Sentinel never promote the replica.
+	PriorityPromotable = 100
+	PriorityNever      = 0
+	// DefaultPromoteMaxLagBytes is the default bound on how far behind its
+	// primary (replication offset, bytes) a replica may be and still be
+	// promoted.
+	DefaultPromoteMaxLagBytes = 8 << 20
+)
+
+// FenceParams are the CONFIG parameters that fence a primary (on: it
+// refuses writes unless one replica ACKed within FenceMaxLag seconds) or
+// lift the fence (off: min-replicas-to-write 0), in the order a live
+// change sets them (the lag before the count).
+func FenceParams(on bool) []Param {
+	n := "0"
+	if on {
+		n = "1"
+	}
+	return []Param{{ParamMinReplicasMaxLag, strconv.Itoa(FenceMaxLag)}, {ParamMinReplicas, n}}
+}
+
+// PriorityParam is replica-priority for a replica Sentinel may promote
+// (PriorityPromotable) or must not (PriorityNever).
+func PriorityParam(promotable bool) Param {
+	if promotable {
+		return Param{ParamReplicaPriority, strconv.Itoa(PriorityPromotable)}
+	}
+	return Param{ParamReplicaPriority, strconv.Itoa(PriorityNever)}
+}

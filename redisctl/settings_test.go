@@ -183,3 +183,19 @@ func TestParseMemory(t *testing.T) {
 		}
 	}
 }
+
+func TestFailoverGuardParams(t *testing.T) {
+	on, off := FenceParams(true), FenceParams(false)
+	if len(on) != 2 || on[0].Name != ParamMinReplicasMaxLag || on[1] != (Param{ParamMinReplicas, "1"}) {
+		t.Errorf("FenceParams(true) = %v", on)
+	}
+	if len(off) != 2 || off[1] != (Param{ParamMinReplicas, "0"}) || off[0] != on[0] {
+		t.Errorf("FenceParams(false) = %v", off)
+	}
+	if p := PriorityParam(true); p != (Param{ParamReplicaPriority, "100"}) {
+		t.Errorf("PriorityParam(true) = %v", p)
+	}
+	if p := PriorityParam(false); p != (Param{ParamReplicaPriority, "0"}) {
+		t.Errorf("PriorityParam(false) = %v", p)
+	}
+}

@@ -166,13 +166,15 @@ func saveLines(v string) [][]string {
 //     switching rdb<->aof live is then one CONFIG SET (redisctl.LiveChange).
 //     appendfsync always is rendered in RDB mode too (it is inert while
 //     appendonly is no).
-//   - min-replicas-to-write stays 0 (off): with one replica, 1 would turn the
-//     replica's loss, replacement, resize or upgrade into a write outage of
-//     the primary, and starter plans have no replica at all. The write-loss
-//     window of a partitioned primary is bounded instead by the failover
-//     the fleet forces when it loses the primary's host (the coordinator's
-//     host-down-after), Sentinel's down-after (30 s, the safety net) when
-//     the control plane is gone too, and HAProxy's role check.
+//   - The failover guard's parameters (redisctl.FenceParams,
+//     redisctl.PriorityParam; docs/failover.md) are rendered unfenced and
+//     promotable: min-replicas-to-write 0, min-replicas-max-lag
+//     redisctl.FenceMaxLag, replica-priority 100. A business primary is
+//     fenced (min-replicas-to-write 1) and a replica made unpromotable
+//     (replica-priority 0) at run time by the agent's guard
+//     (agent/promoteguard.go), from what it observes: a fence rendered on
+//     would turn every restart, resize or upgrade of the replica into a
+//     write outage, and starter plans have no replica at all.
 //   - enable-debug-command local: DEBUG (and MODULE) only from a loopback
 //     client (127.0.0.1, ::1 or a unix socket; Redis 7's default is no), so
 //     the fleet's own tests and an operator on the host can make a member
@@ -286,7 +288,11 @@ func Redis(in RedisInput) (string, error) {
 	c.line("repl-diskless-sync-delay", "0")
 	c.line("replica-serve-stale-data", "yes")
 	c.line("replica-read-only", "yes")
-	c.line("min-replicas-to-write", "0")
+	c.comment(false, "Failover guard: rendered unfenced and promotable; the agent fences a business primary",
+		"(min-replicas-to-write 1) and makes a lagging replica unpromotable (replica-priority 0) at run time.")
+	for _, p := range append(redisctl.FenceParams(false), redisctl.PriorityParam(true)) {
+		c.line(p.Name, p.Value)
+	}
 	return c.String(), nil
 }
 

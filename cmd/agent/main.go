@@ -36,6 +36,7 @@ func newCommand() *cobra.Command {
 		hostID, address, zone, tokenFile, dataDir         string
 		socket, namespace, imageDir, logLevel             string
 		metricsAddr                                       string
+		promoteMaxLag                                     int64
 		labels, coordinators                              []string
 		memoryMB                                          int
 		heartbeat, restartDelay, maxRestartDelay, waitFor time.Duration
@@ -135,6 +136,9 @@ agent.DefaultConfig), then these flags override it.`,
 			if f.Changed("metrics-addr") {
 				cfg.MetricsAddr = metricsAddr
 			}
+			if f.Changed("promote-max-lag-bytes") {
+				cfg.PromoteMaxLagBytes = promoteMaxLag
+			}
 			if err := cfg.Validate(); err != nil {
 				return err
 			}
@@ -180,6 +184,7 @@ agent.DefaultConfig), then these flags override it.`,
 	f.DurationVar(&restartDelay, "restart-delay", time.Duration(d.RestartDelay), "wait before starting an exited member again (doubles while it keeps failing)")
 	f.DurationVar(&maxRestartDelay, "max-restart-delay", time.Duration(d.MaxRestartDelay), "longest wait before starting an exited member again")
 	f.StringVar(&logLevel, "log-level", d.LogLevel, "debug, info, warn or error")
+	f.Int64Var(&promoteMaxLag, "promote-max-lag-bytes", 0, "a replica further behind its primary than this (bytes) is never promoted (0 = 8 MiB)")
 	f.StringVar(&metricsAddr, "metrics-addr", d.MetricsAddr, `Prometheus /metrics address host:port; ":port" = this host's address if loopback, else 127.0.0.1; "off" disables`)
 	return cmd
 }
