@@ -14,9 +14,11 @@ import (
 // process (redisctl.ApplyACL on a redis member, redisctl.ApplySentinelAuth
 // on a sentinel), so each process gets them once per agent run and again
 // when they change: a password rotation adds its next password beside the
-// URL's, then drops the old one (api.Assignment.OtherPasswords). A new process needs nothing: its rendered file says the
-// same (redis.conf is rewritten in place; a sentinel created with the
-// credential has it in its sentinel.conf).
+// URL's, then drops the old one (api.Assignment.OtherPasswords). A new
+// process needs only the rotation's other passwords applied: its rendered
+// file says the rest (redis.conf, rewritten in place, has the URL's
+// password; a sentinel created with the credential has it in its
+// sentinel.conf).
 //
 // This is how an addon created before the fleet credential existed
 // migrates: the leader gives it one (coordinator command 27), the

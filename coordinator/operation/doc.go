@@ -1,14 +1,13 @@
 // Package operation is the decision half of the operation engine: for an
 // addon's operation (provision, remove, settings-change, plan-change,
-// upgrade, replace-member — the drain and healing moves —, backup and
-// restore), what happens next
-// is a pure function of
+// upgrade, replace-member — the drain and healing moves —, backup,
+// restore and rotate-password), what happens next is a pure function of
 // the addon's View (FSM copy plus what the leader observes) and the
 // operation's recorded steps: advance the current step (with the state
 // change it commits), wait (and say why), run one action on the world
 // (ping, settings/maxmemory/sentinel checks, switchover, failover, rolling
-// sentinel reset, app hook, and the upgrade's save and version checks) and
-// record its outcome, list a job for an agent (a backup's dump, a
+// sentinel reset, app hook, the upgrade's save and version checks, a
+// rotation's password checks) and record its outcome, list a job for an agent (a backup's dump, a
 // restore) and wait for its report, fail, or stop at a safe point because
 // an operator cancelled.
 //
