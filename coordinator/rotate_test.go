@@ -1,14 +1,26 @@
 package coordinator
 
 import (
+	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/cacheplane/cacheplane/api"
 	"github.com/cacheplane/cacheplane/coordinator/operation"
 	"github.com/cacheplane/cacheplane/internal/testutil"
+	"github.com/cacheplane/cacheplane/redisctl"
 )
 
 // TestPasswordRotateCommands: commands 34-36 move the addon's passwords
@@ -109,3 +121,201 @@ func TestPasswordRotateCommands(t *testing.T) {
 }
 
 func isErr(res any) bool { _, ok := res.(error); return ok }
+
+// TestPasswordRotationThroughTheAPI: a starter addon (a real redis-server,
+// an agent loop applying the assignments' passwords with redisctl.ApplyACL
+// as the agent does) rotates its password through the admin API: a second
+// rotation is refused 409, the app hook gets the new URL, the operation
+// waits in its grace period, the coordinator restarts (a new leader) and
+// the rotation resumes there, --finish removes the old password from the
+// member; no log line nor operation holds a password.
+func TestPasswordRotationThroughTheAPI(t *testing.T) {
+	dir := t.TempDir()
+	var logs syncBuf
+	cfg := DefaultConfig()
+	cfg.ID = "c1"
+	cfg.DataDir = filepath.Join(dir, "data")
+	cfg.Socket = filepath.Join(dir, "admin.sock")
+	cfg.RaftAddr = testutil.Addr(t, "127.0.0.36")
+	cfg.HTTPAddr = testutil.Addr(t, "127.0.0.36")
+	cfg.Bootstrap = true
+	cfg.ClusterToken = "test-token"
+	cfg.AppHookCommand = hookScript(t, dir)
+	log := slog.New(slog.NewJSONHandler(io.MultiWriter(&logs, testutil.Writer(t)), &slog.HandlerOptions{Level: slog.LevelDebug}))
+	c, err := Start(cfg, log, testutil.Writer(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = c.Close() }()
+	ctx := context.Background()
+	admin := api.NewClient(cfg.Socket)
+	peer := api.NewPeerClient(cfg.HTTPAddr, cfg.ClusterToken)
+	testutil.WaitFor(t, 10*time.Second, func() error { _, err := admin.Plans(ctx); return err })
+	if _, err := peer.Register(ctx, api.Host{ID: "h1", Address: "127.0.0.37", MemoryMB: 2048}); err != nil {
+		t.Fatal(err)
+	}
+	res, err := admin.AddonCreate(ctx, api.AddonCreateRequest{App: "rot-app", Type: "redis", Plan: "redis-starter-256"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := res.Addon.ID
+	var as, hp api.Assignment
+	testutil.WaitFor(t, 10*time.Second, func() error {
+		a, err := peer.Assignments(ctx, "h1", 0, 0)
+		if err != nil || len(a.Assignments) != 2 {
+			return fmt.Errorf("assignments %+v, %v", a, err)
+		}
+		as, hp = a.Assignments[0], a.Assignments[1]
+		return nil
+	})
+	startRedis(t, as)
+	startEntrypoint(t, hp)
+	addr := net.JoinHostPort(as.Address, strconv.Itoa(as.Port))
+
+	// The agent: heartbeats, and the app's passwords applied live.
+	agentCtx, stopAgent := context.WithCancel(ctx)
+	agentDone := make(chan struct{})
+	go func() {
+		defer close(agentDone)
+		tick := time.NewTicker(150 * time.Millisecond)
+		defer tick.Stop()
+		applied := ""
+		for {
+			if a, err := peer.Assignments(agentCtx, "h1", 0, 0); err == nil && len(a.Assignments) == 2 {
+				r := a.Assignments[0]
+				pws := []string{r.Password.Reveal()}
+				for _, p := range r.OtherPasswords {
+					pws = append(pws, p.Reveal())
+				}
+				if key := strings.Join(pws, " "); key != applied {
+					if _, err := redisctl.ApplyACL(agentCtx, addr, pws, r.FleetPassword.Reveal()); err == nil {
+						applied = key
+					}
+				}
+			}
+			_, _ = peer.Heartbeat(agentCtx, api.HeartbeatRequest{HostID: "h1", Members: []api.MemberStatus{
+				{MemberID: as.MemberID, AddonID: as.AddonID, Role: as.Role, State: api.MemberRunning, RedisRole: "master"},
+				{MemberID: hp.MemberID, AddonID: hp.AddonID, Role: hp.Role, State: api.MemberRunning}}})
+			select {
+			case <-agentCtx.Done():
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	defer func() { stopAgent(); <-agentDone }()
+	testutil.WaitFor(t, 20*time.Second, func() error {
+		a, err := admin.Addon(ctx, id)
+		if err != nil || a.Status != api.AddonRunning {
+			return fmt.Errorf("addon %s: %s, %v", id, a.Status, err)
+		}
+		return nil
+	})
+	auth := func(pw string) error {
+		rc := redis.NewClient(&redis.Options{Addr: addr, Username: "default", Password: pw, MaxRetries: -1, DisableIdentity: true})
+		defer rc.Close()
+		return rc.Ping(ctx).Err()
+	}
+	oldPW := as.Password.Reveal()
+
+	for _, tc := range []struct {
+		req    api.PasswordRotateRequest
+		status int
+		want   string
+	}{
+		{api.PasswordRotateRequest{App: "rot-app", Finish: true}, 409, "is not rotating its password"},
+		{api.PasswordRotateRequest{App: "other-app"}, 404, "app other-app has no addon"},
+		{api.PasswordRotateRequest{App: "rot-app", Grace: api.Duration(-time.Second)}, 400, "negative"},
+	} {
+		if _, err := admin.AddonPasswordRotate(ctx, id, tc.req); api.HTTPStatus(err) != tc.status || !strings.Contains(api.Message(err), tc.want) {
+			t.Errorf("%+v: %v; want %d saying %q", tc.req, err, tc.status, tc.want)
+		}
+	}
+	rot, err := admin.AddonPasswordRotate(ctx, id, api.PasswordRotateRequest{App: "rot-app", Grace: api.Duration(time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.AddonPasswordRotate(ctx, id, api.PasswordRotateRequest{App: "rot-app"}); api.HTTPStatus(err) != 409 ||
+		!strings.Contains(api.Message(err), "already rotating its password (operation "+rot.Operation.ID+")") {
+		t.Errorf("a second rotation: %v", err)
+	}
+	atGrace := func() api.Operation {
+		t.Helper()
+		var op api.Operation
+		testutil.WaitFor(t, 20*time.Second, func() error {
+			op = operationOf(t, admin, rot.Operation.ID)
+			if i := op.CurrentStep(); i >= len(op.Steps) || op.Steps[i].Name != operation.StepGrace || op.Steps[i].State != api.OpRunning {
+				return fmt.Errorf("rotation at %+v", op.Steps)
+			}
+			return nil
+		})
+		return op
+	}
+	op := atGrace()
+	wantIn := func(got, want string) {
+		t.Helper()
+		if !strings.Contains(got, want) {
+			t.Errorf("%q does not say %q", got, want)
+		}
+	}
+	wantIn(op.Steps[4].Detail, "the old password is accepted until ")
+	wantIn(op.Steps[1].Detail, "every redis member accepts both passwords")
+	env, err := admin.Env(ctx, "rot-app")
+	if err != nil {
+		t.Fatal(err)
+	}
+	newURL := env.Vars[0].Value
+	u, err := redis.ParseURL(newURL)
+	if err != nil || u.Password == oldPW || len(u.Password) != 64 {
+		t.Fatalf("env after publish: %v", err)
+	}
+	newPW := u.Password
+	for _, pw := range []string{oldPW, newPW} {
+		if err := auth(pw); err != nil {
+			t.Errorf("grace period: %v", err)
+		}
+	}
+	hookEnv, err := os.ReadFile(cfg.AppHookCommand[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantIn(string(hookEnv), "REDIS_URL="+newURL+"\n")
+	wantIn(string(hookEnv), "CACHEPLANE_CHANGE="+operation.RotateChange+"\n")
+
+	// A new leader (the same member, restarted) resumes the rotation.
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	c, err = Start(cfg, log, testutil.Writer(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	op = atGrace()
+	fin, err := admin.AddonPasswordRotate(ctx, id, api.PasswordRotateRequest{App: "rot-app", Finish: true})
+	if err != nil || fin.Operation.ID != op.ID {
+		t.Fatalf("--finish: %+v, %v", fin, err)
+	}
+	testutil.WaitFor(t, 20*time.Second, func() error {
+		if op = operationOf(t, admin, op.ID); op.State != api.OpDone {
+			return fmt.Errorf("rotation %s: %+v", op.State, op.Steps)
+		}
+		return nil
+	})
+	wantIn(op.Steps[4].Detail, "ended by --finish")
+	wantIn(op.Steps[5].Detail, "the old password is refused by every redis member")
+	if err := auth(oldPW); err == nil || !strings.Contains(err.Error(), "WRONGPASS") {
+		t.Errorf("the old password after --finish: %v", err)
+	}
+	if err := auth(newPW); err != nil {
+		t.Errorf("the new password after --finish: %v", err)
+	}
+	if a, _ := admin.Addon(ctx, id); a.Status != api.AddonRunning {
+		t.Errorf("addon %s after the rotation", a.Status)
+	}
+	opsJSON, _ := json.Marshal(op)
+	for _, s := range []string{oldPW, newPW, as.FleetPassword.Reveal()} {
+		if strings.Contains(logs.String(), s) || strings.Contains(string(opsJSON), s) {
+			t.Error("a password reached the log or the operation")
+		}
+	}
+}

@@ -20,11 +20,11 @@ import (
 // Addresses of the password rotation test (its own: no leftover of
 // another test is ever met).
 const (
-	rotCoordIP = "127.0.0.100"
+	rotCoordIP = "127.0.0.105"
 	rotVIPPool = "127.0.27.0/24"
 )
 
-var rotHostIPs = []string{"127.0.0.101", "127.0.0.102", "127.0.0.103", "127.0.0.104"}
+var rotHostIPs = []string{"127.0.0.106", "127.0.0.107", "127.0.0.108", "127.0.0.109"}
 
 // TestPasswordRotation: addons-password-rotate on a business addon while
 // a go-redis writer uses the OLD URL: 0 failed commands. During the grace
