@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,9 +14,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
 
 	"github.com/cacheplane/cacheplane/api"
+	"github.com/cacheplane/cacheplane/dashboard"
 	"github.com/cacheplane/cacheplane/internal/testutil"
 )
 
@@ -112,21 +115,23 @@ func TestDashboard(t *testing.T) {
 		}
 		return n
 	}
-	// waitJS polls a JS expression until it is true.
+	// waitJS polls a JS expression until it is true; on timeout it logs
+	// the page's status line and what its charts hold.
 	waitJS := func(what, js string, timeout time.Duration) time.Duration {
 		t.Helper()
 		start := time.Now()
-		testutil.WaitFor(t, timeout, func() error {
+		for {
 			ok, err := evalBool(js)
-			if err != nil {
-				return err
+			if err == nil && ok {
+				return time.Since(start)
 			}
-			if !ok {
-				return errors.New(what + ": not yet")
+			if time.Since(start) > timeout {
+				diag, _ := chromedp.Run(bctx, chromedp.Evaluate[string](`JSON.stringify({status: (document.getElementById("status") || {}).textContent, ` +
+					`url: location.href, charts: Object.fromEntries(Object.entries((window.cp && cp.charts) || {}).map(([k, c]) => [k, c.data]))})`))
+				t.Fatalf("%s: not within %s (last error %v); page: %.3000s", what, timeout, err, diag)
 			}
-			return nil
-		})
-		return time.Since(start)
+			time.Sleep(100 * time.Millisecond) // polling interval, not a synchronisation
+		}
 	}
 	shot := func(name string) {
 		t.Helper()
@@ -153,10 +158,10 @@ func TestDashboard(t *testing.T) {
 	css := func(sel string) chromedp.CSS { return chromedp.CSS(sel) }
 
 	// --- before login: the API refuses, pages send to the login
-	run("open login", chromedp.Navigate(base+"/addons/"+f.id), chromedp.WaitVisible(css("#token")))
-	if status := evalInt(`fetch("/api/v1/addons").then(r => r.status)`); status != 401 {
+	if status := httpStatus(t, base+"/api/v1/addons", ""); status != http.StatusUnauthorized {
 		t.Fatalf("API without a session: %d, want 401", status)
 	}
+	run("open login", chromedp.Navigate(base+"/addons/"+f.id), chromedp.WaitVisible(css("#token")))
 
 	// --- login; the overview lists the addon and draws the hosts' charts
 	run("login", chromedp.SendKeys(css("#token"), token), chromedp.Click(css("#login")),
@@ -263,10 +268,29 @@ func TestDashboard(t *testing.T) {
 		t.Error("the audit log holds the password")
 	}
 
-	// --- logout ends the session
+	// --- logout ends the session: the browser's cookie is refused after it
+	cookies, err := chromedp.Call(bctx, network.GetCookies, network.GetCookiesParams{URLs: []string{base + "/"}})
+	if err != nil {
+		t.Fatalf("read cookies: %v", err)
+	}
+	var session *network.Cookie
+	for _, c := range cookies.Cookies {
+		if c.Name == dashboard.CookieName {
+			session = c
+		}
+	}
+	if session == nil || !session.HTTPOnly || session.SameSite != network.CookieSameSiteStrict || session.Session {
+		t.Fatalf("session cookie %+v: want HttpOnly, SameSite=Strict, with an expiry", session)
+	}
+	if status := httpStatus(t, base+"/api/v1/addons", session.Value); status != http.StatusOK {
+		t.Fatalf("API with the session's cookie: %d", status)
+	}
 	run("logout", chromedp.Click(css("#logout")), chromedp.WaitVisible(css("#token")))
-	if status := evalInt(`fetch("/api/v1/addons").then(r => r.status)`); status != 401 {
-		t.Fatalf("API after logout: %d, want 401", status)
+	if n := evalInt(`document.cookie.length`); n != 0 {
+		t.Errorf("cookies readable from JS after logout: %d bytes", n)
+	}
+	if status := httpStatus(t, base+"/api/v1/addons", session.Value); status != http.StatusUnauthorized {
+		t.Fatalf("API with the session's cookie after logout: %d, want 401", status)
 	}
 }
 
@@ -274,6 +298,25 @@ func TestDashboard(t *testing.T) {
 // positive value.
 func chartHasData(id string) string {
 	return fmt.Sprintf(`(() => { const c = window.cp && cp.charts[%q]; return !!c && c.data[0].length > 0 && c.data.slice(1).some(s => s.some(v => v !== null && v > 0)); })()`, id)
+}
+
+// httpStatus GETs url outside the browser, with a session cookie when one
+// is given.
+func httpStatus(t *testing.T, url, cookie string) int {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cookie != "" {
+		req.AddCookie(&http.Cookie{Name: dashboard.CookieName, Value: cookie})
+	}
+	resp, err := (&http.Client{Timeout: 5 * time.Second}).Do(req)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
 }
 
 func passwordOf(t *testing.T, url string) string {
