@@ -90,6 +90,14 @@ lint:
 	$(GO) vet ./...
 	staticcheck ./...
 
+## chaos: the seeded fault suite for CHAOS_DURATION (default 10m) with
+## CHAOS_SEED (default drawn and printed): kills, freezes, partitions
+## (iptables on loopback, removed afterwards), plan changes, drains and
+## upgrades under writers; report into docs/chaos/ (e2e/chaos_test.go)
+.PHONY: chaos
+chaos: build containerd
+	CACHEPLANE_IMAGES=$(IMAGES) $(GO) test $(E2EFLAGS) -tags chaos -count=1 -run '^TestChaos$$' -v ./e2e/
+
 ## bench: benchmarks as ratios against a baseline of the same run, into docs/benchmarks.md
 bench: deps build
 	CACHEPLANE_IMAGES=$(IMAGES) $(GO) test -tags bench -timeout 30m -run 'TestBench' -v ./e2e/
