@@ -99,8 +99,7 @@ type chaosFleet struct {
 		opt *redis.Options
 	}
 	rng *rand.Rand
-	// partition rules' comment tag (removed at the end, also on failure).
-	tag string
+	net *partitioner
 }
 
 // live is a running coordinator (the leader when one is known).
@@ -119,7 +118,7 @@ func (f *chaosFleet) live() *Coordinator {
 
 func startChaosFleet(t *testing.T, seed int64) *chaosFleet {
 	t.Helper()
-	f := &chaosFleet{t: t, agents: map[string]*Agent{}, rng: rand.New(rand.NewSource(seed)), tag: "cacheplane-chaos-" + randomHex(4)}
+	f := &chaosFleet{t: t, agents: map[string]*Agent{}, rng: rand.New(rand.NewSource(seed)), net: newPartitioner(t)}
 	args := []string{"--heal-after", healAfter.String(), "--entrypoint-cidr", chaosVIPPool}
 	f.cs = make([]*Coordinator, 3)
 	f.cs[0] = StartCoordinator(t, "c1", chaosCoordIPs[0], CoordinatorOpts{Bootstrap: true, ExtraArgs: args})
@@ -159,7 +158,6 @@ func startChaosFleet(t *testing.T, seed int64) *chaosFleet {
 		t.Fatal(err)
 	}
 	f.biz.waitHealthy(60 * time.Second)
-	t.Cleanup(f.unpartitionAll)
 	return f
 }
 
@@ -431,7 +429,7 @@ func (f *chaosFleet) inject(kind string) (string, error) {
 			return m.HostID, err
 		}
 		time.Sleep(8 * time.Second) // the partition's length
-		f.unpartitionAll()
+		f.net.heal()
 		return m.HostID + " (" + ip + ", " + m.ID + ")", nil
 	}
 	return "", fmt.Errorf("unknown fault kind %q", kind)
@@ -520,24 +518,32 @@ func (f *chaosFleet) unhealthy() (n int, detail []string) {
 }
 
 // ---------------------------------------------------------------------------
-// Partitions: iptables DROP rules between one host's address and every
-// other chaos address (coordinators, hosts, the VIP pool), both ways, each
-// tagged with f.tag; only loopback addresses are ever named.
+// Partitions: iptables DROP rules on lo between loopback addresses, both
+// ways, each tagged with a comment unique to the test; every tagged rule
+// is removed by heal, and at the end of the test (also on failure).
 
-func (f *chaosFleet) partition(ip string) error {
-	if !strings.HasPrefix(ip, "127.") {
-		return fmt.Errorf("partition: %s is not a loopback address", ip)
-	}
-	var others []string
-	for _, o := range append(append([]string(nil), chaosHostIPs...), chaosCoordIPs...) {
-		if o != ip {
-			others = append(others, o)
+type partitioner struct {
+	t   testing.TB
+	tag string
+}
+
+func newPartitioner(t testing.TB) *partitioner {
+	p := &partitioner{t: t, tag: "cacheplane-chaos-" + randomHex(4)}
+	t.Cleanup(p.heal)
+	return p
+}
+
+// cut drops every packet between a and each of others (addresses or
+// loopback CIDRs), both ways.
+func (p *partitioner) cut(a string, others ...string) error {
+	for _, o := range append([]string{a}, others...) {
+		if !strings.HasPrefix(o, "127.") {
+			return fmt.Errorf("partition: %s is not a loopback address", o)
 		}
 	}
-	others = append(others, chaosVIPPool)
 	for _, o := range others {
-		for _, dir := range [][2]string{{ip, o}, {o, ip}} {
-			if err := iptables("-I", "INPUT", "-i", "lo", "-s", dir[0], "-d", dir[1], "-j", "DROP", "-m", "comment", "--comment", f.tag); err != nil {
+		for _, dir := range [][2]string{{a, o}, {o, a}} {
+			if err := iptables("-I", "INPUT", "-i", "lo", "-s", dir[0], "-d", dir[1], "-j", "DROP", "-m", "comment", "--comment", p.tag); err != nil {
 				return err
 			}
 		}
@@ -545,21 +551,34 @@ func (f *chaosFleet) partition(ip string) error {
 	return nil
 }
 
-// unpartitionAll deletes every rule tagged with f.tag.
-func (f *chaosFleet) unpartitionAll() {
+// heal deletes every rule tagged with p.tag.
+func (p *partitioner) heal() {
 	out, err := exec.Command("iptables", "-S", "INPUT").Output()
 	if err != nil {
+		p.t.Logf("iptables -S: %v", err)
 		return
 	}
 	for _, l := range strings.Split(string(out), "\n") {
-		if !strings.Contains(l, f.tag) || !strings.HasPrefix(l, "-A INPUT ") {
+		if !strings.Contains(l, p.tag) || !strings.HasPrefix(l, "-A INPUT ") {
 			continue
 		}
 		args := append([]string{"-D", "INPUT"}, splitRule(strings.TrimPrefix(l, "-A INPUT "))...)
 		if err := iptables(args...); err != nil {
-			f.t.Logf("remove partition rule %q: %v", l, err)
+			p.t.Logf("remove partition rule %q: %v", l, err)
 		}
 	}
+}
+
+// partition cuts host address ip from every other chaos address
+// (coordinators, hosts, the VIP pool).
+func (f *chaosFleet) partition(ip string) error {
+	var others []string
+	for _, o := range append(append([]string(nil), chaosHostIPs...), chaosCoordIPs...) {
+		if o != ip {
+			others = append(others, o)
+		}
+	}
+	return f.net.cut(ip, append(others, chaosVIPPool)...)
 }
 
 // splitRule splits an iptables -S line into arguments (the comment is
