@@ -145,8 +145,19 @@ func startChaosFleet(t *testing.T, seed int64) *chaosFleet {
 			t.Fatalf("%s: %s", strings.Join(add, " "), res)
 		}
 	}
-	biz := WaitForAddonStatus(t, c, chaosBizApp, api.AddonRunning, 90*time.Second)
-	st := WaitForAddonStatus(t, c, chaosStarter, api.AddonRunning, 90*time.Second)
+	WaitForAddonStatus(t, c, chaosBizApp, api.AddonRunning, 90*time.Second)
+	WaitForAddonStatus(t, c, chaosStarter, api.AddonRunning, 90*time.Second)
+	// AOF (every write synced): a starter whose redis is killed restarts
+	// on its AOF; in RDB mode it would come back at its last snapshot and
+	// a kill would lose writes by design, not by fault.
+	for _, app := range []string{chaosBizApp, chaosStarter} {
+		if res := c.CLI("addons-settings", "--app", app, "--persistence", "aof"); res.Code != 0 {
+			t.Fatalf("addons-settings --app %s --persistence aof: %s", app, res)
+		}
+	}
+	testutil.WaitFor(t, 60*time.Second, f.opsFinished)
+	biz := WaitForAddonStatus(t, c, chaosBizApp, api.AddonRunning, 30*time.Second)
+	st := WaitForAddonStatus(t, c, chaosStarter, api.AddonRunning, 30*time.Second)
 	f.biz = &bizFleet{t: t, c: c, agents: f.agents, app: chaosBizApp, id: biz.ID, url: RedisURL(t, c, chaosBizApp)}
 	opt, err := redis.ParseURL(f.biz.url)
 	if err != nil {
