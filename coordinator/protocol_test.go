@@ -36,7 +36,18 @@ func init() {
 // through to "not applied").
 func TestCommandTable(t *testing.T) {
 	names := map[string]bool{}
-	for ct := CommandType(1); int(ct) <= len(commands); ct++ {
+	last := CommandType(0)
+	for ct := range commands {
+		last = max(last, ct)
+	}
+	// 29-33 are kept for work landing apart from the password rotation's
+	// 34-36 (ranges handed out while both were built): until it lands they
+	// are the one gap allowed.
+	reserved := func(ct CommandType) bool { return ct >= 29 && ct <= 33 }
+	for ct := CommandType(1); ct <= last; ct++ {
+		if _, known := ct.Since(); !known && reserved(ct) {
+			continue
+		}
 		since, ok := ct.Since()
 		want := ProtocolBase
 		switch {
@@ -54,12 +65,12 @@ func TestCommandTable(t *testing.T) {
 		names[ct.String()] = true
 	}
 	if len(names) != len(commands) {
-		t.Fatalf("the table has %d types, not numbered 1..%d", len(commands), len(commands))
+		t.Fatalf("the table has %d types, not numbered 1..%d", len(commands), last)
 	}
 	if protocolFeature[MaxProtocol] == "" {
 		t.Fatalf("level %d has no feature named", MaxProtocol)
 	}
-	if _, ok := CommandType(len(commands) + 1).Since(); ok {
+	if _, ok := (last + 1).Since(); ok {
 		t.Fatal("the type after the table is known")
 	}
 	f := NewFSM(testutil.Logger(t))
