@@ -127,7 +127,7 @@ func TestDashboard(t *testing.T) {
 			}
 			if time.Since(start) > timeout {
 				diag, _ := chromedp.Run(bctx, chromedp.Evaluate[string](`JSON.stringify({status: (document.getElementById("status") || {}).textContent, ` +
-					`url: location.href, charts: Object.fromEntries(Object.entries((window.cp && cp.charts) || {}).map(([k, c]) => [k, c.data]))})`))
+					`url: location.href, charts: Object.fromEntries(Object.entries((typeof cp !== "undefined" && cp.charts) || {}).map(([k, c]) => [k, c.data]))})`))
 				t.Fatalf("%s: not within %s (last error %v); page: %.3000s", what, timeout, err, diag)
 			}
 			time.Sleep(100 * time.Millisecond) // polling interval, not a synchronisation
@@ -297,7 +297,7 @@ func TestDashboard(t *testing.T) {
 // chartHasData is a JS expression: chart id has x values and a line with a
 // positive value.
 func chartHasData(id string) string {
-	return fmt.Sprintf(`(() => { const c = window.cp && cp.charts[%q]; return !!c && c.data[0].length > 0 && c.data.slice(1).some(s => s.some(v => v !== null && v > 0)); })()`, id)
+	return fmt.Sprintf(`(() => { const c = typeof cp !== "undefined" && cp.charts[%q]; return !!c && c.data[0].length > 0 && c.data.slice(1).some(s => s.some(v => v !== null && v > 0)); })()`, id)
 }
 
 // httpStatus GETs url outside the browser, with a session cookie when one
