@@ -203,8 +203,15 @@ func (a *Agent) ensure(ctx context.Context, as api.Assignment, st *runtime.Statu
 		return fail(fmt.Sprintf("start: %v", err), true)
 	}
 	log.Info("member started", "image", p.spec.Image, "spec_hash", p.spec.SpecHash, "took", time.Since(begin))
+	// A new process has only its file's credentials: a rotation's other
+	// passwords are applied to it at its next update (fleetauth.go), a
+	// pass from now.
+	a.fleet.forget(as.MemberID)
 	if as.Role == api.RoleHAProxy {
 		a.routes.pokeMember(as.MemberID) // route.go: a new HAProxy starts with every server ready
+	}
+	if len(as.OtherPasswords) > 0 {
+		return reconcileRetry
 	}
 	return 0
 }
