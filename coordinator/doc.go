@@ -11,11 +11,15 @@
 // the operation engine (the I/O half; its decisions are package operation).
 // It brings back a cluster that lost its majority from one surviving member
 // (recover.go: Raft stopped, its configuration recovered, started again in
-// the same process).
+// the same process). It serves the web dashboard on its own listener
+// (dashboard.go: login tokens on the admin socket, the admin API behind the
+// dashboard's session, audited by session; the figures history the charts
+// draw).
 //
 // It does not decide steps (package coordinator/operation does, as pure
 // functions), place members (package scheduler), talk redis or sentinel
 // protocol (package redisctl), run containers (package agent) or store
-// dumps (package backupstore).
+// dumps (package backupstore); the dashboard's sessions and pages are
+// package dashboard.
 // See DESIGN.md beside this file.
 package coordinator

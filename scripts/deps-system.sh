@@ -2,7 +2,8 @@
 # Installs, idempotently, the Debian packages cacheplane needs to run and to
 # be tested. Runs apt-get only when something is missing.
 set -euo pipefail
-PKGS=(redis-server redis-sentinel redis-tools haproxy containerd runc iptables procps ca-certificates git)
+# chromium: the dashboard's browser test (e2e/dashboard_test.go, through chromedp)
+PKGS=(redis-server redis-sentinel redis-tools haproxy containerd runc iptables procps ca-certificates git chromium)
 missing=()
 # Node.js + npm run the client-compatibility tests (node-redis, ioredis). A
 # machine may already have them from another source (then Debian's npm
