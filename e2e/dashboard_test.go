@@ -135,7 +135,7 @@ func TestDashboard(t *testing.T) {
 	}
 	shot := func(name string) {
 		t.Helper()
-		buf, err := chromedp.Run(bctx, chromedp.FullScreenshot(100) // 100: PNG)
+		buf, err := chromedp.Run(bctx, chromedp.FullScreenshot(100)) // 100: PNG
 		if err != nil {
 			t.Fatalf("screenshot %s: %v", name, err)
 		}
