@@ -1,6 +1,11 @@
 package coordinator
 
 import (
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -109,5 +114,62 @@ func TestStatsHistoryDashboardSeries(t *testing.T) {
 	}
 	if len(h.hostPoints("h2", base, true)) != 0 {
 		t.Fatal("unknown host has points")
+	}
+}
+
+// Writes and URL reveals through the dashboard are audited with the
+// session's id; plain reads are not; no line carries the password.
+func TestDashboardAudit(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "audit.log")
+	audit, err := openAuditLog(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer audit.Close()
+	const pw = "pw-never-in-the-audit-log"
+	apiMux := http.NewServeMux()
+	apiMux.HandleFunc("POST /v1/settings", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusAccepted) })
+	apiMux.HandleFunc("GET /v1/env", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte(`{"url":"redis://default:` + pw + `@x"}`)) })
+	apiMux.HandleFunc("GET /v1/addons", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte(`[]`)) })
+	auth := dashboard.NewAuth(nil)
+	srv := httptest.NewServer(dashboard.Handler(dashboard.Config{Auth: auth, API: audit.wrapDashboard(apiMux)}))
+	defer srv.Close()
+	tok, _, err := auth.IssueToken(time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cookie, sess, err := auth.Login(tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range []struct{ method, path string }{{"POST", "/api/v1/settings"}, {"GET", "/api/v1/env?app=shop"}, {"GET", "/api/v1/addons"}} {
+		req, _ := http.NewRequest(r.method, srv.URL+r.path, strings.NewReader(`{}`))
+		req.AddCookie(&http.Cookie{Name: dashboard.CookieName, Value: cookie})
+		req.Header.Set(dashboard.CSRFHeader, sess.CSRF)
+		resp, err := srv.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode >= 300 {
+			t.Fatalf("%s %s: %s", r.method, r.path, resp.Status)
+		}
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("audit lines:\n%s\nwant the write and the reveal", b)
+	}
+	who := `"who":"dashboard session ` + sess.ID + `"`
+	for i, want := range []string{`"msg":"admin write","method":"POST","path":"/v1/settings","status":202`, `"msg":"url revealed","method":"GET","path":"/v1/env","status":200`} {
+		if !strings.Contains(lines[i], want) || !strings.Contains(lines[i], who) {
+			t.Errorf("audit line %d = %s; want %s and %s", i, lines[i], want, who)
+		}
+	}
+	if strings.Contains(string(b), pw) {
+		t.Error("the audit log holds the password")
 	}
 }
