@@ -31,6 +31,7 @@ func Command(g cli.Flags) *cobra.Command {
 		stateKeysFile, dashboardListen                                string
 		hostDownAfter, hostSuspectAfter, healAfter                    time.Duration
 		backupWindow, backupCheckEvery, backupJobTimeout              time.Duration
+		passwordGrace                                                 time.Duration
 		bootstrap                                                     bool
 	)
 	cmd := &cobra.Command{
@@ -94,6 +95,9 @@ defaults in coordinator.DefaultConfig), then these flags override it.`,
 			}
 			if f.Changed("app-hook-url") {
 				cfg.AppHookURL = appHookURL
+			}
+			if f.Changed("password-grace") {
+				cfg.PasswordGrace = coordinator.Duration(passwordGrace)
 			}
 			if f.Changed("backup-dir") {
 				cfg.BackupStore = backupstore.Config{Kind: backupstore.KindLocal, Dir: backupDir}
@@ -178,6 +182,7 @@ defaults in coordinator.DefaultConfig), then these flags override it.`,
 	f.DurationVar(&healAfter, "heal-after", time.Duration(d.HealAfter), "replace the members of a host down for this long")
 	f.StringVar(&appHookCommand, "app-hook-command", "", "program (and arguments, split on spaces, no shell) run after a plan change with CACHEPLANE_ADDON_ID, CACHEPLANE_APP, CACHEPLANE_CHANGE, REDIS_URL in its environment (config app_hook_command takes an argv array)")
 	f.StringVar(&appHookURL, "app-hook-url", "", "http(s) URL POSTed the same as JSON after a plan change")
+	f.DurationVar(&passwordGrace, "password-grace", time.Duration(d.PasswordGrace), "how long a password rotation keeps the old password accepted once the new URL is published (addons-password-rotate --grace overrides it)")
 	f.StringVar(&backupDir, "backup-dir", "", "local backup store directory (default <data-dir>/backups; coordinators and agents on several machines must share it, else configure an s3 backup_store in the config file)")
 	f.StringVar(&backupKeysFile, "backup-keys-file", "", "backup encryption keyring, JSON, mode 0600 (default <data-dir>/backup-keys.json, made with a new key when missing; every coordinator of a cluster must use the same)")
 	f.StringVar(&stateKeysFile, "state-keys-file", "", "keys sealing the Raft log and snapshots (they hold the addons' passwords), JSON, mode 0600 (made with a new key when missing; unset: the Raft log keeps passwords in plaintext; every coordinator of a cluster must use the same)")
