@@ -164,9 +164,14 @@ func (a *Agent) noteDecision(id, what, why string) {
 	changed := g.last[id] != what
 	g.last[id] = what
 	g.mu.Unlock()
-	if changed {
-		a.log.Warn("failover guard", "member", id, "decision", what, "why", why)
+	if !changed {
+		return
 	}
+	if what == "fenced" || what == makeUnpromotable.String() {
+		a.log.Warn("failover guard", "member", id, "decision", what, "why", why)
+		return
+	}
+	a.log.Info("failover guard", "member", id, "decision", what, "why", why)
 }
 
 // guardLoop runs the guard every guardInterval until ctx ends.
