@@ -504,11 +504,11 @@ func TestStarterLifecycle(t *testing.T) {
 	if m.Pid == 0 || m.StartedAt.IsZero() || m.RedisRole != "master" || m.SpecHash == "" || m.AddonID != as.AddonID {
 		t.Fatalf("running status incomplete: %+v", m)
 	}
-	if m.Stats["memory"] == nil || m.Stats["disk"] == nil {
+	if m.Stats == nil || m.Stats.Memory == nil || m.Stats.Disk == nil {
 		t.Errorf("member figures missing memory or disk: %v", m.Stats)
 	}
 	_, hb, _ := coord.member(h.id, "m1")
-	if hb.Stats["memory"] == nil || len(hb.Unknown) != 0 {
+	if hb.Stats == nil || hb.Stats.Memory == nil || len(hb.Unknown) != 0 {
 		t.Errorf("heartbeat: host figures %v, unknown %v", hb.Stats, hb.Unknown)
 	}
 	coord.mu.Lock()

@@ -59,7 +59,6 @@ package agent
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"net"
 	"net/http"
@@ -330,8 +329,7 @@ func (m *agentMetrics) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(desc, prometheus.CounterValue, v, labels...)
 	}
 
-	var hr sysstats.HostReport
-	if fromMap(req.Stats, &hr) {
+	if hr := req.Stats; hr != nil {
 		if !hr.CollectedAt.IsZero() {
 			gauge(d.reportAge, max(0, time.Since(hr.CollectedAt).Seconds()))
 		}
@@ -379,8 +377,7 @@ func (m *agentMetrics) Collect(ch chan<- prometheus.Metric) {
 			gauge(d.memberState, b2f(ms.State == s), append(l, s)...)
 		}
 		counter(d.memberRestarts, float64(restarts[ms.MemberID]), l...)
-		var mr sysstats.MemberReport
-		if fromMap(ms.Stats, &mr) {
+		if mr := ms.Stats; mr != nil {
 			if c := mr.CPU; c != nil {
 				counter(d.memberCPU, float64(c.UsageNanos)/1e9, l...)
 			}
@@ -563,17 +560,4 @@ func b2f(b bool) float64 {
 		return 1
 	}
 	return 0
-}
-
-// fromMap decodes a heartbeat's opaque figures back into their sysstats
-// type; false when there are none or they do not decode.
-func fromMap(m map[string]any, v any) bool {
-	if len(m) == 0 {
-		return false
-	}
-	b, err := json.Marshal(m)
-	if err != nil {
-		return false
-	}
-	return json.Unmarshal(b, v) == nil
 }

@@ -395,9 +395,12 @@ func TestMemberFiguresFollowTheRun(t *testing.T) {
 		}
 		return nil
 	})
-	mem, _ := hb.Stats["memory"].(map[string]any)
-	if hh, _ := mem["highest_bytes"].(float64); hh == 0 || hh >= highDel-grown {
-		t.Fatalf("heartbeat's highest after the restart: %v (before %s)", mem["highest_bytes"], mib(highDel))
+	var hh uint64
+	if hb.Stats != nil && hb.Stats.Memory != nil {
+		hh = hb.Stats.Memory.HighestBytes
+	}
+	if hh == 0 || float64(hh) >= float64(highDel-grown) {
+		t.Fatalf("heartbeat's highest after the restart: %d (before %s)", hh, mib(highDel))
 	}
 }
 

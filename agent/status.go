@@ -2,7 +2,6 @@ package agent
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -279,7 +278,7 @@ func (a *Agent) Report(ctx context.Context) api.HeartbeatRequest {
 	req.Members = out
 
 	hr := a.hostStats.Collect(ctx)
-	req.Stats = toMap(hr)
+	req.Stats = &hr
 	return req
 }
 
@@ -430,8 +429,8 @@ func failureDetail(reason string, lines []string) string {
 }
 
 // memberFigures collects a running member's figures (cgroup of its
-// containerd task, data dir size for redis) as a JSON-able map.
-func (a *Agent) memberFigures(ctx context.Context, as api.Assignment, p memberPlan, st *runtime.Status) map[string]any {
+// containerd task, data dir size for redis).
+func (a *Agent) memberFigures(ctx context.Context, as api.Assignment, p memberPlan, st *runtime.Status) *api.MemberReport {
 	a.mu.Lock()
 	m := a.memberStats[as.MemberID]
 	if m == nil {
@@ -448,20 +447,8 @@ func (a *Agent) memberFigures(ctx context.Context, as api.Assignment, p memberPl
 	if as.Role == api.RoleRedis {
 		t.DataDir = p.dir
 	}
-	return toMap(m.Collect(ctx, t))
-}
-
-// toMap turns a report into the wire's opaque map.
-func toMap(v any) map[string]any {
-	b, err := json.Marshal(v)
-	if err != nil {
-		return map[string]any{"error": err.Error()}
-	}
-	var m map[string]any
-	if err := json.Unmarshal(b, &m); err != nil {
-		return map[string]any{"error": err.Error()}
-	}
-	return m
+	r := m.Collect(ctx, t)
+	return &r
 }
 
 func errString(err error) string {

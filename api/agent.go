@@ -66,15 +66,15 @@ type MemberStatus struct {
 	ReplOffset int64  `json:"repl_offset,omitempty"`
 	// SpecHash is the hash of the assignment the member runs.
 	SpecHash string `json:"spec_hash,omitempty"`
-	// Stats are the member's figures (sysstats report), opaque here.
-	Stats map[string]any `json:"stats,omitempty"`
+	// Stats are the member's figures (nil while it does not run).
+	Stats *MemberReport `json:"stats,omitempty"`
 }
 
 // HeartbeatRequest carries a host's member statuses and figures.
 type HeartbeatRequest struct {
 	HostID  string         `json:"host_id"`
 	Members []MemberStatus `json:"members"`
-	Stats   map[string]any `json:"stats,omitempty"`
+	Stats   *HostReport    `json:"stats,omitempty"`
 	// Unknown lists members running on the host that the coordinator did
 	// not assign (the agent removes them; this is for the operator's view).
 	Unknown []string `json:"unknown,omitempty"`

@@ -192,7 +192,7 @@ func TestProvisionRemoveAndHostLiveness(t *testing.T) {
 		}
 	}
 	running := api.MemberStatus{MemberID: as.MemberID, AddonID: as.AddonID, Role: as.Role, State: api.MemberRunning,
-		Stats: map[string]any{"memory": map[string]any{"current_bytes": 1 << 20, "highest_bytes": 2 << 20}}}
+		Stats: &api.MemberReport{Memory: &api.MemberMemory{CurrentBytes: 1 << 20, HighestBytes: 2 << 20}}}
 	hpRunning := api.MemberStatus{MemberID: hp.MemberID, AddonID: hp.AddonID, Role: hp.Role, State: api.MemberRunning}
 	testutil.WaitFor(t, 15*time.Second, func() error {
 		beat(running, hpRunning)
@@ -357,7 +357,7 @@ func TestFiguresReachEveryMember(t *testing.T) {
 	member := res.Addon.ID + "-redis-0"
 	testutil.WaitFor(t, 10*time.Second, func() error {
 		if _, err := peer.Heartbeat(ctx, api.HeartbeatRequest{HostID: "h1", Members: []api.MemberStatus{{MemberID: member, AddonID: res.Addon.ID,
-			Role: api.RoleRedis, State: api.MemberStarting, Stats: map[string]any{"memory": map[string]any{"current_bytes": 7 << 20}}}}}); err != nil {
+			Role: api.RoleRedis, State: api.MemberStarting, Stats: &api.MemberReport{Memory: &api.MemberMemory{CurrentBytes: 7 << 20}}}}}); err != nil {
 			return err
 		}
 		if latest, _ := c2.server.stats.member(member, time.Time{}); latest == nil || latest.MemoryBytes != 7<<20 {

@@ -20,7 +20,7 @@ type observed struct {
 type hostObs struct {
 	lastSeen time.Time
 	members  map[string]api.MemberStatus
-	stats    map[string]any
+	stats    *api.HostReport
 	unknown  []string
 }
 

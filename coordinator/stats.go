@@ -1,13 +1,11 @@
 package coordinator
 
 import (
-	"encoding/json"
 	"sync"
 	"time"
 
 	"github.com/cacheplane/cacheplane/api"
 	"github.com/cacheplane/cacheplane/dashboard"
-	"github.com/cacheplane/cacheplane/sysstats"
 )
 
 // History bounds: one point a minute for a day, per member and per host.
@@ -181,21 +179,9 @@ func (h *statsHistory) drop(ids ...string) {
 	}
 }
 
-// decodeReport turns the agent's opaque report map into a sysstats report.
-func decodeReport(m map[string]any, v any) bool {
-	if len(m) == 0 {
-		return false
-	}
-	b, err := json.Marshal(m)
-	if err != nil {
-		return false
-	}
-	return json.Unmarshal(b, v) == nil
-}
-
-func memberFigures(m map[string]any, at time.Time) (api.MemberFigures, bool) {
-	var r sysstats.MemberReport
-	if !decodeReport(m, &r) {
+// memberFigures are the figures of a member's report (false without one).
+func memberFigures(r *api.MemberReport, at time.Time) (api.MemberFigures, bool) {
+	if r == nil {
 		return api.MemberFigures{}, false
 	}
 	f := api.MemberFigures{At: at}
@@ -217,9 +203,9 @@ func memberFigures(m map[string]any, at time.Time) (api.MemberFigures, bool) {
 	return f, true
 }
 
-func hostFigures(m map[string]any, at time.Time) (api.HostFigures, bool) {
-	var r sysstats.HostReport
-	if !decodeReport(m, &r) {
+// hostFigures are the figures of a host's report (false without one).
+func hostFigures(r *api.HostReport, at time.Time) (api.HostFigures, bool) {
+	if r == nil {
 		return api.HostFigures{}, false
 	}
 	f := api.HostFigures{At: at}

@@ -11,8 +11,8 @@ import (
 func TestStatsHistoryFoldsMinutesAndBounds(t *testing.T) {
 	h := newStatsHistory()
 	beat := func(at time.Time, mem uint64, cpu float64) {
-		h.record(api.HeartbeatRequest{HostID: "h1", Members: []api.MemberStatus{{MemberID: "m1", Stats: map[string]any{
-			"cpu": map[string]any{"percent": cpu}, "memory": map[string]any{"current_bytes": mem, "highest_bytes": mem * 2},
+		h.record(api.HeartbeatRequest{HostID: "h1", Members: []api.MemberStatus{{MemberID: "m1", Stats: &api.MemberReport{
+			CPU: &api.MemberCPU{Percent: cpu}, Memory: &api.MemberMemory{CurrentBytes: mem, HighestBytes: mem * 2},
 		}}}}, at)
 	}
 	base := time.Date(2026, 11, 24, 10, 0, 0, 0, time.UTC)

@@ -3,6 +3,7 @@ package sysstats
 import (
 	"context"
 	"errors"
+	"github.com/cacheplane/cacheplane/api"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -185,33 +186,33 @@ func TestMemberFixtures(t *testing.T) {
 		root    string
 		path    string
 		version int
-		memory  MemberMemory
-		swap    MemberSwap
+		memory  api.MemberMemory
+		swap    api.MemberSwap
 	}{
 		{
 			name: "v1", root: v1Root, path: "/cacheplane/redis-a", version: 1,
-			memory: MemberMemory{CurrentBytes: 1212416, UsageBytes: 32669696, HighestBytes: 54325248, HighestSource: SourceKernel,
+			memory: api.MemberMemory{CurrentBytes: 1212416, UsageBytes: 32669696, HighestBytes: 54325248, HighestSource: SourceKernel,
 				LimitBytes: 134217728, FreeBytes: 134217728 - 1212416},
-			swap: MemberSwap{Accounted: true, HighestSource: SourceKernel, LimitBytes: 67108864, FreeBytes: 67108864},
+			swap: api.MemberSwap{Accounted: true, HighestSource: SourceKernel, LimitBytes: 67108864, FreeBytes: 67108864},
 		},
 		{
 			name: "v1 no swap accounting", root: v1Root, path: "/cacheplane/noswap", version: 1,
-			memory: MemberMemory{CurrentBytes: 1212416, UsageBytes: 32669696, HighestBytes: 54325248, HighestSource: SourceKernel,
+			memory: api.MemberMemory{CurrentBytes: 1212416, UsageBytes: 32669696, HighestBytes: 54325248, HighestSource: SourceKernel,
 				LimitBytes: 134217728, FreeBytes: 134217728 - 1212416},
-			swap: MemberSwap{},
+			swap: api.MemberSwap{},
 		},
 		{
 			name: "v2 new", root: v2Root, path: "/cacheplane/redis-new", version: 2,
-			memory: MemberMemory{CurrentBytes: 62914560, UsageBytes: 79691776, HighestBytes: 104857600, HighestSource: SourceKernel,
+			memory: api.MemberMemory{CurrentBytes: 62914560, UsageBytes: 79691776, HighestBytes: 104857600, HighestSource: SourceKernel,
 				LimitBytes: 268435456, FreeBytes: 268435456 - 62914560},
-			swap: MemberSwap{Accounted: true, CurrentBytes: 8388608, HighestBytes: 12582912, HighestSource: SourceKernel,
+			swap: api.MemberSwap{Accounted: true, CurrentBytes: 8388608, HighestBytes: 12582912, HighestSource: SourceKernel,
 				LimitBytes: 134217728, FreeBytes: 134217728 - 8388608},
 		},
 		{
 			name: "v2 old", root: v2Root, path: "/cacheplane/redis-old", version: 2,
-			memory: MemberMemory{CurrentBytes: 14680064, UsageBytes: 18874368, HighestBytes: 14680064, HighestSource: SourceTracked,
+			memory: api.MemberMemory{CurrentBytes: 14680064, UsageBytes: 18874368, HighestBytes: 14680064, HighestSource: SourceTracked,
 				Unlimited: true},
-			swap: MemberSwap{Accounted: true, HighestSource: SourceTracked, Unlimited: true},
+			swap: api.MemberSwap{Accounted: true, HighestSource: SourceTracked, Unlimited: true},
 		},
 	}
 	for _, tt := range tests {
@@ -310,7 +311,7 @@ func TestMemberCollectorsFailAlone(t *testing.T) {
 	})
 	t.Run("a panicking collector is an error entry", func(t *testing.T) {
 		m := NewMember(Config{CgroupRoot: v1Root}, nil)
-		m.Register(CollectorMemory, MemberCollectorFunc(func(context.Context, MemberTarget, *MemberReport) error { panic("boom") }))
+		m.Register(CollectorMemory, MemberCollectorFunc(func(context.Context, MemberTarget, *api.MemberReport) error { panic("boom") }))
 		r := m.Collect(ctx, MemberTarget{CgroupPath: "/cacheplane/redis-a"})
 		if r.CPU == nil || r.Swap == nil || r.Memory != nil {
 			t.Fatalf("report = %+v", r)
@@ -359,7 +360,7 @@ func TestMemberCPUPercent(t *testing.T) {
 	}
 }
 
-func assertErrored(t *testing.T, errs []CollectorError, names ...string) {
+func assertErrored(t *testing.T, errs []api.CollectorError, names ...string) {
 	t.Helper()
 	got := make([]string, 0, len(errs))
 	for _, e := range errs {

@@ -3,6 +3,7 @@ package sysstats
 import (
 	"context"
 	"fmt"
+	"github.com/cacheplane/cacheplane/api"
 	"log/slog"
 	"sync"
 	"time"
@@ -12,26 +13,28 @@ import (
 // instead of filling its section when it cannot measure; it must not touch
 // other sections. ctx carries the gopsutil EnvMap of the Config.
 type HostCollector interface {
-	CollectHost(ctx context.Context, r *HostReport) error
+	CollectHost(ctx context.Context, r *api.HostReport) error
 }
 
 // HostCollectorFunc adapts a function to HostCollector.
-type HostCollectorFunc func(ctx context.Context, r *HostReport) error
+type HostCollectorFunc func(ctx context.Context, r *api.HostReport) error
 
 // CollectHost calls f.
-func (f HostCollectorFunc) CollectHost(ctx context.Context, r *HostReport) error { return f(ctx, r) }
+func (f HostCollectorFunc) CollectHost(ctx context.Context, r *api.HostReport) error {
+	return f(ctx, r)
+}
 
 // MemberCollector fills one section of a MemberReport for target t, with
 // the same rules as HostCollector.
 type MemberCollector interface {
-	CollectMember(ctx context.Context, t MemberTarget, r *MemberReport) error
+	CollectMember(ctx context.Context, t MemberTarget, r *api.MemberReport) error
 }
 
 // MemberCollectorFunc adapts a function to MemberCollector.
-type MemberCollectorFunc func(ctx context.Context, t MemberTarget, r *MemberReport) error
+type MemberCollectorFunc func(ctx context.Context, t MemberTarget, r *api.MemberReport) error
 
 // CollectMember calls f.
-func (f MemberCollectorFunc) CollectMember(ctx context.Context, t MemberTarget, r *MemberReport) error {
+func (f MemberCollectorFunc) CollectMember(ctx context.Context, t MemberTarget, r *api.MemberReport) error {
 	return f(ctx, t, r)
 }
 
@@ -119,16 +122,16 @@ func (h *Host) Register(name string, c HostCollector) {
 
 // Collect runs every collector and returns what they measured. It never
 // fails as a whole: each failing collector adds a CollectorError.
-func (h *Host) Collect(ctx context.Context) HostReport {
+func (h *Host) Collect(ctx context.Context) api.HostReport {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	ctx = h.cfg.Context(ctx)
-	r := HostReport{CollectedAt: time.Now()}
+	r := api.HostReport{CollectedAt: time.Now()}
 	for _, n := range h.collectors {
 		err := safely(func() error { return n.c.CollectHost(ctx, &r) })
 		if err != nil {
 			h.log.Debug("host collector failed", "collector", n.name, "err", err)
-			r.Errors = append(r.Errors, CollectorError{Collector: n.name, Error: err.Error()})
+			r.Errors = append(r.Errors, api.CollectorError{Collector: n.name, Error: err.Error()})
 		}
 	}
 	return r
@@ -170,11 +173,11 @@ func (m *Member) Register(name string, c MemberCollector) {
 
 // Collect measures t. It never fails as a whole: each failing collector
 // adds a CollectorError and leaves its section nil.
-func (m *Member) Collect(ctx context.Context, t MemberTarget) MemberReport {
+func (m *Member) Collect(ctx context.Context, t MemberTarget) api.MemberReport {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	ctx = m.cfg.Context(ctx)
-	r := MemberReport{
+	r := api.MemberReport{
 		CollectedAt: time.Now(),
 		CgroupPath:  t.CgroupPath,
 		PID:         t.PID,
@@ -187,7 +190,7 @@ func (m *Member) Collect(ctx context.Context, t MemberTarget) MemberReport {
 		err := safely(func() error { return n.c.CollectMember(ctx, t, &r) })
 		if err != nil {
 			m.log.Debug("member collector failed", "collector", n.name, "cgroup", t.CgroupPath, "err", err)
-			r.Errors = append(r.Errors, CollectorError{Collector: n.name, Error: err.Error()})
+			r.Errors = append(r.Errors, api.CollectorError{Collector: n.name, Error: err.Error()})
 		}
 	}
 	return r

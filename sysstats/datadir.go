@@ -3,6 +3,7 @@ package sysstats
 import (
 	"errors"
 	"fmt"
+	"github.com/cacheplane/cacheplane/api"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -20,8 +21,8 @@ const (
 // every regular file in appendonlydir/, and appendonly.aof. Missing files
 // count as 0 (a new database has none); a missing or unreadable dir is an
 // error. Temporary files of a running BGSAVE or rewrite are not counted.
-func DataDirSize(dir string) (DataSize, error) {
-	d := DataSize{Dir: dir}
+func DataDirSize(dir string) (api.DataSize, error) {
+	d := api.DataSize{Dir: dir}
 	fi, err := os.Stat(dir)
 	if err != nil {
 		return d, fmt.Errorf("data dir: %w", err)

@@ -1,6 +1,7 @@
 package sysstats
 
 import (
+	"github.com/cacheplane/cacheplane/api"
 	"os"
 	"path/filepath"
 	"testing"
@@ -42,7 +43,7 @@ func TestDataDirSize(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			want := DataSize{Dir: dir, RDBBytes: tt.rdb, AOFBytes: tt.aof, TotalBytes: tt.rdb + tt.aof}
+			want := api.DataSize{Dir: dir, RDBBytes: tt.rdb, AOFBytes: tt.aof, TotalBytes: tt.rdb + tt.aof}
 			if got != want {
 				t.Fatalf("DataDirSize = %+v, want %+v", got, want)
 			}

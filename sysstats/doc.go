@@ -1,5 +1,7 @@
 // Package sysstats measures a host and the members running on it: the figures
-// an agent puts in its heartbeat and the CLI shows as an addon's stats.
+// an agent puts in its heartbeat and the CLI shows as an addon's stats. It
+// fills the wire's own types (api.HostReport, api.MemberReport), so a figure
+// has one type from the collector to the coordinator, the CLI and /metrics.
 //
 // It owns:
 //

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/cacheplane/cacheplane/api"
 
 	"github.com/shirou/gopsutil/v3/cpu"
 	"github.com/shirou/gopsutil/v3/disk"
@@ -17,7 +18,7 @@ type hostCPUCollector struct {
 	prev CPUTimes // zero before the first collection: "since boot"
 }
 
-func (c *hostCPUCollector) CollectHost(ctx context.Context, r *HostReport) error {
+func (c *hostCPUCollector) CollectHost(ctx context.Context, r *api.HostReport) error {
 	all, err := cpu.TimesWithContext(ctx, false)
 	if err != nil {
 		return fmt.Errorf("cpu times: %w", err)
@@ -30,7 +31,7 @@ func (c *hostCPUCollector) CollectHost(ctx context.Context, r *HostReport) error
 		return fmt.Errorf("per-cpu times: %w", err)
 	}
 	cur := cpuTimesFrom(all[0])
-	r.CPU = &HostCPU{Percent: CPUPercent(c.prev, cur), CPUs: len(per)}
+	r.CPU = &api.HostCPU{Percent: CPUPercent(c.prev, cur), CPUs: len(per)}
 	c.prev = cur
 	return nil
 }
@@ -49,12 +50,12 @@ func readMeminfo(ctx context.Context) (*mem.VirtualMemoryStat, error) {
 	return v, nil
 }
 
-func collectHostMemory(ctx context.Context, r *HostReport) error {
+func collectHostMemory(ctx context.Context, r *api.HostReport) error {
 	v, err := readMeminfo(ctx)
 	if err != nil {
 		return err
 	}
-	r.Memory = &HostMemory{
+	r.Memory = &api.HostMemory{
 		TotalBytes:     v.Total,
 		UsedBytes:      v.Used,
 		FreeBytes:      v.Free,
@@ -66,7 +67,7 @@ func collectHostMemory(ctx context.Context, r *HostReport) error {
 // collectHostSwap reads SwapTotal and SwapFree from meminfo through
 // mem.VirtualMemory. gopsutil's mem.SwapMemory takes its totals from
 // sysinfo(2), which ignores the configured ProcRoot.
-func collectHostSwap(ctx context.Context, r *HostReport) error {
+func collectHostSwap(ctx context.Context, r *api.HostReport) error {
 	v, err := readMeminfo(ctx)
 	if err != nil {
 		return err
@@ -75,18 +76,18 @@ func collectHostSwap(ctx context.Context, r *HostReport) error {
 	if v.SwapTotal > v.SwapFree {
 		used = v.SwapTotal - v.SwapFree
 	}
-	r.Swap = &HostSwap{TotalBytes: v.SwapTotal, UsedBytes: used, FreeBytes: v.SwapFree}
+	r.Swap = &api.HostSwap{TotalBytes: v.SwapTotal, UsedBytes: used, FreeBytes: v.SwapFree}
 	return nil
 }
 
 // collectHostLoad reads <ProcRoot>/loadavg. (When that file cannot be read
 // gopsutil falls back to sysinfo(2), i.e. to the running kernel.)
-func collectHostLoad(ctx context.Context, r *HostReport) error {
+func collectHostLoad(ctx context.Context, r *api.HostReport) error {
 	a, err := load.AvgWithContext(ctx)
 	if err != nil {
 		return fmt.Errorf("loadavg: %w", err)
 	}
-	r.Load = &HostLoad{Load1: a.Load1, Load5: a.Load5, Load15: a.Load15}
+	r.Load = &api.HostLoad{Load1: a.Load1, Load5: a.Load5, Load15: a.Load15}
 	return nil
 }
 
@@ -94,11 +95,11 @@ func collectHostLoad(ctx context.Context, r *HostReport) error {
 // the agent's own.
 type hostDiskCollector struct{ path string }
 
-func (c hostDiskCollector) CollectHost(ctx context.Context, r *HostReport) error {
+func (c hostDiskCollector) CollectHost(ctx context.Context, r *api.HostReport) error {
 	u, err := disk.UsageWithContext(ctx, c.path)
 	if err != nil {
 		return fmt.Errorf("statfs %s: %w", c.path, err)
 	}
-	r.Disk = &HostDisk{Path: c.path, TotalBytes: u.Total, FreeBytes: u.Free, UsedBytes: u.Used}
+	r.Disk = &api.HostDisk{Path: c.path, TotalBytes: u.Total, FreeBytes: u.Free, UsedBytes: u.Used}
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"github.com/cacheplane/cacheplane/api"
 	"math"
 	"os"
 	"path/filepath"
@@ -27,7 +28,7 @@ func TestHostFixtures(t *testing.T) {
 	if r.CPU == nil || math.Abs(r.CPU.Percent-wantCPU) > 1e-9 || r.CPU.CPUs != 2 {
 		t.Errorf("cpu = %+v, want %v%% over 2 CPUs", r.CPU, wantCPU)
 	}
-	wantMem := HostMemory{
+	wantMem := api.HostMemory{
 		TotalBytes:     24683620 * kB,
 		UsedBytes:      (24683620 - 23708912 - 12428 - (745216 + 121384)) * kB, // total − free − buffers − (cached + sreclaimable)
 		FreeBytes:      23708912 * kB,
@@ -36,10 +37,10 @@ func TestHostFixtures(t *testing.T) {
 	if r.Memory == nil || *r.Memory != wantMem {
 		t.Errorf("memory = %+v, want %+v", r.Memory, wantMem)
 	}
-	if r.Swap == nil || *r.Swap != (HostSwap{}) {
+	if r.Swap == nil || *r.Swap != (api.HostSwap{}) {
 		t.Errorf("swap = %+v, want zeros", r.Swap)
 	}
-	if r.Load == nil || *r.Load != (HostLoad{Load1: 1.15, Load5: 0.92, Load15: 0.41}) {
+	if r.Load == nil || *r.Load != (api.HostLoad{Load1: 1.15, Load5: 0.92, Load15: 0.41}) {
 		t.Errorf("load = %+v", r.Load)
 	}
 	if r.Disk == nil || r.Disk.TotalBytes == 0 {
@@ -54,7 +55,7 @@ func TestHostFixtures(t *testing.T) {
 
 	t.Run("swap", func(t *testing.T) {
 		r := NewHost(Config{ProcRoot: abs(t, "testdata/proc-swap")}, HostOptions{}).Collect(context.Background())
-		want := HostSwap{TotalBytes: 2097148 * kB, FreeBytes: 1572860 * kB, UsedBytes: (2097148 - 1572860) * kB}
+		want := api.HostSwap{TotalBytes: 2097148 * kB, FreeBytes: 1572860 * kB, UsedBytes: (2097148 - 1572860) * kB}
 		if r.Swap == nil || *r.Swap != want {
 			t.Fatalf("swap = %+v, want %+v", r.Swap, want)
 		}
@@ -78,7 +79,7 @@ func TestHostCollectorsFailAlone(t *testing.T) {
 		}
 	}
 	h := NewHost(Config{ProcRoot: proc}, HostOptions{DiskPath: "/nonexistent/path"})
-	h.Register("broken", HostCollectorFunc(func(context.Context, *HostReport) error { return errors.New("broken on purpose") }))
+	h.Register("broken", HostCollectorFunc(func(context.Context, *api.HostReport) error { return errors.New("broken on purpose") }))
 	r := h.Collect(context.Background())
 	assertErrored(t, r.Errors, CollectorMemory, CollectorSwap, CollectorDisk, "broken")
 	if r.CPU == nil || r.Load == nil || r.Memory != nil || r.Swap != nil || r.Disk != nil {
@@ -88,7 +89,7 @@ func TestHostCollectorsFailAlone(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var back HostReport
+	var back api.HostReport
 	if err := json.Unmarshal(b, &back); err != nil || back.CPU == nil || len(back.Errors) != 4 {
 		t.Fatalf("json round trip: %s -> %+v, %v", b, back, err)
 	}

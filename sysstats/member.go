@@ -3,6 +3,7 @@ package sysstats
 import (
 	"context"
 	"fmt"
+	"github.com/cacheplane/cacheplane/api"
 	"time"
 )
 
@@ -16,7 +17,7 @@ type memberCPUCollector struct {
 	seen bool
 }
 
-func (c *memberCPUCollector) CollectMember(_ context.Context, t MemberTarget, r *MemberReport) error {
+func (c *memberCPUCollector) CollectMember(_ context.Context, t MemberTarget, r *api.MemberReport) error {
 	usage, err := readCgroupCPU(c.root, t.CgroupPath)
 	if err != nil {
 		return fmt.Errorf("cgroup %s cpu: %w", t.CgroupPath, err)
@@ -30,7 +31,7 @@ func (c *memberCPUCollector) CollectMember(_ context.Context, t MemberTarget, r 
 			c.prev = cur
 		}
 	}
-	r.CPU = &MemberCPU{UsageNanos: usage, Percent: CgroupCPUPercent(c.prev, cur)}
+	r.CPU = &api.MemberCPU{UsageNanos: usage, Percent: CgroupCPUPercent(c.prev, cur)}
 	c.prev = cur
 	return nil
 }
@@ -40,7 +41,7 @@ type memberMemoryCollector struct {
 	highest Tracker
 }
 
-func (c *memberMemoryCollector) CollectMember(_ context.Context, t MemberTarget, r *MemberReport) error {
+func (c *memberMemoryCollector) CollectMember(_ context.Context, t MemberTarget, r *api.MemberReport) error {
 	m, err := readCgroupMemory(c.root, t.CgroupPath)
 	if err != nil {
 		return fmt.Errorf("cgroup %s memory: %w", t.CgroupPath, err)
@@ -50,7 +51,7 @@ func (c *memberMemoryCollector) CollectMember(_ context.Context, t MemberTarget,
 	if m.hasPeak {
 		seen, src = max(cur, m.peak), SourceKernel
 	}
-	out := &MemberMemory{
+	out := &api.MemberMemory{
 		CurrentBytes:  cur,
 		UsageBytes:    m.usage,
 		HighestBytes:  c.highest.Observe(t.run(), seen),
@@ -70,20 +71,20 @@ type memberSwapCollector struct {
 	highest Tracker
 }
 
-func (c *memberSwapCollector) CollectMember(_ context.Context, t MemberTarget, r *MemberReport) error {
+func (c *memberSwapCollector) CollectMember(_ context.Context, t MemberTarget, r *api.MemberReport) error {
 	s, err := readCgroupSwap(c.root, t.CgroupPath)
 	if err != nil {
 		return fmt.Errorf("cgroup %s swap: %w", t.CgroupPath, err)
 	}
 	if !s.accounted {
-		r.Swap = &MemberSwap{}
+		r.Swap = &api.MemberSwap{}
 		return nil
 	}
 	seen, src := s.current, SourceTracked
 	if s.hasPeak {
 		seen, src = max(s.current, s.peak), SourceKernel
 	}
-	out := &MemberSwap{
+	out := &api.MemberSwap{
 		Accounted:     true,
 		CurrentBytes:  s.current,
 		HighestBytes:  c.highest.Observe(t.run(), seen),
@@ -98,7 +99,7 @@ func (c *memberSwapCollector) CollectMember(_ context.Context, t MemberTarget, r
 	return nil
 }
 
-func collectMemberDisk(_ context.Context, t MemberTarget, r *MemberReport) error {
+func collectMemberDisk(_ context.Context, t MemberTarget, r *api.MemberReport) error {
 	if t.DataDir == "" {
 		return nil
 	}
