@@ -85,7 +85,8 @@ type Agent struct {
 	// container may exist without a running task for a moment, which is
 	// not a failure.
 	starting    map[string]bool
-	memberStats map[string]*sysstats.Member
+	memberStats map[string]*memberStats // status.go
+	lastHost    *api.HostReport         // status.go
 
 	runOnce   sync.Once
 	closeOnce sync.Once
@@ -153,7 +154,7 @@ func New(ctx context.Context, cfg Config, opts Options) (*Agent, error) {
 		assigned:     map[string]api.Assignment{},
 		failures:     map[string]*failure{},
 		starting:     map[string]bool{},
-		memberStats:  map[string]*sysstats.Member{},
+		memberStats:  map[string]*memberStats{},
 	}
 	a.metrics = newAgentMetrics(a)
 	a.jobs = newJobRunner(filepath.Join(cfg.DataDir, jobsDirName), cfg.HostID, base.With("component", "jobs"), a.runJob, a.coord.reportJob)

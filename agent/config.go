@@ -59,6 +59,10 @@ type Config struct {
 	ImageDir string `json:"image_dir"`
 	// HeartbeatInterval is how often the agent reports its members.
 	HeartbeatInterval Duration `json:"heartbeat_interval"`
+	// StatsInterval is how often the agent measures its host's and
+	// members' figures (CPU, memory, swap, disk); the heartbeats in between
+	// carry the last ones. 0 measures at every heartbeat.
+	StatsInterval Duration `json:"stats_interval"`
 	// AliveInterval is how often the agent sends its liveness signal (a
 	// tiny request; the coordinator suspects the host lost when it stops).
 	// 0 turns it off.
@@ -100,6 +104,7 @@ func DefaultConfig() Config {
 		ContainerdSocket:  runtime.DefaultSocket,
 		ImageDir:          "/usr/share/cacheplane/images",
 		HeartbeatInterval: Duration(time.Second),
+		StatsInterval:     Duration(5 * time.Second),
 		AliveInterval:     Duration(250 * time.Millisecond),
 		AssignmentsWait:   Duration(30 * time.Second),
 		RestartDelay:      Duration(2 * time.Second),
@@ -174,6 +179,9 @@ func (c *Config) Validate() error {
 	}
 	if c.HeartbeatInterval <= 0 {
 		return fmt.Errorf("config: heartbeat_interval must be positive")
+	}
+	if c.StatsInterval < 0 {
+		return fmt.Errorf("config: stats_interval must not be negative")
 	}
 	if c.AssignmentsWait <= 0 {
 		return fmt.Errorf("config: assignments_wait must be positive")

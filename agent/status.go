@@ -277,8 +277,7 @@ func (a *Agent) Report(ctx context.Context) api.HeartbeatRequest {
 	wg.Wait()
 	req.Members = out
 
-	hr := a.hostStats.Collect(ctx)
-	req.Stats = &hr
+	req.Stats = a.hostFigures(ctx)
 	return req
 }
 
@@ -428,16 +427,29 @@ func failureDetail(reason string, lines []string) string {
 	return reason + "\nlast log lines:\n" + strings.Join(lines, "\n")
 }
 
-// memberFigures collects a running member's figures (cgroup of its
-// containerd task, data dir size for redis).
+// memberStats is a member's collector and its last figures.
+type memberStats struct {
+	collector *sysstats.Member
+	last      *api.MemberReport
+}
+
+// memberFigures are a running member's figures (cgroup of its containerd
+// task, data dir size for redis): collected at most every stats_interval
+// (and at once for a new run of the member); the heartbeats in between
+// carry the last ones, so liveness costs no cgroup or data dir reads.
 func (a *Agent) memberFigures(ctx context.Context, as api.Assignment, p memberPlan, st *runtime.Status) *api.MemberReport {
 	a.mu.Lock()
 	m := a.memberStats[as.MemberID]
 	if m == nil {
-		m = sysstats.NewMember(a.statsCfg, nil)
+		m = &memberStats{collector: sysstats.NewMember(a.statsCfg, nil)}
 		a.memberStats[as.MemberID] = m
 	}
+	last := m.last
 	a.mu.Unlock()
+	if last != nil && last.PID == st.Pid && last.StartedAt.Equal(st.StartedAt) &&
+		time.Since(last.CollectedAt) < time.Duration(a.cfg.StatsInterval) {
+		return last
+	}
 	t := sysstats.MemberTarget{
 		// containerd's default cgroup path: /<namespace>/<container id>.
 		CgroupPath: "/" + a.cfg.Namespace + "/" + as.MemberID,
@@ -447,7 +459,26 @@ func (a *Agent) memberFigures(ctx context.Context, as api.Assignment, p memberPl
 	if as.Role == api.RoleRedis {
 		t.DataDir = p.dir
 	}
-	r := m.Collect(ctx, t)
+	r := m.collector.Collect(ctx, t)
+	a.mu.Lock()
+	m.last = &r
+	a.mu.Unlock()
+	return &r
+}
+
+// hostFigures are the host's figures, collected at most every
+// stats_interval.
+func (a *Agent) hostFigures(ctx context.Context) *api.HostReport {
+	a.mu.Lock()
+	last := a.lastHost
+	a.mu.Unlock()
+	if last != nil && time.Since(last.CollectedAt) < time.Duration(a.cfg.StatsInterval) {
+		return last
+	}
+	r := a.hostStats.Collect(ctx)
+	a.mu.Lock()
+	a.lastHost = &r
+	a.mu.Unlock()
 	return &r
 }
 

@@ -3,13 +3,14 @@ package sysstats
 import (
 	"context"
 	"errors"
-	"github.com/cacheplane/cacheplane/api"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/cacheplane/cacheplane/api"
 )
 
 // Fixtures:

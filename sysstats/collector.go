@@ -3,10 +3,11 @@ package sysstats
 import (
 	"context"
 	"fmt"
-	"github.com/cacheplane/cacheplane/api"
 	"log/slog"
 	"sync"
 	"time"
+
+	"github.com/cacheplane/cacheplane/api"
 )
 
 // HostCollector fills one section of a HostReport. It returns an error

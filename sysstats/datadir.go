@@ -3,10 +3,11 @@ package sysstats
 import (
 	"errors"
 	"fmt"
-	"github.com/cacheplane/cacheplane/api"
 	"io/fs"
 	"os"
 	"path/filepath"
+
+	"github.com/cacheplane/cacheplane/api"
 )
 
 // Names of a Redis/Valkey data dir's database files, as cacheplane renders

@@ -1,10 +1,11 @@
 package sysstats
 
 import (
-	"github.com/cacheplane/cacheplane/api"
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/cacheplane/cacheplane/api"
 )
 
 func TestDataDirSize(t *testing.T) {

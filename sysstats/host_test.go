@@ -4,11 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"github.com/cacheplane/cacheplane/api"
 	"math"
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/cacheplane/cacheplane/api"
 )
 
 // testdata/proc holds /proc/{stat,meminfo,loadavg} copied from the dev

@@ -3,8 +3,9 @@ package sysstats
 import (
 	"context"
 	"fmt"
-	"github.com/cacheplane/cacheplane/api"
 	"time"
+
+	"github.com/cacheplane/cacheplane/api"
 )
 
 // memberCPUCollector reads the cgroup's CPU time and keeps the previous

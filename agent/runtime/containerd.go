@@ -19,6 +19,8 @@ import (
 	v2stats "github.com/containerd/cgroups/v3/cgroup2/stats"
 	"github.com/containerd/containerd"
 	apievents "github.com/containerd/containerd/api/events"
+	"github.com/containerd/containerd/api/services/tasks/v1"
+	tasktypes "github.com/containerd/containerd/api/types/task"
 	"github.com/containerd/containerd/cio"
 	"github.com/containerd/containerd/containers"
 	"github.com/containerd/containerd/errdefs"
@@ -91,9 +93,10 @@ type Containerd struct {
 	imageMu sync.Mutex
 
 	mu       sync.Mutex
-	running  map[string]uint32 // tasks believed running: id -> pid
-	expected map[string]uint32 // exits the driver causes: id -> pid
-	reported map[string]uint32 // last exit reported: id -> pid
+	running  map[string]uint32    // tasks believed running: id -> pid
+	expected map[string]uint32    // exits the driver causes: id -> pid
+	reported map[string]uint32    // last exit reported: id -> pid
+	limits   map[string]specLimit // memory limit of each container's spec (memoryLimit)
 
 	exits     chan Exit
 	ctx       context.Context // cancelled by Close
@@ -103,6 +106,12 @@ type Containerd struct {
 }
 
 var _ Runtime = (*Containerd)(nil)
+
+// specLimit is a container's memory limit as of its record's UpdatedAt.
+type specLimit struct {
+	at    time.Time
+	bytes int64
+}
 
 // NewContainerd connects to containerd and starts watching task exits.
 func NewContainerd(ctx context.Context, cfg Config) (*Containerd, error) {
@@ -624,7 +633,10 @@ func (d *Containerd) Inspect(ctx context.Context, id string) (Status, error) {
 	return st, nil
 }
 
-// List implements Runtime.
+// List implements Runtime. It costs two calls to containerd whatever the
+// number of containers (the containers with the metadata they were listed
+// with, and every task of the namespace at once), not three per container:
+// the agent lists on every heartbeat.
 func (d *Containerd) List(ctx context.Context) ([]Status, error) {
 	cctx, cancel := d.call(ctx, 0)
 	defer cancel()
@@ -632,27 +644,44 @@ func (d *Containerd) List(ctx context.Context) ([]Status, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list containers in namespace %s: %w", d.cfg.Namespace, err)
 	}
+	tl, err := d.client.TaskService().List(cctx, &tasks.ListTasksRequest{})
+	if err != nil {
+		return nil, fmt.Errorf("list tasks in namespace %s: %w", d.cfg.Namespace, err)
+	}
+	procs := make(map[string]*tasktypes.Process, len(tl.Tasks))
+	for _, p := range tl.Tasks {
+		procs[p.ContainerID] = p
+	}
 	out := make([]Status, 0, len(cs))
 	for _, c := range cs {
-		st, err := d.status(cctx, c)
-		if errdefs.IsNotFound(err) {
-			continue // deleted meanwhile
-		}
+		info, err := c.Info(cctx, containerd.WithoutRefreshedMetadata)
 		if err != nil {
 			return nil, fmt.Errorf("list: %s: %w", c.ID(), err)
 		}
+		st := d.statusOf(c.ID(), info)
+		if p, ok := procs[c.ID()]; ok {
+			switch p.Status {
+			case tasktypes.Status_RUNNING, tasktypes.Status_PAUSED, tasktypes.Status_PAUSING:
+				st.State = StateRunning
+				st.Pid = int(p.Pid)
+			case tasktypes.Status_STOPPED:
+				st.ExitCode = int(p.ExitStatus)
+				if p.ExitedAt != nil {
+					st.ExitedAt = p.ExitedAt.AsTime()
+				}
+			}
+		}
 		out = append(out, st)
 	}
+	d.forgetLimits(cs)
 	return out, nil
 }
 
-func (d *Containerd) status(ctx context.Context, c containerd.Container) (Status, error) {
-	info, err := c.Info(ctx)
-	if err != nil {
-		return Status{}, err
-	}
+// statusOf is a container's status from its metadata alone (no task:
+// stopped).
+func (d *Containerd) statusOf(id string, info containers.Container) Status {
 	st := Status{
-		ID:       c.ID(),
+		ID:       id,
 		Addon:    info.Labels[LabelAddon],
 		Member:   info.Labels[LabelMember],
 		Role:     info.Labels[LabelRole],
@@ -665,13 +694,66 @@ func (d *Containerd) status(ctx context.Context, c containerd.Container) (Status
 	if t, err := time.Parse(time.RFC3339Nano, info.Labels[LabelStartedAt]); err == nil {
 		st.StartedAt = t
 	}
+	st.MemoryLimitBytes = d.memoryLimit(id, info)
+	return st
+}
+
+// memoryLimit is the memory limit in a container's OCI spec. The spec is
+// decoded once per version of the container's record (its UpdatedAt), not
+// on every heartbeat.
+func (d *Containerd) memoryLimit(id string, info containers.Container) int64 {
+	d.mu.Lock()
+	if l, ok := d.limits[id]; ok && l.at.Equal(info.UpdatedAt) {
+		d.mu.Unlock()
+		return l.bytes
+	}
+	d.mu.Unlock()
+	var limit int64
 	if info.Spec != nil {
-		var spec oci.Spec
+		var spec struct {
+			Linux *struct {
+				Resources *struct {
+					Memory *struct {
+						Limit *int64 `json:"limit"`
+					} `json:"memory"`
+				} `json:"resources"`
+			} `json:"linux"`
+		}
 		if err := json.Unmarshal(info.Spec.GetValue(), &spec); err == nil && spec.Linux != nil &&
 			spec.Linux.Resources != nil && spec.Linux.Resources.Memory != nil && spec.Linux.Resources.Memory.Limit != nil {
-			st.MemoryLimitBytes = max(*spec.Linux.Resources.Memory.Limit, 0)
+			limit = max(*spec.Linux.Resources.Memory.Limit, 0)
 		}
 	}
+	d.mu.Lock()
+	if d.limits == nil {
+		d.limits = map[string]specLimit{}
+	}
+	d.limits[id] = specLimit{at: info.UpdatedAt, bytes: limit}
+	d.mu.Unlock()
+	return limit
+}
+
+// forgetLimits drops the cached limits of containers no longer listed.
+func (d *Containerd) forgetLimits(listed []containerd.Container) {
+	keep := make(map[string]bool, len(listed))
+	for _, c := range listed {
+		keep[c.ID()] = true
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for id := range d.limits {
+		if !keep[id] {
+			delete(d.limits, id)
+		}
+	}
+}
+
+func (d *Containerd) status(ctx context.Context, c containerd.Container) (Status, error) {
+	info, err := c.Info(ctx)
+	if err != nil {
+		return Status{}, err
+	}
+	st := d.statusOf(c.ID(), info)
 	task, err := c.Task(ctx, nil)
 	if errdefs.IsNotFound(err) {
 		return st, nil
