@@ -13,6 +13,11 @@ import (
 // MaxRequestBytes bounds every admin request body.
 const MaxRequestBytes = 64 << 10
 
+// MaxHeartbeatBytes bounds a heartbeat (and a relay of its figures): each
+// member's status with its figures is ~1–2 KB, so a host with a few hundred
+// members fits (64 KiB refused a host of ~60 and marked it down).
+const MaxHeartbeatBytes = 4 << 20
+
 var (
 	appNameRe   = regexp.MustCompile(`^[a-z][a-z0-9-]{1,46}[a-z0-9]$`)
 	memberIDRe  = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$`)
@@ -179,15 +184,19 @@ func ValidateHostPort(what, addr string) error {
 	return nil
 }
 
-// Decode reads one JSON object from r into v: bounded in size, unknown fields
-// refused, trailing data refused. Every failure is an ErrInvalid.
-func Decode(r io.Reader, v any) error {
-	body, err := io.ReadAll(io.LimitReader(r, MaxRequestBytes+1))
+// Decode reads one JSON object from r into v: bounded in size
+// (MaxRequestBytes), unknown fields refused, trailing data refused. Every
+// failure is an ErrInvalid.
+func Decode(r io.Reader, v any) error { return DecodeN(r, v, MaxRequestBytes) }
+
+// DecodeN is Decode with a size bound of limit bytes.
+func DecodeN(r io.Reader, v any, limit int) error {
+	body, err := io.ReadAll(io.LimitReader(r, int64(limit)+1))
 	if err != nil {
 		return Invalidf("reading request body: %v", err)
 	}
-	if len(body) > MaxRequestBytes {
-		return Invalidf("request body is larger than %d bytes", MaxRequestBytes)
+	if len(body) > limit {
+		return Invalidf("request body is larger than %d bytes", limit)
 	}
 	if len(bytes.TrimSpace(body)) == 0 {
 		return Invalidf("request body is empty: expected a JSON object")

@@ -67,7 +67,7 @@ func sameHost(a, b api.Host) bool {
 
 func (s *Server) handleHeartbeat(w http.ResponseWriter, r *http.Request) error {
 	var req api.HeartbeatRequest
-	if err := api.Decode(r.Body, &req); err != nil {
+	if err := api.DecodeN(r.Body, &req, api.MaxHeartbeatBytes); err != nil {
 		return err
 	}
 	if err := req.Validate(); err != nil {

@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -319,6 +320,25 @@ func TestHeartbeatIgnoresMembersNotAssignedToTheHost(t *testing.T) {
 	}
 	if _, seen := c.server.obs.member("h1", "ghost-1234-redis-0"); seen {
 		t.Fatal("a member the host was never given is in the observed state")
+	}
+	// A host with hundreds of members fits in one heartbeat (each status
+	// with its figures is ~1 KB; a 64 KiB bound once refused a host of ~60).
+	big := api.HeartbeatRequest{HostID: "h1", Stats: &api.HostReport{Memory: &api.HostMemory{TotalBytes: 1 << 34}}}
+	for i := range 300 {
+		big.Members = append(big.Members, api.MemberStatus{MemberID: fmt.Sprintf("ghost-%04d-redis-0", i), State: api.MemberRunning,
+			Detail: strings.Repeat("d", 400), Stats: &api.MemberReport{CgroupPath: "/cacheplane-h1/ghost", CPU: &api.MemberCPU{Percent: 1},
+				Memory: &api.MemberMemory{CurrentBytes: 1 << 20, LimitBytes: 1 << 28}, Swap: &api.MemberSwap{Accounted: true},
+				Disk: &api.DataSize{Dir: "/var/lib/cacheplane/agent/members/ghost/data"}}})
+	}
+	if b, _ := json.Marshal(big); len(b) < 4*api.MaxRequestBytes {
+		t.Fatalf("test heartbeat is only %d bytes", len(b))
+	}
+	if _, err := peer.Heartbeat(ctx, big); err != nil {
+		t.Fatalf("heartbeat of 300 members: %v", err)
+	}
+	big.Members[0].Detail = strings.Repeat("d", api.MaxHeartbeatBytes)
+	if _, err := peer.Heartbeat(ctx, big); api.HTTPStatus(err) != http.StatusBadRequest || !strings.Contains(api.Message(err), "larger than") {
+		t.Fatalf("heartbeat over %d bytes = %v; want 400", api.MaxHeartbeatBytes, err)
 	}
 	if _, err := peer.Heartbeat(ctx, api.HeartbeatRequest{HostID: "nope"}); api.HTTPStatus(err) != http.StatusNotFound {
 		t.Fatalf("heartbeat of an unregistered host = %v; want 404", err)

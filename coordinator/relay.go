@@ -106,7 +106,7 @@ func (r *figuresRelay) post(ctx context.Context, peer string, req api.HeartbeatR
 // handleFigures records figures relayed by the leader (peer API only).
 func (s *Server) handleFigures(w http.ResponseWriter, r *http.Request) {
 	var req api.HeartbeatRequest
-	if err := api.Decode(r.Body, &req); err != nil {
+	if err := api.DecodeN(r.Body, &req, api.MaxHeartbeatBytes); err != nil {
 		writeError(w, err)
 		return
 	}
