@@ -50,8 +50,8 @@ func TestMemoryFiguresPerPlan(t *testing.T) {
 	h := newStatsHistory()
 	at := time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC)
 	h.record(api.HeartbeatRequest{HostID: "h1", Members: []api.MemberStatus{
-		{MemberID: "r1", Stats: map[string]any{"memory": map[string]any{"current_bytes": 6 * mb, "free_bytes": 570 * mb, "limit_bytes": 576 * mb}}},
-		{MemberID: "s1", Stats: map[string]any{"memory": map[string]any{"current_bytes": 2 * mb}}},
+		{MemberID: "r1", Stats: &api.MemberReport{Memory: &api.MemberMemory{CurrentBytes: 6 * mb, FreeBytes: 570 * mb, LimitBytes: 576 * mb}}},
+		{MemberID: "s1", Stats: &api.MemberReport{Memory: &api.MemberMemory{CurrentBytes: 2 * mb}}},
 	}}, at)
 	rows := memoryFigures([]addonPlan{{
 		addon: api.Addon{ID: "app-1001", App: "app", Members: []api.Member{{ID: "r1", Role: api.RoleRedis}, {ID: "s1", Role: api.RoleSentinel}, {ID: "r2", Role: api.RoleRedis}}},
@@ -97,8 +97,8 @@ func TestStatsHistoryDashboardSeries(t *testing.T) {
 	base := time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC)
 	for i := 0; i < 30; i++ {
 		h.record(api.HeartbeatRequest{HostID: "h1",
-			Stats:   map[string]any{"cpu": map[string]any{"percent": 50.0}, "memory": map[string]any{"used_bytes": 1000 + i}},
-			Members: []api.MemberStatus{{MemberID: "m1", Stats: map[string]any{"memory": map[string]any{"current_bytes": 100 + i}, "disk": map[string]any{"total_bytes": 42}}}},
+			Stats:   &api.HostReport{CPU: &api.HostCPU{Percent: 50}, Memory: &api.HostMemory{UsedBytes: uint64(1000 + i)}},
+			Members: []api.MemberStatus{{MemberID: "m1", Stats: &api.MemberReport{Memory: &api.MemberMemory{CurrentBytes: uint64(100 + i)}, Disk: &api.DataSize{TotalBytes: 42}}}},
 		}, base.Add(time.Duration(i)*time.Second))
 	}
 	fine := h.memberPoints("m1", base, true)
