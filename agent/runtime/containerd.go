@@ -650,7 +650,13 @@ func (d *Containerd) List(ctx context.Context) ([]Status, error) {
 	}
 	procs := make(map[string]*tasktypes.Process, len(tl.Tasks))
 	for _, p := range tl.Tasks {
-		procs[p.ContainerID] = p
+		// A task's id is its container's (containerd 1.6 leaves
+		// ContainerID empty in this list).
+		id := p.ID
+		if p.ContainerID != "" {
+			id = p.ContainerID
+		}
+		procs[id] = p
 	}
 	out := make([]Status, 0, len(cs))
 	for _, c := range cs {
