@@ -21,17 +21,22 @@ import (
 )
 
 // Footprint benchmark knobs; CACHEPLANE_BENCH_FOOTPRINT_SECONDS overrides
-// the sampling window.
-const (
+// the sampling window, CACHEPLANE_BENCH_FOOTPRINT_ADDONS the number of
+// starters (two members each: redis and its HAProxy) and
+// CACHEPLANE_BENCH_FOOTPRINT_HEARTBEAT the agent's heartbeat interval.
+var (
 	fpAddons    = 10
-	fpPlan      = "redis-starter-256"
 	fpHeartbeat = 2 * time.Second
-	fpWindow    = 60 * time.Second
-	fpSettle    = 10 * time.Second // after the last addon runs, before sampling
-	fpEvery     = time.Second      // sampling interval
-	fpScrape    = 15 * time.Second // a Prometheus scrape of the agent's /metrics
-	fpCoordIP   = "127.0.0.24"
-	fpHostIP    = "127.0.0.41"
+)
+
+const (
+	fpPlan    = "redis-starter-256"
+	fpWindow  = 60 * time.Second
+	fpSettle  = 10 * time.Second // after the last addon runs, before sampling
+	fpEvery   = time.Second      // sampling interval
+	fpScrape  = 15 * time.Second // a Prometheus scrape of the agent's /metrics
+	fpCoordIP = "127.0.0.24"
+	fpHostIP  = "127.0.0.41"
 
 	fpStart = "<!-- bench:footprint:start -->"
 	fpEnd   = "<!-- bench:footprint:end -->"
@@ -49,6 +54,14 @@ func TestBenchFootprint(t *testing.T) {
 			t.Fatalf("CACHEPLANE_BENCH_FOOTPRINT_SECONDS=%q: want a positive number of seconds", s)
 		}
 		window = time.Duration(n) * time.Second
+	}
+	fpAddons = envInt(t, "CACHEPLANE_BENCH_FOOTPRINT_ADDONS", fpAddons)
+	if s := os.Getenv("CACHEPLANE_BENCH_FOOTPRINT_HEARTBEAT"); s != "" {
+		d, err := time.ParseDuration(s)
+		if err != nil || d <= 0 {
+			t.Fatalf("CACHEPLANE_BENCH_FOOTPRINT_HEARTBEAT=%q: want a positive duration", s)
+		}
+		fpHeartbeat = d
 	}
 	c := StartCoordinator(t, "c1", fpCoordIP, CoordinatorOpts{Bootstrap: true})
 	WaitForLeader(t, startTimeout, c)
@@ -147,7 +160,7 @@ func fpStartAgent(t *testing.T, c *Coordinator) *fpAgent {
 	t.Helper()
 	metrics := fmt.Sprintf("%s:%d", fpHostIP, freePorts(t, fpHostIP, 1)[0])
 	a := StartAgent(t, c, "h1", fpHostIP, AgentOpts{
-		MemoryMB:  8192,
+		MemoryMB:  max(8192, fpAddons*(256+64)+1024),
 		Heartbeat: fpHeartbeat,
 		ExtraArgs: []string{"--log-level", "info", "--metrics-addr", metrics},
 	})
