@@ -77,7 +77,7 @@ const cp = {
     const opts = {
       title, width, height: 200,
       scales: {x: {time: true}},
-      axes: [{}, {values: (u, vals) => vals.map(v => fmt(v)), size: 70}],
+      axes: [{}, {values: (u, vals) => vals.map(v => fmt(v)), size: 84}],
       series: [{}, ...ch.lines.map((l, i) => ({label: l.label, stroke: cp.colors[i % cp.colors.length], width: 1.5, spanGaps: true,
         value: (u, v) => v === null || v === undefined ? "-" : fmt(v)}))],
     };

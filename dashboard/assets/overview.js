@@ -9,7 +9,7 @@ cp.poll(async () => {
   cp.chart("chart-host-cpu", "Host CPU", figs.charts.cpu, v => v.toFixed(0) + "%");
   cp.chart("chart-host-memory", "Host memory used", figs.charts.memory, cp.bytes);
   cp.rows("addons", addons.map(a => [cp.link("/addons/" + encodeURIComponent(a.id), a.id), a.app, a.plan, a.engine + " " + a.version,
-    a.status, a.health || "-", a.entrypoint || "-"]));
+    a.status, a.entrypoint || "-"]));
   const by = {};
   for (const a of addons) {
     const k = a.plan + " · " + a.engine + " · " + a.status;
