@@ -130,11 +130,11 @@ func Start(cfg Config, log *slog.Logger, raftLog io.Writer) (*Coordinator, error
 				every: time.Duration(cfg.BackupCheckEvery)},
 		},
 	}
+	c.startDashboard(adminAPI) // before the admin socket serves: ui-token reads dashSrv
 	c.wg.Add(3)
 	go func() { defer c.wg.Done(); lead.run(ctx) }()
 	go func() { defer c.wg.Done(); c.serve(c.adminSrv, adminLn, "admin socket") }()
 	go func() { defer c.wg.Done(); c.serve(c.peerSrv, peerLn, "peer api") }()
-	c.startDashboard(adminAPI)
 	log.Info("coordinator started", "id", cfg.ID, "raft_addr", cfg.RaftAddr, "http_addr", cfg.HTTPAddr, "socket", cfg.Socket,
 		"backup_store", cfg.BackupStore, "backup_keys", keys)
 	return c, nil

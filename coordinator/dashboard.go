@@ -163,6 +163,10 @@ func (c *Coordinator) handleUIToken(w http.ResponseWriter, r *http.Request) {
 		writeError(w, fmt.Errorf("%w: the dashboard is off on %s (dashboard_listen is empty)", api.ErrConflict, c.cfg.ID))
 		return
 	}
+	if c.dashSrv == nil {
+		writeError(w, fmt.Errorf("%w: the dashboard of %s is not serving: %s could not be used (see its log)", api.ErrConflict, c.cfg.ID, c.cfg.DashboardListen))
+		return
+	}
 	tok, exp, err := c.uiAuth.IssueToken(time.Duration(req.TTL))
 	if err != nil {
 		writeError(w, api.Invalidf("%s", err.Error()))
