@@ -15,7 +15,9 @@
 // sample of keys with value digests, WaitLoaded, CopyKeys: DUMP/RESTORE of
 // every key into a primary), and the mapping between an addon's settings and redis's
 // CONFIG parameters in both directions (what redis.conf says, what CONFIG
-// SET changes live, what CONFIG GET must answer).
+// SET changes live, what CONFIG GET must answer), and the values of the
+// failover guard's parameters (FenceParams: min-replicas-to-write and
+// -max-lag; PriorityParam: replica-priority; docs/failover.md).
 //
 // Credentials: every client of this package logs in with the addon's fleet
 // credential (api.Addon.FleetPassword), never with the app's password: on a
