@@ -34,6 +34,8 @@ package agent
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -145,6 +147,52 @@ type guardState struct {
 	minoritySince map[string]time.Time
 	// last decision logged per member (logged on change only).
 	last map[string]string
+	// clients are kept from one look to the next (a dial and an AUTH per
+	// member, primary and sentinel every 250 ms would be most of the
+	// guard's cost), by member id + address; used marks those asked for
+	// since the last sweep, the others are closed.
+	clients map[string]*redis.Client
+	used    map[string]bool
+}
+
+// client returns the guard's client of addr for member id, made by mk
+// the first time; a new credential (a digest of it is part of the key)
+// gets a new client.
+func (g *guardState) client(id, addr, password string, mk func() *redis.Options) *redis.Client {
+	sum := sha256.Sum256([]byte(password))
+	key := id + "|" + addr + "|" + hex.EncodeToString(sum[:8])
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.used[key] = true
+	if c, ok := g.clients[key]; ok {
+		return c
+	}
+	c := redis.NewClient(mk())
+	g.clients[key] = c
+	return c
+}
+
+// sweep closes the clients not asked for since the last sweep.
+func (g *guardState) sweep() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for k, c := range g.clients {
+		if !g.used[k] {
+			_ = c.Close()
+			delete(g.clients, k)
+		}
+	}
+	g.used = map[string]bool{}
+}
+
+// closeAll closes every client (the loop's end).
+func (g *guardState) closeAll() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for k, c := range g.clients {
+		_ = c.Close()
+		delete(g.clients, k)
+	}
 }
 
 var guards sync.Map // *Agent → *guardState
@@ -153,7 +201,8 @@ func (a *Agent) guard() *guardState {
 	if g, ok := guards.Load(a); ok {
 		return g.(*guardState)
 	}
-	g, _ := guards.LoadOrStore(a, &guardState{minoritySince: map[string]time.Time{}, last: map[string]string{}})
+	g, _ := guards.LoadOrStore(a, &guardState{minoritySince: map[string]time.Time{}, last: map[string]string{},
+		clients: map[string]*redis.Client{}, used: map[string]bool{}})
 	return g.(*guardState)
 }
 
@@ -178,6 +227,7 @@ func (a *Agent) noteDecision(id, what, why string) {
 func (a *Agent) guardLoop(ctx context.Context) {
 	t := time.NewTicker(guardInterval)
 	defer t.Stop()
+	defer a.guard().closeAll()
 	for {
 		select {
 		case <-ctx.Done():
@@ -202,6 +252,7 @@ func (a *Agent) guardLoop(ctx context.Context) {
 		}
 		wg.Wait()
 		a.guardForget(members)
+		a.guard().sweep()
 	}
 }
 
@@ -232,8 +283,8 @@ func (a *Agent) guardMember(ctx context.Context, as api.Assignment) {
 	defer cancel()
 	pw := as.FleetPassword.Reveal()
 	self := net.JoinHostPort(as.Address, strconv.Itoa(as.Port))
-	c := redis.NewClient(redisctl.MemberOptions(self, pw))
-	defer c.Close()
+	g := a.guard()
+	c := g.client(as.MemberID, self, pw, func() *redis.Options { return redisctl.MemberOptions(self, pw) })
 	repl, err := redisctl.ClientReplication(ctx, c)
 	if err != nil {
 		return // not running or not answering: liveness is someone else's
@@ -246,8 +297,7 @@ func (a *Agent) guardMember(ctx context.Context, as api.Assignment) {
 	o := replicaObs{LinkUp: repl.LinkStatus == "up", Offset: repl.Offset}
 	var pc *redis.Client
 	if primary := repl.Master(); primary != "" {
-		pc = redis.NewClient(redisctl.MemberOptions(primary, pw))
-		defer pc.Close()
+		pc = g.client(as.MemberID, primary, pw, func() *redis.Options { return redisctl.MemberOptions(primary, pw) })
 		if pr, err := redisctl.ClientReplication(ctx, pc); err == nil {
 			o.PrimaryKnown, o.PrimaryMaster, o.PrimaryOffset = true, pr.IsMaster(), pr.Offset
 		}
@@ -325,11 +375,12 @@ func (a *Agent) sentinelsReachable(ctx context.Context, as api.Assignment) int {
 			defer wg.Done()
 			ctx, cancel := context.WithTimeout(ctx, sentinelAskTimeout)
 			defer cancel()
-			opt := redisctl.SentinelOptions(s, as.FleetPassword.Reveal())
-			opt.DialTimeout, opt.ReadTimeout, opt.WriteTimeout = sentinelAskTimeout, sentinelAskTimeout, sentinelAskTimeout
-			opt.Dialer = fromAddress(as.Address, sentinelAskTimeout)
-			sc := redis.NewClient(opt)
-			defer sc.Close()
+			sc := a.guard().client(as.MemberID, "sentinel "+s, as.FleetPassword.Reveal(), func() *redis.Options {
+				opt := redisctl.SentinelOptions(s, as.FleetPassword.Reveal())
+				opt.DialTimeout, opt.ReadTimeout, opt.WriteTimeout = sentinelAskTimeout, sentinelAskTimeout, sentinelAskTimeout
+				opt.Dialer = fromAddress(as.Address, sentinelAskTimeout)
+				return opt
+			})
 			if sc.Ping(ctx).Err() == nil {
 				mu.Lock()
 				n++
