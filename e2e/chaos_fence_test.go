@@ -36,8 +36,10 @@ const fenceBound = 64 << 10
 //     primary has min-replicas-to-write 1 and refuses a write with
 //     -NOREPLICAS; healed, the fence is lifted and it takes writes again.
 func TestFailoverGuard(t *testing.T) {
-	hosts := []string{"127.0.0.59", "127.0.0.60", "127.0.0.63", "127.0.0.64"}
-	f := startBusiness(t, "fence", bizOpts{CoordIP: "127.0.0.58", HostIPs: hosts, VIPPool: "127.0.31.0/24",
+	// A /24 of its own: the packages' unit tests start real redis on
+	// 127.0.0.x addresses, outside the e2e lock.
+	hosts := []string{"127.0.42.2", "127.0.42.3", "127.0.42.4", "127.0.42.5"}
+	f := startBusiness(t, "fence", bizOpts{CoordIP: "127.0.42.1", HostIPs: hosts, VIPPool: "127.0.43.0/24",
 		AgentArgs: []string{"--promote-max-lag-bytes", strconv.Itoa(fenceBound)}})
 	pn := newPartitioner(t)
 	a := f.mustAddon()
@@ -159,13 +161,13 @@ func TestFailoverGuard(t *testing.T) {
 
 	// --- The fence.
 	var others []string
-	for _, ip := range append(append([]string(nil), hosts...), "127.0.0.58") {
+	for _, ip := range append(append([]string(nil), hosts...), "127.0.42.1") {
 		if ip != pIP {
 			others = append(others, ip)
 		}
 	}
 	cut = time.Now()
-	if err := pn.cut(pIP, append(others, "127.0.31.0/24")...); err != nil {
+	if err := pn.cut(pIP, append(others, "127.0.43.0/24")...); err != nil {
 		t.Fatal(err)
 	}
 	var refusedAfter time.Duration

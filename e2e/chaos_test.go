@@ -19,6 +19,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math/rand"
 	"os"
@@ -34,19 +35,21 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/cacheplane/cacheplane/agent/render"
 	"github.com/cacheplane/cacheplane/api"
 	"github.com/cacheplane/cacheplane/internal/testutil"
 	"github.com/cacheplane/cacheplane/redisctl"
 )
 
-// Addresses of the chaos fleet.
+// Addresses of the chaos fleet: a /24 of its own (the packages' unit
+// tests start real redis on 127.0.0.x addresses, outside the e2e lock).
 var (
-	chaosCoordIPs = []string{"127.0.0.50", "127.0.0.51", "127.0.0.52"}
-	chaosHostIPs  = []string{"127.0.0.53", "127.0.0.54", "127.0.0.55", "127.0.0.56", "127.0.0.57"}
+	chaosCoordIPs = []string{"127.0.40.1", "127.0.40.2", "127.0.40.3"}
+	chaosHostIPs  = []string{"127.0.40.4", "127.0.40.5", "127.0.40.6", "127.0.40.7", "127.0.40.8"}
 )
 
 const (
-	chaosVIPPool = "127.0.30.0/24"
+	chaosVIPPool = "127.0.41.0/24"
 	chaosBizApp  = "chaos-biz"
 	chaosStarter = "chaos-starter"
 	// chaosRecover bounds the wait for the fleet to be whole again after
@@ -69,7 +72,7 @@ const (
 	fkPlanChange    = "plan change (business)"
 	fkDrain         = "drain + undrain a host"
 	fkUpgrade       = "engine upgrade (business)"
-	fkPartitionPrim = "partition primary's host 8 s"
+	fkPartitionPrim = "partition primary's host 35 s"
 	fkPartitionRepl = "partition replica's host 8 s"
 )
 
@@ -347,11 +350,20 @@ func (f *chaosFleet) inject(kind string) (string, error) {
 		return ms[f.rng.Intn(len(ms))]
 	}
 	freeze := func(m api.Member) (string, error) {
-		if err := f.signal(m, syscall.SIGSTOP); err != nil {
+		pid := f.biz.pidOf(m.HostID, m.ID)
+		if pid == 0 {
+			return m.ID, fmt.Errorf("member %s not running", m.ID)
+		}
+		if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
 			return m.ID, err
 		}
 		time.Sleep(3 * time.Second) // the fault's length, not a synchronisation
-		return m.ID, f.signal(m, syscall.SIGCONT)
+		// The agent may have killed the frozen process meanwhile (its
+		// liveness check): then there is nothing to resume.
+		if err := syscall.Kill(pid, syscall.SIGCONT); err != nil && !errors.Is(err, syscall.ESRCH) {
+			return m.ID, err
+		}
+		return m.ID, nil
 	}
 	switch kind {
 	case fkKillPrimary:
@@ -439,7 +451,14 @@ func (f *chaosFleet) inject(kind string) (string, error) {
 		if err := f.partition(ip); err != nil {
 			return m.HostID, err
 		}
-		time.Sleep(8 * time.Second) // the partition's length
+		// The partition's length: past Sentinel's down-after (30 s) for
+		// the primary's host, so the other side fails it over while it
+		// is fenced; 8 s for the replica's (the lag bound).
+		d := 8 * time.Second
+		if kind == fkPartitionPrim {
+			d = render.SentinelDownAfter + 5*time.Second
+		}
+		time.Sleep(d)
 		f.net.heal()
 		return m.HostID + " (" + ip + ", " + m.ID + ")", nil
 	}
