@@ -224,6 +224,11 @@ type Addon struct {
 	NextPassword Secret `json:"next_password,omitzero"`
 	OldPassword  Secret `json:"old_password,omitzero"`
 	SpecPassword Secret `json:"spec_password,omitzero"`
+	// OldPasswordUntil is when OldPassword's grace period ends (set once
+	// the rotation published the new URL and told the app; the rotation
+	// operation ends there). The leader then retires the old password
+	// with an operation of its own, as soon as the addon has no other.
+	OldPasswordUntil time.Time `json:"old_password_until,omitzero"`
 	// Health is what a client would check, computed when the addon is
 	// read (never stored): "ok", or "degraded: why" (no master, two
 	// masters, a replica not in sync, a member not serving).

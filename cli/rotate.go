@@ -24,9 +24,12 @@ func addonsPasswordRotateCmd(g *globals) *cobra.Command {
 new password; every redis node accepts it beside the current one (live, no restart); then
 "env" prints the URL with the new password and the app hook (if configured) is told. The
 old password keeps working for the grace period (--grace, default the coordinator's
-password_grace, 24h), then it is removed from every node. Connections already open stay
-open. --finish ends the grace period of the rotation running now. One rotation at a time:
-a second one is refused while one runs.`,
+password_grace, 24h), then it is removed from every node. The rotation itself ends once
+the app is told: during the grace period healing, plan changes, upgrades and backups of the
+addon run as usual (a member replaced or restarted then accepts both passwords); removing
+the old password waits for such an operation to end. Connections already open stay open.
+--finish ends the grace period now. One rotation at a time: a second one is refused while
+one runs or its grace period lasts (--finish it first).`,
 		Example: "  cacheplane addons-password-rotate --app my-app\n" +
 			"  cacheplane addons-password-rotate --app my-app --grace 1h\n" +
 			"  cacheplane addons-password-rotate --app my-app --finish",
@@ -59,6 +62,6 @@ a second one is refused while one runs.`,
 	}
 	cmd.Flags().StringVarP(&app, "app", "a", "", "app name")
 	cmd.Flags().DurationVar(&grace, "grace", 0, "how long the old password keeps working once the new URL is published (default: the coordinator's password_grace, 24h)")
-	cmd.Flags().BoolVar(&finish, "finish", false, "end the grace period of the rotation running now: the old password is removed")
+	cmd.Flags().BoolVar(&finish, "finish", false, "end the grace period now: the old password is removed")
 	return cmd
 }

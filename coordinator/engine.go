@@ -247,6 +247,9 @@ func (e *engine) pass(ctx context.Context, wg *sync.WaitGroup) {
 	if len(h.Create) > 0 {
 		sn = e.snapshot()
 	}
+	if e.startRetires(ctx, sn, now) { // after healing: a replacement goes first
+		sn = e.snapshot()
+	}
 	for _, op := range sn.ops {
 		if ctx.Err() != nil {
 			return
@@ -662,7 +665,7 @@ func (e *engine) commit(ctx context.Context, op api.Operation, d operation.Decis
 			err = apply(CmdBackupUpdate, BackupUpdateCmd{Backup: eff.Backup, Operation: op, AddonStatus: d.Status})
 			d.Status = ""
 		case operation.RotateEffect:
-			err = apply(CmdPasswordRotateStep, PasswordRotateStepCmd{AddonID: op.AddonID, Change: eff.Change, Operation: op, At: now})
+			err = apply(CmdPasswordRotateStep, PasswordRotateStepCmd{AddonID: op.AddonID, Change: eff.Change, Until: eff.Until, Operation: op, At: now})
 		case operation.DeleteAddon:
 			var members []api.Member
 			e.store.FSM().Read(func(s *State, _ uint64) { members = append(members, s.Addons[op.AddonID].Members...) })

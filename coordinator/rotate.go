@@ -17,9 +17,15 @@ import (
 // default user accept it beside the URL's, live (agent/fleetauth.go:
 // api.Assignment.OtherPasswords); the engine checks each member holds
 // exactly both, publishes it (command 35: the URL's password, the old one
-// still accepted), runs the app hook, waits for the grace period or
-// --finish (command 36), retires the old password (command 35) and checks
-// every member refuses it. The decisions are operation/rotate.go's.
+// still accepted), runs the app hook and records the grace period with the
+// addon (command 35: api.Addon.OldPasswordUntil); the rotation ends there,
+// so healing and the addon's other operations never wait on a grace
+// period, and the assignments keep carrying the old password. When the
+// grace period is over (or --finish, command 36, ended it) and the addon
+// has no other operation, the engine starts a retire operation
+// (operation.PlanRetire, command 12 operation-create): it retires the old
+// password (command 35) and checks every member refuses it. The decisions
+// are operation/rotate.go's.
 // Replication, Sentinel and HAProxy log in as the fleet's user
 // (redisctl.FleetUser): a rotation never touches them.
 
@@ -39,17 +45,22 @@ type PasswordRotateCmd struct {
 // change is idempotent: a retried entry finds it done and changes only
 // the operation.
 type PasswordRotateStepCmd struct {
-	AddonID   string                     `json:"addon_id"`
-	Change    operation.RotateChangeKind `json:"change"`
-	Operation api.Operation              `json:"operation"`
-	At        time.Time                  `json:"at"`
+	AddonID string                     `json:"addon_id"`
+	Change  operation.RotateChangeKind `json:"change"`
+	// Until is RotateGrace's end of the grace period.
+	Until     time.Time     `json:"until,omitzero"`
+	Operation api.Operation `json:"operation"`
+	At        time.Time     `json:"at"`
 }
 
 // PasswordRotateFinishCmd ends a rotation's grace period now
-// (addons-password-rotate --finish): the engine retires the old password
-// at its next pass.
+// (addons-password-rotate --finish): the rotation OperationID, while it
+// runs, records none (FinishRequested), and addon AddonID's recorded one
+// ends At; the engine retires the old password as soon as the addon has no
+// other operation. Either may be empty, not both.
 type PasswordRotateFinishCmd struct {
-	OperationID string    `json:"operation_id"`
+	OperationID string    `json:"operation_id,omitempty"`
+	AddonID     string    `json:"addon_id,omitempty"`
 	At          time.Time `json:"at"`
 }
 
@@ -93,9 +104,14 @@ func (f *FSM) applyPasswordRotateStep(c PasswordRotateStepCmd) any {
 				a.SpecPassword = a.Password
 			}
 			a.OldPassword, a.Password, a.NextPassword = a.Password, a.NextPassword, api.Secret{}
+			a.OldPasswordUntil = time.Time{}
+		}
+	case operation.RotateGrace:
+		if !a.OldPassword.IsZero() && a.OldPasswordUntil.IsZero() {
+			a.OldPasswordUntil = c.Until
 		}
 	case operation.RotateRetire:
-		a.OldPassword = api.Secret{}
+		a.OldPassword, a.OldPasswordUntil = api.Secret{}, time.Time{}
 	case operation.RotateAbort:
 		a.NextPassword = api.Secret{}
 	default:
@@ -108,17 +124,41 @@ func (f *FSM) applyPasswordRotateStep(c PasswordRotateStepCmd) any {
 }
 
 func (f *FSM) applyPasswordRotateFinish(c PasswordRotateFinishCmd) any {
-	op, ok := f.state.Operations[c.OperationID]
-	if !ok || op.Kind != api.OpRotatePassword {
-		return fmt.Errorf("%w: no password rotation %s", api.ErrNotFound, c.OperationID)
+	if c.OperationID == "" && c.AddonID == "" {
+		return api.Invalidf("password rotation finish: no operation and no addon")
 	}
-	if op.State.Finished() {
-		return fmt.Errorf("%w: operation %s is already %s", api.ErrConflict, op.ID, op.State)
+	var op api.Operation
+	if c.OperationID != "" {
+		var ok bool
+		op, ok = f.state.Operations[c.OperationID]
+		if !ok || op.Kind != api.OpRotatePassword {
+			return fmt.Errorf("%w: no password rotation %s", api.ErrNotFound, c.OperationID)
+		}
+		if op.State.Finished() {
+			return fmt.Errorf("%w: operation %s is already %s", api.ErrConflict, op.ID, op.State)
+		}
 	}
-	op.Steps = append([]api.Step(nil), op.Steps...)
-	op.Rotate.FinishRequested = true
-	op.UpdatedAt = c.At
-	f.state.putOp(op)
+	var a api.Addon
+	if c.AddonID != "" {
+		var ok bool
+		if a, ok = f.state.Addons[c.AddonID]; !ok {
+			return fmt.Errorf("%w: addon %s", api.ErrNotFound, c.AddonID)
+		}
+		if c.OperationID == "" && a.OldPassword.IsZero() {
+			return fmt.Errorf("%w: addon %s is not in a password rotation's grace period", api.ErrConflict, a.ID)
+		}
+	}
+	if c.OperationID != "" {
+		op.Steps = append([]api.Step(nil), op.Steps...)
+		op.Rotate.FinishRequested = true
+		op.UpdatedAt = c.At
+		f.state.putOp(op)
+	}
+	if c.AddonID != "" && !a.OldPassword.IsZero() && !a.OldPasswordUntil.IsZero() && c.At.Before(a.OldPasswordUntil) {
+		a.OldPasswordUntil = c.At
+		a.UpdatedAt = c.At
+		f.state.Addons[a.ID] = a
+	}
 	return op
 }
 
@@ -163,15 +203,22 @@ func (s *Server) handleRotatePassword(w http.ResponseWriter, r *http.Request) er
 		if err := operation.CheckFinish(a, active, busy); err != nil {
 			return err
 		}
-		res, err := s.store.Apply(r.Context(), CmdPasswordRotateFinish, PasswordRotateFinishCmd{OperationID: active.ID, At: now})
+		c := PasswordRotateFinishCmd{AddonID: id, At: now}
+		if busy && active.Kind == api.OpRotatePassword {
+			c.OperationID = active.ID
+		}
+		res, err := s.store.Apply(r.Context(), CmdPasswordRotateFinish, c)
 		if err != nil {
 			return err
 		}
 		op := res.(api.Operation)
 		s.log.Info("password rotation finish asked", "addon", id, "app", req.App, "op", op.ID)
-		writeJSON(w, http.StatusAccepted, api.PasswordRotateResponse{Operation: op,
-			Message: fmt.Sprintf("The grace period of operation %s ends now: the old password of addon %s is being removed from every member; follow it with: cacheplane operations --addon %s",
-				op.ID, id, id)})
+		msg := fmt.Sprintf("The grace period of addon %s ends now: its old password is being removed from every member; follow it with: cacheplane operations --addon %s", id, id)
+		if busy && active.Kind != api.OpRotatePassword {
+			msg = fmt.Sprintf("The grace period of addon %s ends now: its old password is removed from every member once operation %s (%s) is done; follow it with: cacheplane operations --addon %s",
+				id, active.ID, active.Kind, id)
+		}
+		writeJSON(w, http.StatusAccepted, api.PasswordRotateResponse{Operation: op, Message: msg})
 		return nil
 	}
 	if err := operation.CheckRotate(a, active, busy); err != nil {
@@ -225,4 +272,28 @@ func (e *engine) checkPasswords(ctx context.Context, v operation.View, a operati
 		cancel()
 	}
 	return errors.Join(errs...)
+}
+
+// startRetires starts the retire operations due at now
+// (operation.PlanRetire) and reports whether it started one. One refused
+// (the addon got an operation meanwhile) is tried again at a later pass.
+func (e *engine) startRetires(ctx context.Context, sn snapshot, now time.Time) bool {
+	started := false
+	for _, op := range operation.PlanRetire(sortedAddons(sn.addons), sn.active, now) {
+		id, err := newOperationID()
+		if err != nil {
+			e.log.Error("cannot draw an operation id", "err", err)
+			return started
+		}
+		op.ID = id
+		if _, err := e.store.Apply(ctx, CmdOperationCreate, OperationCreateCmd{Operation: op}); err != nil {
+			if ctx.Err() == nil {
+				e.log.Warn("cannot start retiring an old password; will retry", "addon", op.AddonID, "err", err)
+			}
+			continue
+		}
+		started = true
+		e.log.Info("retiring an old password: its grace period is over", "addon", op.AddonID, "op", op.ID)
+	}
+	return started
 }

@@ -24,9 +24,13 @@ import (
 )
 
 // TestPasswordRotateCommands: commands 34-36 move the addon's passwords
-// through a rotation (next, published with the old one kept, retired),
-// refuse a second rotation with a clear 409, survive a snapshot round
-// trip at each stage, and name no password in a refusal.
+// through a rotation (next, published with the old one kept, the grace
+// period recorded with the addon as the rotation ends, retired by a retire
+// operation of its own), refuse a second rotation with a clear 409 (also
+// during the grace period), let another operation run during the grace
+// period (--finish then ends it, the retire waits for that operation),
+// survive a snapshot round trip at each stage, and name no password in a
+// refusal.
 func TestPasswordRotateCommands(t *testing.T) {
 	f := NewFSM(testutil.Logger(t))
 	create := testAddon("shop", "shop-1", "")
@@ -85,28 +89,83 @@ func TestPasswordRotateCommands(t *testing.T) {
 	}
 	assertRoundTrip(t, f)
 
-	if res := f.Apply(entry(t, 6, CmdPasswordRotateFinish, PasswordRotateFinishCmd{OperationID: "rot-1", At: t0})); isErr(res) {
+	// The grace period is recorded with the addon and the rotation ends.
+	until := t0.Add(time.Hour)
+	op.Steps[3].State, op.Steps[4].State, op.State = api.OpDone, api.OpDone, api.OpDone
+	for i, u := range []time.Time{until, until.Add(time.Hour)} { // retried with another end: the first stays
+		if res := f.Apply(entry(t, uint64(6+i), CmdPasswordRotateStep, PasswordRotateStepCmd{AddonID: "shop-1", Change: operation.RotateGrace, Until: u, Operation: op, At: t0})); isErr(res) && i == 0 {
+			t.Fatal(res)
+		}
+	}
+	a = f.state.Addons["shop-1"]
+	if !a.OldPasswordUntil.Equal(until) || !a.OldPassword.Equal(orig) || len(otherPasswords(a)) != 1 {
+		t.Fatalf("grace: old password accepted until %s, want %s", a.OldPasswordUntil, until)
+	}
+	if _, busy := f.state.activeOperation("shop-1"); busy {
+		t.Fatal("the rotation is still the addon's active operation in its grace period")
+	}
+	assertRoundTrip(t, f)
+	if got := f.state.Addons["shop-1"].OldPasswordUntil; !got.Equal(until) {
+		t.Fatalf("grace end after a snapshot round trip %s", got)
+	}
+
+	// During the grace period: a second rotation is refused (finish
+	// first), another operation starts.
+	res = f.Apply(entry(t, 8, CmdPasswordRotate, PasswordRotateCmd{AddonID: "shop-1", App: "shop", NextPassword: api.NewSecret(strings.Repeat("m", 64)), Operation: op2, At: t0}))
+	if err, _ := res.(error); !errors.Is(err, api.ErrConflict) || !strings.Contains(err.Error(), "grace period of its previous rotation") || !strings.Contains(err.Error(), "--finish") {
+		t.Fatalf("rotation during grace: %v", res)
+	}
+	other := api.Operation{ID: "set-1", AddonID: "shop-1", App: "shop", Kind: api.OpSettingsChange, State: api.OpRunning, Steps: []api.Step{{Name: "apply"}}, CreatedAt: t0, UpdatedAt: t0}
+	if res := f.Apply(entry(t, 9, CmdOperationCreate, OperationCreateCmd{Operation: other})); isErr(res) {
+		t.Fatalf("an operation during grace: %v", res)
+	}
+	// --finish during it (behind the other operation): the grace period
+	// ends now, never later than recorded.
+	if res := f.Apply(entry(t, 10, CmdPasswordRotateFinish, PasswordRotateFinishCmd{AddonID: "shop-1", At: t0.Add(10 * time.Minute)})); isErr(res) {
 		t.Fatal(res)
 	}
-	if !f.state.Operations["rot-1"].Rotate.FinishRequested {
-		t.Fatal("finish not recorded")
+	if res := f.Apply(entry(t, 11, CmdPasswordRotateFinish, PasswordRotateFinishCmd{AddonID: "shop-1", At: t0.Add(20 * time.Minute)})); isErr(res) {
+		t.Fatal(res)
 	}
-	op = f.state.Operations["rot-1"]
+	if got := f.state.Addons["shop-1"].OldPasswordUntil; !got.Equal(t0.Add(10 * time.Minute)) {
+		t.Fatalf("finish: grace ends %s", got)
+	}
+	if r := operation.PlanRetire([]api.Addon{f.state.Addons["shop-1"]}, map[string]api.Operation{"shop-1": other}, t0.Add(time.Hour)); len(r) != 0 {
+		t.Fatal("a retire planned beside the other operation")
+	}
+	other.State = api.OpDone
+	if res := f.Apply(entry(t, 12, CmdOperationUpdate, OperationUpdateCmd{Operation: other})); isErr(res) {
+		t.Fatal(res)
+	}
+	// The retire operation: created when due, retires, checks.
+	r := operation.PlanRetire([]api.Addon{f.state.Addons["shop-1"]}, nil, t0.Add(10*time.Minute))
+	if len(r) != 1 {
+		t.Fatalf("retire ops %d", len(r))
+	}
+	r[0].ID = "ret-1"
+	if res := f.Apply(entry(t, 13, CmdOperationCreate, OperationCreateCmd{Operation: r[0]})); isErr(res) {
+		t.Fatal(res)
+	}
+	assertRoundTrip(t, f)
+	op = f.state.Operations["ret-1"]
 	op.Steps = append([]api.Step(nil), op.Steps...)
-	op.Steps[3].State, op.Steps[4].State = api.OpDone, api.OpDone
-	if res := f.Apply(entry(t, 7, CmdPasswordRotateStep, PasswordRotateStepCmd{AddonID: "shop-1", Change: operation.RotateRetire, Operation: op, At: t0})); isErr(res) {
+	op.Steps[0].State = api.OpDone
+	if res := f.Apply(entry(t, 14, CmdPasswordRotateStep, PasswordRotateStepCmd{AddonID: "shop-1", Change: operation.RotateRetire, Operation: op, At: t0})); isErr(res) {
 		t.Fatal(res)
 	}
 	a = f.state.Addons["shop-1"]
-	if !a.OldPassword.IsZero() || len(otherPasswords(a)) != 0 || !a.SpecPassword.Equal(orig) {
+	if !a.OldPassword.IsZero() || !a.OldPasswordUntil.IsZero() || len(otherPasswords(a)) != 0 || !a.SpecPassword.Equal(orig) {
 		t.Fatal("retire: only the new password is accepted, the spec password stays")
 	}
-	op.Steps[5].State, op.State = api.OpDone, api.OpDone
-	if res := f.Apply(entry(t, 8, CmdOperationUpdate, OperationUpdateCmd{Operation: op})); isErr(res) {
+	op.Steps[1].State, op.State = api.OpDone, api.OpDone
+	if res := f.Apply(entry(t, 15, CmdOperationUpdate, OperationUpdateCmd{Operation: op})); isErr(res) {
 		t.Fatal(res)
 	}
-	if res := f.Apply(entry(t, 9, CmdPasswordRotateFinish, PasswordRotateFinishCmd{OperationID: "rot-1", At: t0})); !errors.Is(res.(error), api.ErrConflict) {
+	if res := f.Apply(entry(t, 16, CmdPasswordRotateFinish, PasswordRotateFinishCmd{OperationID: "rot-1", At: t0})); !errors.Is(res.(error), api.ErrConflict) {
 		t.Fatalf("finish of a finished rotation: %v", res)
+	}
+	if res := f.Apply(entry(t, 17, CmdPasswordRotateFinish, PasswordRotateFinishCmd{AddonID: "shop-1", At: t0})); !errors.Is(res.(error), api.ErrConflict) {
+		t.Fatalf("finish out of grace: %v", res)
 	}
 	assertRoundTrip(t, f)
 	if f.state.Version != ProtocolBackups {
@@ -115,7 +174,7 @@ func TestPasswordRotateCommands(t *testing.T) {
 	// A later rotation is accepted again; its spec password stays the first.
 	op3 := op2
 	op3.ID = "rot-3"
-	if res := f.Apply(entry(t, 10, CmdPasswordRotate, PasswordRotateCmd{AddonID: "shop-1", App: "shop", NextPassword: api.NewSecret(strings.Repeat("m", 64)), Operation: op3, At: t0})); isErr(res) {
+	if res := f.Apply(entry(t, 18, CmdPasswordRotate, PasswordRotateCmd{AddonID: "shop-1", App: "shop", NextPassword: api.NewSecret(strings.Repeat("m", 64)), Operation: op3, At: t0})); isErr(res) {
 		t.Fatal(res)
 	}
 }
@@ -126,8 +185,9 @@ func isErr(res any) bool { _, ok := res.(error); return ok }
 // an agent loop applying the assignments' passwords with redisctl.ApplyACL
 // as the agent does) rotates its password through the admin API: a second
 // rotation is refused 409, the app hook gets the new URL, the operation
-// waits in its grace period, the coordinator restarts (a new leader) and
-// the rotation resumes there, --finish removes the old password from the
+// ends with the grace period recorded on the addon, the coordinator
+// restarts (a new leader) and the member still accepts both, --finish
+// starts a retire operation that removes the old password from the
 // member; no log line nor operation holds a password.
 func TestPasswordRotationThroughTheAPI(t *testing.T) {
 	dir := t.TempDir()
@@ -239,13 +299,16 @@ func TestPasswordRotationThroughTheAPI(t *testing.T) {
 		!strings.Contains(api.Message(err), "already rotating its password (operation "+rot.Operation.ID+")") {
 		t.Errorf("a second rotation: %v", err)
 	}
+	// The rotation ends once the app is told; the grace period is the
+	// addon's (its old password accepted until then).
 	atGrace := func() api.Operation {
 		t.Helper()
 		var op api.Operation
 		testutil.WaitFor(t, 20*time.Second, func() error {
 			op = operationOf(t, admin, rot.Operation.ID)
-			if i := op.CurrentStep(); i >= len(op.Steps) || op.Steps[i].Name != operation.StepGrace || op.Steps[i].State != api.OpRunning {
-				return fmt.Errorf("rotation at %+v", op.Steps)
+			a, err := admin.Addon(ctx, id)
+			if err != nil || op.State != api.OpDone || a.OldPasswordUntil.IsZero() {
+				return fmt.Errorf("rotation %s at %+v, grace until %s, %v", op.State, op.Steps, a.OldPasswordUntil, err)
 			}
 			return nil
 		})
@@ -291,18 +354,36 @@ func TestPasswordRotationThroughTheAPI(t *testing.T) {
 		t.Fatal(err)
 	}
 	op = atGrace()
+	for _, pw := range []string{oldPW, newPW} {
+		if err := auth(pw); err != nil {
+			t.Errorf("grace period after a restart: %v", err)
+		}
+	}
 	fin, err := admin.AddonPasswordRotate(ctx, id, api.PasswordRotateRequest{App: "rot-app", Finish: true})
-	if err != nil || fin.Operation.ID != op.ID {
+	if err != nil || !strings.Contains(fin.Message, "ends now") {
 		t.Fatalf("--finish: %+v, %v", fin, err)
 	}
+	// A retire operation of its own removes the old password.
+	var retire api.Operation
 	testutil.WaitFor(t, 20*time.Second, func() error {
-		if op = operationOf(t, admin, op.ID); op.State != api.OpDone {
-			return fmt.Errorf("rotation %s: %+v", op.State, op.Steps)
+		ops, err := admin.Operations(ctx, "", id)
+		if err != nil {
+			return err
+		}
+		for _, o := range ops {
+			if operation.IsRetire(o) {
+				retire = o
+			}
+		}
+		if retire.State != api.OpDone {
+			return fmt.Errorf("retire %s: %+v", retire.State, retire.Steps)
 		}
 		return nil
 	})
-	wantIn(op.Steps[4].Detail, "ended by --finish")
-	wantIn(op.Steps[5].Detail, "the old password is refused by every redis member")
+	wantIn(retire.Steps[1].Detail, "the old password is refused by every redis member")
+	if a, _ := admin.Addon(ctx, id); !a.OldPasswordUntil.IsZero() {
+		t.Errorf("grace end %s after the retire", a.OldPasswordUntil)
+	}
 	if err := auth(oldPW); err == nil || !strings.Contains(err.Error(), "WRONGPASS") {
 		t.Errorf("the old password after --finish: %v", err)
 	}
@@ -312,7 +393,7 @@ func TestPasswordRotationThroughTheAPI(t *testing.T) {
 	if a, _ := admin.Addon(ctx, id); a.Status != api.AddonRunning {
 		t.Errorf("addon %s after the rotation", a.Status)
 	}
-	opsJSON, _ := json.Marshal(op)
+	opsJSON, _ := json.Marshal([]api.Operation{op, retire})
 	for _, s := range []string{oldPW, newPW, as.FleetPassword.Reveal()} {
 		if strings.Contains(logs.String(), s) || strings.Contains(string(opsJSON), s) {
 			t.Error("a password reached the log or the operation")

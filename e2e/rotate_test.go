@@ -31,11 +31,16 @@ var rotHostIPs = []string{"127.0.0.106", "127.0.0.107", "127.0.0.108", "127.0.0.
 // period the connection opened with the old password and new connections
 // with the old URL work, as does the new URL that env now prints; a redis
 // member restarted in the grace period accepts both passwords; a second
-// rotation is refused (409); nothing restarts. The writer then switches to
-// the new URL (0 failed commands), and after --finish the old password is
-// refused by every member and through the URL, the new one works, the
-// addon is running and healthy (sentinels, HAProxy), the connection opened
-// with the old password still works, and no log holds a password.
+// rotation is refused (409) while it runs and during its grace period. The
+// rotation operation ends once the app is told, so healing is never held
+// up by a grace period: the replica's host is drained during it, every
+// member there is replaced at once, and the new redis replica accepts both
+// passwords. Nothing else restarts. The writer then switches to the new
+// URL (0 failed commands), and after --finish a retire operation of its
+// own makes every member (the replacement too) and the URL refuse the old
+// password, the new one works, the addon is running and healthy
+// (sentinels, HAProxy), the connection opened with the old password still
+// works, and no log holds a password.
 func TestPasswordRotation(t *testing.T) {
 	const app = "rotate-app"
 	f := startBusiness(t, app, bizOpts{CoordIP: rotCoordIP, HostIPs: rotHostIPs, VIPPool: rotVIPPool})
@@ -69,7 +74,8 @@ func TestPasswordRotation(t *testing.T) {
 		t.Fatalf("second rotation: %s", again)
 	}
 
-	// The new URL is published, then the rotation waits in its grace period.
+	// The new URL is published, then the rotation ends: the grace period is
+	// the addon's.
 	var newURL string
 	testutil.WaitFor(t, 30*time.Second, func() error {
 		if newURL = RedisURL(t, f.c, app); newURL == oldURL {
@@ -89,12 +95,19 @@ func TestPasswordRotation(t *testing.T) {
 	op := rotation(t, f)
 	testutil.WaitFor(t, 30*time.Second, func() error {
 		op = rotation(t, f)
-		if i := op.CurrentStep(); i >= len(op.Steps) || op.Steps[i].Name != "grace period" || !strings.Contains(op.Steps[i].Detail, "--finish") {
-			return fmt.Errorf("rotation %s is at %+v", op.ID, op.Steps)
+		if op.State != api.OpDone || len(op.Steps) != 5 || !strings.Contains(op.Steps[4].Detail, "--finish") {
+			return fmt.Errorf("rotation %s is %s at %+v", op.ID, op.State, op.Steps)
 		}
 		return nil
 	})
-	t.Logf("new URL published %s after the request; grace step: %s", published.Round(time.Millisecond), op.Steps[op.CurrentStep()].Detail)
+	if a := f.mustAddon(); a.OldPasswordUntil.Before(time.Now().Add(50 * time.Minute)) {
+		t.Errorf("grace period recorded until %s, want about an hour from now", a.OldPasswordUntil)
+	}
+	t.Logf("new URL published %s after the request; grace step: %s", published.Round(time.Millisecond), op.Steps[4].Detail)
+	again = f.c.CLI("addons-password-rotate", "--app", app)
+	if again.Code != 2 || !strings.Contains(again.Stderr, "grace period of its previous rotation") || !strings.Contains(again.Stderr, "--finish") {
+		t.Fatalf("rotation during the grace period: %s", again)
+	}
 	if op.Steps[3].Name != "notify app" || op.Steps[3].State != api.OpDone {
 		t.Errorf("notify app step: %+v", op.Steps[3])
 	}
@@ -144,6 +157,33 @@ func TestPasswordRotation(t *testing.T) {
 	})
 	f.waitHealthy(60 * time.Second) // the replica in sync again (f.opt: the old URL)
 
+	// Healing during the grace period: the replica's host is drained, its
+	// members are replaced now (not after the grace period), and the new
+	// redis replica accepts both passwords.
+	drained := replica.HostID
+	healStart := time.Now()
+	if res := f.c.CLI("hosts-drain", drained); res.Code != 0 {
+		t.Fatalf("hosts-drain %s: %s", drained, res)
+	}
+	f.waitRedundant(drained, 120*time.Second)
+	a = f.mustAddon()
+	var replacement api.Member
+	for _, m := range membersOf(a, api.RoleRedis) {
+		if _, old := before[m.ID]; !old {
+			replacement = m
+		}
+	}
+	if replacement.ID == "" || replacement.HostID == drained {
+		t.Fatalf("no redis replacement off host %s: %+v", drained, membersOf(a, api.RoleRedis))
+	}
+	for name, pw := range map[string]string{"old": oldPW, "new": newPW} {
+		if err := appAuth(ctx, f.memberAddr(replacement), pw); err != nil {
+			t.Errorf("replacement %s during the grace period, %s password: %v", replacement.ID, name, err)
+		}
+	}
+	t.Logf("host %s drained during the grace period: redundant again in %s, replacement %s on %s accepts both passwords",
+		drained, time.Since(healStart).Round(time.Millisecond), replacement.ID, replacement.HostID)
+
 	// The writer on the old URL: not one failed command. Then the app
 	// moves to the new URL.
 	acks, failed, errs := w.finish()
@@ -159,16 +199,23 @@ func TestPasswordRotation(t *testing.T) {
 	if fin.Code != 0 || !strings.Contains(fin.Stdout, "ends now") {
 		t.Fatalf("--finish: %s", fin)
 	}
-	done := waitOperationDone(t, f.c, app, op.ID, 30*time.Second)
-	for i, s := range done.Steps {
+	var retire api.Operation
+	testutil.WaitFor(t, 30*time.Second, func() error {
+		for _, o := range opsOf(t, f, app) {
+			if o.Kind == api.OpRotatePassword && len(o.Steps) > 0 && o.Steps[0].Name == "retire old password" {
+				retire = o
+			}
+		}
+		if retire.State != api.OpDone {
+			return fmt.Errorf("retire operation %q is %s at %+v", retire.ID, retire.State, retire.Steps)
+		}
+		return nil
+	})
+	for i, s := range retire.Steps {
 		if s.State != api.OpDone {
-			t.Errorf("step %d: %+v", i, s)
+			t.Errorf("retire step %d: %+v", i, s)
 		}
 	}
-	if !strings.Contains(done.Steps[4].Detail, "--finish") {
-		t.Errorf("grace step: %q", done.Steps[4].Detail)
-	}
-
 	// After: the old password is refused everywhere, the new one works.
 	a = f.mustAddon()
 	if a.Status != api.AddonRunning {
@@ -203,9 +250,14 @@ func TestPasswordRotation(t *testing.T) {
 	}
 	t.Logf("writer on the new URL: %d writes, %d failed", len(acks2), failed2)
 
-	// Nothing restarted but the replica this test killed.
+	// Nothing restarted but the replica this test killed and the members
+	// moved off the drained host.
 	after := pids(t, f.agents, f.mustAddon())
-	delete(before, replica.ID)
+	for id := range before {
+		if _, kept := after[id]; !kept || id == replica.ID {
+			delete(before, id)
+		}
+	}
 	samePids(t, before, after)
 
 	// No log holds either password.

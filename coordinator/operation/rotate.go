@@ -14,6 +14,7 @@ const (
 	StepAcceptBoth     = "accept both passwords"
 	StepPublish        = "publish new URL"
 	StepGrace          = "grace period"
+	StepRetireOldPass  = "retire old password"
 	StepRemoveOldPass  = "remove old password"
 )
 
@@ -21,10 +22,56 @@ const (
 // coordinator records the next password with the operation (its first
 // step done), every redis member's default user is made to accept it
 // beside the current one (the agents, live), the URL changes to it, the
-// app hook runs, the old password stays accepted for the grace period (or
-// until --finish), then it is removed from every member.
+// app hook runs, and the grace period is recorded with the addon
+// (api.Addon.OldPasswordUntil): the operation ends there, so the addon's
+// other operations (healing first) never wait on a grace period. The
+// assignments keep carrying the old password until it is retired.
 func RotateSteps() []api.Step {
-	return steps(StepRecordPassword, StepAcceptBoth, StepPublish, StepNotifyApp, StepGrace, StepRemoveOldPass)
+	return steps(StepRecordPassword, StepAcceptBoth, StepPublish, StepNotifyApp, StepGrace)
+}
+
+// RetireSteps is the step list of a retire operation (kind
+// api.OpRotatePassword, RetireChange): the old password leaves the addon
+// (the agents drop it from every member), then every redis member is
+// checked to refuse it. PlanRetire starts one when the grace period is
+// over or was ended with --finish.
+func RetireSteps() []api.Step {
+	return steps(StepRetireOldPass, StepRemoveOldPass)
+}
+
+// RetireChange is the Change of a retire operation.
+const RetireChange = "retire the old password: its grace period is over"
+
+// IsRetire reports whether op is a retire operation (RetireSteps), not a
+// rotation.
+func IsRetire(op api.Operation) bool {
+	return op.Kind == api.OpRotatePassword && len(op.Steps) > 0 && op.Steps[0].Name == StepRetireOldPass
+}
+
+// RetireDue reports whether a's old password is due to be retired at now:
+// its grace period, recorded by its rotation, is over (or was ended by
+// --finish).
+func RetireDue(a api.Addon, now time.Time) bool {
+	return !a.OldPassword.IsZero() && !a.OldPasswordUntil.IsZero() && !now.Before(a.OldPasswordUntil)
+}
+
+// PlanRetire is the retire operations to start at now (IDs left to the
+// caller): one for each addon whose old password is due and that has no
+// active operation. An addon with one waits for it: its old password is
+// accepted a little longer, never less.
+func PlanRetire(addons []api.Addon, active map[string]api.Operation, now time.Time) []api.Operation {
+	var out []api.Operation
+	for _, a := range addons {
+		if !RetireDue(a, now) || a.Status == api.AddonRemoving {
+			continue
+		}
+		if _, busy := active[a.ID]; busy {
+			continue
+		}
+		out = append(out, api.Operation{AddonID: a.ID, App: a.App, Kind: api.OpRotatePassword, State: api.OpRunning,
+			Steps: RetireSteps(), Change: RetireChange, CreatedAt: now, UpdatedAt: now})
+	}
+	return out
 }
 
 // RotateChange is what the app hook is told a rotation changed.
@@ -69,8 +116,12 @@ func (a CheckPasswords) String() string {
 }
 
 // RotateEffect is a rotation's change to the addon's passwords, committed
-// with its step (coordinator command password-rotate-step).
-type RotateEffect struct{ Change RotateChangeKind }
+// with its step (coordinator command password-rotate-step). Until is
+// RotateGrace's end of the grace period.
+type RotateEffect struct {
+	Change RotateChangeKind
+	Until  time.Time
+}
 
 // RotateChangeKind says which change.
 type RotateChangeKind string
@@ -80,6 +131,9 @@ const (
 	// RotatePublish: the next password becomes the URL's, the current one
 	// the old one (still accepted).
 	RotatePublish RotateChangeKind = "publish"
+	// RotateGrace: the old password is accepted until RotateEffect.Until
+	// (api.Addon.OldPasswordUntil); the rotation ends.
+	RotateGrace RotateChangeKind = "grace"
 	// RotateRetire: the old password is no longer accepted.
 	RotateRetire RotateChangeKind = "retire"
 	// RotateAbort: a cancelled rotation's next password is dropped.
@@ -116,17 +170,23 @@ func rotate(v View, op api.Operation, step api.Step) Decision {
 		if a.OldPassword.IsZero() {
 			return advance("the old password is removed already")
 		}
+		if !a.OldPasswordUntil.IsZero() {
+			return advance(fmt.Sprintf("the old password is accepted until %s", a.OldPasswordUntil.UTC().Format(time.RFC3339)))
+		}
 		if op.Rotate.FinishRequested {
-			return Decision{Kind: Advance, Detail: "ended by --finish: the old password is being removed",
-				Effect: RotateEffect{Change: RotateRetire}}
+			return Decision{Kind: Advance, Detail: "ended by --finish: the old password is retired next",
+				Effect: RotateEffect{Change: RotateGrace, Until: v.Now}}
 		}
 		until := GraceUntil(op, step, v.Now)
-		if !v.Now.Before(until) {
-			return Decision{Kind: Advance, Detail: "grace period over: the old password is being removed",
-				Effect: RotateEffect{Change: RotateRetire}}
+		return Decision{Kind: Advance, Effect: RotateEffect{Change: RotateGrace, Until: until},
+			Detail: fmt.Sprintf("the old password is accepted until %s (the addon's other operations run meanwhile), or: cacheplane addons-password-rotate --app %s --finish",
+				until.UTC().Format(time.RFC3339), op.App)}
+	case StepRetireOldPass:
+		if a.OldPassword.IsZero() {
+			return advance("the old password is removed already")
 		}
-		return wait(fmt.Sprintf("the old password is accepted until %s, or: cacheplane addons-password-rotate --app %s --finish",
-			until.UTC().Format(time.RFC3339), op.App))
+		return Decision{Kind: Advance, Detail: "grace period over: the old password is being removed from every redis member",
+			Effect: RotateEffect{Change: RotateRetire}}
 	case StepRemoveOldPass:
 		return checkPasswords(v, "the new password only", "the old password is refused by every redis member")
 	}
@@ -178,9 +238,14 @@ func checkPasswords(v View, want, done string) Decision {
 }
 
 // CheckRotate is the pre-flight check of addons-password-rotate (start):
-// the addon must be running with no other operation.
+// the addon must be running with no other operation and out of the grace
+// period of its previous rotation (a second rotation during it is
+// refused: finish the first one, then rotate again).
 func CheckRotate(a api.Addon, active api.Operation, busy bool) error {
 	switch {
+	case busy && IsRetire(active):
+		return fmt.Errorf("%w: addon %s is removing the old password of its previous rotation (operation %s); rotate again once it is done (cacheplane operations --addon %s)",
+			api.ErrConflict, a.ID, active.ID, a.ID)
 	case busy && active.Kind == api.OpRotatePassword:
 		return fmt.Errorf("%w: addon %s is already rotating its password (operation %s); end its grace period with: cacheplane addons-password-rotate --app %s --finish",
 			api.ErrConflict, a.ID, active.ID, a.App)
@@ -189,6 +254,9 @@ func CheckRotate(a api.Addon, active api.Operation, busy bool) error {
 			api.ErrConflict, a.ID, active.ID, active.Kind, a.ID, active.ID)
 	case a.Status != api.AddonRunning:
 		return fmt.Errorf("%w: addon %s is %s; its password can be rotated once it is running", api.ErrConflict, a.ID, a.Status)
+	case !a.OldPassword.IsZero() && !a.OldPasswordUntil.IsZero():
+		return fmt.Errorf("%w: addon %s is in the grace period of its previous rotation (the old password is accepted until %s); end it first with: cacheplane addons-password-rotate --app %s --finish, then rotate again",
+			api.ErrConflict, a.ID, a.OldPasswordUntil.UTC().Format(time.RFC3339), a.App)
 	case !a.NextPassword.IsZero() || !a.OldPassword.IsZero():
 		return fmt.Errorf("%w: addon %s still holds a rotation's password (an interrupted rotation): wait a moment and retry", api.ErrConflict, a.ID)
 	}
@@ -196,13 +264,18 @@ func CheckRotate(a api.Addon, active api.Operation, busy bool) error {
 }
 
 // CheckFinish is the pre-flight check of addons-password-rotate --finish:
-// the addon's active operation must be a rotation.
+// the addon is rotating its password (its active operation is a rotation)
+// or in a rotation's grace period.
 func CheckFinish(a api.Addon, active api.Operation, busy bool) error {
-	if !busy || active.Kind != api.OpRotatePassword {
-		return fmt.Errorf("%w: addon %s is not rotating its password; nothing to finish (start one with: cacheplane addons-password-rotate --app %s)",
-			api.ErrConflict, a.ID, a.App)
+	switch {
+	case busy && IsRetire(active):
+		return fmt.Errorf("%w: addon %s is removing its old password already (operation %s); follow it with: cacheplane operations --addon %s",
+			api.ErrConflict, a.ID, active.ID, a.ID)
+	case busy && active.Kind == api.OpRotatePassword, !a.OldPassword.IsZero():
+		return nil
 	}
-	return nil
+	return fmt.Errorf("%w: addon %s is not rotating its password; nothing to finish (start one with: cacheplane addons-password-rotate --app %s)",
+		api.ErrConflict, a.ID, a.App)
 }
 
 // rotatePublished reports whether a rotation has published its new
