@@ -850,7 +850,7 @@ func (r chaosReport) markdown() string {
 	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, k := range r.Kinds {
 		fmt.Fprintf(&b, "| %s | %d | %d | %d | %s | %s | %s | %d | %d |\n", k.Kind, k.Runs, k.Lost, k.TwoPrimary,
-			ms(k.BizUnavailMS), ms(k.StarterUnavailMS), ms(k.LongestRecoveryMS), k.NotRecovered, k.Errors)
+			chaosSeconds(k.BizUnavailMS), chaosSeconds(k.StarterUnavailMS), chaosSeconds(k.LongestRecoveryMS), k.NotRecovered, k.Errors)
 	}
 	fmt.Fprintf(&b, "\nAt the end: %d operations left unfinished, %d failed; %d members left unhealthy; %d acknowledged writes lost outside any fault's window.\n",
 		r.Unfinished, r.FailedOps, r.Unhealthy, r.LostOutside)
@@ -860,7 +860,7 @@ func (r chaosReport) markdown() string {
 	return b.String()
 }
 
-func ms(v int64) string { return strconv.FormatFloat(float64(v)/1000, 'f', 2, 64) + " s" }
+func chaosSeconds(v int64) string { return strconv.FormatFloat(float64(v)/1000, 'f', 2, 64) + " s" }
 
 // write stores chaos-<seed>.json and chaos-<seed>.md in dir.
 func (r chaosReport) write(t *testing.T, dir string) {
