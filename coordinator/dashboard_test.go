@@ -129,7 +129,9 @@ func TestDashboardAudit(t *testing.T) {
 	const pw = "pw-never-in-the-audit-log"
 	apiMux := http.NewServeMux()
 	apiMux.HandleFunc("POST /v1/settings", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusAccepted) })
-	apiMux.HandleFunc("GET /v1/env", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte(`{"url":"redis://default:` + pw + `@x"}`)) })
+	apiMux.HandleFunc("GET /v1/env", func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = w.Write([]byte(`{"url":"redis://default:` + pw + `@x"}`))
+	})
 	apiMux.HandleFunc("GET /v1/addons", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte(`[]`)) })
 	auth := dashboard.NewAuth(nil)
 	srv := httptest.NewServer(dashboard.Handler(dashboard.Config{Auth: auth, API: audit.wrapDashboard(apiMux)}))

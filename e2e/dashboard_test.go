@@ -129,7 +129,7 @@ func TestDashboard(t *testing.T) {
 				return time.Since(start)
 			}
 			if time.Since(start) > timeout {
-				diag, _ := chromedp.Run(bctx, chromedp.Evaluate[string](`JSON.stringify({status: (document.getElementById("status") || {}).textContent, ` +
+				diag, _ := chromedp.Run(bctx, chromedp.Evaluate[string](`JSON.stringify({status: (document.getElementById("status") || {}).textContent, `+
 					`url: location.href, charts: Object.fromEntries(Object.entries((typeof cp !== "undefined" && cp.charts) || {}).map(([k, c]) => [k, c.data]))})`))
 				t.Fatalf("%s: not within %s (last error %v); page: %.3000s", what, timeout, err, diag)
 			}
