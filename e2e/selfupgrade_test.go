@@ -15,6 +15,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/cacheplane/cacheplane/api"
+	"github.com/cacheplane/cacheplane/coordinator"
 	"github.com/cacheplane/cacheplane/internal/testutil"
 )
 
@@ -402,11 +403,33 @@ func TestSelfUpgradeMemberByMember(t *testing.T) {
 			t.Errorf("operation %s (%s of %s) ended %s: %s", o.ID, o.Kind, o.App, o.State, o.Error)
 		}
 	}
-	for _, id := range acked {
+	// The history keeps an addon's newest coordinator.OpHistoryPerAddon
+	// finished operations (coordinator/history.go): an acknowledged change
+	// may be gone only as one of the oldest (a prefix of the writer's
+	// order), and only once the app's history is at its bound.
+	kept := 0
+	for _, o := range ops {
+		if o.App == app {
+			kept++
+		}
+	}
+	pruned := 0
+	for pruned < len(acked) {
+		if _, ok := byID[acked[pruned]]; ok {
+			break
+		}
+		pruned++
+	}
+	if pruned > 0 && kept < coordinator.OpHistoryPerAddon {
+		t.Errorf("the %d oldest acknowledged settings changes are gone while %s keeps only %d operations (bound %d)",
+			pruned, app, kept, coordinator.OpHistoryPerAddon)
+	}
+	for _, id := range acked[pruned:] {
 		if _, ok := byID[id]; !ok {
 			t.Errorf("acknowledged settings change %s is lost", id)
 		}
 	}
+	t.Logf("acknowledged settings changes: %d, of which the %d oldest left the bounded history", len(acked), pruned)
 	a := WaitForAddonStatus(t, leader, app, api.AddonRunning, 10*time.Second)
 	if a.Settings.CacheMode != last {
 		t.Errorf("cache mode %v; the last acknowledged change set %v", a.Settings.CacheMode, last)
