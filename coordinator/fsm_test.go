@@ -447,19 +447,7 @@ func (m *memSink) Close() error  { return nil }
 // assertRoundTrip snapshots f, restores into a fresh FSM and compares.
 func assertRoundTrip(t *testing.T, f *FSM) {
 	t.Helper()
-	snap, err := f.Snapshot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var sink memSink
-	if err := snap.Persist(&sink); err != nil {
-		t.Fatal(err)
-	}
-	snap.Release()
-	g := NewFSM(testutil.Logger(t))
-	if err := g.Restore(io.NopCloser(&sink)); err != nil {
-		t.Fatal(err)
-	}
+	g := restored(t, f)
 	var a, b State
 	_ = json.Unmarshal(stateJSON(t, f), &a)
 	_ = json.Unmarshal(stateJSON(t, g), &b)
