@@ -13,6 +13,7 @@ import (
 
 	"github.com/cacheplane/cacheplane/agent/runtime"
 	"github.com/cacheplane/cacheplane/api"
+	"github.com/cacheplane/cacheplane/identity"
 	"github.com/cacheplane/cacheplane/internal/sdnotify"
 	"github.com/cacheplane/cacheplane/packaging"
 	"github.com/cacheplane/cacheplane/sysstats"
@@ -64,6 +65,7 @@ type Agent struct {
 	rt           runtime.Runtime
 	ownRT        bool
 	coord        *coordinators
+	holder       *identity.Holder
 	hostStats    *sysstats.Host
 	statsCfg     sysstats.Config
 	probes       *prober
@@ -136,13 +138,15 @@ func New(ctx context.Context, cfg Config, opts Options) (*Agent, error) {
 			return nil, fmt.Errorf("agent: data dir: %w", err)
 		}
 	}
+	holder := &identity.Holder{}
 	a := &Agent{
 		wd:           opts.Watchdog,
 		attached:     make(chan struct{}),
 		cfg:          cfg,
 		log:          log,
 		rt:           opts.Runtime,
-		coord:        newCoordinators(cfg.Coordinators, cfg.ClusterToken, base.With("component", "coordinator-client")),
+		holder:       holder,
+		coord:        newCoordinators(cfg.Coordinators, holder, base.With("component", "coordinator-client")),
 		statsCfg:     opts.Stats,
 		hostStats:    sysstats.NewHost(opts.Stats, sysstats.HostOptions{DiskPath: cfg.DataDir, Logger: base.With("component", "sysstats")}),
 		probes:       newProber(),
@@ -194,6 +198,13 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	a.log.Info("agent starting", "address", a.cfg.Address, "memory_mb", a.cfg.MemoryMB,
 		"labels", a.cfg.labelList(), "coordinators", a.cfg.Coordinators, "namespace", a.cfg.Namespace, "data_dir", a.cfg.DataDir)
+	if a.cfg.ClusterToken != "" || a.cfg.ClusterTokenFile != "" {
+		a.log.Warn("cluster_token is ignored: the agent authenticates with its certificate (join_token on its first start)")
+	}
+	if err := a.ensureIdentity(ctx); err != nil {
+		a.log.Error("cannot join the fleet", "err", err)
+		return err
+	}
 	var wg sync.WaitGroup
 	loop := func(name string, f func(context.Context)) {
 		wg.Add(1)
@@ -209,6 +220,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	loop("metrics", a.metricsLoop)
 	if a.register(ctx) {
 		loop("heartbeat", a.heartbeatLoop)
+		loop("renew", a.renewLoop)
 		loop("alive", a.aliveLoop)
 		loop("ready", func(ctx context.Context) {
 			select {

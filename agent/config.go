@@ -42,8 +42,13 @@ type Config struct {
 	// members. Any member forwards to the leader; the agent moves to the
 	// next address when one cannot be reached.
 	Coordinators []string `json:"coordinators"`
-	// ClusterToken is presented to the coordinators; ClusterTokenFile
-	// reads it from a file (preferred: keeps it out of the config).
+	// JoinToken (cacheplane hosts-token) gets the agent its certificate
+	// on first start; once <data_dir>/identity holds one, it is not used
+	// again. JoinTokenFile reads it from a file.
+	JoinToken     string `json:"join_token,omitempty"`
+	JoinTokenFile string `json:"join_token_file,omitempty"`
+	// ClusterToken and ClusterTokenFile are ignored (older configuration
+	// files load): the agent authenticates with its certificate.
 	ClusterToken     string `json:"cluster_token,omitempty"`
 	ClusterTokenFile string `json:"cluster_token_file,omitempty"`
 	// DataDir holds members/<member-id>/ (configs, 0600, and data) and
@@ -140,7 +145,7 @@ func LoadConfigFile(path string, explicit bool) (Config, error) {
 }
 
 // Validate checks the config and fills the derived fields: Namespace,
-// MemoryMB (detected when 0) and ClusterToken (from ClusterTokenFile).
+// MemoryMB (detected when 0) and JoinToken (from JoinTokenFile).
 func (c *Config) Validate() error {
 	if err := api.ValidateMemberID("host", c.HostID); err != nil {
 		return fmt.Errorf("config: %s", api.Message(err))
@@ -194,12 +199,12 @@ func (c *Config) Validate() error {
 	default:
 		return fmt.Errorf("config: log_level %q: use debug, info, warn or error", c.LogLevel)
 	}
-	if c.ClusterToken == "" && c.ClusterTokenFile != "" {
-		b, err := os.ReadFile(c.ClusterTokenFile)
+	if c.JoinToken == "" && c.JoinTokenFile != "" {
+		b, err := os.ReadFile(c.JoinTokenFile)
 		if err != nil {
-			return fmt.Errorf("config: cluster_token_file: %w", err)
+			return fmt.Errorf("config: join_token_file: %w", err)
 		}
-		c.ClusterToken = strings.TrimSpace(string(b))
+		c.JoinToken = strings.TrimSpace(string(b))
 	}
 	if err := c.resolveMetricsAddr(); err != nil {
 		return err

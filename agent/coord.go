@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/cacheplane/cacheplane/api"
+	"github.com/cacheplane/cacheplane/identity"
 )
 
 // clientRetryFor bounds the api.Client's own retries on "no leader" (a
@@ -19,34 +20,56 @@ const clientRetryFor = 5 * time.Second
 // nothing here; a member that cannot be reached is skipped for the next
 // one, and the last one that answered is tried first next time.
 type coordinators struct {
-	addrs   []string
-	clients []*api.Client
-	log     *slog.Logger
+	addrs  []string
+	log    *slog.Logger
+	holder *identity.Holder
 
-	mu  sync.Mutex
-	cur int
+	mu      sync.Mutex
+	cur     int
+	clients []*api.Client
 }
 
-func newCoordinators(addrs []string, token string, log *slog.Logger) *coordinators {
-	c := &coordinators{addrs: addrs, log: log}
-	for _, a := range addrs {
-		cl := api.NewPeerClient(a, token)
-		cl.RetryFor = clientRetryFor
-		c.clients = append(c.clients, cl)
-	}
+// newCoordinators calls the members over mutual TLS with the holder's
+// certificate.
+func newCoordinators(addrs []string, holder *identity.Holder, log *slog.Logger) *coordinators {
+	c := &coordinators{addrs: addrs, log: log, holder: holder}
+	c.clients = c.dial()
 	return c
+}
+
+func (c *coordinators) dial() []*api.Client {
+	var out []*api.Client
+	for _, a := range c.addrs {
+		cl := api.NewTLSPeerClient(a, c.holder.ClientConfig())
+		cl.RetryFor = clientRetryFor
+		out = append(out, cl)
+	}
+	return out
+}
+
+// reconnect drops every connection (made with a certificate no longer in
+// use): the next calls open new ones.
+func (c *coordinators) reconnect() {
+	next := c.dial()
+	c.mu.Lock()
+	old := c.clients
+	c.clients = next
+	c.mu.Unlock()
+	for _, cl := range old {
+		cl.Close()
+	}
 }
 
 // call runs fn against each member in turn, starting with the last one that
 // answered, until one answers (even with an error of its own).
 func (c *coordinators) call(ctx context.Context, fn func(*api.Client) error) error {
 	c.mu.Lock()
-	start := c.cur
+	start, clients := c.cur, c.clients
 	c.mu.Unlock()
 	var err error
-	for i := range c.clients {
-		n := (start + i) % len(c.clients)
-		err = fn(c.clients[n])
+	for i := range clients {
+		n := (start + i) % len(clients)
+		err = fn(clients[n])
 		if !unreachable(ctx, err) {
 			if n != start {
 				c.mu.Lock()

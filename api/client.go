@@ -237,9 +237,9 @@ func (c *Client) Cluster(ctx context.Context) (ClusterStatus, error) {
 }
 
 // Join asks the contacted coordinator to join the cluster of peer.
-func (c *Client) Join(ctx context.Context, peer string) (string, error) {
+func (c *Client) Join(ctx context.Context, peer, token string) (string, error) {
 	var out map[string]string
-	err := c.do(ctx, http.MethodPost, "/v1/cluster/join", JoinPeerRequest{Peer: peer}, &out)
+	err := c.do(ctx, http.MethodPost, "/v1/cluster/join", JoinPeerRequest{Peer: peer, Token: token}, &out)
 	return out["message"], err
 }
 

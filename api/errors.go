@@ -17,7 +17,11 @@ var (
 	ErrNotLeader    = errors.New("not the leader")
 	ErrNoLeader     = errors.New("no leader")
 	ErrUnauthorized = errors.New("unauthorized")
-	ErrUnreachable  = errors.New("unreachable")
+	// ErrForbidden: the caller's identity does not allow this (an agent
+	// outside its own host, a used or expired join token, a revoked
+	// certificate).
+	ErrForbidden   = errors.New("forbidden")
+	ErrUnreachable = errors.New("unreachable")
 	// ErrCorrupt: a stored backup does not match its record (checksum)
 	// or does not decrypt; nothing is sent or restored from it.
 	ErrCorrupt = errors.New("backup corrupt")
@@ -37,6 +41,7 @@ var codes = []struct {
 	{ErrNotLeader, "not_leader", http.StatusServiceUnavailable},
 	{ErrNoLeader, "no_leader", http.StatusServiceUnavailable},
 	{ErrUnauthorized, "unauthorized", http.StatusUnauthorized},
+	{ErrForbidden, "forbidden", http.StatusForbidden},
 	{ErrUnreachable, "unreachable", http.StatusBadGateway},
 	{ErrCorrupt, "corrupt", http.StatusUnprocessableEntity},
 }

@@ -163,10 +163,17 @@ func (r *JoinRequest) Validate() error {
 // coordinator at Peer (its HTTP address) belongs to.
 type JoinPeerRequest struct {
 	Peer string `json:"peer"`
+	// Token is a member join token (cacheplane members-token).
+	Token string `json:"token"`
 }
 
 // Validate checks the peer address.
-func (r *JoinPeerRequest) Validate() error { return ValidateHostPort("peer address", r.Peer) }
+func (r *JoinPeerRequest) Validate() error {
+	if r.Token == "" {
+		return Invalidf("a member join token is missing: run cacheplane members-token on a member of the cluster, then join PEER --token TOKEN")
+	}
+	return ValidateHostPort("peer address", r.Peer)
+}
 
 // ValidateHostPort checks a host:port with a numeric port.
 func ValidateHostPort(what, addr string) error {

@@ -264,10 +264,11 @@ Afterwards, add members back: empty each one's data dir, start it, join.`,
 }
 
 func joinCmd(g *globals) *cobra.Command {
-	return &cobra.Command{
-		Use:     "join PEER_HTTP_ADDR",
-		Short:   "Make the coordinator behind --socket join the cluster of the coordinator at PEER_HTTP_ADDR",
-		Example: "  CACHEPLANE_SOCKET=/run/cacheplane/c2.sock cacheplane join 10.0.0.1:7401",
+	var token string
+	cmd := &cobra.Command{
+		Use:     "join PEER_HTTP_ADDR --token TOKEN",
+		Short:   "Make the coordinator behind --socket join the cluster of the coordinator at PEER_HTTP_ADDR (with a token of: cacheplane members-token)",
+		Example: "  CACHEPLANE_SOCKET=/run/cacheplane/c2.sock cacheplane join 10.0.0.1:7401 --token cpj1.…",
 		Args: func(_ *cobra.Command, args []string) error {
 			if len(args) != 1 {
 				return api.Invalidf("join takes the peer API address (host:port) of any member of the cluster")
@@ -277,11 +278,91 @@ func joinCmd(g *globals) *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx, cancel := g.ctx(cmd)
 			defer cancel()
-			msg, err := g.client().Join(ctx, args[0])
+			msg, err := g.client().Join(ctx, args[0], token)
 			if err != nil {
 				return err
 			}
 			fmt.Fprintln(cmd.OutOrStdout(), "-----> "+msg)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&token, "token", "", "member join token (cacheplane members-token on a member of the cluster)")
+	return cmd
+}
+
+// tokenCmd is hosts-token (an agent's join token) or members-token (a new
+// coordinator's).
+func tokenCmd(g *globals, kind string) *cobra.Command {
+	var ttl time.Duration
+	use, short := "hosts-token [HOST] [--ttl 1h]", "Create a single-use join token for an agent (HOST: only that host id may use it)"
+	if kind == api.TokenMember {
+		use, short = "members-token [MEMBER_ID] [--ttl 1h]", "Create a single-use join token for a new coordinator (cacheplane join PEER --token TOKEN)"
+	}
+	cmd := &cobra.Command{
+		Use:   use,
+		Short: short,
+		Args:  cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, cancel := g.ctx(cmd)
+			defer cancel()
+			req := api.TokenRequest{Kind: kind, TTL: api.Duration(ttl)}
+			if len(args) == 1 {
+				req.Name = args[0]
+			}
+			out, err := g.client().Token(ctx, req)
+			if err != nil {
+				return err
+			}
+			if g.json {
+				return printJSON(cmd.OutOrStdout(), out)
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), out.Token)
+			return nil
+		},
+	}
+	cmd.Flags().DurationVar(&ttl, "ttl", time.Hour, "how long the token may be used (once)")
+	return cmd
+}
+
+func hostsRemoveCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "hosts-remove HOST",
+		Short: "Forget a host with no members and revoke its agent's certificate",
+		Args: func(_ *cobra.Command, args []string) error {
+			if len(args) != 1 {
+				return api.Invalidf("hosts-remove takes the host id (see: cacheplane hosts)")
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, cancel := g.ctx(cmd)
+			defer cancel()
+			msg, err := g.client().HostRemove(ctx, args[0])
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), "-----> "+msg)
+			return nil
+		},
+	}
+}
+
+func clusterSecureCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "cluster-secure",
+		Short: "Give a cluster made before daemon identities its CA (then restart each coordinator and join each agent again)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, cancel := g.ctx(cmd)
+			defer cancel()
+			out, err := g.client().ClusterSecure(ctx)
+			if err != nil {
+				return err
+			}
+			if g.json {
+				return printJSON(cmd.OutOrStdout(), out)
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), "-----> "+out.Message)
 			return nil
 		},
 	}

@@ -25,6 +25,9 @@ func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) error {
 	if err := req.Validate(); err != nil {
 		return err
 	}
+	if err := checkHost(r, req.Host.ID); err != nil {
+		return err
+	}
 	h := req.Host
 	now := s.now().UTC()
 	var (
@@ -71,6 +74,9 @@ func (s *Server) handleHeartbeat(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	if err := req.Validate(); err != nil {
+		return err
+	}
+	if err := checkHost(r, req.HostID); err != nil {
 		return err
 	}
 	var (
@@ -128,6 +134,9 @@ func (s *Server) handleAlive(w http.ResponseWriter, r *http.Request) error {
 	if err := req.Validate(); err != nil {
 		return err
 	}
+	if err := checkHost(r, req.HostID); err != nil {
+		return err
+	}
 	s.obs.alive(req.HostID, s.now())
 	w.WriteHeader(http.StatusNoContent)
 	return nil
@@ -138,6 +147,9 @@ func (s *Server) handleAssignments(w http.ResponseWriter, r *http.Request) error
 	q := r.URL.Query()
 	hostID := q.Get("host")
 	if err := api.ValidateMemberID("host", hostID); err != nil {
+		return err
+	}
+	if err := checkHost(r, hostID); err != nil {
 		return err
 	}
 	var index uint64

@@ -539,6 +539,9 @@ func (s *Server) handleJobReport(w http.ResponseWriter, r *http.Request) error {
 	if err := validateReport(rep); err != nil {
 		return err
 	}
+	if err := checkHost(r, rep.HostID); err != nil {
+		return err
+	}
 	if _, err := s.store.Apply(r.Context(), CmdJobReport, JobReportCmd{Report: rep, At: s.now().UTC()}); err != nil {
 		return err
 	}

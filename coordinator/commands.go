@@ -53,6 +53,12 @@ const (
 	// CmdSealed wraps another entry sealed with the state keys
 	// (statekeys.go): [CmdSealed][sealed blob of [type][json]].
 	CmdSealed CommandType = 28
+	// Daemon identities:
+	CmdCASet       CommandType = 29
+	CmdTokenCreate CommandType = 30
+	CmdTokenUse    CommandType = 31
+	CmdCertRenew   CommandType = 32
+	CmdHostRemove  CommandType = 33
 	// Password rotation (rotate.go): 34-39 are kept for it.
 	CmdPasswordRotate       CommandType = 34
 	CmdPasswordRotateStep   CommandType = 35
@@ -67,7 +73,8 @@ const (
 	// ProtocolBase: commands 1-19, what every release applies (the
 	// release before backups is level 1 and records no level).
 	ProtocolBase = 1
-	// ProtocolBackups adds the backup and restore commands 20-26.
+	// ProtocolBackups adds the backup and restore commands 20-26 and the
+	// daemon identities' 28-32.
 	ProtocolBackups = 2
 	// MaxProtocol is this binary's level: the highest "since" of commands.
 	MaxProtocol = ProtocolBackups
@@ -121,6 +128,12 @@ var commands = map[CommandType]struct {
 
 	// Entries sealed at rest (statekeys.go).
 	CmdSealed: {"sealed", ProtocolBackups},
+	// Daemon identities: the same release as backups (level 2).
+	CmdCASet:       {"ca-set", ProtocolBackups},
+	CmdTokenCreate: {"token-create", ProtocolBackups},
+	CmdTokenUse:    {"token-use", ProtocolBackups},
+	CmdCertRenew:   {"cert-renew", ProtocolBackups},
+	CmdHostRemove:  {"host-remove", ProtocolBackups},
 
 	// Password rotation (rotate.go).
 	CmdPasswordRotate:       {"password-rotate", ProtocolBackups},

@@ -45,10 +45,15 @@ type Config struct {
 	// Bootstrap makes this member form a new 1-member cluster when it has no
 	// Raft state yet. Harmless on restart. Leave off on members that join.
 	Bootstrap bool `json:"bootstrap"`
-	// ClusterToken, when set, must be presented by peers on the peer API.
-	// All members of a cluster share it. ClusterTokenFile reads it from a file.
+	// ClusterToken and ClusterTokenFile are ignored (kept so that older
+	// configuration files load): peers and agents authenticate with
+	// certificates of the cluster CA (docs/security.md).
 	ClusterToken     string `json:"cluster_token,omitempty"`
 	ClusterTokenFile string `json:"cluster_token_file,omitempty"`
+	// AgentCertTTL is how long an agent certificate is valid; the agent
+	// renews it after two thirds. MemberCertTTL is a coordinator's.
+	AgentCertTTL  Duration `json:"agent_cert_ttl"`
+	MemberCertTTL Duration `json:"member_cert_ttl"`
 	// EnvPrefix names the second URL variable: <PREFIX>_REDIS_URL.
 	EnvPrefix string `json:"env_prefix"`
 	// Raft timing. The defaults suit a LAN: a dead leader is replaced in
@@ -181,6 +186,8 @@ func DefaultConfig() Config {
 		SnapshotInterval:   Duration(2 * time.Minute),
 		SnapshotThreshold:  8192,
 		ApplyTimeout:       Duration(10 * time.Second),
+		AgentCertTTL:       Duration(30 * 24 * time.Hour),
+		MemberCertTTL:      Duration(365 * 24 * time.Hour),
 		AppHookTimeout:     Duration(10 * time.Second),
 		AppHookAttempts:    3,
 		AppHookRetryAfter:  Duration(5 * time.Second),
@@ -222,7 +229,7 @@ func LoadConfigFile(path string, explicit bool) (Config, error) {
 	return cfg, nil
 }
 
-// Validate checks the config and resolves the token file.
+// Validate checks the config.
 func (c *Config) Validate() error {
 	if err := api.ValidateMemberID("coordinator", c.ID); err != nil {
 		return fmt.Errorf("config: %s", api.Message(err))
@@ -244,12 +251,8 @@ func (c *Config) Validate() error {
 	if c.Socket == "" {
 		c.Socket = filepath.Join(c.DataDir, "admin.sock")
 	}
-	if c.ClusterToken == "" && c.ClusterTokenFile != "" {
-		b, err := os.ReadFile(c.ClusterTokenFile)
-		if err != nil {
-			return fmt.Errorf("config: cluster_token_file: %w", err)
-		}
-		c.ClusterToken = strings.TrimSpace(string(b))
+	if c.AgentCertTTL < Duration(10*time.Second) || c.MemberCertTTL < Duration(time.Hour) {
+		return fmt.Errorf("config: agent_cert_ttl must be at least 10s and member_cert_ttl at least 1h")
 	}
 	if c.HeartbeatTimeout <= 0 || c.ElectionTimeout <= 0 || c.LeaderLeaseTimeout <= 0 {
 		return fmt.Errorf("config: raft timeouts must be positive")

@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -18,6 +19,7 @@ import (
 	"github.com/cacheplane/cacheplane/api"
 	"github.com/cacheplane/cacheplane/coordinator/operation"
 	"github.com/cacheplane/cacheplane/dashboard"
+	"github.com/cacheplane/cacheplane/identity"
 	"github.com/cacheplane/cacheplane/redisctl"
 )
 
@@ -56,11 +58,22 @@ func Start(cfg Config, log *slog.Logger, raftLog io.Writer) (*Coordinator, error
 	if err != nil {
 		return nil, fmt.Errorf("listen on http_addr %s: %w", cfg.HTTPAddr, err)
 	}
-	store, err := OpenStore(cfg, log.With("component", "raft"), raftLog)
+	if cfg.ClusterToken != "" || cfg.ClusterTokenFile != "" {
+		log.Warn("cluster_token is ignored: coordinators and agents authenticate with certificates of the cluster CA (docs/security.md)")
+	}
+	holder := &identity.Holder{}
+	mid := &memberIdentity{id: cfg.ID, dir: identityDir(cfg), ttl: time.Duration(cfg.MemberCertTTL), holder: holder,
+		log: log.With("component", "identity"), now: time.Now}
+	if _, err := mid.load(); err != nil {
+		peerLn.Close()
+		return nil, fmt.Errorf("member certificate in %s: %w", mid.dir, err)
+	}
+	store, err := OpenStore(cfg, log.With("component", "raft"), raftLog, holder)
 	if err != nil {
 		peerLn.Close()
 		return nil, err
 	}
+	mid.fsm = store.FSM()
 	adminLn, err := listenSocket(cfg.Socket)
 	if err != nil {
 		peerLn.Close()
@@ -92,21 +105,26 @@ func Start(cfg Config, log *slog.Logger, raftLog io.Writer) (*Coordinator, error
 			"backup_keys_file", cfg.BackupKeysFile, "keyring", keys)
 	}
 	stats := newStatsHistory()
-	c.server = newServer(cfg, store, obs, stats, log.With("component", "api"))
+	c.server = newServer(cfg, store, obs, stats, log.With("component", "api"), holder)
 	c.server.backups = backups
 	m.reg.MustRegister(newMemoryCollector(store, stats, cfg.ID))
-	adminAPI := gateFeatures(store, c.server.Handler())
+	adminAPI := gateFeatures(store, adminHandler(c.server.Handler()))
 	c.adminSrv = &http.Server{Handler: c.adminHandler(adminAPI), ReadHeaderTimeout: 10 * time.Second, ConnContext: withPeerCred}
+	// The peer API: TLS only (the member certificate); a client shows a
+	// certificate of the cluster CA, and peerHandler authorizes the route.
 	peer := http.NewServeMux()
 	peer.Handle("GET /metrics", m.handler())
-	peer.Handle("POST /v1/internal/figures", c.server.PeerHandlerFunc(c.server.handleFigures))
-	peer.Handle("GET "+protocolPath, c.server.PeerHandlerFunc(c.server.handleProtocol))
-	peer.Handle("/", c.server.PeerHandlerFunc(gateFeatures(store, c.server.Handler()).ServeHTTP))
-	c.peerSrv = &http.Server{Handler: peer, ReadHeaderTimeout: 10 * time.Second}
+	peer.HandleFunc("POST /v1/internal/figures", c.server.handleFigures)
+	peer.HandleFunc("GET "+protocolPath, c.server.handleProtocol)
+	peer.Handle("/", gateFeatures(store, c.server.Handler()))
+	c.peerSrv = &http.Server{Handler: c.server.peerHandler(peer), ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog: slog.NewLogLogger(log.With("component", "peer-api").Handler(), slog.LevelDebug)}
+	peerLn = tls.NewListener(peerLn, holder.ServerConfig(false))
+	c.peerLn = peerLn
 
 	ctx, cancel := context.WithCancel(context.Background())
 	c.cancel = cancel
-	c.server.relay = newFiguresRelay(store, cfg.ID, cfg.ClusterToken, log.With("component", "relay"))
+	c.server.relay = newFiguresRelay(store, cfg.ID, holder, log.With("component", "relay"))
 	c.server.relayCtx = ctx
 	lead := &leadership{
 		store: store, log: log.With("component", "leader"),
@@ -123,16 +141,18 @@ func Start(cfg Config, log *slog.Logger, raftLog io.Writer) (*Coordinator, error
 				heal:   operation.HealConfig{HealAfter: time.Duration(cfg.HealAfter), MaxParallel: cfg.HealParallel},
 				limits: operation.DefaultLimits(), act: redisActions(), hook: newAppHook(cfg), backups: backups},
 			&fleetCredController{store: store, log: log.With("component", "fleet-credential")},
-			&protocolController{store: store, self: cfg.ID, token: cfg.ClusterToken, log: log.With("component", "protocol"),
+			&protocolController{store: store, self: cfg.ID, log: log.With("component", "protocol"),
 				every: 2 * time.Second, client: &http.Client{Transport: &http.Transport{
-					DialContext: (&net.Dialer{Timeout: 2 * time.Second}).DialContext, MaxIdleConnsPerHost: 2, IdleConnTimeout: 30 * time.Second}}},
+					DialContext: (&net.Dialer{Timeout: 2 * time.Second}).DialContext, TLSClientConfig: holder.ClientConfig(),
+					MaxIdleConnsPerHost: 2, IdleConnTimeout: 30 * time.Second}}},
 			&backupsController{store: store, obs: obs, env: backups, log: log.With("component", "backups"), now: time.Now,
 				every: time.Duration(cfg.BackupCheckEvery)},
 		},
 	}
 	c.startDashboard(adminAPI) // before the admin socket serves: ui-token reads dashSrv
-	c.wg.Add(3)
+	c.wg.Add(4)
 	go func() { defer c.wg.Done(); lead.run(ctx) }()
+	go func() { defer c.wg.Done(); mid.run(ctx) }()
 	go func() { defer c.wg.Done(); c.serve(c.adminSrv, adminLn, "admin socket") }()
 	go func() { defer c.wg.Done(); c.serve(c.peerSrv, peerLn, "peer api") }()
 	log.Info("coordinator started", "id", cfg.ID, "raft_addr", cfg.RaftAddr, "http_addr", cfg.HTTPAddr, "socket", cfg.Socket,

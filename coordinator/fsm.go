@@ -260,6 +260,26 @@ func (f *FSM) apply(t CommandType, body []byte) any {
 		var c AddonFleetCredentialCmd
 		decode(&c)
 		return f.applyAddonFleetCredential(c)
+	case CmdCASet:
+		var c CASetCmd
+		decode(&c)
+		return f.applyCASet(c)
+	case CmdTokenCreate:
+		var c TokenCreateCmd
+		decode(&c)
+		return f.applyTokenCreate(c)
+	case CmdTokenUse:
+		var c TokenUseCmd
+		decode(&c)
+		return f.applyTokenUse(c)
+	case CmdCertRenew:
+		var c CertRenewCmd
+		decode(&c)
+		return f.applyCertRenew(c)
+	case CmdHostRemove:
+		var c HostRemoveCmd
+		decode(&c)
+		return f.applyHostRemove(c)
 	case CmdPasswordRotate:
 		var c PasswordRotateCmd
 		decode(&c)
@@ -671,6 +691,12 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	}
 	if s.BackupSeqs == nil {
 		s.BackupSeqs = fill.BackupSeqs
+	}
+	if s.JoinTokens == nil {
+		s.JoinTokens = fill.JoinTokens
+	}
+	if s.HostCerts == nil {
+		s.HostCerts = fill.HostCerts
 	}
 	s.reindex()
 	f.mu.Lock()

@@ -116,6 +116,13 @@ func (l *leadership) establish(ctx context.Context) error {
 			return err
 		}
 	}
+	// The cluster CA: made by the first leader (the FSM keeps the first
+	// recorded, so two leaders racing agree).
+	if _, created, err := ensureCA(ctx, l.store, time.Now()); err != nil {
+		return err
+	} else if created {
+		l.log.Info("cluster CA created")
+	}
 	if needCatalog {
 		if _, err := l.store.Apply(ctx, CmdCatalogSet, CatalogSetCmd{Plans: api.DefaultPlans(), Engines: api.DefaultEngines()}); err != nil {
 			return err

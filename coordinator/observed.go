@@ -91,3 +91,10 @@ func (o *observed) reset() {
 	o.hosts = map[string]*hostObs{}
 	o.mu.Unlock()
 }
+
+// forget drops a removed host.
+func (o *observed) forget(hostID string) {
+	o.mu.Lock()
+	delete(o.hosts, hostID)
+	o.mu.Unlock()
+}

@@ -201,13 +201,13 @@ func (s *Server) handleProtocol(w http.ResponseWriter, _ *http.Request) {
 
 // protocolController is the leader's record of every member's release:
 // every period (and at once on taking over) it asks each other member of
-// the Raft configuration over the peer API and records a level or release
+// the Raft configuration over the peer API (mutual TLS, its member
+// certificate) and records a level or release
 // that changed (CmdCoordinatorUpsert). A member that does not answer keeps
 // its record. It logs when the cluster's level changes.
 type protocolController struct {
 	store  *Store
 	self   string
-	token  string
 	log    *slog.Logger
 	every  time.Duration
 	client *http.Client
@@ -322,20 +322,17 @@ func errString(err error) string {
 
 // ask asks one member its release: an older release answers 404.
 func (c *protocolController) ask(ctx context.Context, m api.CoordinatorMember) (protocolAnswer, error) {
-	return askProtocol(ctx, c.client, c.token, m)
+	return askProtocol(ctx, c.client, m)
 }
 
 // askProtocol asks member m over the peer API which release and level it
 // runs; an older release answers 404: level 0 (1), no release.
-func askProtocol(ctx context.Context, client *http.Client, token string, m api.CoordinatorMember) (protocolAnswer, error) {
+func askProtocol(ctx context.Context, client *http.Client, m api.CoordinatorMember) (protocolAnswer, error) {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+m.HTTPAddr+protocolPath, nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "https://"+m.HTTPAddr+protocolPath, nil)
 	if err != nil {
 		return protocolAnswer{}, fmt.Errorf("ask %s: %w", m.ID, err)
-	}
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
 	}
 	resp, err := client.Do(req)
 	if err != nil {
@@ -372,7 +369,8 @@ func askProtocol(ctx context.Context, client *http.Client, token string, m api.C
 // again.
 func gateFeatures(store *Store, next http.Handler) http.Handler {
 	client := &http.Client{Transport: &http.Transport{
-		DialContext: (&net.Dialer{Timeout: 2 * time.Second}).DialContext, MaxIdleConnsPerHost: 2, IdleConnTimeout: 30 * time.Second}}
+		DialContext: (&net.Dialer{Timeout: 2 * time.Second}).DialContext, TLSClientConfig: store.holder.ClientConfig(),
+		MaxIdleConnsPerHost: 2, IdleConnTimeout: 30 * time.Second}}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if t, ok := gatedRoute(r.URL.Path); ok {
 			if err := store.Supports(t); err != nil {
@@ -415,7 +413,7 @@ func (s *Store) askBehind(ctx context.Context, client *http.Client, err error) e
 		go func() {
 			defer wg.Done()
 			m.HTTPAddr = httpAddr[m.ID]
-			got, err := askProtocol(ctx, client, s.cfg.ClusterToken, m)
+			got, err := askProtocol(ctx, client, m)
 			if err != nil {
 				return
 			}

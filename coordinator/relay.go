@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/cacheplane/cacheplane/api"
+	"github.com/cacheplane/cacheplane/identity"
 )
 
 // figuresRelay copies the figures of every heartbeat the leader receives to
@@ -20,7 +21,6 @@ import (
 type figuresRelay struct {
 	store *Store
 	self  string
-	token string
 	log   *slog.Logger
 	hc    *http.Client
 
@@ -30,9 +30,10 @@ type figuresRelay struct {
 
 const relayQueue = 64
 
-func newFiguresRelay(store *Store, self, token string, log *slog.Logger) *figuresRelay {
-	return &figuresRelay{store: store, self: self, token: token, log: log,
-		hc: &http.Client{Timeout: 2 * time.Second}, queues: map[string]chan api.HeartbeatRequest{}}
+func newFiguresRelay(store *Store, self string, holder *identity.Holder, log *slog.Logger) *figuresRelay {
+	return &figuresRelay{store: store, self: self, log: log,
+		hc:     &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{TLSClientConfig: holder.ClientConfig(), MaxIdleConnsPerHost: 2}},
+		queues: map[string]chan api.HeartbeatRequest{}}
 }
 
 // send queues a heartbeat's figures for every other member.
@@ -84,14 +85,11 @@ func (r *figuresRelay) post(ctx context.Context, peer string, req api.HeartbeatR
 	if err != nil {
 		return fmt.Errorf("encode figures: %w", err)
 	}
-	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+peer+"/v1/internal/figures", bytes.NewReader(body))
+	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, "https://"+peer+"/v1/internal/figures", bytes.NewReader(body))
 	if err != nil {
 		return err
 	}
 	hreq.Header.Set("Content-Type", "application/json")
-	if r.token != "" {
-		hreq.Header.Set("Authorization", "Bearer "+r.token)
-	}
 	resp, err := r.hc.Do(hreq)
 	if err != nil {
 		return err
@@ -103,8 +101,13 @@ func (r *figuresRelay) post(ctx context.Context, peer string, req api.HeartbeatR
 	return nil
 }
 
-// handleFigures records figures relayed by the leader (peer API only).
+// handleFigures records figures relayed by the leader (peer API only,
+// members only).
 func (s *Server) handleFigures(w http.ResponseWriter, r *http.Request) {
+	if c := callerOf(r); c.admin || c.peer.Kind != identity.KindMember {
+		writeError(w, fmt.Errorf("%w: figures are relayed by coordinator members only", api.ErrForbidden))
+		return
+	}
 	var req api.HeartbeatRequest
 	if err := api.DecodeN(r.Body, &req, api.MaxHeartbeatBytes); err != nil {
 		writeError(w, err)

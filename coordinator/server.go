@@ -3,7 +3,7 @@ package coordinator
 import (
 	"context"
 	"crypto/rand"
-	"crypto/subtle"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
@@ -16,11 +16,11 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/cacheplane/cacheplane/api"
 	"github.com/cacheplane/cacheplane/coordinator/operation"
+	"github.com/cacheplane/cacheplane/identity"
 	"github.com/cacheplane/cacheplane/scheduler"
 )
 
@@ -45,13 +45,17 @@ type Server struct {
 	relayCtx context.Context
 	// backups: the store and keyring (downloads, the agents' jobs).
 	backups *backupEnv
+	// holder is this member's certificate (forwarding to the leader).
+	holder *identity.Holder
 }
 
-func newServer(cfg Config, store *Store, obs *observed, stats *statsHistory, log *slog.Logger) *Server {
+func newServer(cfg Config, store *Store, obs *observed, stats *statsHistory, log *slog.Logger, holder *identity.Holder) *Server {
 	return &Server{
-		cfg: cfg, store: store, log: log, now: time.Now, obs: obs, stats: stats,
+		cfg: cfg, store: store, log: log, now: time.Now, obs: obs, stats: stats, holder: holder,
 		fwd: &http.Transport{
 			DialContext:           (&net.Dialer{Timeout: 2 * time.Second}).DialContext,
+			TLSClientConfig:       holder.ClientConfig(),
+			TLSHandshakeTimeout:   5 * time.Second,
 			ResponseHeaderTimeout: maxWait + 15*time.Second, // blocking queries
 			MaxIdleConnsPerHost:   64,
 			IdleConnTimeout:       30 * time.Second,
@@ -92,6 +96,11 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("POST /v1/agent/alive", s.write(s.handleAlive))
 	mux.Handle("GET /v1/agent/assignments", s.read(s.handleAssignments))
 	mux.Handle("POST /v1/agent/jobs", s.write(s.handleJobReport))
+	mux.Handle("POST /v1/agent/renew", s.write(s.handleRenew))
+	mux.Handle("POST /v1/join", s.write(s.handleJoinIdentity))
+	mux.Handle("POST /v1/tokens", s.write(s.handleToken))
+	mux.Handle("DELETE /v1/hosts/{id}", s.write(s.handleHostRemove))
+	mux.Handle("POST /v1/cluster/secure", s.write(s.handleSecure))
 	mux.Handle("GET /v1/backups", s.read(s.handleBackups))
 	mux.Handle("POST /v1/backups", s.write(s.handleBackupCreate))
 	mux.Handle("POST /v1/backups/{id}/restore", s.write(s.handleBackupRestore))
@@ -104,23 +113,6 @@ func (s *Server) Handler() http.Handler {
 	return mux
 }
 
-// PeerHandler wraps Handler with the cluster token check.
-func (s *Server) PeerHandler() http.Handler { return s.PeerHandlerFunc(s.Handler().ServeHTTP) }
-
-// PeerHandlerFunc wraps h with the cluster token check.
-func (s *Server) PeerHandlerFunc(h http.HandlerFunc) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if s.cfg.ClusterToken != "" {
-			got := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
-			if subtle.ConstantTimeCompare([]byte(got), []byte(s.cfg.ClusterToken)) != 1 {
-				writeError(w, fmt.Errorf("%w: missing or wrong cluster token", api.ErrUnauthorized))
-				return
-			}
-		}
-		h.ServeHTTP(w, r)
-	})
-}
-
 type handlerFunc func(w http.ResponseWriter, r *http.Request) error
 
 // write runs h on the leader; a follower forwards the request.
@@ -131,6 +123,10 @@ func (s *Server) write(h handlerFunc) http.Handler {
 			return
 		}
 		w.Header().Set(headerServedBy, s.cfg.ID)
+		if err := s.checkAgent(callerOf(r)); err != nil {
+			writeError(w, err)
+			return
+		}
 		if err := h(w, r); err != nil {
 			writeError(w, err)
 		}
@@ -152,6 +148,10 @@ func (s *Server) read(h handlerFunc) http.Handler {
 			}
 		}
 		w.Header().Set(headerServedBy, s.cfg.ID)
+		if err := s.checkAgent(callerOf(r)); err != nil {
+			writeError(w, err)
+			return
+		}
 		if err := h(w, r); err != nil {
 			writeError(w, err)
 		}
@@ -169,14 +169,20 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request) {
 		writeError(w, fmt.Errorf("%w: no coordinator leader is elected right now; retry in a moment", api.ErrNoLeader))
 		return
 	}
-	target := &url.URL{Scheme: "http", Host: addr}
+	target := &url.URL{Scheme: "https", Host: addr}
+	c := callerOf(r)
 	p := &httputil.ReverseProxy{
 		Transport: s.fwd,
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(target)
 			pr.Out.Header.Set(headerForwarded, s.cfg.ID)
-			if s.cfg.ClusterToken != "" {
-				pr.Out.Header.Set("Authorization", "Bearer "+s.cfg.ClusterToken)
+			pr.Out.Header.Del(headerAgentHost)
+			pr.Out.Header.Del(headerAgentSerial)
+			if c.isAgent() {
+				// The leader checks this agent's serial; this member
+				// checked its certificate against the CA.
+				pr.Out.Header.Set(headerAgentHost, c.peer.Name)
+				pr.Out.Header.Set(headerAgentSerial, c.peer.Serial)
 			}
 		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
@@ -211,7 +217,10 @@ func (s *Server) handleClusterStatus(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, st)
 }
 
-// handleJoinPeer makes this member ask the peer to add it to the cluster.
+// handleJoinPeer makes this member join the cluster of the peer with a
+// member join token: first its member certificate (TLS, the CA checked by
+// the token's hash; the token consumed), kept in <data_dir>/tls, then,
+// with it, its addition as a voter.
 func (s *Server) handleJoinPeer(w http.ResponseWriter, r *http.Request) {
 	var req api.JoinPeerRequest
 	if err := api.Decode(r.Body, &req); err != nil {
@@ -222,20 +231,60 @@ func (s *Server) handleJoinPeer(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
+	tok, err := identity.ParseToken(req.Token)
+	if err != nil {
+		writeError(w, api.Invalidf("%v", err))
+		return
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
 	defer cancel()
-	c := api.NewPeerClient(req.Peer, s.cfg.ClusterToken)
+	unreachable := func(err error) error {
+		var re *api.RemoteError
+		if errors.As(err, &re) {
+			return err
+		}
+		var oe *net.OpError
+		if errors.As(err, &oe) {
+			err = oe.Err
+		}
+		return fmt.Errorf("%w: cannot reach coordinator at %s: %v", api.ErrUnreachable, req.Peer, unwrapSyscall(err))
+	}
+	if cur := s.holder.Get(); cur == nil || cur.CAHash != tok.CAHash {
+		key, csr, err := identity.NewKey(s.cfg.ID)
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		var ca *x509.Certificate
+		first := api.NewTLSPeerClient(req.Peer, identity.FirstContactConfig(tok.CAHash, &ca))
+		first.RetryFor = 5 * time.Second
+		defer first.Close()
+		got, err := first.JoinIdentity(ctx, api.JoinIdentityRequest{TokenID: tok.ID, Secret: tok.Secret, Kind: api.TokenMember, Name: s.cfg.ID, CSR: csr})
+		if err != nil {
+			writeError(w, unreachable(err))
+			return
+		}
+		next, err := identity.Parse(key, got.Cert, got.CA)
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		if next.CAHash != tok.CAHash {
+			writeError(w, fmt.Errorf("%w: the peer answered with another CA than the token names", api.ErrForbidden))
+			return
+		}
+		if err := identity.Save(identityDir(s.cfg), key, got.Cert, got.CA); err != nil {
+			writeError(w, err)
+			return
+		}
+		s.holder.Set(next)
+		s.log.Info("member certificate received", "peer", req.Peer, "serial", identity.SerialOf(next.Leaf))
+	}
+	c := api.NewTLSPeerClient(req.Peer, s.holder.ClientConfig())
+	defer c.Close()
 	join := api.JoinRequest{ID: s.cfg.ID, RaftAddr: s.cfg.RaftAddr, HTTPAddr: s.cfg.HTTPAddr, StateKey: s.store.StateKeyCheck()}
 	if err := c.AddMember(ctx, join); err != nil {
-		var re *api.RemoteError
-		if !errors.As(err, &re) {
-			var oe *net.OpError
-			if errors.As(err, &oe) {
-				err = oe.Err
-			}
-			err = fmt.Errorf("%w: cannot reach coordinator at %s: %v", api.ErrUnreachable, req.Peer, unwrapSyscall(err))
-		}
-		writeError(w, err)
+		writeError(w, unreachable(err))
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"message": fmt.Sprintf("%s joined the cluster of %s", s.cfg.ID, req.Peer)})
@@ -248,6 +297,9 @@ func (s *Server) handleAddMember(w http.ResponseWriter, r *http.Request) error {
 	}
 	if err := req.Validate(); err != nil {
 		return err
+	}
+	if c := callerOf(r); !c.admin && (c.peer.Kind != identity.KindMember || (r.Header.Get(headerForwarded) == "" && c.peer.Name != req.ID)) {
+		return fmt.Errorf("%w: only coordinator %s itself (its member certificate) adds it to the cluster", api.ErrForbidden, req.ID)
 	}
 	if err := s.store.AddVoter(r.Context(), req); err != nil {
 		return err

@@ -5,6 +5,7 @@ import (
 
 	"github.com/cacheplane/cacheplane/api"
 	"github.com/cacheplane/cacheplane/coordinator/operation"
+	"github.com/cacheplane/cacheplane/identity"
 )
 
 // State is the whole FSM state. It is only mutated by fsm.apply*; readers get
@@ -27,6 +28,13 @@ type State struct {
 	// BackupSeqs is the last backup Seq given to each app (never reused,
 	// even once the records are forgotten).
 	BackupSeqs map[string]int `json:"backup_seqs,omitempty"`
+	// CA is the cluster CA (made by the first leader, or cluster-secure);
+	// the key is in the FSM only, which only coordinators receive.
+	CA *identity.CA `json:"ca,omitempty"`
+	// JoinTokens by id: the hash of the secret, expiry, use.
+	JoinTokens map[string]JoinToken `json:"join_tokens,omitempty"`
+	// HostCerts: each joined host's agent certificate now in force.
+	HostCerts map[string]HostCert `json:"host_certs,omitempty"`
 
 	// Indexes, rebuilt on restore, never serialized.
 	byApp   map[string]string          // app → addon id
@@ -44,6 +52,8 @@ func newState() *State {
 		Backups:      map[string]api.Backup{},
 		Jobs:         map[string]operation.Job{},
 		BackupSeqs:   map[string]int{},
+		JoinTokens:   map[string]JoinToken{},
+		HostCerts:    map[string]HostCert{},
 		byApp:        map[string]string{},
 		active:       map[string]bool{},
 		byAddon:      map[string]map[string]bool{},

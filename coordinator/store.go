@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/cacheplane/cacheplane/api"
+	"github.com/cacheplane/cacheplane/identity"
 )
 
 // Store wires the FSM into hashicorp/raft: bolt log and stable store, file
@@ -36,6 +37,11 @@ type Store struct {
 	rc   *raft.Config
 	hlog hclog.Logger
 	bolt *raftboltdb.BoltStore
+	// holder is the member certificate Raft's TLS uses; plainRaft: the
+	// member runs Raft without TLS (a cluster made before identities,
+	// until cluster-secure and a restart).
+	holder    *identity.Holder
+	plainRaft bool
 
 	// life serialises starting and stopping Raft (Close, recovery).
 	life      sync.Mutex
@@ -59,8 +65,14 @@ type Store struct {
 	readyIndex atomic.Uint64
 }
 
+// identitiesMarker is the file a data dir made with daemon identities has.
+const identitiesMarker = "identities"
+
 // OpenStore opens (or creates) the member's Raft state in cfg.DataDir.
-func OpenStore(cfg Config, log *slog.Logger, raftLogOutput io.Writer) (*Store, error) {
+// Raft runs over TLS with the member certificate of holder; only a member
+// with Raft state and no certificate (a cluster made before identities)
+// runs it in plaintext, until cluster-secure gives it one and it restarts.
+func OpenStore(cfg Config, log *slog.Logger, raftLogOutput io.Writer, holder *identity.Holder) (*Store, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data dir: %w", err)
 	}
@@ -104,7 +116,7 @@ func OpenStore(cfg Config, log *slog.Logger, raftLogOutput io.Writer) (*Store, e
 			"state_keys_file", cfg.StateKeysFile, "keys", keys)
 	}
 	s := &Store{cfg: cfg, log: log, fsm: NewFSM(log.With("component", "fsm")), rc: rc, hlog: hlog, bolt: bolt,
-		leaderCh: make(chan bool, 1)}
+		leaderCh: make(chan bool, 1), holder: holder}
 	s.fsm.keys = keys
 	if err := keys.opensLatest(snaps); err != nil {
 		_ = bolt.Close()
@@ -115,6 +127,21 @@ func OpenStore(cfg Config, log *slog.Logger, raftLogOutput io.Writer) (*Store, e
 	if err != nil {
 		_ = bolt.Close()
 		return nil, fmt.Errorf("check raft state: %w", err)
+	}
+	// A data dir made by this release says so (identitiesMarker): a member
+	// killed before its first certificate was written still runs Raft over
+	// TLS when it comes back.
+	marker := filepath.Join(cfg.DataDir, identitiesMarker)
+	if !existing {
+		if err := os.WriteFile(marker, []byte("this data dir was made by a coordinator with daemon identities: Raft over TLS only\n"), 0o600); err != nil {
+			_ = bolt.Close()
+			return nil, fmt.Errorf("write %s: %w", marker, err)
+		}
+	}
+	_, markErr := os.Stat(marker)
+	s.plainRaft = existing && holder.Get() == nil && markErr != nil
+	if s.plainRaft {
+		log.Warn("Raft runs WITHOUT TLS: this member has Raft state but no member certificate (a cluster made before identities); run cacheplane cluster-secure, then restart each coordinator (docs/security.md)")
 	}
 	if err := s.startRaft(); err != nil {
 		_ = bolt.Close()
@@ -134,7 +161,8 @@ func OpenStore(cfg Config, log *slog.Logger, raftLogOutput io.Writer) (*Store, e
 	return s, nil
 }
 
-// startRaft opens the TCP transport and starts Raft on the member's stores
+// startRaft opens the transport (TLS, or TCP for a member not secured
+// yet) and starts Raft on the member's stores
 // (restoring the newest snapshot into the FSM, then the log). Called with
 // life held, or before the Store is shared.
 func (s *Store) startRaft() error {
@@ -142,7 +170,15 @@ func (s *Store) startRaft() error {
 	if err != nil {
 		return fmt.Errorf("resolve raft address %s: %w", s.cfg.RaftAddr, err)
 	}
-	transport, err := raft.NewTCPTransportWithLogger(s.cfg.RaftAddr, addr, 5, 5*time.Second, s.hlog)
+	var transport *raft.NetworkTransport
+	if s.plainRaft {
+		transport, err = raft.NewTCPTransportWithLogger(s.cfg.RaftAddr, addr, 5, 5*time.Second, s.hlog)
+	} else {
+		var stream *tlsStream
+		if stream, err = newTLSStream(s.cfg.RaftAddr, addr, s.holder); err == nil {
+			transport = raft.NewNetworkTransportWithLogger(stream, 5, 5*time.Second, s.hlog)
+		}
+	}
 	if err != nil {
 		return fmt.Errorf("raft transport on %s: %w", s.cfg.RaftAddr, err)
 	}

@@ -72,6 +72,13 @@ type AgentOpts struct {
 	// Binary is the agent executable to run (another release's); default
 	// this build's.
 	Binary string
+	// TokenFrom is the coordinator asked for the agent's join token
+	// (hosts-token); default the c of StartAgent.
+	TokenFrom *Coordinator
+	// Token, when set, is the join token passed instead.
+	Token string
+	// NoWait returns once the process started (c then only gives the token).
+	NoWait bool
 }
 
 // Agent is one cacheplane-agent process simulating host ID on IP, with its
@@ -123,8 +130,19 @@ func StartAgent(t testing.TB, c *Coordinator, id, ip string, opts AgentOpts, coo
 	if len(coordHTTP) == 0 && c != nil {
 		coordHTTP = []string{c.HTTPAddr}
 	}
+	tc := opts.TokenFrom
+	if tc == nil {
+		tc = c
+	}
+	if tc == nil {
+		t.Fatalf("StartAgent %s: no coordinator to ask a join token of", id)
+	}
+	token := opts.Token
+	if token == "" {
+		token = tc.Token("hosts-token", id)
+	}
 	a.args = []string{"--host-id", id, "--address", ip, "--memory-mb", fmt.Sprint(opts.MemoryMB),
-		"--coordinator", strings.Join(coordHTTP, ","), "--cluster-token-file", root.TokenFile,
+		"--coordinator", strings.Join(coordHTTP, ","), "--join-token", token,
 		"--data-dir", a.DataDir, "--namespace", a.Namespace, "--image-dir", images,
 		"--heartbeat-interval", opts.Heartbeat.String(), "--restart-delay", "1s", "--log-level", "debug"}
 	if opts.Zone != "" {
@@ -139,7 +157,7 @@ func StartAgent(t testing.TB, c *Coordinator, id, ip string, opts AgentOpts, coo
 		a.purge()
 	})
 	a.start()
-	if c != nil {
+	if c != nil && !opts.NoWait {
 		a.WaitReady(c)
 	}
 	return a

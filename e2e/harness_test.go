@@ -128,14 +128,12 @@ func moduleRoot() (string, error) {
 }
 
 // ---------------------------------------------------------------------------
-// Per-test root: data dirs, sockets, token. Kept when the test fails.
+// Per-test root: data dirs, sockets. Kept when the test fails.
 
-// Root is one test's temporary tree: <dir>/<id>/ data dirs, <dir>/sock/,
-// <dir>/cluster-token.
+// Root is one test's temporary tree: <dir>/<id>/ data dirs, <dir>/sock/.
 type Root struct {
 	Dir       string
 	SocketDir string
-	TokenFile string
 }
 
 var (
@@ -158,12 +156,9 @@ func RootOf(t testing.TB) *Root {
 	if err != nil {
 		t.Fatalf("temp root: %v", err)
 	}
-	r := &Root{Dir: dir, SocketDir: filepath.Join(dir, "sock"), TokenFile: filepath.Join(dir, "cluster-token")}
+	r := &Root{Dir: dir, SocketDir: filepath.Join(dir, "sock")}
 	if err := os.MkdirAll(r.SocketDir, 0o700); err != nil {
 		t.Fatalf("socket dir: %v", err)
-	}
-	if err := os.WriteFile(r.TokenFile, []byte(randomHex(16)+"\n"), 0o600); err != nil {
-		t.Fatalf("token file: %v", err)
 	}
 	roots[t] = r
 	t.Cleanup(func() {
@@ -275,7 +270,7 @@ func StartCoordinator(t testing.TB, id, ip string, opts CoordinatorOpts) *Coordi
 	c.args = []string{"serve",
 		"--id", id, "--data-dir", c.DataDir,
 		"--raft-addr", c.RaftAddr, "--http-addr", c.HTTPAddr,
-		"--socket", c.Socket, "--cluster-token-file", root.TokenFile,
+		"--socket", c.Socket,
 		"--log-level", level,
 	}
 	if opts.Bootstrap {
@@ -483,6 +478,28 @@ func (c *Coordinator) Replace(bin string, extraArgs ...string) {
 	c.Restart()
 }
 
+// Join runs `cacheplane join <peer's http addr> --token T` on this
+// member's socket, with a member join token from peer's socket.
+func (c *Coordinator) Join(peer *Coordinator) CLIResult {
+	c.t.Helper()
+	return c.CLI("join", peer.HTTPAddr, "--token", peer.Token("members-token", c.ID))
+}
+
+// Token runs `cacheplane <cmd> [name]` (hosts-token, members-token) on
+// this member's socket and returns the token.
+func (c *Coordinator) Token(cmd, name string) string {
+	c.t.Helper()
+	args := []string{cmd}
+	if name != "" {
+		args = append(args, name)
+	}
+	res := c.CLI(args...)
+	if res.Code != 0 {
+		c.t.Fatalf("%s on %s: %s", cmd, c.ID, res)
+	}
+	return strings.TrimSpace(res.Stdout)
+}
+
 // Client returns an api.Client on the admin socket. RetryFor is short: the
 // tests decide themselves how long to insist.
 func (c *Coordinator) Client() *api.Client {
@@ -628,7 +645,7 @@ func StartClusterOn(t testing.TB, ids, ips []string) []*Coordinator {
 		cs[i] = StartCoordinator(t, ids[i], ips[i], CoordinatorOpts{})
 	}
 	for i := 1; i < len(ids); i++ {
-		res := cs[i].CLI("join", cs[0].HTTPAddr)
+		res := cs[i].Join(cs[0])
 		if res.Code != 0 {
 			t.Fatalf("join %s to %s through the CLI failed: %s", cs[i].ID, cs[0].ID, res)
 		}

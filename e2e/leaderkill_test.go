@@ -78,7 +78,7 @@ func TestCoordinatorClusterSurvivesLeaderKill(t *testing.T) {
 	c3 := StartCoordinator(t, "c3", IP3, CoordinatorOpts{})
 	cs := []*Coordinator{c1, c2, c3}
 	for _, c := range []*Coordinator{c2, c3} {
-		res := CLI(t, c.Socket, "join", c1.HTTPAddr)
+		res := c.Join(c1)
 		if res.Code != 0 || !strings.Contains(res.Stdout, "joined") {
 			t.Fatalf("join %s through the CLI: %s", c.ID, res)
 		}

@@ -487,7 +487,7 @@ func TestPlanChangeLeaderKill(t *testing.T) {
 			WaitForLeader(t, startTimeout, cs[0])
 			continue
 		}
-		if res := cs[i].CLI("join", cs[0].HTTPAddr); res.Code != 0 {
+		if res := cs[i].Join(cs[0]); res.Code != 0 {
 			t.Fatalf("join %s: %s", cs[i].ID, res)
 		}
 	}

@@ -33,7 +33,7 @@ func main() {
 func newCommand() *cobra.Command {
 	var (
 		configPath                                        string
-		hostID, address, zone, tokenFile, dataDir         string
+		hostID, address, zone, joinToken, dataDir         string
 		socket, namespace, imageDir, logLevel             string
 		metricsAddr                                       string
 		promoteMaxLag                                     int64
@@ -102,9 +102,8 @@ agent.DefaultConfig), then these flags override it.`,
 					}
 				}
 			}
-			if f.Changed("cluster-token-file") {
-				cfg.ClusterTokenFile = tokenFile
-				cfg.ClusterToken = ""
+			if f.Changed("join-token") {
+				cfg.JoinToken = joinToken
 			}
 			if f.Changed("data-dir") {
 				cfg.DataDir = dataDir
@@ -174,7 +173,7 @@ agent.DefaultConfig), then these flags override it.`,
 	f.StringArrayVar(&labels, "label", nil, "host label key=value (repeatable)")
 	f.IntVar(&memoryMB, "memory-mb", 0, "memory the scheduler may place here, in MB (0 = detect the host's total)")
 	f.StringArrayVar(&coordinators, "coordinator", d.Coordinators, "coordinator peer API address host:port (repeatable or comma-separated)")
-	f.StringVar(&tokenFile, "cluster-token-file", "", "file holding the cluster token")
+	f.StringVar(&joinToken, "join-token", "", "join token (cacheplane hosts-token) for the first start; unused once the agent has its certificate")
 	f.StringVar(&dataDir, "data-dir", d.DataDir, "members' configs and data, and their logs")
 	f.StringVar(&socket, "containerd-socket", d.ContainerdSocket, "containerd's socket")
 	f.StringVar(&namespace, "namespace", "", "containerd namespace (default cacheplane-<host-id>)")
