@@ -75,8 +75,10 @@ type AgentOpts struct {
 	// TokenFrom is the coordinator asked for the agent's join token
 	// (hosts-token); default the c of StartAgent.
 	TokenFrom *Coordinator
-	// Token, when set, is the join token passed instead.
-	Token string
+	// Token, when set, is the join token passed instead; NoToken passes
+	// none.
+	Token   string
+	NoToken bool
 	// NoWait returns once the process started (c then only gives the token).
 	NoWait bool
 }
@@ -134,17 +136,20 @@ func StartAgent(t testing.TB, c *Coordinator, id, ip string, opts AgentOpts, coo
 	if tc == nil {
 		tc = c
 	}
-	if tc == nil {
-		t.Fatalf("StartAgent %s: no coordinator to ask a join token of", id)
-	}
 	token := opts.Token
-	if token == "" {
+	if token == "" && !opts.NoToken {
+		if tc == nil {
+			t.Fatalf("StartAgent %s: no coordinator to ask a join token of", id)
+		}
 		token = tc.Token("hosts-token", id)
 	}
 	a.args = []string{"--host-id", id, "--address", ip, "--memory-mb", fmt.Sprint(opts.MemoryMB),
-		"--coordinator", strings.Join(coordHTTP, ","), "--join-token", token,
+		"--coordinator", strings.Join(coordHTTP, ","),
 		"--data-dir", a.DataDir, "--namespace", a.Namespace, "--image-dir", images,
 		"--heartbeat-interval", opts.Heartbeat.String(), "--restart-delay", "1s", "--log-level", "debug"}
+	if token != "" {
+		a.args = append(a.args, "--join-token", token)
+	}
 	if opts.Zone != "" {
 		a.args = append(a.args, "--zone", opts.Zone)
 	}
@@ -221,6 +226,23 @@ func (a *Agent) Pid() int {
 func (a *Agent) WaitReady(c *Coordinator) {
 	a.t.Helper()
 	WaitForHostState(a.t, c, a.ID, api.HostReady, startTimeout)
+}
+
+// WaitExit waits until the agent process exits by itself and returns its
+// exit error (nil for status 0); the test fails if it runs on past timeout.
+func (a *Agent) WaitExit(timeout time.Duration) error {
+	a.t.Helper()
+	a.mu.Lock()
+	done := a.done
+	a.mu.Unlock()
+	select {
+	case <-done:
+	case <-time.After(timeout):
+		a.t.Fatalf("agent %s still runs after %s; log tail:\n%s", a.ID, timeout, tail(a.LogPath, 25))
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.werr
 }
 
 // Kill sends SIGKILL to the agent only; its members keep running.

@@ -29,7 +29,7 @@ func Command(g cli.Flags) *cobra.Command {
 		appHookCommand, appHookURL                                    string
 		backupDir, backupKeysFile, backupSpec, backupTZ               string
 		stateKeysFile, dashboardListen                                string
-		hostDownAfter, hostSuspectAfter, healAfter                    time.Duration
+		hostDownAfter, hostSuspectAfter, healAfter, agentCertTTL      time.Duration
 		backupWindow, backupCheckEvery, backupJobTimeout              time.Duration
 		passwordGrace                                                 time.Duration
 		bootstrap                                                     bool
@@ -40,7 +40,7 @@ func Command(g cli.Flags) *cobra.Command {
 		Long: `Run a coordinator member in the foreground.
 
 The first member of a new cluster starts with --bootstrap; others start
-without it and are added with "cacheplane join PEER_HTTP_ADDR" on their own
+without it and are added with "cacheplane join PEER_HTTP_ADDR --token TOKEN" (a token of "cacheplane members-token") on their own
 admin socket. Configuration comes from --config (JSON; every field optional,
 defaults in coordinator.DefaultConfig), then these flags override it.`,
 		Args: cobra.NoArgs,
@@ -74,6 +74,9 @@ defaults in coordinator.DefaultConfig), then these flags override it.`,
 			}
 			if f.Changed("cluster-token-file") {
 				cfg.ClusterTokenFile = tokenFile
+			}
+			if f.Changed("agent-cert-ttl") {
+				cfg.AgentCertTTL = coordinator.Duration(agentCertTTL)
 			}
 			if f.Changed("entrypoint-cidr") {
 				cfg.EntrypointCIDR = vipCIDR
@@ -174,7 +177,8 @@ defaults in coordinator.DefaultConfig), then these flags override it.`,
 	f.StringVar(&httpAddr, "http-addr", d.HTTPAddr, "peer API address (forwarding, joins)")
 	f.StringVar(&dashboardListen, "dashboard-listen", d.DashboardListen, "web dashboard address (loopback: reach it with ssh -L; \"\" turns it off; log in with cacheplane ui-token)")
 	f.BoolVar(&bootstrap, "bootstrap", false, "form a new one-member cluster if this member has no Raft state")
-	f.StringVar(&tokenFile, "cluster-token-file", "", "file holding the token peers must present")
+	f.StringVar(&tokenFile, "cluster-token-file", "", "ignored (peers and agents authenticate with certificates of the cluster CA)")
+	f.DurationVar(&agentCertTTL, "agent-cert-ttl", time.Duration(d.AgentCertTTL), "how long an agent certificate is valid (renewed after two thirds)")
 	f.StringVar(&logLevel, "log-level", d.LogLevel, "debug, info, warn or error")
 	f.StringVar(&vipCIDR, "entrypoint-cidr", d.EntrypointCIDR, "pool of virtual IPs for business addons' entrypoints (e.g. 127.0.1.0/24 on one machine)")
 	f.DurationVar(&hostDownAfter, "host-down-after", time.Duration(d.HostDownAfter), "mark a host down after this long without heartbeat")
