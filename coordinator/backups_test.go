@@ -172,7 +172,6 @@ func TestBackupsThroughTheEngine(t *testing.T) {
 	cfg.RaftAddr = testutil.Addr(t, "127.0.0.51")
 	cfg.HTTPAddr = testutil.Addr(t, "127.0.0.51")
 	cfg.Bootstrap = true
-	cfg.ClusterToken = "test-token"
 	cfg.BackupStore = backupstore.Config{Kind: backupstore.KindLocal, Dir: filepath.Join(dir, "backups")}
 	cfg.BackupKeysFile = filepath.Join(dir, "keys", "backup-keys.json")
 	// Today's backup starts 3 s from now (seconds in the spec): a day's
@@ -189,7 +188,7 @@ func TestBackupsThroughTheEngine(t *testing.T) {
 	t.Cleanup(func() { _ = c.Close() })
 	ctx := context.Background()
 	admin := api.NewClient(cfg.Socket)
-	peer := api.NewPeerClient(cfg.HTTPAddr, cfg.ClusterToken)
+	peer := api.NewClient(cfg.Socket)
 	testutil.WaitFor(t, 10*time.Second, func() error { _, err := admin.Plans(ctx); return err })
 
 	// The keys file was made, 0600, with one key.
@@ -423,7 +422,7 @@ func TestBackupsThroughTheEngine(t *testing.T) {
 	}
 
 	// Metrics.
-	resp, err := http.Get("http://" + cfg.HTTPAddr + "/metrics")
+	resp, err := insecureGet("https://" + cfg.HTTPAddr + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -473,7 +472,6 @@ func TestBackupResumesAfterRestart(t *testing.T) {
 	cfg.RaftAddr = testutil.Addr(t, "127.0.0.53")
 	cfg.HTTPAddr = testutil.Addr(t, "127.0.0.53")
 	cfg.Bootstrap = true
-	cfg.ClusterToken = "test-token"
 	cfg.BackupSchedule.Spec = "0 0 1 1 *" // yearly: no periodic backup gets in the way
 	c, err := Start(cfg, testutil.Logger(t), testutil.Writer(t))
 	if err != nil {
@@ -481,7 +479,7 @@ func TestBackupResumesAfterRestart(t *testing.T) {
 	}
 	ctx := context.Background()
 	admin := api.NewClient(cfg.Socket)
-	peer := api.NewPeerClient(cfg.HTTPAddr, cfg.ClusterToken)
+	peer := api.NewClient(cfg.Socket)
 	testutil.WaitFor(t, 10*time.Second, func() error { _, err := admin.Plans(ctx); return err })
 	if _, err := peer.Register(ctx, api.Host{ID: "h1", Address: "127.0.0.54", MemoryMB: 2048}); err != nil {
 		t.Fatal(err)

@@ -268,7 +268,6 @@ func TestPlanChangeTellsTheApp(t *testing.T) {
 	cfg.RaftAddr = testutil.Addr(t, "127.0.0.48")
 	cfg.HTTPAddr = testutil.Addr(t, "127.0.0.48")
 	cfg.Bootstrap = true
-	cfg.ClusterToken = "test-token"
 	cfg.AppHookCommand, cfg.AppHookURL = hookScript(t, dir), hookURL
 	cfg.AppHookAttempts, cfg.AppHookRetryAfter = 2, Duration(200*time.Millisecond)
 	log := slog.New(slog.NewJSONHandler(io.MultiWriter(&logs, testutil.Writer(t)), &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -279,7 +278,7 @@ func TestPlanChangeTellsTheApp(t *testing.T) {
 	t.Cleanup(func() { _ = c.Close() })
 	ctx := context.Background()
 	admin := api.NewClient(cfg.Socket)
-	peer := api.NewPeerClient(cfg.HTTPAddr, cfg.ClusterToken)
+	peer := api.NewClient(cfg.Socket)
 	testutil.WaitFor(t, 10*time.Second, func() error { _, err := admin.Plans(ctx); return err })
 	if _, err := peer.Register(ctx, api.Host{ID: "h1", Address: "127.0.0.49", MemoryMB: 2048}); err != nil {
 		t.Fatal(err)

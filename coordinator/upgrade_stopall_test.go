@@ -43,7 +43,7 @@ func TestUpgradeEveryNodeStops(t *testing.T) {
 	c, cfg := startTestCoordinator(t, "127.0.0.51")
 	ctx := context.Background()
 	admin := api.NewClient(cfg.Socket)
-	peer := api.NewPeerClient(cfg.HTTPAddr, cfg.ClusterToken)
+	peer := api.NewClient(cfg.Socket)
 	cat := api.DefaultEngines()
 	old := cat[0]
 	old.Version, old.RDB, old.Default = "7.0.14", 0, false

@@ -169,7 +169,7 @@ func TestEngineUpgradeThroughTheAPI(t *testing.T) {
 	_, cfg := startTestCoordinator(t, "127.0.0.56")
 	ctx := context.Background()
 	admin := api.NewClient(cfg.Socket)
-	peer := api.NewPeerClient(cfg.HTTPAddr, cfg.ClusterToken)
+	peer := api.NewClient(cfg.Socket)
 	if _, err := peer.Register(ctx, api.Host{ID: "h1", Address: "127.0.0.57", MemoryMB: 2048}); err != nil {
 		t.Fatal(err)
 	}
