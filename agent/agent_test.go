@@ -32,9 +32,6 @@ import (
 // hostIP is the simulated host's address (any 127.0.0.0/8 address works).
 const hostIP = "127.0.0.31"
 
-// token is the cluster token the fake coordinator demands.
-const token = "test-cluster-token"
-
 // password is a 64-character URL-safe password, as the coordinator makes.
 const password = "Zq9vX2bT7mK4pL8sR1nW6yE3uA0cD5fGhJkQwErTyUiOpAsDfGhJkLzXcVbNm_-1"
 
@@ -149,9 +146,9 @@ func newFakeCoordinator(t *testing.T) *fakeCoordinator {
 	mux.HandleFunc("POST /v1/agent/register", f.register)
 	mux.HandleFunc("POST /v1/agent/heartbeat", f.heartbeat)
 	mux.HandleFunc("GET /v1/agent/assignments", f.assignmentsQuery)
-	f.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Header.Get("Authorization") != "Bearer "+token {
-			writeErr(w, http.StatusUnauthorized, "unauthorized", "bad token")
+	f.srv = newTLSServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !hasClientCert(r) {
+			writeErr(w, http.StatusUnauthorized, "unauthorized", "no client certificate")
 			return
 		}
 		mux.ServeHTTP(w, r)
@@ -160,7 +157,7 @@ func newFakeCoordinator(t *testing.T) *fakeCoordinator {
 	return f
 }
 
-func (f *fakeCoordinator) addr() string { return strings.TrimPrefix(f.srv.URL, "http://") }
+func (f *fakeCoordinator) addr() string { return strings.TrimPrefix(f.srv.URL, "https://") }
 
 func writeErr(w http.ResponseWriter, status int, code, msg string) {
 	w.Header().Set("Content-Type", "application/json")
@@ -326,8 +323,8 @@ func newHost(t *testing.T, coord *fakeCoordinator) *host {
 	h.cfg.MemoryMB = 4096
 	h.cfg.Labels = map[string]string{"zone": "z1"}
 	h.cfg.Coordinators = []string{dead, coord.addr()}
-	h.cfg.ClusterToken = token
 	h.cfg.DataDir = t.TempDir()
+	giveIdentity(t, h.cfg.DataDir, h.id)
 	h.cfg.ImageDir = images(t)
 	h.cfg.Namespace = fmt.Sprintf("cpagent-%d-%d", os.Getpid(), nsCount)
 	h.cfg.HeartbeatInterval = agent.Duration(200 * time.Millisecond)
@@ -743,12 +740,12 @@ func TestConfig(t *testing.T) {
 		return c
 	}
 	c := ok()
-	c.ClusterTokenFile = tokenFile
+	c.JoinTokenFile = tokenFile
 	if err := c.Validate(); err != nil {
 		t.Fatalf("defaults: %v", err)
 	}
-	if c.Namespace != "cacheplane-h1" || c.MemoryMB <= 0 || c.ClusterToken != "s3cret" {
-		t.Fatalf("derived fields: namespace %q memory %d token %q", c.Namespace, c.MemoryMB, c.ClusterToken)
+	if c.Namespace != "cacheplane-h1" || c.MemoryMB <= 0 || c.JoinToken != "s3cret" {
+		t.Fatalf("derived fields: namespace %q memory %d token %q", c.Namespace, c.MemoryMB, c.JoinToken)
 	}
 	bad := map[string]func(*agent.Config){
 		"no host id":        func(c *agent.Config) { c.HostID = "" },
@@ -760,7 +757,7 @@ func TestConfig(t *testing.T) {
 		"zero heartbeat":    func(c *agent.Config) { c.HeartbeatInterval = 0 },
 		"log level":         func(c *agent.Config) { c.LogLevel = "loud" },
 		"negative memory":   func(c *agent.Config) { c.MemoryMB = -1 },
-		"token file":        func(c *agent.Config) { c.ClusterTokenFile = "/nonexistent/token" },
+		"token file":        func(c *agent.Config) { c.JoinTokenFile = "/nonexistent/token" },
 		"restart delays":    func(c *agent.Config) { c.MaxRestartDelay = agent.Duration(time.Millisecond) },
 	}
 	for name, mutate := range bad {

@@ -50,11 +50,11 @@ type jobsCoordinator struct {
 func newJobsCoordinator(t *testing.T, f *fakeCoordinator) *jobsCoordinator {
 	j := &jobsCoordinator{f: f, jobs: map[string][]api.BackupJob{}}
 	inner := f.srv.Config.Handler
-	j.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	j.srv = newTLSServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch {
 		case r.Method == http.MethodPost && r.URL.Path == "/v1/agent/jobs":
-			if r.Header.Get("Authorization") != "Bearer "+token {
-				writeErr(w, http.StatusUnauthorized, "unauthorized", "bad token")
+			if !hasClientCert(r) {
+				writeErr(w, http.StatusUnauthorized, "unauthorized", "no client certificate")
 				return
 			}
 			var rep api.JobReport
@@ -96,7 +96,7 @@ func newJobsCoordinator(t *testing.T, f *fakeCoordinator) *jobsCoordinator {
 	return j
 }
 
-func (j *jobsCoordinator) addr() string { return strings.TrimPrefix(j.srv.URL, "http://") }
+func (j *jobsCoordinator) addr() string { return strings.TrimPrefix(j.srv.URL, "https://") }
 
 // setJobs replaces host's jobs and wakes its blocking query.
 func (j *jobsCoordinator) setJobs(host string, jobs ...api.BackupJob) {
