@@ -7,8 +7,10 @@
 // every member (pending, starting, running, failed, with the reason and the
 // member's last log lines) together with host and member figures.
 //
-// It owns: the agent's configuration (Config), the coordinator client
-// failover across members, the reconcile rules (what needs a restart, what
+// It owns: the agent's configuration (Config), its identity (joining the
+// fleet once with a join token, then its certificate in <data_dir>/identity
+// for every call, renewed before expiry: identity.go), the coordinator
+// client failover across members, the reconcile rules (what needs a restart, what
 // changes live, when an exited member is started again), probing members
 // (PING with AUTH, INFO replication, TCP connect) and the layout of the data
 // dir (members/<member-id>/ with the 0600 config and the data; logs/;

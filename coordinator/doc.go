@@ -2,11 +2,16 @@
 // truth: a hashicorp/raft cluster (raft-boltdb/v2 log and stable store, file
 // snapshots) whose FSM holds the whole desired and observed state — hosts,
 // plans and engine catalogs, addons, operations with their steps, backup
-// records and the coordinator members' addresses.
+// records, the coordinator members' addresses, and the daemon identities
+// (the cluster CA, join tokens by the hash of their secret, each host's
+// agent certificate serial: identity.go).
 //
 // It serves the admin API (HTTP/JSON on a 0600 unix socket, writes and
-// consistent reads forwarded to the leader) and the peer API (HTTP on TCP,
-// used for forwarding and joins), and runs the leader-only controllers:
+// consistent reads forwarded to the leader) and the peer API (HTTPS, mutual
+// TLS with certificates of the cluster CA: agents reach only their own
+// host's agent routes, members forward admin calls; joins with a token),
+// runs Raft over mutual TLS (raftstream.go), keeps its own member
+// certificate, and runs the leader-only controllers:
 // hosts (liveness), topology (primaries, strays, forced failovers, VIPs) and
 // the operation engine (the I/O half; its decisions are package operation).
 // It brings back a cluster that lost its majority from one surviving member

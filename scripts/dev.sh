@@ -12,7 +12,6 @@ COORD_IP=127.0.0.10
 HOSTS=(h1:127.0.0.11:zone-a h2:127.0.0.12:zone-b h3:127.0.0.13:zone-c)
 mkdir -p "$DEV/logs"
 chmod 700 "$DEV"
-[ -s "$DEV/cluster-token" ] || (umask 077; head -c 24 /dev/urandom | base64 | tr -d '/+=' > "$DEV/cluster-token")
 
 pids=()
 stopping=0
@@ -55,15 +54,19 @@ trap 'exit 130' INT TERM
 
 "$BIN/cacheplane-coordinator" serve --id dev-c1 --data-dir "$DEV/coordinator" \
   --raft-addr $COORD_IP:7400 --http-addr $COORD_IP:7401 --socket "$DEV/coordinator/admin.sock" \
-  --bootstrap --cluster-token-file "$DEV/cluster-token" --state-keys-file "$DEV/coordinator/state-keys.json" --entrypoint-cidr 127.0.1.0/24 >>"$DEV/logs/coordinator.log" 2>&1 &
+  --bootstrap --state-keys-file "$DEV/coordinator/state-keys.json" --entrypoint-cidr 127.0.1.0/24 >>"$DEV/logs/coordinator.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 1 100); do $CLI members >/dev/null 2>&1 && break; sleep 0.1; done
 $CLI members >/dev/null || { echo "dev: the coordinator did not start; see $DEV/logs/coordinator.log" >&2; tail -5 "$DEV/logs/coordinator.log" >&2; exit 1; }
 
 for h in "${HOSTS[@]}"; do
   IFS=: read -r id ip zone <<<"$h"
+  # A single-use join token per agent (unused once the agent has its
+  # certificate in $DEV/$id/identity, as on a resumed run).
+  join=()
+  [ -s "$DEV/$id/identity/cert.pem" ] || join=(--join-token "$($CLI hosts-token "$id" --ttl 10m)")
   "$BIN/cacheplane-agent" --host-id "$id" --address "$ip" --zone "$zone" --memory-mb 4096 \
-    --coordinator $COORD_IP:7401 --cluster-token-file "$DEV/cluster-token" \
+    --coordinator $COORD_IP:7401 "${join[@]}" \
     --data-dir "$DEV/$id" --namespace "cacheplane-dev-$id" --image-dir "$DEV/images" \
     >>"$DEV/logs/agent-$id.log" 2>&1 &
   pids+=($!)

@@ -576,32 +576,19 @@ func randomHex(n int) string {
 
 func (r *root) runDaemons(ctx context.Context, t *testing.T, upgrade []string) {
 	uid, gid, _, _ := r.passwd("cacheplane")
-	token := randomHex(16)
-	r.write("etc/cacheplane/cluster-token", token+"\n", 0o640)
-	if err := os.Chown(r.path("etc/cacheplane/cluster-token"), 0, gid); err != nil {
-		t.Fatal(err)
-	}
 	// A loopback address of our own: members of other tests use 127.0.0.x.
 	ip := fmt.Sprintf("127.0.%d.%d", 100+randInt(100), 2+randInt(250))
 	raftAddr, httpAddr := testutil.Addr(t, "127.0.0.1"), testutil.Addr(t, "127.0.0.1")
 	socket := r.path("run/cacheplane/admin.sock")
 	coordConf, _ := json.MarshalIndent(map[string]any{
 		"id": "pkgtest-c1", "raft_addr": raftAddr, "http_addr": httpAddr, "bootstrap": true,
-		"data_dir": r.path("var/lib/cacheplane/coordinator"), "socket": socket,
-		"cluster_token_file": r.path("etc/cacheplane/cluster-token"), "log_level": "info",
+		"data_dir": r.path("var/lib/cacheplane/coordinator"), "socket": socket, "log_level": "info",
 	}, "", "  ")
 	r.write("etc/cacheplane/coordinator.json", string(coordConf), 0o640)
 	if err := os.Chown(r.path("etc/cacheplane/coordinator.json"), 0, gid); err != nil {
 		t.Fatal(err)
 	}
 	namespace := "cacheplane-pkgtest-" + randomHex(4)
-	agentConf, _ := json.MarshalIndent(map[string]any{
-		"host_id": "pkgtest-h1", "address": ip, "coordinators": []string{httpAddr}, "memory_mb": 2048,
-		"cluster_token_file": r.path("etc/cacheplane/cluster-token"), "namespace": namespace,
-		"data_dir": r.path("var/lib/cacheplane/agent"), "image_dir": r.path("usr/share/cacheplane/images"),
-		"metrics_addr": "off", "log_level": "info",
-	}, "", "  ")
-	r.write("etc/cacheplane/agent.json", string(agentConf), 0o600)
 	t.Cleanup(func() { purgeNamespace(t, namespace, r.path("var/lib/cacheplane/agent/logs")) })
 
 	// The NOTIFY_SOCKET, writable by the coordinator's user as systemd's is.
@@ -668,6 +655,18 @@ func (r *root) runDaemons(ctx context.Context, t *testing.T, upgrade []string) {
 	if _, err := os.Stat(runtime.DefaultSocket); err != nil {
 		t.Fatalf("containerd is not running (%v): make deps (scripts/ensure-containerd.sh) starts it", err)
 	}
+	// The agent's first start joins with a token of the installed CLI.
+	tokOut, err := exec.CommandContext(ctx, r.path("usr/bin/cacheplane"), "--socket", socket, "hosts-token", "pkgtest-h1").CombinedOutput()
+	if err != nil {
+		t.Fatalf("installed CLI: hosts-token: %v\n%s", err, tokOut)
+	}
+	agentConf, _ := json.MarshalIndent(map[string]any{
+		"host_id": "pkgtest-h1", "address": ip, "coordinators": []string{httpAddr}, "memory_mb": 2048,
+		"join_token": strings.TrimSpace(string(tokOut)), "namespace": namespace,
+		"data_dir": r.path("var/lib/cacheplane/agent"), "image_dir": r.path("usr/share/cacheplane/images"),
+		"metrics_addr": "off", "log_level": "info",
+	}, "", "  ")
+	r.write("etc/cacheplane/agent.json", string(agentConf), 0o600)
 	aArgv, aUnit := r.unitCommand(t, "cacheplane-agent.service")
 	aWrap := []string{"setpriv", "--no-new-privs", "--bounding-set=" + capNames(aUnit), "--inh-caps=-all", "--",
 		"sh", "-c", `umask 0077 && exec "$0" "$@"`}
