@@ -176,7 +176,13 @@ func (a *Agent) start() {
 	if err != nil {
 		a.t.Fatalf("agent %s: log: %v", a.ID, err)
 	}
-	fmt.Fprintf(logf, "=== harness: start %s %s at %s\n", a.bin, strings.Join(a.args, " "), time.Now().Format(time.RFC3339Nano))
+	shown := append([]string(nil), a.args...)
+	for i := range shown {
+		if i > 0 && shown[i-1] == "--join-token" {
+			shown[i] = "(join token)"
+		}
+	}
+	fmt.Fprintf(logf, "=== harness: start %s %s at %s\n", a.bin, strings.Join(shown, " "), time.Now().Format(time.RFC3339Nano))
 	cmd := exec.Command(a.bin, a.args...)
 	cmd.Env = hermeticEnv(nil)
 	cmd.Stdout, cmd.Stderr = logf, logf
