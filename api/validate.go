@@ -169,10 +169,13 @@ type JoinPeerRequest struct {
 
 // Validate checks the peer address.
 func (r *JoinPeerRequest) Validate() error {
+	if err := ValidateHostPort("peer address", r.Peer); err != nil {
+		return err
+	}
 	if r.Token == "" {
 		return Invalidf("a member join token is missing: run cacheplane members-token on a member of the cluster, then join PEER --token TOKEN")
 	}
-	return ValidateHostPort("peer address", r.Peer)
+	return nil
 }
 
 // ValidateHostPort checks a host:port with a numeric port.

@@ -32,6 +32,7 @@ func TestCLIOperatorErrors(t *testing.T) {
 	}
 	dupID := addons[0].ID
 	deadAddr := fmt.Sprintf("127.0.0.29:%d", testutil.FreePort(t, "127.0.0.29"))
+	memberToken := leader.Token("members-token", "")
 
 	cases := []struct {
 		name   string
@@ -74,11 +75,17 @@ func TestCLIOperatorErrors(t *testing.T) {
 			args: []string{"leave", "c9"}, code: 2,
 			want: []string{"c9 is not a member"}},
 		{name: "join where nothing listens",
-			args: []string{"join", deadAddr}, code: 1,
+			args: []string{"join", deadAddr, "--token", memberToken}, code: 1,
 			want: []string{"cannot reach coordinator at " + deadAddr}},
 		{name: "join with a malformed address",
-			args: []string{"join", "nowhere"}, code: 2,
+			args: []string{"join", "nowhere", "--token", memberToken}, code: 2,
 			want: []string{`"nowhere" is not host:port`}},
+		{name: "join without a token",
+			args: []string{"join", deadAddr}, code: 2,
+			want: []string{"a member join token is missing", "members-token"}},
+		{name: "join with a malformed token",
+			args: []string{"join", deadAddr, "--token", "secret"}, code: 2,
+			want: []string{"not a cacheplane join token"}},
 		{name: "nothing listens on the socket",
 			socket: "/nonexistent/admin.sock", args: []string{"members"}, code: 3,
 			want: []string{"no coordinator listening on /nonexistent/admin.sock", "--socket", "CACHEPLANE_SOCKET"}},
