@@ -146,6 +146,11 @@ type JoinRequest struct {
 	// statekeys.go): a cluster that seals its log refuses a member
 	// that could not read it.
 	StateKey string `json:"state_key,omitempty"`
+	// Protocol and Release are the joining member's (recorded with it at
+	// once, so that the cluster's level does not drop while it joins); an
+	// older release sends none.
+	Protocol int    `json:"protocol,omitempty"`
+	Release  string `json:"release,omitempty"`
 }
 
 // Validate checks the ids and addresses.

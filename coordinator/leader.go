@@ -117,8 +117,12 @@ func (l *leadership) establish(ctx context.Context) error {
 		}
 	}
 	// The cluster CA: made by the first leader (the FSM keeps the first
-	// recorded, so two leaders racing agree).
-	if _, created, err := ensureCA(ctx, l.store, time.Now()); err != nil {
+	// recorded, so two leaders racing agree). In a cluster still running
+	// an older release on some member it waits (cluster-secure, or the
+	// next leadership, makes it).
+	if err := l.store.Supports(CmdCASet); err != nil {
+		l.log.Warn("no cluster CA yet: a member runs an older release", "why", api.Message(err))
+	} else if _, created, err := ensureCA(ctx, l.store, time.Now()); err != nil {
 		return err
 	} else if created {
 		l.log.Info("cluster CA created")

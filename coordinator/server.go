@@ -282,7 +282,8 @@ func (s *Server) handleJoinPeer(w http.ResponseWriter, r *http.Request) {
 	}
 	c := api.NewTLSPeerClient(req.Peer, s.holder.ClientConfig())
 	defer c.Close()
-	join := api.JoinRequest{ID: s.cfg.ID, RaftAddr: s.cfg.RaftAddr, HTTPAddr: s.cfg.HTTPAddr, StateKey: s.store.StateKeyCheck()}
+	join := api.JoinRequest{ID: s.cfg.ID, RaftAddr: s.cfg.RaftAddr, HTTPAddr: s.cfg.HTTPAddr, StateKey: s.store.StateKeyCheck(),
+		Protocol: MaxProtocol, Release: ReleaseName()}
 	if err := c.AddMember(ctx, join); err != nil {
 		writeError(w, unreachable(err))
 		return

@@ -396,7 +396,7 @@ func (s *Store) AddVoter(ctx context.Context, req api.JoinRequest) error {
 		}
 	}
 	_, err := s.Apply(ctx, CmdCoordinatorUpsert, CoordinatorUpsertCmd{Member: api.CoordinatorMember{
-		ID: req.ID, RaftAddr: req.RaftAddr, HTTPAddr: req.HTTPAddr,
+		ID: req.ID, RaftAddr: req.RaftAddr, HTTPAddr: req.HTTPAddr, Protocol: req.Protocol, Release: req.Release,
 	}})
 	return err
 }
