@@ -3,6 +3,7 @@ package coordinator
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -227,7 +228,7 @@ func newFakeMember(t *testing.T, id, ip string) *fakeMember {
 		t.Fatal(err)
 	}
 	m.srv = &httptest.Server{Listener: ln, Config: &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Header.Get("Authorization") != "Bearer test-token" {
+		if r.TLS == nil { // the peer API is TLS only
 			writeError(w, api.ErrUnauthorized)
 			return
 		}
@@ -237,7 +238,7 @@ func newFakeMember(t *testing.T, id, ip string) *fakeMember {
 		}
 		writeError(w, fmt.Errorf("%w: no such endpoint %s %s", api.ErrNotFound, r.Method, r.URL.Path))
 	})}}
-	m.srv.Start()
+	m.srv.StartTLS()
 	t.Cleanup(m.srv.Close)
 	return m
 }
@@ -321,8 +322,8 @@ func TestMixedReleasesGate(t *testing.T) {
 	}
 
 	var logs syncBuffer
-	pc := &protocolController{store: store, self: "c1", token: cfg.ClusterToken, log: slog.New(slog.NewTextHandler(&logs, nil)),
-		every: time.Hour, client: &http.Client{}}
+	pc := &protocolController{store: store, self: "c1", log: slog.New(slog.NewTextHandler(&logs, nil)),
+		every: time.Hour, client: &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}} //nolint:gosec // the fake members' own certificates
 	bc := &backupsController{store: store, log: slog.New(slog.NewTextHandler(&logs, nil))}
 	pc.pass(ctx)
 
