@@ -17,13 +17,12 @@ import (
 )
 
 // Client talks to a coordinator: over its admin unix socket (NewClient) or
-// its peer API (NewPeerClient). Every call honours ctx. Calls that fail
+// its peer API over mutual TLS (NewTLSPeerClient). Every call honours ctx. Calls that fail
 // because no leader is available (503) or the socket is briefly unreachable
 // are retried until RetryFor has passed: that spans a leader election.
 type Client struct {
 	base     string
 	socket   string
-	token    string
 	hc       *http.Client
 	RetryFor time.Duration
 }
@@ -39,16 +38,6 @@ func NewClient(socket string) *Client {
 		IdleConnTimeout:     30 * time.Second,
 	}
 	return &Client{base: "http://cacheplane", socket: socket, hc: &http.Client{Transport: tr, Timeout: 60 * time.Second}, RetryFor: 15 * time.Second}
-}
-
-// NewPeerClient returns a client for a coordinator's peer API at host:port.
-func NewPeerClient(addr, token string) *Client {
-	tr := &http.Transport{
-		DialContext:         (&net.Dialer{Timeout: 2 * time.Second}).DialContext,
-		MaxIdleConnsPerHost: 16,
-		IdleConnTimeout:     30 * time.Second,
-	}
-	return &Client{base: "http://" + addr, token: token, hc: &http.Client{Transport: tr, Timeout: 60 * time.Second}, RetryFor: 15 * time.Second}
 }
 
 // ErrNoSocket means nothing listens on the admin socket.
@@ -97,9 +86,6 @@ func (c *Client) once(ctx context.Context, method, path string, body []byte, out
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
-	}
-	if c.token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.token)
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
@@ -365,9 +351,6 @@ func (c *Client) BackupDownload(ctx context.Context, app, id string) (io.ReadClo
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+path, nil)
 	if err != nil {
 		return nil, Backup{}, fmt.Errorf("build request: %w", err)
-	}
-	if c.token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.token)
 	}
 	hc := &http.Client{Transport: c.hc.Transport} // no overall timeout: the body may take long
 	resp, err := hc.Do(req)

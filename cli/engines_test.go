@@ -25,7 +25,6 @@ func TestEnginesCommand(t *testing.T) {
 	cfg.RaftAddr = testutil.Addr(t, "127.0.0.1")
 	cfg.HTTPAddr = testutil.Addr(t, "127.0.0.1")
 	cfg.Bootstrap = true
-	cfg.ClusterToken = "test-token"
 	c, err := coordinator.Start(cfg, testutil.Logger(t), testutil.Writer(t))
 	if err != nil {
 		t.Fatal(err)

@@ -30,8 +30,9 @@ const (
 	headerServedBy  = "X-Cacheplane-Served-By"
 )
 
-// Server serves the admin API (unix socket) and the peer API (TCP). Both
-// carry the same routes; the peer API also checks the cluster token.
+// Server serves the admin API (unix socket) and the peer API (TLS). Both
+// carry the same routes; on the peer API peerHandler authenticates the
+// caller's certificate and authorizes the route.
 type Server struct {
 	cfg   Config
 	store *Store
