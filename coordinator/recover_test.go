@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -52,7 +53,6 @@ func startRecoverMember(t *testing.T, id, ip string, bootstrap bool, keys []byte
 		t.Fatal(err)
 	}
 	cfg.RaftAddr, cfg.HTTPAddr = testutil.Addr(t, ip), testutil.Addr(t, ip)
-	cfg.ClusterToken = "test-token"
 	// Snapshots early and often: the recovery then has a snapshot and a
 	// log after it to replay, as a long-lived member does.
 	cfg.SnapshotInterval, cfg.SnapshotThreshold = Duration(100*time.Millisecond), 4
@@ -112,11 +112,11 @@ func TestRecoverFromTheLastMember(t *testing.T) {
 	m2 := startRecoverMember(t, "c2", "127.0.0.72", false, keys)
 	m3 := startRecoverMember(t, "c3", "127.0.0.73", false, keys)
 	for _, m := range []*recoverMember{m2, m3} {
-		if _, err := m.admin().Join(ctx, m1.cfg.HTTPAddr); err != nil {
+		if _, err := m.admin().Join(ctx, m1.cfg.HTTPAddr, memberToken(t, m1.admin())); err != nil {
 			t.Fatalf("join %s: %v", m.cfg.ID, err)
 		}
 	}
-	peer := api.NewPeerClient(m1.cfg.HTTPAddr, m1.cfg.ClusterToken)
+	peer := m1.admin() // the agent routes, from the admin socket
 	if _, err := peer.Register(ctx, api.Host{ID: "h1", Address: "127.0.0.74", MemoryMB: 4096}); err != nil {
 		t.Fatal(err)
 	}
@@ -162,8 +162,8 @@ func TestRecoverFromTheLastMember(t *testing.T) {
 	if !errors.Is(err, api.ErrConflict) || !strings.Contains(err.Error(), "has a leader") {
 		t.Fatalf("recover on a healthy cluster: %v; want a refusal naming the leader", err)
 	}
-	// Only on the admin socket: the peer API refuses it even with the token.
-	_, err = api.NewPeerClient(survivor.cfg.HTTPAddr, survivor.cfg.ClusterToken).Recover(ctx, api.RecoverRequest{Confirm: survivor.cfg.ID})
+	// Only on the admin socket: the peer API refuses it.
+	_, err = api.NewTLSPeerClient(survivor.cfg.HTTPAddr, &tls.Config{InsecureSkipVerify: true}).Recover(ctx, api.RecoverRequest{Confirm: survivor.cfg.ID}) //nolint:gosec // the refusal is the point
 	if !errors.Is(err, api.ErrUnauthorized) {
 		t.Fatalf("recover over the peer API: %v; want unauthorized", err)
 	}
@@ -263,7 +263,7 @@ func TestRecoverFromTheLastMember(t *testing.T) {
 
 	// A replacement member with an empty data dir joins.
 	m4 := startRecoverMember(t, "c4", "127.0.0.75", false, keys)
-	if _, err := m4.admin().Join(ctx, survivor.cfg.HTTPAddr); err != nil {
+	if _, err := m4.admin().Join(ctx, survivor.cfg.HTTPAddr, memberToken(t, survivor.admin())); err != nil {
 		t.Fatalf("join after the recovery: %v", err)
 	}
 	testutil.WaitFor(t, 10*time.Second, func() error {
@@ -283,4 +283,14 @@ func TestRecoverFromTheLastMember(t *testing.T) {
 	if !strings.Contains(joined, "app=rec-after") || !strings.HasPrefix(joined, "addon") {
 		t.Fatalf("state through the new member:\n%s", joined)
 	}
+}
+
+// memberToken is a member join token from the admin socket of c.
+func memberToken(t *testing.T, c *api.Client) string {
+	t.Helper()
+	tok, err := c.Token(context.Background(), api.TokenRequest{Kind: api.TokenMember, TTL: api.Duration(time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok.Token
 }
