@@ -28,7 +28,6 @@ func TestSealedAtRest(t *testing.T) {
 	cfg.RaftAddr = testutil.Addr(t, "127.0.0.62")
 	cfg.HTTPAddr = testutil.Addr(t, "127.0.0.62")
 	cfg.Bootstrap = true
-	cfg.ClusterToken = "test-token"
 	cfg.StateKeysFile = filepath.Join(dir, "state-keys.json")
 	start := func() *Coordinator {
 		c, err := Start(cfg, testutil.Logger(t), testutil.Writer(t))
@@ -48,7 +47,7 @@ func TestSealedAtRest(t *testing.T) {
 		}
 		return nil
 	})
-	peer := api.NewPeerClient(cfg.HTTPAddr, cfg.ClusterToken)
+	peer := api.NewClient(cfg.Socket) // the agent routes, from the admin socket
 	if _, err := peer.Register(ctx, api.Host{ID: "h1", Address: "127.0.0.63", MemoryMB: 2048}); err != nil {
 		t.Fatal(err)
 	}
@@ -191,13 +190,13 @@ func TestJoinNeedsTheSameStateKeys(t *testing.T) {
 	m1 := startRecoverMember(t, "c1", "127.0.0.64", true, keys)
 	testutil.WaitFor(t, 10*time.Second, func() error { _, err := m1.admin().Plans(ctx); return err })
 	other := startRecoverMember(t, "c2", "127.0.0.65", false, recoverKeys(t))
-	_, err := other.admin().Join(ctx, m1.cfg.HTTPAddr)
+	_, err := other.admin().Join(ctx, m1.cfg.HTTPAddr, memberToken(t, m1.admin()))
 	if err == nil || !strings.Contains(err.Error(), "state_keys_file") {
 		t.Fatalf("join with other keys: %v; want a refusal naming state_keys_file", err)
 	}
 	other.close()
 	same := startRecoverMember(t, "c3", "127.0.0.66", false, keys)
-	if _, err := same.admin().Join(ctx, m1.cfg.HTTPAddr); err != nil {
+	if _, err := same.admin().Join(ctx, m1.cfg.HTTPAddr, memberToken(t, m1.admin())); err != nil {
 		t.Fatalf("join with the same keys: %v", err)
 	}
 	testutil.WaitFor(t, 15*time.Second, func() error {
