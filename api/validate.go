@@ -169,7 +169,7 @@ func (r *JoinRequest) Validate() error {
 type JoinPeerRequest struct {
 	Peer string `json:"peer"`
 	// Token is a member join token (cacheplane members-token).
-	Token string `json:"token"`
+	Token string `json:"token,omitempty"`
 }
 
 // Validate checks the peer address.
