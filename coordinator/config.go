@@ -45,9 +45,12 @@ type Config struct {
 	// Bootstrap makes this member form a new 1-member cluster when it has no
 	// Raft state yet. Harmless on restart. Leave off on members that join.
 	Bootstrap bool `json:"bootstrap"`
-	// ClusterToken and ClusterTokenFile are ignored (kept so that older
-	// configuration files load): peers and agents authenticate with
-	// certificates of the cluster CA (docs/security.md).
+	// ClusterToken (or ClusterTokenFile, read by Validate) is the token of
+	// the releases before identities. It serves only while this member has
+	// no member certificate in a cluster made before identities: plain
+	// HTTP requests of older members and agents must carry it, and this
+	// member sends it on its own plaintext calls. Once secured it is
+	// ignored (docs/security.md).
 	ClusterToken     string `json:"cluster_token,omitempty"`
 	ClusterTokenFile string `json:"cluster_token_file,omitempty"`
 	// AgentCertTTL is how long an agent certificate is valid; the agent
@@ -250,6 +253,13 @@ func (c *Config) Validate() error {
 	}
 	if c.Socket == "" {
 		c.Socket = filepath.Join(c.DataDir, "admin.sock")
+	}
+	if c.ClusterToken == "" && c.ClusterTokenFile != "" {
+		b, err := os.ReadFile(c.ClusterTokenFile)
+		if err != nil {
+			return fmt.Errorf("config: cluster_token_file: %w", err)
+		}
+		c.ClusterToken = strings.TrimSpace(string(b))
 	}
 	if c.AgentCertTTL < Duration(10*time.Second) || c.MemberCertTTL < Duration(time.Hour) {
 		return fmt.Errorf("config: agent_cert_ttl must be at least 10s and member_cert_ttl at least 1h")

@@ -2,7 +2,6 @@ package coordinator
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -58,9 +57,6 @@ func Start(cfg Config, log *slog.Logger, raftLog io.Writer) (*Coordinator, error
 	if err != nil {
 		return nil, fmt.Errorf("listen on http_addr %s: %w", cfg.HTTPAddr, err)
 	}
-	if cfg.ClusterToken != "" || cfg.ClusterTokenFile != "" {
-		log.Warn("cluster_token is ignored: coordinators and agents authenticate with certificates of the cluster CA (docs/security.md)")
-	}
 	holder := &identity.Holder{}
 	mid := &memberIdentity{id: cfg.ID, dir: identityDir(cfg), ttl: time.Duration(cfg.MemberCertTTL), holder: holder,
 		log: log.With("component", "identity"), now: time.Now}
@@ -74,6 +70,13 @@ func Start(cfg Config, log *slog.Logger, raftLog io.Writer) (*Coordinator, error
 		return nil, err
 	}
 	mid.fsm = store.FSM()
+	switch {
+	case store.Unsecured():
+		log.Warn("the peer API also serves plain HTTP, for the older members and agents of a cluster made before identities, until this member has its certificate: run cacheplane cluster-secure once every coordinator runs this release (docs/security.md)",
+			"cluster_token", cfg.ClusterToken != "")
+	case cfg.ClusterToken != "":
+		log.Warn("cluster_token is ignored: coordinators and agents authenticate with certificates of the cluster CA; remove it from the configuration (docs/security.md)")
+	}
 	adminLn, err := listenSocket(cfg.Socket)
 	if err != nil {
 		peerLn.Close()
@@ -110,8 +113,10 @@ func Start(cfg Config, log *slog.Logger, raftLog io.Writer) (*Coordinator, error
 	m.reg.MustRegister(newMemoryCollector(store, stats, cfg.ID))
 	adminAPI := gateFeatures(store, adminHandler(c.server.Handler()))
 	c.adminSrv = &http.Server{Handler: c.adminHandler(adminAPI), ReadHeaderTimeout: 10 * time.Second, ConnContext: withPeerCred}
-	// The peer API: TLS only (the member certificate); a client shows a
+	// The peer API: TLS (the member certificate); a client shows a
 	// certificate of the cluster CA, and peerHandler authorizes the route.
+	// A member of a cluster made before identities also serves plain HTTP
+	// until it has its certificate (peerplain.go).
 	peer := http.NewServeMux()
 	peer.Handle("GET /metrics", m.handler())
 	peer.HandleFunc("POST /v1/internal/figures", c.server.handleFigures)
@@ -119,7 +124,7 @@ func Start(cfg Config, log *slog.Logger, raftLog io.Writer) (*Coordinator, error
 	peer.Handle("/", gateFeatures(store, c.server.Handler()))
 	c.peerSrv = &http.Server{Handler: c.server.peerHandler(peer), ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog: slog.NewLogLogger(log.With("component", "peer-api").Handler(), slog.LevelDebug)}
-	peerLn = tls.NewListener(peerLn, holder.ServerConfig(false))
+	peerLn = newPeerListener(peerLn, holder.ServerConfig(false), store.Unsecured)
 	c.peerLn = peerLn
 
 	ctx, cancel := context.WithCancel(context.Background())

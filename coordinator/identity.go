@@ -163,6 +163,9 @@ type caller struct {
 	// forwardedAgent: a member forwarded this agent's call (its
 	// certificate was checked against the CA by that member).
 	forwardedAgent bool
+	// plain: a plain HTTP request on the peer API of a member not
+	// secured yet (older members and agents: peerplain.go).
+	plain bool
 }
 
 type callerKey struct{}
@@ -191,9 +194,15 @@ func adminHandler(h http.Handler) http.Handler {
 }
 
 // peerHandler authenticates the peer API's caller by its (handshake
-// verified) certificate and authorizes the route (identity.Authorize).
+// verified) certificate and authorizes the route (identity.Authorize). A
+// plain HTTP request (only a member not secured yet accepts one) is
+// checked by its cluster token and identity.AuthorizePlain.
 func (s *Server) peerHandler(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.TLS == nil {
+			s.servePlain(h, w, r)
+			return
+		}
 		var c caller
 		if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
 			p, err := identity.PeerOf(r.TLS.PeerCertificates[0])
@@ -218,6 +227,34 @@ func (s *Server) peerHandler(h http.Handler) http.Handler {
 		}
 		h.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), callerKey{}, c)))
 	})
+}
+
+// servePlain serves a plain HTTP request of an older member or agent
+// while this member is not secured; once it is (a connection opened
+// before), the connection is closed unanswered.
+func (s *Server) servePlain(h http.Handler, w http.ResponseWriter, r *http.Request) {
+	if !s.store.Unsecured() {
+		if hj, ok := w.(http.Hijacker); ok {
+			if conn, _, err := hj.Hijack(); err == nil {
+				conn.Close()
+				return
+			}
+		}
+		w.Header().Set("Connection", "close")
+		writeError(w, fmt.Errorf("%w: this coordinator takes only mutual TLS with a certificate of this cluster", api.ErrUnauthorized))
+		return
+	}
+	if !plainTokenOK(r, s.cfg.ClusterToken) {
+		writeError(w, fmt.Errorf("%w: missing or wrong cluster token", api.ErrUnauthorized))
+		return
+	}
+	if err := identity.AuthorizePlain(r.Method, r.URL.Path, r.Header.Get(headerForwarded) != ""); err != nil {
+		writeError(w, fmt.Errorf("%w: %v", api.ErrUnauthorized, err))
+		return
+	}
+	r.Header.Del(headerAgentHost)
+	r.Header.Del(headerAgentSerial)
+	h.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), callerKey{}, caller{plain: true})))
 }
 
 // checkAgent refuses an agent whose certificate is not the one recorded

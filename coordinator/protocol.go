@@ -202,7 +202,8 @@ func (s *Server) handleProtocol(w http.ResponseWriter, _ *http.Request) {
 // protocolController is the leader's record of every member's release:
 // every period (and at once on taking over) it asks each other member of
 // the Raft configuration over the peer API (mutual TLS, its member
-// certificate) and records a level or release
+// certificate; plain HTTP in a cluster made before identities until it is
+// secured: peerplain.go) and records a level or release
 // that changed (CmdCoordinatorUpsert). A member that does not answer keeps
 // its record. It logs when the cluster's level changes.
 type protocolController struct {
@@ -322,15 +323,16 @@ func errString(err error) string {
 
 // ask asks one member its release: an older release answers 404.
 func (c *protocolController) ask(ctx context.Context, m api.CoordinatorMember) (protocolAnswer, error) {
-	return askProtocol(ctx, c.client, m)
+	return askProtocol(ctx, c.store, c.client, m)
 }
 
 // askProtocol asks member m over the peer API which release and level it
-// runs; an older release answers 404: level 0 (1), no release.
-func askProtocol(ctx context.Context, client *http.Client, m api.CoordinatorMember) (protocolAnswer, error) {
+// runs (mutual TLS; plain HTTP while this member is not secured); an older
+// release answers 404: level 0 (1), no release.
+func askProtocol(ctx context.Context, s *Store, client *http.Client, m api.CoordinatorMember) (protocolAnswer, error) {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "https://"+m.HTTPAddr+protocolPath, nil)
+	req, err := s.peerRequest(ctx, http.MethodGet, m.HTTPAddr, protocolPath, nil)
 	if err != nil {
 		return protocolAnswer{}, fmt.Errorf("ask %s: %w", m.ID, err)
 	}
@@ -413,7 +415,7 @@ func (s *Store) askBehind(ctx context.Context, client *http.Client, err error) e
 		go func() {
 			defer wg.Done()
 			m.HTTPAddr = httpAddr[m.ID]
-			got, err := askProtocol(ctx, client, m)
+			got, err := askProtocol(ctx, s, client, m)
 			if err != nil {
 				return
 			}

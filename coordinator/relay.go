@@ -85,7 +85,7 @@ func (r *figuresRelay) post(ctx context.Context, peer string, req api.HeartbeatR
 	if err != nil {
 		return fmt.Errorf("encode figures: %w", err)
 	}
-	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, "https://"+peer+"/v1/internal/figures", bytes.NewReader(body))
+	hreq, err := r.store.peerRequest(ctx, http.MethodPost, peer, "/v1/internal/figures", bytes.NewReader(body))
 	if err != nil {
 		return err
 	}
@@ -104,7 +104,7 @@ func (r *figuresRelay) post(ctx context.Context, peer string, req api.HeartbeatR
 // handleFigures records figures relayed by the leader (peer API only,
 // members only).
 func (s *Server) handleFigures(w http.ResponseWriter, r *http.Request) {
-	if c := callerOf(r); c.admin || c.peer.Kind != identity.KindMember {
+	if c := callerOf(r); !c.plain && (c.admin || c.peer.Kind != identity.KindMember) {
 		writeError(w, fmt.Errorf("%w: figures are relayed by coordinator members only", api.ErrForbidden))
 		return
 	}

@@ -170,13 +170,23 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request) {
 		writeError(w, fmt.Errorf("%w: no coordinator leader is elected right now; retry in a moment", api.ErrNoLeader))
 		return
 	}
+	// Over mutual TLS; in plain HTTP with the cluster token while this
+	// member is not secured (a cluster made before identities).
 	target := &url.URL{Scheme: "https", Host: addr}
+	plain := s.store.Unsecured()
+	if plain {
+		target.Scheme = "http"
+	}
 	c := callerOf(r)
 	p := &httputil.ReverseProxy{
 		Transport: s.fwd,
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(target)
 			pr.Out.Header.Set(headerForwarded, s.cfg.ID)
+			pr.Out.Header.Del("Authorization")
+			if plain && s.cfg.ClusterToken != "" {
+				pr.Out.Header.Set("Authorization", "Bearer "+s.cfg.ClusterToken)
+			}
 			pr.Out.Header.Del(headerAgentHost)
 			pr.Out.Header.Del(headerAgentSerial)
 			if c.isAgent() {

@@ -42,6 +42,11 @@ type Store struct {
 	// until cluster-secure and a restart).
 	holder    *identity.Holder
 	plainRaft bool
+	// preIdentities: the data dir was made by a release before daemon
+	// identities (no identitiesMarker). Until this member has its
+	// certificate it serves and speaks plain HTTP on the peer API too
+	// (Unsecured).
+	preIdentities bool
 
 	// life serialises starting and stopping Raft (Close, recovery).
 	life      sync.Mutex
@@ -139,6 +144,7 @@ func OpenStore(cfg Config, log *slog.Logger, raftLogOutput io.Writer, holder *id
 		}
 	}
 	_, markErr := os.Stat(marker)
+	s.preIdentities = markErr != nil
 	s.plainRaft = existing && holder.Get() == nil && markErr != nil
 	if s.plainRaft {
 		log.Warn("Raft runs WITHOUT TLS: this member has Raft state but no member certificate (a cluster made before identities); run cacheplane cluster-secure, then restart each coordinator (docs/security.md)")

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -110,17 +112,47 @@ func buildPrevious() (Previous, error) {
 	return out, nil
 }
 
-// replaceAgent restarts the agent as bin (SIGKILL: its members keep
-// running, as on a host whose agent alone restarts) and waits until the
-// host is ready again.
-func replaceAgent(a *Agent, c *Coordinator, bin string) {
+// rejoinAgent restarts the agent as bin (SIGKILL: its members keep
+// running, as on a host whose agent alone restarts) with a join token
+// instead of the cluster token file, and waits until the host is ready
+// again.
+func rejoinAgent(a *Agent, c *Coordinator, bin, token string) {
 	a.t.Helper()
 	a.Kill()
 	a.mu.Lock()
 	a.bin = bin
+	var args []string
+	for i := 0; i < len(a.args); i++ {
+		if a.args[i] == "--cluster-token-file" {
+			i++
+			continue
+		}
+		args = append(args, a.args[i])
+	}
+	a.args = append(args, "--join-token", token)
 	a.mu.Unlock()
 	a.Restart()
 	a.WaitReady(c)
+}
+
+// plainGet sends GET path in plain HTTP to a coordinator's peer port, with
+// the cluster token when token is set; the status, or 0 when nothing
+// answered.
+func plainGet(addr, path, token string) int {
+	req, err := http.NewRequest(http.MethodGet, "http://"+addr+path, nil)
+	if err != nil {
+		return -1
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := (&http.Client{Timeout: 5 * time.Second}).Do(req)
+	if err != nil {
+		return 0
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode
 }
 
 // suWrites is the admin writer's record.
@@ -137,17 +169,23 @@ type suWrites struct {
 	unknownSince map[bool]bool
 }
 
-// TestSelfUpgradeMemberByMember is issue 14, part 3: three coordinators and
-// an agent of the previous release (protocol 1) run an addon; the
-// coordinators are replaced one at a time by this build on the same data
-// dir and addresses, then the agent (the current leader first while it is old, so leader
-// changes between an old and a new member happen with operations in
-// flight), while an admin writer changes the addon's settings every 200 ms
-// through whichever member answers and a client PINGs the addon's URL
-// every 100 ms. While any member is old, backups-create is refused with
-// the mixed-releases message; once all are new it is accepted and the
-// backup ends done. At the end: every acknowledged write is there, no
-// operation is left pending or running, the addon never stopped serving.
+// TestSelfUpgradeMemberByMember is issue 14, part 3, and the migration to
+// daemon identities (docs/security.md): three coordinators and an agent of
+// the previous release (protocol 1, plain HTTP with a cluster token) run
+// an addon; the coordinators are replaced one at a time by this build on
+// the same data dir and addresses (the current leader first while it is
+// old, so leader changes between an old and a new member happen with
+// operations in flight), while an admin writer changes the addon's
+// settings every 200 ms through whichever member answers and a client
+// PINGs the addon's URL every 100 ms. While any member is old,
+// backups-create is refused with the mixed-releases message. Once all are
+// new their levels are recorded (asked in plain HTTP: not secured yet) and
+// the old agent still works; then, as an operator does: cluster-secure,
+// every member's certificate, plain HTTP answered by none, the members
+// restarted one at a time (Raft over TLS), the agent joined again with a
+// hosts-token as this build. A backup is then taken. At the end: every
+// acknowledged write is there, no operation is left pending or running,
+// the addon never stopped serving.
 func TestSelfUpgradeMemberByMember(t *testing.T) {
 	start := time.Now()
 	prev := PreviousRelease(t)
@@ -158,10 +196,17 @@ func TestSelfUpgradeMemberByMember(t *testing.T) {
 	// --- Three coordinators of the previous release, an agent of this one.
 	ips := []string{"127.0.0.171", "127.0.0.172", "127.0.0.173"}
 	cs := make([]*Coordinator, 3)
-	cs[0] = StartCoordinator(t, "c1", ips[0], CoordinatorOpts{Bootstrap: true, Binary: prev.Coordinator})
+	// The cluster token of the releases before identities.
+	clusterToken := randomHex(16)
+	tokenFile := filepath.Join(RootOf(t).Dir, "cluster-token")
+	if err := os.WriteFile(tokenFile, []byte(clusterToken+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	withToken := []string{"--cluster-token-file", tokenFile}
+	cs[0] = StartCoordinator(t, "c1", ips[0], CoordinatorOpts{Bootstrap: true, Binary: prev.Coordinator, ExtraArgs: withToken})
 	WaitForLeader(t, startTimeout, cs[0])
 	for i := 1; i < 3; i++ {
-		cs[i] = StartCoordinator(t, fmt.Sprintf("c%d", i+1), ips[i], CoordinatorOpts{Binary: prev.Coordinator})
+		cs[i] = StartCoordinator(t, fmt.Sprintf("c%d", i+1), ips[i], CoordinatorOpts{Binary: prev.Coordinator, ExtraArgs: withToken})
 		if res := cs[i].CLI("join", cs[0].HTTPAddr); res.Code != 0 {
 			t.Fatalf("join %s: %s", cs[i].ID, res)
 		}
@@ -171,7 +216,7 @@ func TestSelfUpgradeMemberByMember(t *testing.T) {
 	for i, c := range cs {
 		peers[i] = c.HTTPAddr
 	}
-	agent := StartAgent(t, cs[0], "h1", "127.0.0.174", AgentOpts{Binary: prev.Agent}, peers...)
+	agent := StartAgent(t, cs[0], "h1", "127.0.0.174", AgentOpts{Binary: prev.Agent, ExtraArgs: withToken}, peers...)
 	const app = "su-app"
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -332,11 +377,8 @@ func TestSelfUpgradeMemberByMember(t *testing.T) {
 	}
 	t.Logf("leaders across the phases: %s", strings.Join(leaders, " "))
 
-	// --- The agent last (an older coordinator refuses request fields it
-	// does not know; a newer one takes an older agent's requests).
-	replaceAgent(agent, cs[0], bins.Agent)
-
-	// --- Every member new: the leader records their levels, backups open.
+	// --- Every member new, none secured yet: the leader records their
+	// levels (asked in plain HTTP), the old agent keeps working.
 	var status api.ClusterStatus
 	testutil.WaitFor(t, 20*time.Second, func() error {
 		res := cs[0].CLI("members", "--json")
@@ -351,8 +393,78 @@ func TestSelfUpgradeMemberByMember(t *testing.T) {
 		}
 		return nil
 	})
-	// (su-extra-1: the writer keeps su-app busy with settings changes.)
+	WaitForHostState(t, cs[0], agent.ID, api.HostReady, 10*time.Second)
+	for _, c := range cs {
+		// Plain HTTP: the cluster token, and only the routes an older
+		// member or agent needs.
+		if got := plainGet(c.HTTPAddr, "/v1/internal/protocol", clusterToken); got != http.StatusOK {
+			t.Fatalf("%s not secured: plain protocol question with the token: %d", c.ID, got)
+		}
+		if got := plainGet(c.HTTPAddr, "/v1/internal/protocol", ""); got != http.StatusUnauthorized {
+			t.Fatalf("%s not secured: plain protocol question without the token: %d, want 401", c.ID, got)
+		}
+		if got := plainGet(c.HTTPAddr, "/v1/hosts", clusterToken); got != http.StatusUnauthorized {
+			t.Fatalf("%s not secured: plain admin read with the token: %d, want 401", c.ID, got)
+		}
+	}
+
+	// --- cluster-secure (on a follower: forwarded to the leader in plain
+	// HTTP); every member writes its certificate, then plain HTTP gets
+	// nothing anywhere.
 	leader := WaitForLeader(t, startTimeout, cs...)
+	via := cs[0]
+	if via == leader {
+		via = cs[1]
+	}
+	secureStart := time.Now()
+	if res := via.CLI("cluster-secure"); res.Code != 0 || !strings.Contains(res.Stdout, "The cluster CA is in place") {
+		t.Fatalf("cluster-secure through %s: %s", via.ID, res)
+	}
+	testutil.WaitFor(t, 20*time.Second, func() error {
+		for _, c := range cs {
+			if _, err := os.Stat(filepath.Join(c.DataDir, "tls", "cert.pem")); err != nil {
+				return fmt.Errorf("%s has no member certificate yet: %v", c.ID, err)
+			}
+		}
+		return nil
+	})
+	// (A member writes its certificate, then puts it in use.)
+	testutil.WaitFor(t, 5*time.Second, func() error {
+		for _, c := range cs {
+			if got := plainGet(c.HTTPAddr, "/v1/internal/protocol", clusterToken); got != 0 {
+				return fmt.Errorf("%s secured: plain HTTP answered %d", c.ID, got)
+			}
+		}
+		return nil
+	})
+	t.Logf("cluster-secure: every member's certificate in %s", time.Since(secureStart).Round(time.Millisecond))
+
+	// --- Restart the members one at a time: Raft over TLS. The first one
+	// restarted reaches no other until a second runs TLS too, so the
+	// second follows at once; the third once the two have a leader.
+	restartStart := time.Now()
+	for i, c := range cs {
+		c.Stop()
+		c.Restart()
+		if i > 0 {
+			WaitForLeader(t, startTimeout, cs[:i+1]...)
+		}
+	}
+	WaitForVoters(t, startTimeout, 3, cs...)
+	idx := LeaderAppliedIndex(t, cs...)
+	for _, c := range cs {
+		WaitForApplied(t, startTimeout, c, idx)
+		raftRefuses(t, c.RaftAddr, nil)
+	}
+	t.Logf("members restarted on Raft over TLS in %s", time.Since(restartStart).Round(time.Millisecond))
+
+	// --- The agent joins again with a hosts-token, as this build.
+	leader = WaitForLeader(t, startTimeout, cs...)
+	rejoinAgent(agent, leader, bins.Agent, leader.Token("hosts-token", agent.ID))
+	t.Logf("agent-less from cluster-secure to the agent's rejoin: %s", time.Since(secureStart).Round(time.Millisecond))
+
+	// (su-extra-1: the writer keeps su-app busy with settings changes.)
+	leader = WaitForLeader(t, startTimeout, cs...)
 	res := leader.CLI("--json", "backups-create", "--app", "su-extra-1")
 	if res.Code != 0 {
 		t.Fatalf("backups-create once every coordinator is upgraded: %s", res)
@@ -448,7 +560,7 @@ func TestSelfUpgradeMemberByMember(t *testing.T) {
 		WaitForAddonStatus(t, leader, fmt.Sprintf("su-extra-%d", phase), api.AddonRunning, 30*time.Second)
 	}
 	// Every member applied the same log: the same addons and operations.
-	idx := LeaderAppliedIndex(t, cs...)
+	idx = LeaderAppliedIndex(t, cs...)
 	for _, c := range cs {
 		WaitForApplied(t, 10*time.Second, c, idx)
 	}

@@ -54,6 +54,39 @@ func Authorize(p Peer, method, path string) error {
 	return fmt.Errorf("%w: certificate kind %q", ErrForbidden, p.Kind)
 }
 
+// Routes a coordinator calls on another member.
+const (
+	RouteProtocol = "GET /v1/internal/protocol"
+	RouteFigures  = "POST /v1/internal/figures"
+)
+
+// plainAgentRoutes are the agent routes of the releases before
+// identities (no renewal: those agents hold no certificate).
+var plainAgentRoutes = map[string]bool{
+	"POST /v1/agent/register":   true,
+	"POST /v1/agent/heartbeat":  true,
+	"POST /v1/agent/alive":      true,
+	"POST /v1/agent/jobs":       true,
+	"GET /v1/agent/assignments": true,
+}
+
+// AuthorizePlain decides whether a plaintext HTTP request may call method
+// path on the peer API of a coordinator of a cluster made before
+// identities and not secured yet (it has no member certificate): what such
+// a cluster needs while its members are upgraded and until cluster-secure,
+// and nothing more. A member's protocol question, the leader's relayed
+// figures, an older agent's calls, a call another member forwards (any
+// route: the operator's admin calls reach the leader so) and /metrics.
+// The cluster token, when one is configured, is checked before. A member
+// with a certificate serves no plaintext at all.
+func AuthorizePlain(method, path string, forwarded bool) error {
+	route := method + " " + path
+	if forwarded || route == RouteProtocol || route == RouteFigures || route == RouteMetrics || plainAgentRoutes[route] {
+		return nil
+	}
+	return fmt.Errorf("%w: %s %s: plain HTTP reaches only what a cluster made before identities needs (older agents and coordinators) until cacheplane cluster-secure", ErrUnauthenticated, method, path)
+}
+
 // CheckHost decides whether p may act for host hostID: an agent only for
 // the host its certificate names; a member forwarding an agent's call has
 // checked the agent already (see the coordinator); no certificate (the

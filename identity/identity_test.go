@@ -189,6 +189,41 @@ func TestAuthorize(t *testing.T) {
 	}
 }
 
+func TestAuthorizePlain(t *testing.T) {
+	for _, tc := range []struct {
+		method, path string
+		forwarded    bool
+		ok           bool
+	}{
+		{"GET", "/v1/internal/protocol", false, true},
+		{"POST", "/v1/internal/figures", false, true},
+		{"GET", "/metrics", false, true},
+		{"POST", "/v1/agent/register", false, true},
+		{"POST", "/v1/agent/heartbeat", false, true},
+		{"POST", "/v1/agent/alive", false, true},
+		{"POST", "/v1/agent/jobs", false, true},
+		{"GET", "/v1/agent/assignments", false, true},
+		{"POST", "/v1/agent/renew", false, false},
+		{"GET", "/v1/agent/register", false, false},
+		{"POST", "/v1/internal/protocol", false, false},
+		{"GET", "/v1/hosts", false, false},
+		{"POST", "/v1/addons", false, false},
+		{"POST", "/v1/tokens", false, false},
+		{"POST", "/v1/cluster/secure", false, false},
+		{"POST", "/v1/cluster/members", false, false},
+		{"POST", "/v1/join", false, false},
+		{"GET", "/v1/backups/x/download", false, false},
+		{"GET", "/v1/hosts", true, true},
+		{"POST", "/v1/cluster/secure", true, true},
+		{"POST", "/v1/addons", true, true},
+	} {
+		err := identity.AuthorizePlain(tc.method, tc.path, tc.forwarded)
+		if (err == nil) != tc.ok || (err != nil && !errors.Is(err, identity.ErrUnauthenticated)) {
+			t.Errorf("AuthorizePlain(%s %s, forwarded %v) = %v; want ok=%v", tc.method, tc.path, tc.forwarded, err, tc.ok)
+		}
+	}
+}
+
 func TestRenewDue(t *testing.T) {
 	from := now
 	to := now.Add(30 * time.Hour)

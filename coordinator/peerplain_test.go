@@ -1,0 +1,198 @@
+package coordinator
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/cacheplane/cacheplane/api"
+	"github.com/cacheplane/cacheplane/identity"
+)
+
+// testMember is a member certificate of a new test CA.
+func testMember(t *testing.T, name string) *identity.Current {
+	t.Helper()
+	now := time.Now()
+	ca, err := identity.NewCA(now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, csr, err := identity.NewKey(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serial, err := identity.NewSerial()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := ca.Sign(identity.Request{CSRPEM: csr, Kind: identity.KindMember, Name: name, Serial: serial, NotBefore: now.Add(-time.Minute), NotAfter: now.Add(time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cur, err := identity.Parse(key, cert, ca.CertPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cur
+}
+
+// TestPeerListenerTellsTLSFromPlain serves one port through peerListener:
+// a TLS client and, while plain holds, a plain HTTP client are answered
+// (each seen as what it is); once plain is false a plain request gets no
+// answer at all; a connection that sends nothing holds up no other; Close
+// ends the listener's goroutines.
+func TestPeerListenerTellsTLSFromPlain(t *testing.T) {
+	holder := &identity.Holder{}
+	holder.Set(testMember(t, "c1"))
+	raw, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var plain atomic.Bool
+	plain.Store(true)
+	ln := newPeerListener(raw, holder.ServerConfig(false), plain.Load)
+	srv := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.TLS != nil {
+			_, _ = io.WriteString(w, "tls")
+			return
+		}
+		_, _ = io.WriteString(w, "plain")
+	})}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	addr := raw.Addr().String()
+
+	// A client that connects and stays silent.
+	silent, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+
+	tlsClient := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: holder.ClientConfig(), DisableKeepAlives: true}}
+	plainClient := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	get := func(c *http.Client, url string) (string, error) {
+		resp, err := c.Get(url)
+		if err != nil {
+			return "", err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		return string(b), err
+	}
+	for _, tc := range []struct {
+		name   string
+		plain  bool
+		client *http.Client
+		scheme string
+		want   string // "" : no answer
+	}{
+		{"TLS while plain is served", true, tlsClient, "https", "tls"},
+		{"plain while plain is served", true, plainClient, "http", "plain"},
+		{"TLS once secured", false, tlsClient, "https", "tls"},
+		{"plain once secured", false, plainClient, "http", ""},
+	} {
+		plain.Store(tc.plain)
+		got, err := get(tc.client, tc.scheme+"://"+addr+"/x")
+		switch {
+		case tc.want == "" && err == nil:
+			t.Errorf("%s: answered %q, want no answer", tc.name, got)
+		case tc.want != "" && (err != nil || got != tc.want):
+			t.Errorf("%s: %q, %v; want %q", tc.name, got, err, tc.want)
+		}
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(ctx); err != nil {
+		t.Fatalf("shutdown: %v", err)
+	}
+	if err := <-served; !errors.Is(err, http.ErrServerClosed) {
+		t.Fatalf("serve: %v", err)
+	}
+	// The silent connection was closed by Close (it would otherwise wait
+	// out peekTimeout).
+	_ = silent.SetReadDeadline(time.Now().Add(2 * time.Second))
+	if n, err := silent.Read(make([]byte, 1)); n != 0 || errors.Is(err, context.DeadlineExceeded) || isTimeout(err) {
+		t.Fatalf("the silent connection was not closed: %d, %v", n, err)
+	}
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// TestServePlain checks the peer API's plain HTTP requests on a member of
+// a cluster made before identities: the cluster token, the routes
+// identity.AuthorizePlain allows (the caller marked plain, agent headers
+// dropped), and nothing once the member has its certificate.
+func TestServePlain(t *testing.T) {
+	holder := &identity.Holder{}
+	s := &Server{cfg: Config{ClusterToken: "tok"}, store: &Store{preIdentities: true, holder: holder}, log: slog.New(slog.DiscardHandler)}
+	var seen caller
+	h := s.peerHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		seen = callerOf(r)
+		if r.Header.Get(headerAgentHost) != "" {
+			t.Errorf("agent header passed through: %s", r.Header.Get(headerAgentHost))
+		}
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	for _, tc := range []struct {
+		name, method, path, token string
+		forwarded, secured        bool
+		want                      int
+	}{
+		{"protocol", "GET", protocolPath, "tok", false, false, http.StatusNoContent},
+		{"agent heartbeat", "POST", "/v1/agent/heartbeat", "tok", false, false, http.StatusNoContent},
+		{"assignments", "GET", "/v1/agent/assignments", "tok", false, false, http.StatusNoContent},
+		{"figures", "POST", "/v1/internal/figures", "tok", false, false, http.StatusNoContent},
+		{"forwarded admin call", "POST", "/v1/cluster/secure", "tok", true, false, http.StatusNoContent},
+		{"no token", "GET", protocolPath, "", false, false, http.StatusUnauthorized},
+		{"wrong token", "POST", "/v1/agent/heartbeat", "nope", false, false, http.StatusUnauthorized},
+		{"admin call not forwarded", "GET", "/v1/hosts", "tok", false, false, http.StatusUnauthorized},
+		{"renewal", "POST", "/v1/agent/renew", "tok", false, false, http.StatusUnauthorized},
+		{"join", "POST", "/v1/join", "tok", false, false, http.StatusUnauthorized},
+		{"secured: protocol", "GET", protocolPath, "tok", false, true, http.StatusUnauthorized},
+		{"secured: forwarded", "POST", "/v1/addons", "tok", true, true, http.StatusUnauthorized},
+		{"secured: agent", "POST", "/v1/agent/heartbeat", "tok", false, true, http.StatusUnauthorized},
+	} {
+		if tc.secured {
+			holder.Set(testMember(t, "c1"))
+		} else {
+			holder.Set(nil)
+		}
+		seen = caller{}
+		r, _ := http.NewRequest(tc.method, "http://c1"+tc.path, strings.NewReader("{}"))
+		if tc.token != "" {
+			r.Header.Set("Authorization", "Bearer "+tc.token)
+		}
+		if tc.forwarded {
+			r.Header.Set(headerForwarded, "c2")
+		}
+		r.Header.Set(headerAgentHost, "h9")
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		if w.Code != tc.want {
+			t.Errorf("%s: %d %s, want %d", tc.name, w.Code, w.Body.String(), tc.want)
+			continue
+		}
+		if tc.want == http.StatusNoContent && (!seen.plain || seen.admin || seen.isAgent()) {
+			t.Errorf("%s: caller %+v, want plain", tc.name, seen)
+		}
+		if tc.secured && w.Header().Get("Connection") != "close" {
+			t.Errorf("%s: the connection is kept", tc.name)
+		}
+		if tc.want == http.StatusUnauthorized && !strings.Contains(w.Body.String(), api.ErrorCode(api.ErrUnauthorized)) {
+			t.Errorf("%s: body %s", tc.name, w.Body.String())
+		}
+	}
+}
