@@ -9,9 +9,11 @@
 // It serves the admin API (HTTP/JSON on a 0600 unix socket, writes and
 // consistent reads forwarded to the leader) and the peer API (HTTPS, mutual
 // TLS with certificates of the cluster CA: agents reach only their own
-// host's agent routes, members forward admin calls; joins with a token),
-// runs Raft over mutual TLS (raftstream.go), keeps its own member
-// certificate, and runs the leader-only controllers:
+// host's agent routes, members forward admin calls; joins with a token;
+// plain HTTP too, for older members and agents, on a member of a cluster
+// made before identities until it is secured: peerplain.go), runs Raft
+// over mutual TLS (raftstream.go), keeps its own member certificate, and
+// runs the leader-only controllers:
 // hosts (liveness), topology (primaries, strays, forced failovers, VIPs) and
 // the operation engine (the I/O half; its decisions are package operation).
 // It brings back a cluster that lost its majority from one surviving member

@@ -6,7 +6,8 @@
 // contact), the key, certificate and CA files a daemon keeps (0600), the
 // TLS configurations both sides use (mutual, no host name check: a peer is
 // who its CA-signed certificate says), and the peer API's authorization
-// decision (Authorize: given the caller's certificate and the route,
-// allowed or not). It does no network I/O and keeps no state but a
+// decisions (Authorize: given the caller's certificate and the route,
+// allowed or not; AuthorizePlain: what plain HTTP reaches on a member of a
+// cluster made before identities, until it is secured). It does no network I/O and keeps no state but a
 // Holder's current certificate.
 package identity

@@ -177,7 +177,7 @@ defaults in coordinator.DefaultConfig), then these flags override it.`,
 	f.StringVar(&httpAddr, "http-addr", d.HTTPAddr, "peer API address (forwarding, joins)")
 	f.StringVar(&dashboardListen, "dashboard-listen", d.DashboardListen, "web dashboard address (loopback: reach it with ssh -L; \"\" turns it off; log in with cacheplane ui-token)")
 	f.BoolVar(&bootstrap, "bootstrap", false, "form a new one-member cluster if this member has no Raft state")
-	f.StringVar(&tokenFile, "cluster-token-file", "", "ignored (peers and agents authenticate with certificates of the cluster CA)")
+	f.StringVar(&tokenFile, "cluster-token-file", "", "the cluster token of a release before identities: used only until this member is secured (cacheplane cluster-secure; docs/security.md)")
 	f.DurationVar(&agentCertTTL, "agent-cert-ttl", time.Duration(d.AgentCertTTL), "how long an agent certificate is valid (renewed after two thirds)")
 	f.StringVar(&logLevel, "log-level", d.LogLevel, "debug, info, warn or error")
 	f.StringVar(&vipCIDR, "entrypoint-cidr", d.EntrypointCIDR, "pool of virtual IPs for business addons' entrypoints (e.g. 127.0.1.0/24 on one machine)")
