@@ -21,6 +21,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/cacheplane/cacheplane/api"
+	"github.com/cacheplane/cacheplane/identity"
 	"github.com/cacheplane/cacheplane/coordinator/operation"
 	"github.com/cacheplane/cacheplane/internal/testutil"
 )
@@ -213,16 +214,30 @@ func TestSettingsDuringAnOperationAsThePreviousRelease(t *testing.T) {
 }
 
 // fakeMember answers the peer API's protocol route: as the release before
-// levels (404 from its catch-all route) until upgraded.
+// levels (404 from its catch-all route) until upgraded. It serves TLS with
+// a member certificate of the cluster's CA.
 type fakeMember struct {
 	id       string
 	upgraded atomic.Bool
 	srv      *httptest.Server
 }
 
-func newFakeMember(t *testing.T, id, ip string) *fakeMember {
+func newFakeMember(t *testing.T, ca identity.CA, id, ip string) *fakeMember {
 	t.Helper()
 	m := &fakeMember{id: id}
+	key, csr, err := identity.NewKey(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	cert, err := ca.Sign(identity.Request{CSRPEM: csr, Kind: identity.KindMember, Name: id, Serial: "1f", NotBefore: now.Add(-time.Minute), NotAfter: now.Add(time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cur, err := identity.Parse(key, cert, ca.CertPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
 	ln, err := net.Listen("tcp", ip+":0")
 	if err != nil {
 		t.Fatal(err)
@@ -238,6 +253,7 @@ func newFakeMember(t *testing.T, id, ip string) *fakeMember {
 		}
 		writeError(w, fmt.Errorf("%w: no such endpoint %s %s", api.ErrNotFound, r.Method, r.URL.Path))
 	})}}
+	m.srv.TLS = &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{cur.TLS}}
 	m.srv.StartTLS()
 	t.Cleanup(m.srv.Close)
 	return m
@@ -297,7 +313,12 @@ func TestMixedReleasesGate(t *testing.T) {
 		t.Fatalf("one member, this release: %v", err)
 	}
 
-	olds := []*fakeMember{newFakeMember(t, "c2", "127.0.0.102"), newFakeMember(t, "c3", "127.0.0.103")}
+	var ca *identity.CA
+	store.FSM().Read(func(s *State, _ uint64) { ca = s.CA })
+	if ca == nil {
+		t.Fatal("the first leader made no cluster CA")
+	}
+	olds := []*fakeMember{newFakeMember(t, *ca, "c2", "127.0.0.102"), newFakeMember(t, *ca, "c3", "127.0.0.103")}
 	for _, m := range olds {
 		raftAddr := testutil.Addr(t, "127.0.0.104") // nothing listens: replication to it fails, quorum is c1
 		if err := store.raft().AddNonvoter(raft.ServerID(m.id), raft.ServerAddress(raftAddr), 0, 5*time.Second).Error(); err != nil {
