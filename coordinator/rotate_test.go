@@ -199,7 +199,6 @@ func TestPasswordRotationThroughTheAPI(t *testing.T) {
 	cfg.RaftAddr = testutil.Addr(t, "127.0.0.36")
 	cfg.HTTPAddr = testutil.Addr(t, "127.0.0.36")
 	cfg.Bootstrap = true
-	cfg.ClusterToken = "test-token"
 	cfg.AppHookCommand = hookScript(t, dir)
 	log := slog.New(slog.NewJSONHandler(io.MultiWriter(&logs, testutil.Writer(t)), &slog.HandlerOptions{Level: slog.LevelDebug}))
 	c, err := Start(cfg, log, testutil.Writer(t))
@@ -209,7 +208,7 @@ func TestPasswordRotationThroughTheAPI(t *testing.T) {
 	defer func() { _ = c.Close() }()
 	ctx := context.Background()
 	admin := api.NewClient(cfg.Socket)
-	peer := api.NewPeerClient(cfg.HTTPAddr, cfg.ClusterToken)
+	peer := admin // the agent routes, through the admin socket (the peer API takes agent certificates only)
 	testutil.WaitFor(t, 10*time.Second, func() error { _, err := admin.Plans(ctx); return err })
 	if _, err := peer.Register(ctx, api.Host{ID: "h1", Address: "127.0.0.37", MemoryMB: 2048}); err != nil {
 		t.Fatal(err)

@@ -128,7 +128,7 @@ func startChaosFleet(t *testing.T, seed int64) *chaosFleet {
 	WaitForLeader(t, startTimeout, f.cs[0])
 	for i := 1; i < 3; i++ {
 		f.cs[i] = StartCoordinator(t, fmt.Sprintf("c%d", i+1), chaosCoordIPs[i], CoordinatorOpts{ExtraArgs: args})
-		if res := f.cs[i].CLI("join", f.cs[0].HTTPAddr); res.Code != 0 {
+		if res := f.cs[i].Join(f.cs[0]); res.Code != 0 {
 			t.Fatalf("join c%d: %s", i+1, res)
 		}
 	}
