@@ -21,8 +21,8 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/cacheplane/cacheplane/api"
-	"github.com/cacheplane/cacheplane/identity"
 	"github.com/cacheplane/cacheplane/coordinator/operation"
+	"github.com/cacheplane/cacheplane/identity"
 	"github.com/cacheplane/cacheplane/internal/testutil"
 )
 
