@@ -11,6 +11,7 @@ import (
 	"io"
 	"net"
 	"net/url"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -886,14 +887,17 @@ func TestBusinessMaxConn(t *testing.T) {
 			c.Close()
 		}
 	}()
+	// Who else holds a session on the entrypoint (a slot of the 2,000):
+	// logged before the clients connect and again if one is refused early.
+	t.Logf("entrypoint sessions before the clients connect:\n%s", f.haproxySessions())
 	for i := 0; i < limit; i++ {
 		c, err := net.DialTimeout("tcp", ep, 5*time.Second)
-		if err != nil {
-			t.Fatalf("connection %d: %v", i+1, err)
+		if err == nil {
+			conns = append(conns, c)
+			err = authPing(c, f.opt.Password)
 		}
-		conns = append(conns, c)
-		if err := authPing(c, f.opt.Password); err != nil {
-			t.Fatalf("connection %d: AUTH+PING: %v", i+1, err)
+		if err != nil {
+			t.Fatalf("connection %d: %v\nentrypoint sessions now:\n%s", i+1, err, f.haproxySessions())
 		}
 	}
 	// The next one is accepted by the kernel and closed by HAProxy at once:
@@ -939,4 +943,61 @@ func TestBusinessMaxConn(t *testing.T) {
 		conns[0] = c
 		return nil
 	})
+}
+
+// haproxySessions is what each haproxy member's runtime API says about its
+// sessions (`show sess`, one line per session with its source address),
+// grouped by the source address's host: for a test's failure message.
+func (f *bizFleet) haproxySessions() string {
+	var b strings.Builder
+	for _, m := range membersOf(f.mustAddon(), api.RoleHAProxy) {
+		ag := f.agents[m.HostID]
+		if ag == nil {
+			continue
+		}
+		sock := filepath.Join(ag.DataDir, "members", m.ID, "haproxy.sock")
+		out, err := haproxyCommand(sock, "show sess")
+		if err != nil {
+			fmt.Fprintf(&b, "%s on %s: %v\n", m.ID, m.HostID, err)
+			continue
+		}
+		bySource := map[string]int{}
+		for _, line := range strings.Split(out, "\n") {
+			// 0x55d5c…: proto=tcpv4 src=127.0.0.1:50000 fe=fe_x be=be_x srv=… ts=… age=…
+			var src, fe string
+			for _, field := range strings.Fields(line) {
+				if v, ok := strings.CutPrefix(field, "src="); ok {
+					src = v
+				}
+				if v, ok := strings.CutPrefix(field, "fe="); ok {
+					fe = v
+				}
+			}
+			if src == "" {
+				continue
+			}
+			if host, _, err := net.SplitHostPort(src); err == nil {
+				src = host
+			}
+			bySource[fe+" from "+src]++
+		}
+		fmt.Fprintf(&b, "%s on %s: %v\n", m.ID, m.HostID, bySource)
+	}
+	return b.String()
+}
+
+// haproxyCommand sends one command line to an HAProxy runtime API socket
+// and returns its whole answer.
+func haproxyCommand(sock, cmd string) (string, error) {
+	c, err := net.DialTimeout("unix", sock, 2*time.Second)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(c, cmd+"\n"); err != nil {
+		return "", err
+	}
+	out, err := io.ReadAll(io.LimitReader(c, 4<<20))
+	return string(out), err
 }
