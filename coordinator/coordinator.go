@@ -112,7 +112,7 @@ func Start(cfg Config, log *slog.Logger, raftLog io.Writer) (*Coordinator, error
 	c.server.backups = backups
 	m.reg.MustRegister(newMemoryCollector(store, stats, cfg.ID))
 	adminAPI := gateFeatures(store, adminHandler(c.server.Handler()))
-	c.adminSrv = &http.Server{Handler: c.adminHandler(adminAPI), ReadHeaderTimeout: 10 * time.Second, ConnContext: withPeerCred}
+	c.adminSrv = &http.Server{Handler: withPprof(c.adminHandler(adminAPI)), ReadHeaderTimeout: 10 * time.Second, ConnContext: withPeerCred}
 	// The peer API: TLS (the member certificate); a client shows a
 	// certificate of the cluster CA, and peerHandler authorizes the route.
 	// A member of a cluster made before identities also serves plain HTTP
