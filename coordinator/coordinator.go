@@ -40,6 +40,11 @@ type Coordinator struct {
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+	// serving is every request's base context; Close cancels it so that
+	// long polls (the agents' assignment watches) end instead of holding
+	// the servers' shutdown for its whole timeout.
+	serving     context.Context
+	stopServing context.CancelFunc
 }
 
 // Start opens the store and starts serving. Stop it with Close.
@@ -91,6 +96,7 @@ func Start(cfg Config, log *slog.Logger, raftLog io.Writer) (*Coordinator, error
 		return nil, err
 	}
 	c := &Coordinator{cfg: cfg, log: log, store: store, adminLn: adminLn, peerLn: peerLn, audit: audit, uiAuth: dashboard.NewAuth(nil)}
+	c.serving, c.stopServing = context.WithCancel(context.Background())
 	obs := newObserved()
 	m := newMetrics()
 	m.reg.MustRegister(newStateCollector(store, cfg.ID))
@@ -112,7 +118,8 @@ func Start(cfg Config, log *slog.Logger, raftLog io.Writer) (*Coordinator, error
 	c.server.backups = backups
 	m.reg.MustRegister(newMemoryCollector(store, stats, cfg.ID))
 	adminAPI := gateFeatures(store, adminHandler(c.server.Handler()))
-	c.adminSrv = &http.Server{Handler: withPprof(c.adminHandler(adminAPI)), ReadHeaderTimeout: 10 * time.Second, ConnContext: withPeerCred}
+	c.adminSrv = &http.Server{Handler: withPprof(c.adminHandler(adminAPI)), ReadHeaderTimeout: 10 * time.Second, ConnContext: withPeerCred,
+		BaseContext: c.baseContext}
 	// The peer API: TLS (the member certificate); a client shows a
 	// certificate of the cluster CA, and peerHandler authorizes the route.
 	// A member of a cluster made before identities also serves plain HTTP
@@ -122,7 +129,7 @@ func Start(cfg Config, log *slog.Logger, raftLog io.Writer) (*Coordinator, error
 	peer.HandleFunc("POST /v1/internal/figures", c.server.handleFigures)
 	peer.HandleFunc("GET "+protocolPath, c.server.handleProtocol)
 	peer.Handle("/", gateFeatures(store, c.server.Handler()))
-	c.peerSrv = &http.Server{Handler: c.server.peerHandler(peer), ReadHeaderTimeout: 10 * time.Second,
+	c.peerSrv = &http.Server{Handler: c.server.peerHandler(peer), ReadHeaderTimeout: 10 * time.Second, BaseContext: c.baseContext,
 		ErrorLog: slog.NewLogLogger(log.With("component", "peer-api").Handler(), slog.LevelDebug)}
 	peerLn = newPeerListener(peerLn, holder.ServerConfig(false), store.Unsecured)
 	c.peerLn = peerLn
@@ -165,6 +172,13 @@ func Start(cfg Config, log *slog.Logger, raftLog io.Writer) (*Coordinator, error
 	return c, nil
 }
 
+// Close's bounds: how long a stopping leader waits for another voter to
+// take over, and how long running requests get before they are cancelled.
+const (
+	handOffWithin = 3 * time.Second
+	stopGrace     = 500 * time.Millisecond
+)
+
 func (c *Coordinator) serve(srv *http.Server, ln net.Listener, what string) {
 	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		c.log.Error("server stopped", "what", what, "err", err)
@@ -174,12 +188,31 @@ func (c *Coordinator) serve(srv *http.Server, ln net.Listener, what string) {
 // Store exposes the Raft store (tests, controllers).
 func (c *Coordinator) Store() *Store { return c.store }
 
+// baseContext is every request's base context (http.Server.BaseContext).
+func (c *Coordinator) baseContext(net.Listener) context.Context { return c.serving }
+
 // Close stops serving and shuts Raft down; the member stays in the cluster.
+//
+// A leader first hands its leadership to another voter (within
+// handOffWithin), while it still serves: otherwise the cluster has a leader
+// that no longer answers (forwarded writes refused) until it is gone and an
+// election timeout has passed. Then the servers stop; requests still running
+// after stopGrace are cancelled (long polls end at once).
 func (c *Coordinator) Close() error {
+	if err := c.store.HandOff(handOffWithin); err != nil {
+		c.log.Warn("stopping as leader: leadership not handed over, the others elect a new one", "err", err)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	_ = c.adminSrv.Shutdown(ctx)
-	_ = c.peerSrv.Shutdown(ctx)
+	cut := time.AfterFunc(stopGrace, c.stopServing)
+	defer cut.Stop()
+	defer c.stopServing()
+	var shut sync.WaitGroup
+	for _, srv := range []*http.Server{c.adminSrv, c.peerSrv} {
+		shut.Add(1)
+		go func() { defer shut.Done(); _ = srv.Shutdown(ctx) }()
+	}
+	shut.Wait()
 	c.closeDashboard(ctx)
 	// Controllers first: one may be waiting on a Raft write, which only
 	// Raft can answer.

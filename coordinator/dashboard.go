@@ -198,7 +198,7 @@ func (c *Coordinator) startDashboard(api http.Handler) {
 		return
 	}
 	h := dashboard.Handler(dashboard.Config{Auth: c.uiAuth, API: c.audit.wrapDashboard(api), Node: c.cfg.ID, Log: c.log.With("component", "dashboard")})
-	c.dashSrv = &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	c.dashSrv = &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, BaseContext: c.baseContext}
 	c.wg.Add(1)
 	go func() { defer c.wg.Done(); c.serve(c.dashSrv, ln, "dashboard") }()
 	c.log.Info("dashboard serving", "dashboard_listen", ln.Addr().String())

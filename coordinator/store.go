@@ -250,6 +250,43 @@ func (s *Store) stopRaft() error {
 // call answers ErrRaftShutdown).
 func (s *Store) raft() *raft.Raft { return s.raftp.Load() }
 
+// HandOff asks another voter to lead when this member leads, and waits up
+// to within for the transfer (hashicorp/raft's leadership transfer: the
+// most up-to-date follower is told to start an election at once). Without
+// another voter, or when this member does not lead, it does nothing.
+func (s *Store) HandOff(within time.Duration) error {
+	r := s.raft()
+	if r == nil || r.State() != raft.Leader {
+		return nil
+	}
+	cf := r.GetConfiguration()
+	if err := cf.Error(); err != nil {
+		return fmt.Errorf("hand off: configuration: %w", err)
+	}
+	others := 0
+	for _, srv := range cf.Configuration().Servers {
+		if srv.Suffrage == raft.Voter && string(srv.ID) != s.cfg.ID {
+			others++
+		}
+	}
+	if others == 0 {
+		return nil
+	}
+	done := make(chan error, 1)
+	go func() { done <- r.LeadershipTransfer().Error() }()
+	t := time.NewTimer(within)
+	defer t.Stop()
+	select {
+	case err := <-done:
+		if err != nil {
+			return fmt.Errorf("hand off: %w", err)
+		}
+		return nil
+	case <-t.C:
+		return fmt.Errorf("hand off: no other voter took over within %s", within)
+	}
+}
+
 // Close shuts Raft down (the member stays in the configuration).
 func (s *Store) Close() error {
 	s.life.Lock()
