@@ -102,6 +102,15 @@ chaos: build containerd
 bench: deps build
 	CACHEPLANE_IMAGES=$(IMAGES) $(GO) test -tags bench -timeout 30m -run 'TestBench' -v ./e2e/
 
+## scale: one 3-member coordinator cluster (real processes, Raft) against
+## thousands of simulated agents speaking the agent API over mutual TLS
+## (each joined with its own token); sizes from CACHEPLANE_SCALE_HOSTS
+## (default 1000, e.g. 1000,3000,10000); figures into docs/benchmarks.md
+## (e2e/scale_test.go). Not part of `make test`.
+.PHONY: scale
+scale: build
+	CACHEPLANE_IMAGES=$(IMAGES) $(GO) test -tags 'scale bench' -timeout 3h -count=1 -run '^TestScale$$' -v ./e2e/
+
 ## run: a local fleet in dev mode (Ctrl-C stops it; run again to resume)
 run: deps build
 	@scripts/dev.sh

@@ -1,0 +1,826 @@
+//go:build scale && bench
+
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/cacheplane/cacheplane/api"
+	"github.com/cacheplane/cacheplane/identity"
+)
+
+// Scale knobs (environment): CACHEPLANE_SCALE_HOSTS, a comma list of fleet
+// sizes run one after the other (default 1000); CACHEPLANE_SCALE_ADDONS_PER_HOST
+// (default 10: 100,000 addons at 10,000 hosts); CACHEPLANE_SCALE_BUSINESS,
+// business addons among them (default 20: what a host loss heals);
+// CACHEPLANE_SCALE_HEARTBEAT, each simulated agent's heartbeat and liveness
+// interval (default 5s); CACHEPLANE_SCALE_MEASURE, the steady phase
+// (default 30s).
+const (
+	scaleStart = "<!-- bench:scale:start -->"
+	scaleEnd   = "<!-- bench:scale:end -->"
+	scalePlan  = "redis-starter-256"
+	scaleHA    = "redis-business-256"
+	// Simulated hosts live on 127.77.0.0/16 (one address each: its own
+	// source address, so 10,000 agents do not share one ephemeral port range).
+	scaleNet = "127.77."
+)
+
+// scaleResult is one fleet size's figures.
+type scaleResult struct {
+	Hosts, Addons, Business int
+	Heartbeat               time.Duration
+
+	TokensPerSec, JoinsPerSec, RegistersPerSec float64
+	PlaceSecs                                  float64
+	AddonsRunning                              int
+
+	HBCount, HBErrors int
+	HBP50, HBP99      time.Duration
+	HBBytes           int
+	Watches           int
+
+	LeaderCPU, FollowerCPU float64 // % of one core, steady phase
+	LeaderRSS, FollowerRSS int64   // bytes, end of steady phase
+
+	AdminWrites          int
+	AdminRate            float64
+	AdminP50, AdminP99   time.Duration
+	AdminErrors          int
+	HostLossToReplace    time.Duration
+	HostLossNote         string
+	SnapshotBytes        int64
+	RestoreCatchUp       time.Duration
+	Failover             time.Duration
+	FailoverHeartbeatsOK time.Duration
+	Notes                []string
+}
+
+func TestScale(t *testing.T) {
+	var sizes []int
+	for _, f := range strings.Split(envString("CACHEPLANE_SCALE_HOSTS", "1000"), ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 10 || n > 60000 {
+			t.Fatalf("CACHEPLANE_SCALE_HOSTS: %q: want sizes between 10 and 60000", f)
+		}
+		sizes = append(sizes, n)
+	}
+	perHost := envInt(t, "CACHEPLANE_SCALE_ADDONS_PER_HOST", 10)
+	business := envInt(t, "CACHEPLANE_SCALE_BUSINESS", 20)
+	hb := envDuration(t, "CACHEPLANE_SCALE_HEARTBEAT", 5*time.Second)
+	measure := envDuration(t, "CACHEPLANE_SCALE_MEASURE", 30*time.Second)
+	raiseNoFile(t, 1<<20) // the coordinators inherit it: 10,000 agents hold 20,000 connections to the leader
+	Build(t)
+	var results []scaleResult
+	for _, n := range sizes {
+		t.Run(fmt.Sprintf("hosts=%d", n), func(t *testing.T) {
+			results = append(results, runScale(t, n, n*perHost, min(business, n*perHost), hb, measure))
+		})
+	}
+	section := scaleSection(results, measure)
+	path := writeBenchSection(t, scaleStart, scaleEnd, section)
+	t.Logf("wrote %s:\n%s", path, section)
+}
+
+func envString(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}
+
+func envDuration(t *testing.T, name string, def time.Duration) time.Duration {
+	v := os.Getenv(name)
+	if v == "" {
+		return def
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d <= 0 {
+		t.Fatalf("%s=%q: want a duration like 5s", name, v)
+	}
+	return d
+}
+
+// ---------------------------------------------------------------------------
+// Simulated agents
+
+// simAgent is one host: its certificate, its address (also its source
+// address), the assignments it was last given, and the entrypoints it
+// answers PING on (what a provision waits for).
+type simAgent struct {
+	id, addr string
+	hc       *http.Client
+	targets  []string // coordinators' peer addresses, the last that answered first
+
+	mu       sync.Mutex
+	cur      int
+	assigned []api.Assignment
+	index    uint64
+	pinged   map[string]bool // entrypoints listened on
+	started  time.Time
+	stopped  atomic.Bool
+}
+
+func hostAddr(i int) string { return fmt.Sprintf("%s%d.%d", scaleNet, 1+i/250, 1+i%250) }
+
+func newSimTransport(local string, cfg *tls.Config) *http.Transport {
+	return &http.Transport{
+		DialContext: (&net.Dialer{Timeout: 5 * time.Second,
+			LocalAddr: &net.TCPAddr{IP: net.ParseIP(local)}}).DialContext,
+		TLSClientConfig:     cfg,
+		TLSHandshakeTimeout: 20 * time.Second,
+		MaxIdleConnsPerHost: 2,
+		IdleConnTimeout:     5 * time.Minute,
+		ForceAttemptHTTP2:   false,
+	}
+}
+
+// call sends one agent API request to the coordinator that answered last,
+// then to the others (any member forwards agent calls to the leader).
+func (a *simAgent) call(ctx context.Context, method, path string, in, out any) error {
+	var body []byte
+	if in != nil {
+		var err error
+		if body, err = json.Marshal(in); err != nil {
+			return err
+		}
+	}
+	a.mu.Lock()
+	first := a.cur
+	a.mu.Unlock()
+	var last error
+	for k := range a.targets {
+		i := (first + k) % len(a.targets)
+		req, err := http.NewRequestWithContext(ctx, method, "https://"+a.targets[i]+path, bytes.NewReader(body))
+		if err != nil {
+			return err
+		}
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := a.hc.Do(req)
+		if err != nil {
+			last = err
+			if ctx.Err() != nil {
+				return last
+			}
+			continue
+		}
+		data, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			last = err
+			continue
+		}
+		if resp.StatusCode == http.StatusServiceUnavailable {
+			last = fmt.Errorf("%s %s: %d %s", method, path, resp.StatusCode, bytes.TrimSpace(data))
+			continue
+		}
+		if resp.StatusCode >= 300 {
+			return fmt.Errorf("%s %s: %d %s", method, path, resp.StatusCode, bytes.TrimSpace(data))
+		}
+		a.mu.Lock()
+		a.cur = i
+		a.mu.Unlock()
+		if out != nil && len(data) > 0 {
+			return json.Unmarshal(data, out)
+		}
+		return nil
+	}
+	return last
+}
+
+// heartbeat is what a real agent sends: every assigned member running with
+// its figures, and the host's figures.
+func (a *simAgent) heartbeatRequest(now time.Time) api.HeartbeatRequest {
+	a.mu.Lock()
+	as := a.assigned
+	a.mu.Unlock()
+	req := api.HeartbeatRequest{HostID: a.id, Members: make([]api.MemberStatus, 0, len(as)),
+		Stats: &api.HostReport{CollectedAt: now,
+			CPU:    &api.HostCPU{Percent: 12.5, CPUs: 32},
+			Memory: &api.HostMemory{TotalBytes: 64 << 30, UsedBytes: 20 << 30, FreeBytes: 30 << 30, AvailableBytes: 40 << 30},
+			Swap:   &api.HostSwap{TotalBytes: 4 << 30, UsedBytes: 0, FreeBytes: 4 << 30},
+			Load:   &api.HostLoad{Load1: 1.5, Load5: 1.2, Load15: 1.1},
+			Disk:   &api.HostDisk{Path: "/var/lib/cacheplane", TotalBytes: 500 << 30, UsedBytes: 100 << 30, FreeBytes: 400 << 30}}}
+	for _, m := range as {
+		ms := api.MemberStatus{MemberID: m.MemberID, AddonID: m.AddonID, Role: m.Role, State: api.MemberRunning,
+			Pid: 4242, StartedAt: a.started, SpecHash: "0123456789abcdef",
+			Stats: &api.MemberReport{CollectedAt: now, CgroupPath: "/sys/fs/cgroup/cacheplane/" + m.MemberID, CgroupVersion: 2,
+				PID: 4242, StartedAt: a.started,
+				CPU:    &api.MemberCPU{UsageNanos: uint64(now.Sub(a.started)), Percent: 0.7},
+				Memory: &api.MemberMemory{CurrentBytes: 30 << 20, UsageBytes: 32 << 20, HighestBytes: 40 << 20, HighestSource: "kernel", LimitBytes: 256 << 20, FreeBytes: 226 << 20},
+				Swap:   &api.MemberSwap{Accounted: true, LimitBytes: 256 << 20, FreeBytes: 256 << 20},
+				Disk:   &api.DataSize{Dir: "/var/lib/cacheplane/members/" + m.MemberID, RDBBytes: 12 << 20, TotalBytes: 12 << 20}}}
+		if m.Role == api.RoleRedis {
+			ms.RedisRole = "master"
+			if m.ReplicaOf != "" {
+				ms.RedisRole = "slave"
+			}
+			ms.ReplOffset = 123456
+		}
+		req.Members = append(req.Members, ms)
+	}
+	return req
+}
+
+// pingServer answers PING (and +OK to anything else: AUTH, CLIENT
+// SETINFO; HELLO is refused, so clients fall back to RESP2) on an
+// entrypoint until a minute after its first client, what the provision's
+// health gate needs of a member nobody else runs.
+func pingServer(addr string) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return
+	}
+	var once sync.Once
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		once.Do(func() { time.AfterFunc(time.Minute, func() { ln.Close() }) })
+		go func(c net.Conn) {
+			defer c.Close()
+			_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+			r := bufio.NewReader(c)
+			for {
+				args, err := readRESP(r)
+				if err != nil {
+					return
+				}
+				reply := "+OK\r\n"
+				switch strings.ToUpper(args[0]) {
+				case "PING":
+					reply = "+PONG\r\n"
+				case "HELLO":
+					reply = "-ERR unknown command 'HELLO'\r\n"
+				}
+				if _, err := io.WriteString(c, reply); err != nil {
+					return
+				}
+			}
+		}(c)
+	}
+}
+
+func readRESP(r *bufio.Reader) ([]string, error) {
+	line, err := r.ReadString('\n')
+	if err != nil {
+		return nil, err
+	}
+	line = strings.TrimRight(line, "\r\n")
+	if !strings.HasPrefix(line, "*") {
+		return strings.Fields(line), nil
+	}
+	n, err := strconv.Atoi(line[1:])
+	if err != nil || n <= 0 {
+		return nil, fmt.Errorf("bad array %q", line)
+	}
+	out := make([]string, 0, n)
+	for range n {
+		h, err := r.ReadString('\n')
+		if err != nil {
+			return nil, err
+		}
+		l, err := strconv.Atoi(strings.TrimRight(h, "\r\n")[1:])
+		if err != nil {
+			return nil, err
+		}
+		buf := make([]byte, l+2)
+		if _, err := io.ReadFull(r, buf); err != nil {
+			return nil, err
+		}
+		out = append(out, string(buf[:l]))
+	}
+	return out, nil
+}
+
+// run is the agent's three loops: the assignments watch, the heartbeat
+// (latency into lat), the liveness signal.
+func (a *simAgent) run(ctx context.Context, hb time.Duration, lat *latencies, watches *atomic.Int64) {
+	go func() {
+		watches.Add(1)
+		defer watches.Add(-1)
+		for ctx.Err() == nil {
+			var out api.Assignments
+			a.mu.Lock()
+			q := url.Values{"host": {a.id}, "index": {strconv.FormatUint(a.index, 10)}, "wait": {"30s"}}
+			a.mu.Unlock()
+			if err := a.call(ctx, http.MethodGet, "/v1/agent/assignments?"+q.Encode(), nil, &out); err != nil {
+				if !sleepCtx(ctx, time.Second) {
+					return
+				}
+				continue
+			}
+			a.mu.Lock()
+			a.assigned, a.index = out.Assignments, out.Index
+			var listen []string
+			for _, m := range out.Assignments {
+				if m.Role == api.RoleHAProxy {
+					ep := net.JoinHostPort(m.Address, strconv.Itoa(m.Port))
+					if !a.pinged[ep] {
+						a.pinged[ep] = true
+						listen = append(listen, ep)
+					}
+				}
+			}
+			a.mu.Unlock()
+			for _, ep := range listen {
+				go pingServer(ep)
+			}
+		}
+	}()
+	go func() {
+		if !sleepCtx(ctx, time.Duration(rand.Int64N(int64(hb)))) {
+			return
+		}
+		tk := time.NewTicker(hb)
+		defer tk.Stop()
+		for {
+			if !a.stopped.Load() {
+				_ = a.call(ctx, http.MethodPost, "/v1/agent/alive", api.AliveRequest{HostID: a.id}, nil)
+				req := a.heartbeatRequest(time.Now())
+				t0 := time.Now()
+				err := a.call(ctx, http.MethodPost, "/v1/agent/heartbeat", req, nil)
+				if ctx.Err() != nil {
+					return
+				}
+				lat.add(time.Since(t0), err)
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-tk.C:
+			}
+		}
+	}()
+}
+
+// latencies collects request latencies while recording is on.
+type latencies struct {
+	mu    sync.Mutex
+	on    bool
+	d     []time.Duration
+	errs  int
+	first error
+}
+
+func (l *latencies) add(d time.Duration, err error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.on {
+		return
+	}
+	if err != nil {
+		l.errs++
+		if l.first == nil {
+			l.first = err
+		}
+		return
+	}
+	l.d = append(l.d, d)
+}
+
+func (l *latencies) start() {
+	l.mu.Lock()
+	l.on, l.d, l.errs, l.first = true, nil, 0, nil
+	l.mu.Unlock()
+}
+
+func (l *latencies) stop() (n, errs int, p50, p99 time.Duration, first error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.on = false
+	sort.Slice(l.d, func(i, j int) bool { return l.d[i] < l.d[j] })
+	if len(l.d) == 0 {
+		return 0, l.errs, 0, 0, l.first
+	}
+	pct := func(p float64) time.Duration { return l.d[min(len(l.d)-1, int(float64(len(l.d))*p))] }
+	return len(l.d), l.errs, pct(0.5), pct(0.99), l.first
+}
+
+// ---------------------------------------------------------------------------
+// One fleet size
+
+func runScale(t *testing.T, hosts, addons, business int, hb, measure time.Duration) scaleResult {
+	r := scaleResult{Hosts: hosts, Addons: addons, Business: business, Heartbeat: hb}
+	// Liveness at the heartbeat's pace (not every 250 ms: 40,000 requests/s
+	// at 10,000 hosts), so silence is judged over several intervals; the
+	// members of simulated hosts answer no probe, so the probe is off.
+	downAfter := 4 * hb
+	args := []string{"--host-down-after", downAfter.String(), "--host-suspect-after", "0", "--heal-after", "10s", "--log-level", "warn"}
+	ids, ips := []string{"s1", "s2", "s3"}, []string{IP1, IP2, IP3}
+	cs := make([]*Coordinator, 3)
+	cs[0] = StartCoordinator(t, ids[0], ips[0], CoordinatorOpts{Bootstrap: true, ExtraArgs: args, LogLevel: "warn"})
+	WaitForLeader(t, startTimeout, cs[0])
+	for i := 1; i < 3; i++ {
+		cs[i] = StartCoordinator(t, ids[i], ips[i], CoordinatorOpts{ExtraArgs: args, LogLevel: "warn"})
+		if res := cs[i].Join(cs[0]); res.Code != 0 {
+			t.Fatalf("join %s: %s", cs[i].ID, res)
+		}
+	}
+	WaitForVoters(t, startTimeout, 3, cs...)
+	leader := WaitForLeader(t, startTimeout, cs...)
+	t.Logf("cluster up, leader %s", leader.ID)
+
+	// 1. A join token per host through the admin sockets.
+	tokens := make([]api.TokenResponse, hosts)
+	t0 := time.Now()
+	parallel(t, hosts, 16, func(i int) error {
+		cl := cs[i%3].Client()
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		var err error
+		tokens[i], err = cl.Token(ctx, api.TokenRequest{Kind: api.TokenAgent, Name: simHostID(i), TTL: api.Duration(time.Hour)})
+		return err
+	})
+	r.TokensPerSec = float64(hosts) / time.Since(t0).Seconds()
+	t.Logf("%d tokens: %.0f/s", hosts, r.TokensPerSec)
+
+	// 2. Each host joins: its own key, the token, a certificate.
+	peers := []string{cs[0].HTTPAddr, cs[1].HTTPAddr, cs[2].HTTPAddr}
+	agents := make([]*simAgent, hosts)
+	t0 = time.Now()
+	parallel(t, hosts, 32, func(i int) error {
+		id, addr := simHostID(i), hostAddr(i)
+		tok, err := identity.ParseToken(tokens[i].Token)
+		if err != nil {
+			return err
+		}
+		key, csr, err := identity.NewKey(id)
+		if err != nil {
+			return err
+		}
+		first := &simAgent{id: id, addr: addr, targets: []string{leader.HTTPAddr}}
+		var ca *x509.Certificate
+		first.hc = &http.Client{Transport: newSimTransport(addr, identity.FirstContactConfig(tok.CAHash, &ca)), Timeout: time.Minute}
+		var got api.IdentityResponse
+		err = first.call(context.Background(), http.MethodPost, "/v1/join",
+			api.JoinIdentityRequest{TokenID: tok.ID, Secret: tok.Secret, Kind: api.TokenAgent, Name: id, CSR: csr}, &got)
+		first.hc.CloseIdleConnections()
+		if err != nil {
+			return fmt.Errorf("join %s: %w", id, err)
+		}
+		cur, err := identity.Parse(key, got.Cert, got.CA)
+		if err != nil {
+			return err
+		}
+		h := &identity.Holder{}
+		h.Set(cur)
+		order := []string{leader.HTTPAddr}
+		for _, p := range peers {
+			if p != leader.HTTPAddr {
+				order = append(order, p)
+			}
+		}
+		agents[i] = &simAgent{id: id, addr: addr, targets: order, pinged: map[string]bool{}, started: time.Now(),
+			hc: &http.Client{Transport: newSimTransport(addr, h.ClientConfig()), Timeout: 90 * time.Second}}
+		return nil
+	})
+	r.JoinsPerSec = float64(hosts) / time.Since(t0).Seconds()
+	t.Logf("%d joins (key, CSR, certificate): %.0f/s", hosts, r.JoinsPerSec)
+
+	// 3. Register every host.
+	t0 = time.Now()
+	parallel(t, hosts, 32, func(i int) error {
+		a := agents[i]
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		return a.call(ctx, http.MethodPost, "/v1/agent/register", api.RegisterRequest{Host: api.Host{
+			ID: a.id, Address: a.addr, MemoryMB: 64 * 1024, Labels: map[string]string{"zone": fmt.Sprintf("z%d", i%3)}}}, nil)
+	})
+	r.RegistersPerSec = float64(hosts) / time.Since(t0).Seconds()
+	t.Logf("%d registrations: %.0f/s", hosts, r.RegistersPerSec)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var hbLat latencies
+	var watches atomic.Int64
+	for _, a := range agents {
+		a.run(ctx, hb, &hbLat, &watches)
+	}
+	t.Cleanup(func() {
+		cancel()
+		for _, a := range agents {
+			a.hc.CloseIdleConnections()
+		}
+	})
+
+	// 4. Place the addons (business ones first: a host loss heals them).
+	t0 = time.Now()
+	parallel(t, addons, 32, func(i int) error {
+		plan := scalePlan
+		if i < business {
+			plan = scaleHA
+		}
+		cl := cs[i%3].Client()
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		_, err := cl.AddonCreate(ctx, api.AddonCreateRequest{App: fmt.Sprintf("scale-%06d", i), Type: api.AddonType, Plan: plan})
+		return err
+	})
+	t.Logf("%d addons-add in %s", addons, time.Since(t0).Round(time.Second))
+	deadline := time.Now().Add(time.Duration(addons/20+300) * time.Second)
+	for {
+		running, err := countRunning(cs[1], cs[2])
+		if err == nil {
+			r.AddonsRunning = running
+			t.Logf("%d/%d addons running after %s", running, addons, time.Since(t0).Round(time.Second))
+			if running >= addons {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			r.Notes = append(r.Notes, fmt.Sprintf("only %d of %d addons running after %s", r.AddonsRunning, addons, time.Since(t0).Round(time.Second)))
+			break
+		}
+		time.Sleep(10 * time.Second)
+	}
+	r.PlaceSecs = time.Since(t0).Seconds()
+
+	// 5. Steady phase: heartbeats, watches, CPU and RSS; admin writes on top
+	// in its second half.
+	leader = WaitForLeader(t, startTimeout, cs...)
+	var follower *Coordinator
+	for _, c := range cs {
+		if c != leader {
+			follower = c
+			break
+		}
+	}
+	r.Watches = int(watches.Load())
+	r.HBBytes = len(mustJSON(agents[0].heartbeatRequest(time.Now())))
+	hbLat.start()
+	cpu0 := cpuTimes(t, []*Coordinator{leader, follower})
+	w0 := time.Now()
+	time.Sleep(measure / 2)
+	cpu1 := cpuTimes(t, []*Coordinator{leader, follower})
+	el := time.Since(w0)
+	r.LeaderCPU = 100 * (cpu1[leader.ID] - cpu0[leader.ID]).Seconds() / el.Seconds()
+	r.FollowerCPU = 100 * (cpu1[follower.ID] - cpu0[follower.ID]).Seconds() / el.Seconds()
+	r.AdminWrites, r.AdminErrors, r.AdminRate, r.AdminP50, r.AdminP99 = adminWrites(t, cs, 16, measure/2)
+	r.HBCount, r.HBErrors, r.HBP50, r.HBP99, _ = hbLat.stop()
+	r.LeaderRSS, r.FollowerRSS = rss(t, leader), rss(t, follower)
+	t.Logf("steady: leader %s CPU %.0f%% RSS %d MiB, follower CPU %.0f%% RSS %d MiB; heartbeats %d (errors %d) p50 %s p99 %s; admin writes %.0f/s p50 %s p99 %s",
+		leader.ID, r.LeaderCPU, r.LeaderRSS>>20, r.FollowerCPU, r.FollowerRSS>>20, r.HBCount, r.HBErrors, r.HBP50, r.HBP99, r.AdminRate, r.AdminP50, r.AdminP99)
+
+	// 6. Host loss: a host holding a business member goes silent.
+	if business > 0 {
+		r.HostLossToReplace, r.HostLossNote = hostLoss(t, leader, agents)
+		t.Logf("host loss → replace operations: %s %s", r.HostLossToReplace, r.HostLossNote)
+	}
+
+	// 7. Snapshot size, and a follower's restart (restore, catch up).
+	r.SnapshotBytes = newestSnapshot(follower.DataDir)
+	follower.Kill()
+	t0 = time.Now()
+	follower.Restart()
+	WaitForApplied(t, 5*time.Minute, follower, LeaderAppliedIndex(t, leader))
+	r.RestoreCatchUp = time.Since(t0)
+	if s := newestSnapshot(follower.DataDir); s > r.SnapshotBytes {
+		r.SnapshotBytes = s
+	}
+	t.Logf("snapshot %d bytes; follower restart to caught up: %s", r.SnapshotBytes, r.RestoreCatchUp)
+
+	// 8. Leader failover at this size: kill -9, a new leader serving, then
+	// heartbeats answered again.
+	var rest []*Coordinator
+	for _, c := range cs {
+		if c != leader {
+			rest = append(rest, c)
+		}
+	}
+	hbLat.start()
+	leader.Kill()
+	t0 = time.Now()
+	WaitForLeader(t, time.Minute, rest...)
+	r.Failover = time.Since(t0)
+	for time.Since(t0) < time.Minute {
+		if n, _, _, _, _ := hbLat.stop(); n > hosts/20 {
+			break
+		}
+		hbLat.mu.Lock()
+		hbLat.on = true
+		hbLat.mu.Unlock()
+		time.Sleep(200 * time.Millisecond)
+	}
+	r.FailoverHeartbeatsOK = time.Since(t0)
+	hbLat.stop()
+	t.Logf("leader failover: new leader in %s, 5%% of heartbeats answered again after %s", r.Failover, r.FailoverHeartbeatsOK)
+	return r
+}
+
+func simHostID(i int) string { return fmt.Sprintf("sim-%05d", i) }
+
+// parallel runs f(0..n-1) on k workers and fails the test on the first error.
+func parallel(t *testing.T, n, k int, f func(i int) error) {
+	t.Helper()
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	var once sync.Once
+	var first error
+	for range k {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= n || first != nil {
+					return
+				}
+				if err := f(i); err != nil {
+					once.Do(func() { first = err })
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if first != nil {
+		t.Fatal(first)
+	}
+}
+
+func mustJSON(v any) []byte {
+	b, _ := json.Marshal(v)
+	return b
+}
+
+// countRunning counts running addons from a follower's own state.
+func countRunning(cs ...*Coordinator) (int, error) {
+	var last error
+	for _, c := range cs {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		list, err := c.Client().Addons(ctx, "", true)
+		cancel()
+		if err != nil {
+			last = err
+			continue
+		}
+		n := 0
+		for _, a := range list {
+			if a.Status == api.AddonRunning {
+				n++
+			}
+		}
+		return n, nil
+	}
+	return 0, last
+}
+
+// adminWrites runs k clients of addons-add over every socket for d.
+func adminWrites(t *testing.T, cs []*Coordinator, k int, d time.Duration) (n, errs int, rate float64, p50, p99 time.Duration) {
+	var lat latencies
+	lat.start()
+	var seq atomic.Int64
+	stop := time.Now().Add(d)
+	start := time.Now()
+	var wg sync.WaitGroup
+	for i := range k {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			cl := cs[i%len(cs)].Client()
+			cl.RetryFor = 0
+			for time.Now().Before(stop) {
+				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				t0 := time.Now()
+				_, err := cl.AddonCreate(ctx, api.AddonCreateRequest{App: fmt.Sprintf("adm-%d-%07d", os.Getpid(), seq.Add(1)), Type: api.AddonType, Plan: scalePlan})
+				cancel()
+				lat.add(time.Since(t0), err)
+			}
+		}(i)
+	}
+	wg.Wait()
+	n, errs, p50, p99, first := lat.stop()
+	if first != nil {
+		t.Logf("admin writes: %d errors, first: %v", errs, first)
+	}
+	return n, errs, float64(n) / time.Since(start).Seconds(), p50, p99
+}
+
+// hostLoss silences the first host that runs a business member (agent
+// gone: no heartbeat, no liveness) and measures until the leader lists a
+// replace-member operation for a member of that host.
+func hostLoss(t *testing.T, leader *Coordinator, agents []*simAgent) (time.Duration, string) {
+	var victim *simAgent
+	for _, a := range agents {
+		a.mu.Lock()
+		for _, m := range a.assigned {
+			if m.Role == api.RoleRedis && m.ReplicaOf != "" {
+				victim = a
+			}
+		}
+		a.mu.Unlock()
+		if victim != nil {
+			break
+		}
+	}
+	if victim == nil {
+		return 0, "(no host runs a business replica)"
+	}
+	victim.mu.Lock()
+	members := map[string]bool{}
+	for _, m := range victim.assigned {
+		members[m.MemberID] = true
+	}
+	victim.mu.Unlock()
+	victim.stopped.Store(true)
+	t0 := time.Now()
+	for time.Since(t0) < 3*time.Minute {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		ops, err := leader.Client().Operations(ctx, "", "")
+		cancel()
+		if err == nil {
+			for _, o := range ops {
+				if o.Kind == api.OpReplaceMember && members[o.Target] && o.CreatedAt.After(t0.Add(-time.Second)) {
+					return time.Since(t0), fmt.Sprintf("(host %s silent; first replace %s of %s)", victim.id, o.Target, o.AddonID)
+				}
+			}
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	return time.Since(t0), "(no replace operation within 3 min)"
+}
+
+// newestSnapshot is the size of the newest snapshot's state in dir.
+func newestSnapshot(dir string) int64 {
+	matches, _ := filepath.Glob(filepath.Join(dir, "snapshots", "*", "state.bin"))
+	var newest os.FileInfo
+	for _, m := range matches {
+		fi, err := os.Stat(m)
+		if err == nil && (newest == nil || fi.ModTime().After(newest.ModTime())) {
+			newest = fi
+		}
+	}
+	if newest == nil {
+		return 0
+	}
+	return newest.Size()
+}
+
+// rss is the process's resident set size.
+func rss(t *testing.T, c *Coordinator) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", c.Pid()))
+	if err != nil {
+		t.Fatalf("%s: status: %v", c.ID, err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
+			kb, _ := strconv.ParseInt(f[1], 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}
+
+func scaleSection(rs []scaleResult, measure time.Duration) string {
+	var b strings.Builder
+	fmt.Fprintln(&b, scaleStart)
+	fmt.Fprintln(&b, "## Scale: one coordinator cluster, thousands of simulated agents")
+	fmt.Fprintln(&b)
+	fmt.Fprintf(&b, "Measured %s on %s.  \n", time.Now().UTC().Format("2006-01-02 15:04 MST"), machine())
+	fmt.Fprintf(&b, "Commit %s, %s.  \n", gitCommit(), runtime.Version())
+	fmt.Fprintln(&b, "Command: `make scale` (`go test -tags scale -run TestScale -v ./e2e/`; sizes from `CACHEPLANE_SCALE_HOSTS`, e.g. `CACHEPLANE_SCALE_HOSTS=1000,3000 make scale`).")
+	fmt.Fprintln(&b)
+	fmt.Fprintln(&b, "| hosts | addons (business) | heartbeat every | tokens/s | joins/s | registers/s | placed in | heartbeat bytes | heartbeats p50 / p99 (errors) | watches open | leader CPU / RSS | follower CPU / RSS | admin writes/s p50 / p99 | host loss → replace | snapshot | follower restart → caught up | failover: leader / heartbeats back |")
+	fmt.Fprintln(&b, "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+	for _, r := range rs {
+		fmt.Fprintf(&b, "| %d | %d/%d running (%d) | %s | %.0f | %.0f | %.0f | %.0f s | %d | %s / %s (%d of %d) | %d | %.0f%% / %d MiB | %.0f%% / %d MiB | %.0f: %s / %s (%d errors) | %s | %.1f MiB | %s | %s / %s |\n",
+			r.Hosts, r.AddonsRunning, r.Addons, r.Business, r.Heartbeat, r.TokensPerSec, r.JoinsPerSec, r.RegistersPerSec, r.PlaceSecs,
+			r.HBBytes, ms(r.HBP50), ms(r.HBP99), r.HBErrors, r.HBCount+r.HBErrors, r.Watches,
+			r.LeaderCPU, r.LeaderRSS>>20, r.FollowerCPU, r.FollowerRSS>>20,
+			r.AdminRate, ms(r.AdminP50), ms(r.AdminP99), r.AdminErrors,
+			r.HostLossToReplace.Round(100*time.Millisecond), float64(r.SnapshotBytes)/(1<<20), r.RestoreCatchUp.Round(100*time.Millisecond),
+			r.Failover.Round(100*time.Millisecond), r.FailoverHeartbeatsOK.Round(100*time.Millisecond))
+	}
+	fmt.Fprintln(&b)
+	for _, r := range rs {
+		for _, n := range r.Notes {
+			fmt.Fprintf(&b, "- %d hosts: %s\n", r.Hosts, n)
+		}
+	}
+	fmt.Fprintf(&b, "Steady phase %s: CPU over its first half (heartbeats and watches only), admin writes (16 clients, `addons-add`) in its second half, RSS at its end.\n", measure)
+	fmt.Fprintln(&b, scaleEnd)
+	return b.String()
+}
