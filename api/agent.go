@@ -2,6 +2,7 @@ package api
 
 import (
 	"log/slog"
+	"net"
 	"time"
 )
 
@@ -32,6 +33,11 @@ func (r *RegisterRequest) Validate() error {
 	}
 	if r.Host.MemoryMB <= 0 {
 		return Invalidf("host %s: memory_mb must be positive", r.Host.ID)
+	}
+	if p := r.Host.PublicAddress; p != "" {
+		if ip := net.ParseIP(p); ip == nil || ip.IsUnspecified() {
+			return Invalidf("host %s: public address %q is not an IP address of the host", r.Host.ID, p)
+		}
 	}
 	return nil
 }
@@ -137,6 +143,12 @@ type Assignment struct {
 	VIP        string   `json:"vip,omitempty"`
 	Servers    []string `json:"servers,omitempty"`
 	MaxConn    int      `json:"max_conn,omitempty"`
+	// TLSCert and TLSKey (HAProxy members): the addon's server
+	// certificate and key, which the entrypoint terminates TLS with;
+	// empty while the addon has none yet. A renewed one is swapped in
+	// at run time.
+	TLSCert string `json:"tls_cert,omitempty"`
+	TLSKey  Secret `json:"tls_key,omitzero"`
 	// Stopped: keep the member's process stopped (SIGTERM, so redis saves
 	// on its way out) and its data dir; do not restart it until an
 	// assignment without Stopped arrives (an engine upgrade that stops

@@ -191,6 +191,12 @@ func (c *Client) Env(ctx context.Context, app string) (EnvResponse, error) {
 	return out, c.do(ctx, http.MethodGet, "/v1/env?app="+url.QueryEscape(app), nil, &out)
 }
 
+// AddonCA returns the CA certificate an app verifies its addon's TLS with.
+func (c *Client) AddonCA(ctx context.Context, app string) (AddonCAResponse, error) {
+	var out AddonCAResponse
+	return out, c.do(ctx, http.MethodGet, "/v1/addons/ca?app="+url.QueryEscape(app), nil, &out)
+}
+
 // Operations lists operations, filtered by app and addon when not empty.
 func (c *Client) Operations(ctx context.Context, app, addon string) ([]Operation, error) {
 	q := url.Values{}

@@ -24,7 +24,11 @@ type Host struct {
 	AgentAddr string            `json:"agent_addr,omitempty"`
 	MemoryMB  int               `json:"memory_mb"`
 	Labels    map[string]string `json:"labels,omitempty"`
-	State     HostState         `json:"state"`
+	// PublicAddress is the host's address on the internet side, where an
+	// addon with internet access is also published (agent config
+	// public_address); empty: none.
+	PublicAddress string    `json:"public_address,omitempty"`
+	State         HostState `json:"state"`
 	DownSince time.Time         `json:"down_since,omitzero"`
 	// Lost: the host was marked down because nothing on it answers (its
 	// members refuse or do not accept connections), not merely because
@@ -135,7 +139,44 @@ const (
 type Settings struct {
 	Persistence string `json:"persistence"`
 	CacheMode   bool   `json:"cache_mode"`
-	ForceTLS    bool   `json:"force_tls"`
+	// ForceTLS refuses plaintext clients at the entrypoint (TLS is always
+	// available beside plaintext) and makes the URL rediss://.
+	ForceTLS bool `json:"force_tls"`
+	// InternetAccess also publishes the entrypoint on the public address
+	// of each entrypoint host (Host.PublicAddress); off, it listens on the
+	// private network only.
+	InternetAccess bool `json:"internet_access,omitempty"`
+	// Entrypoint is how the addon's URL reaches its primary:
+	// EntrypointHAProxy (also "", an addon made before the setting) or
+	// EntrypointKernel (docs/entrypoint.md).
+	Entrypoint string `json:"entrypoint,omitempty"`
+}
+
+// Entrypoint modes.
+const (
+	// EntrypointHAProxy: the HAProxy pair proxies every connection.
+	EntrypointHAProxy = "haproxy"
+	// EntrypointKernel: the VIP holder's kernel forwards connections to the
+	// primary (nftables DNAT; agent/kernelpath); the HAProxys keep running
+	// behind it.
+	EntrypointKernel = "kernel"
+)
+
+// ValidateEntrypointMode checks an entrypoint mode ("" is haproxy).
+func ValidateEntrypointMode(m string) error {
+	switch m {
+	case "", EntrypointHAProxy, EntrypointKernel:
+		return nil
+	}
+	return Invalidf("entrypoint %q: use haproxy or kernel", m)
+}
+
+// EntrypointMode is the mode s names ("" is haproxy).
+func (s Settings) EntrypointMode() string {
+	if s.Entrypoint == "" {
+		return EntrypointHAProxy
+	}
+	return s.Entrypoint
 }
 
 // DefaultSettings are the settings of a new addon (DESIGN.md §2).
@@ -229,6 +270,12 @@ type Addon struct {
 	// operation ends there). The leader then retires the old password
 	// with an operation of its own, as soon as the addon has no other.
 	OldPasswordUntil time.Time `json:"old_password_until,omitzero"`
+	// TLSCert is the addon's server certificate (PEM), signed by the
+	// cluster CA for its entrypoint and its entrypoint hosts' addresses,
+	// and TLSKey its private key; the leader issues and renews them
+	// (coordinator/addoncert.go). Empty until the first is issued.
+	TLSCert string `json:"tls_cert,omitempty"`
+	TLSKey  Secret `json:"tls_key,omitzero"`
 	// Health is what a client would check, computed when the addon is
 	// read (never stored): "ok", or "degraded: why" (no master, two
 	// masters, a replica not in sync, a member not serving).
@@ -240,6 +287,7 @@ func (a Addon) Redacted() Addon {
 	a.Password = Secret{}
 	a.FleetPassword = Secret{}
 	a.NextPassword, a.OldPassword, a.SpecPassword = Secret{}, Secret{}, Secret{}
+	a.TLSKey = Secret{}
 	a.Members = append([]Member(nil), a.Members...)
 	return a
 }
@@ -408,6 +456,14 @@ type EnvResponse struct {
 	App     string   `json:"app"`
 	AddonID string   `json:"addon_id"`
 	Vars    []EnvVar `json:"vars"`
+}
+
+// AddonCAResponse answers addons-ca: the CA certificate (PEM) that signs
+// the addon's server certificate, which a client verifies rediss:// with.
+type AddonCAResponse struct {
+	App     string `json:"app"`
+	AddonID string `json:"addon_id"`
+	CAPEM   string `json:"ca_pem"`
 }
 
 // AddonSettingsResponse answers addons-settings.

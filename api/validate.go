@@ -233,6 +233,10 @@ type SettingsRequest struct {
 	Persistence *string `json:"persistence,omitempty"`
 	CacheMode   *bool   `json:"cache_mode,omitempty"`
 	ForceTLS    *bool   `json:"force_tls,omitempty"`
+	// InternetAccess: see Settings.InternetAccess.
+	InternetAccess *bool `json:"internet_access,omitempty"`
+	// Entrypoint: haproxy or kernel.
+	Entrypoint *string `json:"entrypoint,omitempty"`
 }
 
 // Apply validates the request and returns the settings it asks for.
@@ -240,8 +244,8 @@ func (r *SettingsRequest) Apply(cur Settings) (Settings, error) {
 	if err := ValidateAppName(r.App); err != nil {
 		return cur, err
 	}
-	if r.Persistence == nil && r.CacheMode == nil && r.ForceTLS == nil {
-		return cur, Invalidf("nothing to change: pass --persistence rdb|aof or --cache-mode on|off")
+	if r.Persistence == nil && r.CacheMode == nil && r.ForceTLS == nil && r.InternetAccess == nil && r.Entrypoint == nil {
+		return cur, Invalidf("nothing to change: pass --persistence rdb|aof, --cache-mode on|off, --force-tls on|off, --internet-access on|off or --entrypoint haproxy|kernel")
 	}
 	next := cur
 	if r.Persistence != nil {
@@ -255,8 +259,22 @@ func (r *SettingsRequest) Apply(cur Settings) (Settings, error) {
 	if r.CacheMode != nil {
 		next.CacheMode = *r.CacheMode
 	}
-	if r.ForceTLS != nil && *r.ForceTLS != cur.ForceTLS {
-		return cur, Invalidf("force TLS cannot be changed yet: TLS is not supported by this version")
+	if r.Entrypoint != nil {
+		if *r.Entrypoint == "" {
+			return cur, Invalidf("entrypoint \"\": use haproxy or kernel")
+		}
+		if err := ValidateEntrypointMode(*r.Entrypoint); err != nil {
+			return cur, err
+		}
+		if *r.Entrypoint != cur.EntrypointMode() {
+			next.Entrypoint = *r.Entrypoint
+		}
+	}
+	if r.ForceTLS != nil {
+		next.ForceTLS = *r.ForceTLS
+	}
+	if r.InternetAccess != nil {
+		next.InternetAccess = *r.InternetAccess
 	}
 	return next, nil
 }

@@ -33,7 +33,8 @@ type Param struct {
 // before appendonly (the AOF is written synchronously from its first
 // byte), the save rules, maxmemory before maxmemory-policy. Persistence
 // "aof" turns AOF on; anything else is RDB (callers validate first).
-// ForceTLS maps to no parameter here.
+// ForceTLS and InternetAccess map to no parameter: the entrypoint
+// terminates TLS.
 //
 //   - appendfsync always in both modes (inert while appendonly is no), so
 //     switching rdb<->aof live is one CONFIG SET appendonly.
@@ -66,7 +67,8 @@ func Config(s api.Settings, planMB int) []Param {
 // FromConfig reads settings and plan memory (MB, rounded down) back from
 // CONFIG GET answers (or redis.conf values): appendonly, maxmemory and
 // maxmemory-policy must be present and hold values Config produces.
-// ForceTLS is never set: it is not a CONFIG parameter here.
+// ForceTLS and InternetAccess are never set: they are not CONFIG
+// parameters.
 func FromConfig(m map[string]string) (api.Settings, int, error) {
 	var s api.Settings
 	switch v := strings.ToLower(m["appendonly"]); v {
@@ -105,8 +107,9 @@ func FromConfig(m map[string]string) (api.Settings, int, error) {
 //   - cache mode off on a full cache: the next writes fail with OOM until
 //     keys are deleted or the plan grows.
 //
-// redis.conf must be re-rendered too, so a restart keeps the settings; a
-// ForceTLS change needs a restart instead (render.RestartRequired).
+// redis.conf must be re-rendered too, so a restart keeps the settings.
+// Force TLS and internet access are the entrypoint's (HAProxy), not
+// redis's: they map to no parameter and need no restart.
 func LiveChange(current map[string]string, want api.Settings, planMB int) [][]string {
 	var cmds [][]string
 	for _, p := range Config(want, planMB) {

@@ -102,6 +102,10 @@ type HAProxyInput struct {
 	// through which the agent drives the routing (set server ... state,
 	// shutdown sessions server ..., enable/disable frontend); required.
 	StatsSocket string
+	// Access, when set, is how clients may reach the entrypoint beyond
+	// plaintext on the private network: TLS beside plaintext, force TLS,
+	// internet access (haproxyaccess.go).
+	Access *HAProxyAccess
 }
 
 // splitFrontends reports whether the entrypoint is a VIP served beside a
@@ -174,7 +178,7 @@ func (in HAProxyInput) validate() error {
 	if len(in.StatsSocket) > maxUnixPath {
 		return invalidf(f, "stats socket path %q is longer than %d bytes (a unix socket's limit): use a shorter data dir", in.StatsSocket, maxUnixPath)
 	}
-	return nil
+	return in.Access.validate()
 }
 
 // HAProxyGlobalMaxConn is the process-wide maxconn of an entrypoint whose
@@ -310,14 +314,17 @@ func HAProxy(in HAProxyInput) (string, error) {
 	c.comment(true, "At most "+itoa(limit)+" clients: the next one is accepted and closed at once.")
 	c.indented("tcp-request", "connection", "reject", "if", "{", "fe_conn", "gt", itoa(limit), "}")
 	clientKeepalive(&c)
+	in.Access.clientRules(&c, in.AddonID, false)
 	c.indented("default_backend", be)
 	c.blank()
+	in.Access.frontends(&c, in, limit)
 	if split {
 		c.line("frontend", HAProxyLocalFrontend(in.AddonID))
 		c.comment(true, "This member's own address, never disabled: the agent's liveness probe connects here.")
 		c.indented("bind", in.Local.String())
 		c.indented("maxconn", itoa(localMaxConn))
 		clientKeepalive(&c)
+		in.Access.clientRules(&c, in.AddonID, false)
 		c.indented("default_backend", be)
 		c.blank()
 	}

@@ -100,12 +100,10 @@ func (in RedisInput) validate() error {
 	return nil
 }
 
-// persistence normalises the persistence setting ("" is the default, rdb) and
-// refuses what is not rendered (TLS).
+// persistence normalises the persistence setting ("" is the default, rdb).
+// Force TLS and internet access are not redis.conf's: the entrypoint
+// terminates TLS (HAProxyAccess).
 func persistence(file string, s api.Settings) (string, error) {
-	if s.ForceTLS {
-		return "", ErrTLSNotImplemented
-	}
 	switch s.Persistence {
 	case "", api.PersistenceRDB:
 		return api.PersistenceRDB, nil
@@ -333,8 +331,3 @@ func ContainerMemoryLimitBytes(planMB int) int64 {
 	}
 	return (int64(planMB)*MemoryLimitFactor + MemoryLimitFixedMB) << 20
 }
-
-// RestartRequired reports whether going from settings from to settings to
-// needs the redis process restarted with a re-rendered redis.conf rather
-// than a live change (redisctl.LiveChange): only a ForceTLS change does.
-func RestartRequired(from, to api.Settings) bool { return from.ForceTLS != to.ForceTLS }

@@ -1,7 +1,6 @@
 package render
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"path"
@@ -11,10 +10,6 @@ import (
 
 	"github.com/cacheplane/cacheplane/api"
 )
-
-// ErrTLSNotImplemented is returned for settings with ForceTLS on: TLS
-// (tls-port, certificates, rediss:// entrypoints) is not rendered yet.
-var ErrTLSNotImplemented = errors.New("render: force TLS is not implemented yet")
 
 // Endpoint is an IP address and a port. The zero Endpoint means "none".
 type Endpoint struct {

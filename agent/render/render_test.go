@@ -60,6 +60,19 @@ func haproxyInput() HAProxyInput {
 	}
 }
 
+// accessInput is haproxyInput with TLS beside plaintext and a public
+// address.
+func accessInput() HAProxyInput {
+	in := haproxyInput()
+	in.Access = &HAProxyAccess{
+		CertFile: "/var/lib/cacheplane/members/my-app-3030-p1/tls.pem",
+		Socket:   "/var/lib/cacheplane/members/my-app-3030-p1/tls.sock",
+		Switches: "/var/lib/cacheplane/members/my-app-3030-p1/switches.lst",
+		Public:   Endpoint{"127.0.0.113", 30300},
+	}
+	return in
+}
+
 type goldenCase struct {
 	name   string
 	render func() (string, error)
@@ -91,6 +104,7 @@ func goldenCases() []goldenCase {
 			in.Entrypoint = in.Local // no VIP: one frontend, on the member's own address
 			return HAProxy(in)
 		}},
+		{"haproxy-access", func() (string, error) { return HAProxy(accessInput()) }},
 	}
 }
 
@@ -227,6 +241,13 @@ func TestInvalidInputs(t *testing.T) {
 		{"haproxy stats socket too long", haproxy(func(in *HAProxyInput) { in.StatsSocket = "/" + strings.Repeat("d", 100) + "/haproxy.sock" })},
 		{"haproxy own address", haproxy(func(in *HAProxyInput) { in.Local.Port = 0; in.Local.Addr = "127.0.0.13" })},
 		{"haproxy password", haproxy(func(in *HAProxyInput) { in.Password = api.NewSecret(`back\slash`) })},
+		{"haproxy certificate path", haproxy(func(in *HAProxyInput) { in.Access = accessInput().Access; in.Access.CertFile = "tls.pem" })},
+		{"haproxy TLS socket too long", haproxy(func(in *HAProxyInput) {
+			in.Access = accessInput().Access
+			in.Access.Socket = "/" + strings.Repeat("d", 100) + "/tls.sock"
+		})},
+		{"haproxy switches file", haproxy(func(in *HAProxyInput) { in.Access = accessInput().Access; in.Access.Switches = "" })},
+		{"haproxy public address", haproxy(func(in *HAProxyInput) { in.Access = accessInput().Access; in.Access.Public.Addr = "0.0.0.0" })},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -245,11 +266,22 @@ func TestInvalidInputs(t *testing.T) {
 	}
 }
 
-func TestForceTLSNotImplemented(t *testing.T) {
+// TestRedisIgnoresAccessSettings: force TLS and internet access are the
+// entrypoint's business (haproxyaccess.go): redis.conf is the same with
+// them on, so switching them restarts no redis.
+func TestRedisIgnoresAccessSettings(t *testing.T) {
 	in := starter()
-	in.Settings.ForceTLS = true
-	if _, err := Redis(in); !errors.Is(err, ErrTLSNotImplemented) {
-		t.Fatalf("err = %v, want ErrTLSNotImplemented", err)
+	in.Settings.ForceTLS, in.Settings.InternetAccess = true, true
+	a, err := Redis(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := Redis(starter())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a != b {
+		t.Error("redis.conf changes with force TLS or internet access")
 	}
 }
 
@@ -267,17 +299,6 @@ func TestDefaultsFilled(t *testing.T) {
 	}
 	if a != b {
 		t.Error("empty engine and persistence do not render as redis and rdb")
-	}
-}
-
-func TestRestartRequired(t *testing.T) {
-	rdb := api.Settings{Persistence: api.PersistenceRDB}
-	aofCache := api.Settings{Persistence: api.PersistenceAOF, CacheMode: true}
-	if !RestartRequired(rdb, api.Settings{Persistence: api.PersistenceRDB, ForceTLS: true}) {
-		t.Error("a TLS change does not require a restart")
-	}
-	if RestartRequired(rdb, aofCache) {
-		t.Error("persistence and cache mode changes require a restart")
 	}
 }
 
