@@ -1,7 +1,7 @@
 // Package identity owns the fleet's daemon identities: the cluster CA
 // (ECDSA P-256, kept in the coordinators' FSM), the certificates it signs
 // (an agent's bound to its host id, a coordinator member's to its member
-// id), the text of a join token (its id, its secret, and the CA
+// id, an addon's server certificate for its entrypoint: IssueServer), the text of a join token (its id, its secret, and the CA
 // certificate's SHA-256 so that a newcomer trusts the coordinator on first
 // contact), the key, certificate and CA files a daemon keeps (0600), the
 // TLS configurations both sides use (mutual, no host name check: a peer is
