@@ -206,12 +206,13 @@ func envCmd(g *globals) *cobra.Command {
 }
 
 func settingsCmd(g *globals) *cobra.Command {
-	var app, persistence, cacheMode string
+	var app, persistence, cacheMode, entrypoint string
 	cmd := &cobra.Command{
-		Use:   "addons-settings --app APP [--persistence rdb|aof] [--cache-mode on|off]",
+		Use:   "addons-settings --app APP [--persistence rdb|aof] [--cache-mode on|off] [--entrypoint haproxy|kernel]",
 		Short: "Show or change an addon's settings, live (no restart, no data loss)",
 		Example: "  cacheplane addons-settings --app my-app --persistence aof\n" +
-			"  cacheplane addons-settings --app my-app --cache-mode on",
+			"  cacheplane addons-settings --app my-app --cache-mode on\n" +
+			"  cacheplane addons-settings --app my-app --entrypoint kernel",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := api.ValidateAppName(app); err != nil {
@@ -220,7 +221,7 @@ func settingsCmd(g *globals) *cobra.Command {
 			ctx, cancel := g.ctx(cmd)
 			defer cancel()
 			c := g.client()
-			if persistence == "" && cacheMode == "" {
+			if persistence == "" && cacheMode == "" && entrypoint == "" {
 				addons, err := c.Addons(ctx, app, false)
 				if err != nil {
 					return err
@@ -234,6 +235,7 @@ func settingsCmd(g *globals) *cobra.Command {
 				s := addons[0].Settings
 				return printTable(cmd.OutOrStdout(), []string{"SETTING", "VALUE"}, [][]string{
 					{"persistence", s.Persistence}, {"cache mode", onOff(s.CacheMode)}, {"force TLS", onOff(s.ForceTLS)},
+					{"entrypoint", s.EntrypointMode()},
 				})
 			}
 			req := api.SettingsRequest{App: app}
@@ -251,6 +253,9 @@ func settingsCmd(g *globals) *cobra.Command {
 				}
 				req.CacheMode = &on
 			}
+			if entrypoint != "" {
+				req.Entrypoint = &entrypoint
+			}
 			res, err := c.AddonSettings(ctx, req)
 			if err != nil {
 				return err
@@ -265,6 +270,7 @@ func settingsCmd(g *globals) *cobra.Command {
 	cmd.Flags().StringVarP(&app, "app", "a", "", "app name")
 	cmd.Flags().StringVar(&persistence, "persistence", "", "rdb (snapshots) or aof (every write synced)")
 	cmd.Flags().StringVar(&cacheMode, "cache-mode", "", "on: evict least recently used keys at the plan's memory; off: refuse writes with OOM")
+	cmd.Flags().StringVar(&entrypoint, "entrypoint", "", "haproxy: every connection through the HAProxy pair; kernel: the VIP holder's kernel forwards connections to the primary (docs/entrypoint.md)")
 	return cmd
 }
 

@@ -81,6 +81,10 @@ type Config struct {
 	// other haproxy when the holder's host is down or draining. Empty: the
 	// entrypoint is the first haproxy's own address (no entrypoint failover).
 	EntrypointCIDR string `json:"entrypoint_cidr,omitempty"`
+	// EntrypointMode is the entrypoint mode of new addons: "haproxy"
+	// (default) or "kernel" (api.Settings.Entrypoint; an addon changes
+	// its own with addons-settings --entrypoint).
+	EntrypointMode string `json:"entrypoint_mode,omitempty"`
 	// HealAfter is how long a host stays down before its members are
 	// replaced on other hosts.
 	HealAfter Duration `json:"heal_after"`
@@ -112,6 +116,10 @@ type Config struct {
 	// unless addons-password-rotate names another (--grace) or ends it
 	// (--finish). Default 24h.
 	PasswordGrace Duration `json:"password_grace"`
+	// AddonCertTTL is how long an addon's server certificate (its
+	// entrypoint's TLS) is valid; the leader renews it once two thirds
+	// have passed (addoncert.go). Default (and 0) 90 days.
+	AddonCertTTL Duration `json:"addon_cert_ttl"`
 	// LogLevel is debug, info, warn or error; logs are JSON on stderr.
 	LogLevel string `json:"log_level"`
 
@@ -195,6 +203,7 @@ func DefaultConfig() Config {
 		AppHookAttempts:    3,
 		AppHookRetryAfter:  Duration(5 * time.Second),
 		PasswordGrace:      Duration(24 * time.Hour),
+		AddonCertTTL:       Duration(90 * 24 * time.Hour),
 		HostDownAfter:      Duration(5 * time.Second),
 		HostSuspectAfter:   Duration(time.Second),
 		HealAfter:          Duration(30 * time.Second),
@@ -279,6 +288,9 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("config: entrypoint_cidr %q: %v", c.EntrypointCIDR, err)
 		}
 	}
+	if err := api.ValidateEntrypointMode(c.EntrypointMode); err != nil {
+		return fmt.Errorf("config: entrypoint_mode: %v", err)
+	}
 	if c.HostSuspectAfter < 0 {
 		return fmt.Errorf("config: host_suspect_after must not be negative (0 turns the fast lost-host path off)")
 	}
@@ -299,6 +311,9 @@ func (c *Config) Validate() error {
 	}
 	if c.PasswordGrace < 0 || time.Duration(c.PasswordGrace) > api.MaxPasswordGrace {
 		return fmt.Errorf("config: password_grace %s: use 0 to %s", time.Duration(c.PasswordGrace), api.MaxPasswordGrace)
+	}
+	if c.AddonCertTTL != 0 && time.Duration(c.AddonCertTTL) < MinAddonCertTTL {
+		return fmt.Errorf("config: addon_cert_ttl %s: use at least %s", time.Duration(c.AddonCertTTL), MinAddonCertTTL)
 	}
 	if err := c.validateBackups(); err != nil {
 		return err

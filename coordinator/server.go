@@ -569,6 +569,9 @@ func (s *Server) newAddon(req api.AddonCreateRequest, plan api.Plan) (AddonCreat
 		FleetPassword: fleet, Settings: api.DefaultSettings(), Status: api.AddonProvisioning,
 		CreatedAt: now, UpdatedAt: now, RequestID: req.RequestID,
 	}
+	if s.cfg.EntrypointMode == api.EntrypointKernel { // the fleet default (config entrypoint_mode)
+		a.Settings.Entrypoint = api.EntrypointKernel
+	}
 	op := api.Operation{
 		ID: opID, AddonID: a.ID, App: a.App, Kind: api.OpProvision, State: api.OpPending,
 		Steps: operation.ProvisionSteps(), CreatedAt: now, UpdatedAt: now,
@@ -731,10 +734,11 @@ func (s *Server) handleSettings(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	got := res.(api.Addon)
-	s.log.Info("settings change started", "addon", a.ID, "op", op.ID, "persistence", next.Persistence, "cache_mode", next.CacheMode)
+	s.log.Info("settings change started", "addon", a.ID, "op", op.ID, "persistence", next.Persistence, "cache_mode", next.CacheMode,
+		"entrypoint", next.EntrypointMode())
 	writeJSON(w, http.StatusAccepted, api.AddonSettingsResponse{Addon: got.Redacted(), Operation: op,
-		Message: fmt.Sprintf("Settings of %s are being changed live (operation %s): persistence %s, cache mode %s",
-			a.ID, op.ID, next.Persistence, onOff(next.CacheMode))})
+		Message: fmt.Sprintf("Settings of %s are being changed live (operation %s): persistence %s, cache mode %s, entrypoint %s",
+			a.ID, op.ID, next.Persistence, onOff(next.CacheMode), next.EntrypointMode())})
 	return nil
 }
 

@@ -25,14 +25,14 @@ import (
 // flags come through g.
 func Command(g cli.Flags) *cobra.Command {
 	var (
-		id, dataDir, raftAddr, httpAddr, tokenFile, logLevel, vipCIDR string
-		appHookCommand, appHookURL                                    string
-		backupDir, backupKeysFile, backupSpec, backupTZ               string
-		stateKeysFile, dashboardListen                                string
-		hostDownAfter, hostSuspectAfter, healAfter, agentCertTTL      time.Duration
-		backupWindow, backupCheckEvery, backupJobTimeout              time.Duration
-		passwordGrace                                                 time.Duration
-		bootstrap                                                     bool
+		id, dataDir, raftAddr, httpAddr, tokenFile, logLevel, vipCIDR, entrypointMode string
+		appHookCommand, appHookURL                                                    string
+		backupDir, backupKeysFile, backupSpec, backupTZ                               string
+		stateKeysFile, dashboardListen                                                string
+		hostDownAfter, hostSuspectAfter, healAfter, agentCertTTL                      time.Duration
+		backupWindow, backupCheckEvery, backupJobTimeout                              time.Duration
+		passwordGrace                                                                 time.Duration
+		bootstrap                                                                     bool
 	)
 	cmd := &cobra.Command{
 		Use:   "serve",
@@ -80,6 +80,9 @@ defaults in coordinator.DefaultConfig), then these flags override it.`,
 			}
 			if f.Changed("entrypoint-cidr") {
 				cfg.EntrypointCIDR = vipCIDR
+			}
+			if f.Changed("entrypoint-mode") {
+				cfg.EntrypointMode = entrypointMode
 			}
 			if f.Changed("host-down-after") {
 				cfg.HostDownAfter = coordinator.Duration(hostDownAfter)
@@ -181,6 +184,7 @@ defaults in coordinator.DefaultConfig), then these flags override it.`,
 	f.DurationVar(&agentCertTTL, "agent-cert-ttl", time.Duration(d.AgentCertTTL), "how long an agent certificate is valid (renewed after two thirds)")
 	f.StringVar(&logLevel, "log-level", d.LogLevel, "debug, info, warn or error")
 	f.StringVar(&vipCIDR, "entrypoint-cidr", d.EntrypointCIDR, "pool of virtual IPs for business addons' entrypoints (e.g. 127.0.1.0/24 on one machine)")
+	f.StringVar(&entrypointMode, "entrypoint-mode", "haproxy", "entrypoint mode of new addons: haproxy (every connection through the HAProxy pair) or kernel (the VIP holder's kernel forwards to the primary; docs/entrypoint.md)")
 	f.DurationVar(&hostDownAfter, "host-down-after", time.Duration(d.HostDownAfter), "mark a host down after this long without heartbeat")
 	f.DurationVar(&hostSuspectAfter, "host-suspect-after", time.Duration(d.HostSuspectAfter), "probe a host whose liveness signal stopped this long; mark it down at once when none of its members accepts a connection (0: off)")
 	f.DurationVar(&healAfter, "heal-after", time.Duration(d.HealAfter), "replace the members of a host down for this long")
