@@ -261,6 +261,9 @@ func assignmentsFor(st *State, hostID string) []api.Assignment {
 				}
 				as.Servers = servers
 				as.MaxConn = DefaultMaxConn
+				// The addon's server certificate: the entrypoint
+				// terminates TLS with it (addoncert.go).
+				as.TLSCert, as.TLSKey = a.TLSCert, a.TLSKey
 				// The agent routes only to the primary the sentinels agree on.
 				as.Sentinels = sentinels
 				as.MasterName = a.ID

@@ -59,10 +59,12 @@ const (
 	CmdTokenUse    CommandType = 31
 	CmdCertRenew   CommandType = 32
 	CmdHostRemove  CommandType = 33
-	// Password rotation (rotate.go): 34-39 are kept for it.
+	// Password rotation (rotate.go).
 	CmdPasswordRotate       CommandType = 34
 	CmdPasswordRotateStep   CommandType = 35
 	CmdPasswordRotateFinish CommandType = 36
+	// CmdAddonCert records an addon's server certificate (addoncert.go).
+	CmdAddonCert CommandType = 37
 )
 
 // Protocol levels. A release applies every command up to its level; the
@@ -139,6 +141,10 @@ var commands = map[CommandType]struct {
 	CmdPasswordRotate:       {"password-rotate", ProtocolBackups},
 	CmdPasswordRotateStep:   {"password-rotate-step", ProtocolBackups},
 	CmdPasswordRotateFinish: {"password-rotate-finish", ProtocolBackups},
+
+	// Addon server certificates (addoncert.go): level 2 is not released
+	// yet.
+	CmdAddonCert: {"addon-cert", ProtocolBackups},
 }
 
 func (t CommandType) String() string {

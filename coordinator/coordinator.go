@@ -153,6 +153,7 @@ func Start(cfg Config, log *slog.Logger, raftLog io.Writer) (*Coordinator, error
 				heal:   operation.HealConfig{HealAfter: time.Duration(cfg.HealAfter), MaxParallel: cfg.HealParallel},
 				limits: operation.DefaultLimits(), act: redisActions(), hook: newAppHook(cfg), backups: backups},
 			&fleetCredController{store: store, log: log.With("component", "fleet-credential")},
+			&addonCertController{store: store, log: log.With("component", "addon-certificates"), ttl: time.Duration(cfg.AddonCertTTL), now: time.Now},
 			&protocolController{store: store, self: cfg.ID, log: log.With("component", "protocol"),
 				every: 2 * time.Second, client: &http.Client{Transport: &http.Transport{
 					DialContext: (&net.Dialer{Timeout: 2 * time.Second}).DialContext, TLSClientConfig: holder.ClientConfig(),

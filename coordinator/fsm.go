@@ -292,6 +292,10 @@ func (f *FSM) apply(t CommandType, body []byte) any {
 		var c PasswordRotateFinishCmd
 		decode(&c)
 		return f.applyPasswordRotateFinish(c)
+	case CmdAddonCert:
+		var c AddonCertCmd
+		decode(&c)
+		return f.applyAddonCert(c)
 	}
 	panic(fmt.Sprintf("fsm: command type %d (%s) is in the command table but not applied", uint8(t), t))
 }

@@ -1,0 +1,223 @@
+package coordinator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"slices"
+	"time"
+
+	"github.com/cacheplane/cacheplane/api"
+	"github.com/cacheplane/cacheplane/identity"
+)
+
+// Addon server certificates (issue 13, part 1): each addon has one, signed
+// by the cluster CA for the names and addresses its clients reach it by
+// (its entrypoint's address, each entrypoint host's address and public
+// address, and the addon id as a DNS name). The leader issues it and
+// renews it (addonCertController); it is recorded with command 37
+// (sealed at rest like every entry when state keys are set), handed to the
+// addon's HAProxy members with their assignments over the agents' mutual
+// TLS, and swapped into the running HAProxys by their agents
+// (agent/access.go: `set ssl cert`), so a renewal restarts nothing.
+
+// MinAddonCertTTL is the shortest addon_cert_ttl the config takes.
+const MinAddonCertTTL = 10 * time.Second
+
+// defaultAddonCertTTL is addon_cert_ttl's default.
+const defaultAddonCertTTL = 90 * 24 * time.Hour
+
+// addonCertEvery is how often the leader looks for certificates to issue.
+const addonCertEvery = time.Second
+
+// AddonCertCmd records an addon's new server certificate and key.
+type AddonCertCmd struct {
+	AddonID string     `json:"addon_id"`
+	Cert    string     `json:"cert"`
+	Key     api.Secret `json:"key"`
+}
+
+func (f *FSM) applyAddonCert(c AddonCertCmd) any {
+	a, ok := f.state.Addons[c.AddonID]
+	if !ok {
+		return fmt.Errorf("%w: addon %s", api.ErrNotFound, c.AddonID)
+	}
+	if c.Cert == "" || c.Key.IsZero() {
+		return fmt.Errorf("%w: addon %s: empty certificate or key", api.ErrInvalid, c.AddonID)
+	}
+	a.TLSCert, a.TLSKey = c.Cert, c.Key
+	f.state.Addons[a.ID] = a
+	return nil
+}
+
+// certNames are the names an addon's certificate must cover.
+type certNames struct {
+	DNS []string
+	IPs []string
+}
+
+// addonCertNames lists them: the addon id, the entrypoint's address, the
+// address and public address of each host running one of its HAProxys
+// (starters and a VIP's backup both serve on a host's own address), sorted.
+func addonCertNames(st *State, a api.Addon) certNames {
+	n := certNames{DNS: []string{a.ID}}
+	add := func(ip string) {
+		if ip != "" && net.ParseIP(ip) != nil && !slices.Contains(n.IPs, ip) {
+			n.IPs = append(n.IPs, ip)
+		}
+	}
+	if host, _, err := net.SplitHostPort(a.Entrypoint); err == nil {
+		add(host)
+	}
+	for _, m := range a.Members {
+		if m.Role != api.RoleHAProxy {
+			continue
+		}
+		h := st.Hosts[m.HostID]
+		add(m.Address)
+		add(h.Address)
+		add(h.PublicAddress)
+	}
+	slices.Sort(n.IPs)
+	return n
+}
+
+// certHeld is what the decision needs of a held certificate.
+type certHeld struct {
+	NotBefore, NotAfter time.Time
+	Names               certNames
+}
+
+// parseCertHeld reads a PEM certificate; ok is false when there is none
+// or it cannot be read.
+func parseCertHeld(certPEM string) (certHeld, bool) {
+	if certPEM == "" {
+		return certHeld{}, false
+	}
+	c, err := identity.ParseCertPEM([]byte(certPEM))
+	if err != nil {
+		return certHeld{}, false
+	}
+	h := certHeld{NotBefore: c.NotBefore, NotAfter: c.NotAfter, Names: certNames{DNS: c.DNSNames}}
+	for _, ip := range c.IPAddresses {
+		h.Names.IPs = append(h.Names.IPs, ip.String())
+	}
+	slices.Sort(h.Names.IPs)
+	return h, true
+}
+
+// Reasons to issue an addon certificate.
+const (
+	certNone    = "none yet"
+	certRenamed = "its names changed"
+	certRenew   = "renewal due"
+	certExpired = "expired"
+)
+
+// addonCertDue decides whether an addon needs a new certificate and why:
+// none (or an unreadable one), names that differ from the wanted ones (an
+// entrypoint host replaced, a public address set), two thirds of its life
+// passed (identity.RenewDue), or expired. Pure.
+func addonCertDue(held certHeld, ok bool, want certNames, now time.Time) (bool, string) {
+	switch {
+	case !ok:
+		return true, certNone
+	case !now.Before(held.NotAfter):
+		return true, certExpired
+	case !slices.Equal(held.Names.IPs, want.IPs) || !slices.Equal(held.Names.DNS, want.DNS):
+		return true, certRenamed
+	case identity.RenewDue(held.NotBefore, held.NotAfter, now):
+		return true, certRenew
+	}
+	return false, ""
+}
+
+// addonCertController issues and renews the addons' certificates on the
+// leader, at once and then every addonCertEvery; while some coordinator
+// cannot apply command 37 (Store.Supports) it waits.
+type addonCertController struct {
+	store *Store
+	log   *slog.Logger
+	ttl   time.Duration
+	now   func() time.Time
+}
+
+func (c *addonCertController) Name() string { return "addon-certificates" }
+
+func (c *addonCertController) Run(ctx context.Context) {
+	t := time.NewTicker(addonCertEvery)
+	defer t.Stop()
+	waiting := false
+	for {
+		err := c.pass(ctx)
+		switch {
+		case err == nil:
+			waiting = false
+		case ctx.Err() != nil:
+			return
+		case errors.Is(err, ErrMixedReleases) && !waiting:
+			waiting = true
+			c.log.Warn("addon certificates wait until every coordinator applies command 37", "err", err)
+		case !errors.Is(err, ErrMixedReleases):
+			c.log.Warn("addon certificate not issued yet", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// pass issues a certificate to each addon that needs one.
+func (c *addonCertController) pass(ctx context.Context) error {
+	type due struct {
+		id, why string
+		names   certNames
+	}
+	var (
+		ca   *identity.CA
+		todo []due
+	)
+	now := c.now()
+	c.store.FSM().Read(func(st *State, _ uint64) {
+		if st.CA != nil {
+			cp := *st.CA
+			ca = &cp
+		}
+		for _, a := range sortedAddons(st.Addons) {
+			if a.Status == api.AddonRemoving || a.Entrypoint == "" {
+				continue
+			}
+			want := addonCertNames(st, a)
+			held, ok := parseCertHeld(a.TLSCert)
+			if yes, why := addonCertDue(held, ok, want, now); yes {
+				todo = append(todo, due{a.ID, why, want})
+			}
+		}
+	})
+	if ca == nil || len(todo) == 0 {
+		return nil
+	}
+	ttl := c.ttl
+	if ttl <= 0 {
+		ttl = defaultAddonCertTTL
+	}
+	for _, d := range todo {
+		cert, key, err := ca.IssueServer(identity.ServerRequest{Name: d.id, DNSNames: d.names.DNS, IPs: d.names.IPs,
+			NotBefore: now.Add(-time.Minute), NotAfter: now.Add(ttl)})
+		if err != nil {
+			return fmt.Errorf("addon %s: %w", d.id, err)
+		}
+		if _, err := c.store.Apply(ctx, CmdAddonCert, AddonCertCmd{AddonID: d.id, Cert: cert, Key: api.NewSecret(key)}); err != nil {
+			if errors.Is(err, api.ErrNotFound) {
+				continue // removed meanwhile
+			}
+			return err
+		}
+		c.log.Info("addon certificate issued", "addon", d.id, "why", d.why, "ips", d.names.IPs, "valid_for", ttl.String())
+	}
+	return nil
+}

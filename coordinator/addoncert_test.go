@@ -1,0 +1,101 @@
+package coordinator
+
+import (
+	"testing"
+	"time"
+
+	"github.com/cacheplane/cacheplane/api"
+	"github.com/cacheplane/cacheplane/identity"
+)
+
+// TestAddonCertDue: the renewal decision, as a table.
+func TestAddonCertDue(t *testing.T) {
+	now := time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC)
+	want := certNames{DNS: []string{"a-1"}, IPs: []string{"127.0.0.11", "127.0.0.20"}}
+	held := func(from, to time.Time, ips ...string) certHeld {
+		return certHeld{NotBefore: from, NotAfter: to, Names: certNames{DNS: []string{"a-1"}, IPs: ips}}
+	}
+	day := 24 * time.Hour
+	for _, tc := range []struct {
+		name string
+		held certHeld
+		ok   bool
+		due  bool
+		why  string
+	}{
+		{"none", certHeld{}, false, true, certNone},
+		{"fresh", held(now.Add(-day), now.Add(89*day), "127.0.0.11", "127.0.0.20"), true, false, ""},
+		{"just before two thirds", held(now.Add(-59*day), now.Add(31*day), "127.0.0.11", "127.0.0.20"), true, false, ""},
+		{"two thirds passed", held(now.Add(-60*day), now.Add(30*day), "127.0.0.11", "127.0.0.20"), true, true, certRenew},
+		{"expired", held(now.Add(-91*day), now.Add(-day), "127.0.0.11", "127.0.0.20"), true, true, certExpired},
+		{"an address gone", held(now.Add(-day), now.Add(89*day), "127.0.0.11"), true, true, certRenamed},
+		{"an address more", held(now.Add(-day), now.Add(89*day), "127.0.0.11", "127.0.0.20", "127.0.0.30"), true, true, certRenamed},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			due, why := addonCertDue(tc.held, tc.ok, want, now)
+			if due != tc.due || why != tc.why {
+				t.Errorf("due %v (%q), want %v (%q)", due, why, tc.due, tc.why)
+			}
+		})
+	}
+}
+
+// TestAddonCertNames: the entrypoint, each HAProxy host's address and
+// public address, the addon id; redis and sentinel hosts are not named.
+func TestAddonCertNames(t *testing.T) {
+	st := &State{Hosts: map[string]api.Host{
+		"h1": {ID: "h1", Address: "127.0.0.11", PublicAddress: "127.0.0.111"},
+		"h2": {ID: "h2", Address: "127.0.0.12"},
+		"h3": {ID: "h3", Address: "127.0.0.13", PublicAddress: "127.0.0.113"},
+	}}
+	a := api.Addon{ID: "a-1", Entrypoint: "127.0.0.200:30000", Members: []api.Member{
+		{ID: "r1", Role: api.RoleRedis, HostID: "h3"},
+		{ID: "p1", Role: api.RoleHAProxy, HostID: "h1"},
+		{ID: "p2", Role: api.RoleHAProxy, HostID: "h2"},
+	}}
+	got := addonCertNames(st, a)
+	wantIPs := []string{"127.0.0.11", "127.0.0.111", "127.0.0.12", "127.0.0.200"}
+	if len(got.IPs) != len(wantIPs) || len(got.DNS) != 1 || got.DNS[0] != "a-1" {
+		t.Fatalf("names %+v, want IPs %v and DNS a-1", got, wantIPs)
+	}
+	for i := range wantIPs {
+		if got.IPs[i] != wantIPs[i] {
+			t.Fatalf("IPs %v, want %v", got.IPs, wantIPs)
+		}
+	}
+}
+
+// TestApplyAddonCert: command 37 records the certificate and key; an
+// unknown addon or an empty key is refused; a certificate issued for the
+// wanted names reads back as held for them and is not due.
+func TestApplyAddonCert(t *testing.T) {
+	now := time.Now()
+	ca, err := identity.NewCA(now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &FSM{state: newState()}
+	f.state.Addons["a-1"] = api.Addon{ID: "a-1", App: "app"}
+	want := certNames{DNS: []string{"a-1"}, IPs: []string{"127.0.0.20"}}
+	cert, key, err := ca.IssueServer(identity.ServerRequest{Name: "a-1", DNSNames: want.DNS, IPs: want.IPs, NotBefore: now.Add(-time.Minute), NotAfter: now.Add(time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err, _ := f.applyAddonCert(AddonCertCmd{AddonID: "nope", Cert: cert, Key: api.NewSecret(key)}).(error); err == nil {
+		t.Error("unknown addon accepted")
+	}
+	if err, _ := f.applyAddonCert(AddonCertCmd{AddonID: "a-1", Cert: cert}).(error); err == nil {
+		t.Error("empty key accepted")
+	}
+	if res := f.applyAddonCert(AddonCertCmd{AddonID: "a-1", Cert: cert, Key: api.NewSecret(key)}); res != nil {
+		t.Fatal(res)
+	}
+	a := f.state.Addons["a-1"]
+	if a.TLSCert != cert || a.TLSKey.Reveal() != key || !a.Redacted().TLSKey.IsZero() {
+		t.Fatal("certificate not recorded, or its key not redacted")
+	}
+	held, ok := parseCertHeld(a.TLSCert)
+	if due, why := addonCertDue(held, ok, want, now); due {
+		t.Errorf("a fresh certificate is due: %s", why)
+	}
+}
