@@ -235,6 +235,9 @@ type routeSpec struct {
 	// match (serverCommands), so a member added or removed restarts no
 	// HAProxy.
 	servers []render.HAProxyServer
+	// kernel: the addon is in kernel mode and this member holds its VIP:
+	// the router also hands the primary to the kernel path (kernel.go).
+	kernel bool
 }
 
 // routeSpecOf derives the router's spec from a haproxy member's
@@ -246,6 +249,7 @@ func routeSpecOf(as api.Assignment, in render.HAProxyInput) routeSpec {
 		sentinels: append([]string(nil), as.Sentinels...), masterName: as.MasterName, addon: as.AddonID,
 		sentinelPass: as.FleetPassword,
 		servers:      append([]render.HAProxyServer(nil), in.Servers...),
+		kernel:       kernelEntryOf(as).on,
 	}
 	if in.Local != (render.Endpoint{}) && in.Local != in.Entrypoint {
 		s.frontend = render.HAProxyFrontend(in.AddonID)
@@ -262,6 +266,9 @@ type routes struct {
 	mu sync.Mutex
 	r  map[string]*router
 	wg sync.WaitGroup
+	// kernel is the kernel entrypoint path (kernel.go), made at the first
+	// sync.
+	kernel *kernelPath
 }
 
 func newRoutes() *routes { return &routes{r: map[string]*router{}} }
@@ -269,6 +276,7 @@ func newRoutes() *routes { return &routes{r: map[string]*router{}} }
 // router follows one haproxy member's sentinels and drives its HAProxy.
 type router struct {
 	id     string
+	kernel *kernelPath
 	log    *slog.Logger
 	spec   chan routeSpec // the latest assignment (capacity 1: latest wins)
 	poke   chan struct{}
@@ -291,7 +299,7 @@ func (rs *routes) sync(ctx context.Context, log *slog.Logger, specs map[string]r
 		r, ok := rs.r[id]
 		if !ok {
 			rctx, cancel := context.WithCancel(ctx)
-			r = &router{id: id, log: log.With("member", id, "addon", spec.addon), spec: make(chan routeSpec, 1),
+			r = &router{id: id, kernel: rs.kernel, log: log.With("member", id, "addon", spec.addon), spec: make(chan routeSpec, 1),
 				poke: make(chan struct{}, 1), cancel: cancel}
 			rs.r[id] = r
 			rs.wg.Add(1)
@@ -394,6 +402,9 @@ func (r *router) run(ctx context.Context, spec routeSpec) {
 				addr, votes, err := redisctl.AskMajority(actx, sentinels, pass.Reveal(), name)
 				majority <- majorityAnswer{addr: addr, votes: votes, err: err}
 			}()
+		}
+		if spec.kernel { // kernel.go: the VIP holder's kernel forwards to the agreed primary
+			r.kernel.setPrimary(ctx, spec.addon, kernelPrimary(g.primary, spec.servers))
 		}
 		cmds, known, err := r.apply(ctx, api, spec, g.primary, releaseAt, now)
 		if err == nil && g.primary != "" && !known && lastNoSrv != g.primary {
@@ -562,9 +573,13 @@ func watchSentinel(ctx context.Context, log *slog.Logger, addr, password, name s
 // at once) and stops the routers of members no longer assigned.
 func (a *Agent) syncRoutes(ctx context.Context, assigned map[string]api.Assignment) {
 	specs := map[string]routeSpec{}
+	kernel := map[string]kernelEntry{}
 	for id, as := range assigned {
 		if as.Role != api.RoleHAProxy {
 			continue
+		}
+		if e := kernelEntryOf(as); e.on {
+			kernel[as.AddonID] = e
 		}
 		in, err := a.haproxyInput(as)
 		if err != nil {
@@ -572,6 +587,10 @@ func (a *Agent) syncRoutes(ctx context.Context, assigned map[string]api.Assignme
 		}
 		specs[id] = routeSpecOf(as, in)
 	}
+	if a.routes.kernel == nil {
+		a.routes.kernel = newKernelPath(a.cfg.HostID, a.log.With("component", "kernel-entrypoint"))
+	}
+	a.routes.kernel.sync(ctx, kernel) // kernel.go: which addons this host forwards in the kernel
 	a.routes.sync(ctx, a.log.With("component", "route"), specs)
 }
 
