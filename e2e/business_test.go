@@ -763,7 +763,13 @@ func TestBusinessKillPrimaryHost(t *testing.T) {
 // agent enables its clients' frontend (it bound the VIP all along): the URL
 // works again within 2 s and the surviving HAProxy is not restarted.
 func TestBusinessKillEntrypointHost(t *testing.T) {
-	f := startBusiness(t, "biz-vip", bizOpts{})
+	killEntrypointHost(t, startBusiness(t, "biz-vip", bizOpts{}), "vip:", nil)
+}
+
+// killEntrypointHost loses the VIP holder's host; lost (if not nil) runs
+// right after, with the host's id (kernel mode: the host's kernel rules go
+// with it).
+func killEntrypointHost(t *testing.T, f *bizFleet, prefix string, lost func(host string)) {
 	h := f.holder()
 	if h.HostID == f.primary().HostID {
 		t.Logf("the entrypoint holder %s shares host %s with the primary", h.ID, h.HostID)
@@ -779,9 +785,12 @@ func TestBusinessKillEntrypointHost(t *testing.T) {
 		t.Fatalf("haproxy %s has no running process", other.ID)
 	}
 	pidAfterMove := 0
-	o := f.fault(t, "vip:", f.opt, func() time.Time {
+	o := f.fault(t, prefix, f.opt, func() time.Time {
 		at := time.Now()
 		f.agents[h.HostID].KillHost()
+		if lost != nil {
+			lost(h.HostID)
+		}
 		return at
 	}, func() {
 		// Writes resumed through the other haproxy: before any
@@ -807,9 +816,14 @@ func TestBusinessKillEntrypointHost(t *testing.T) {
 // failover first. A go-redis client with default retries sees no failed
 // command and no acknowledged write is lost.
 func TestBusinessDrainPrimaryHost(t *testing.T) {
-	f := startBusiness(t, "biz-drain", bizOpts{})
+	drainPrimaryHost(t, startBusiness(t, "biz-drain", bizOpts{}), "drain:")
+}
+
+// drainPrimaryHost drains the primary's host under a writer (0 failed
+// commands, 0 lost), then undrains it.
+func drainPrimaryHost(t *testing.T, f *bizFleet, prefix string) {
 	old := f.primary()
-	o := f.fault(t, "drain:", f.opt, func() time.Time {
+	o := f.fault(t, prefix, f.opt, func() time.Time {
 		at := time.Now()
 		if res := f.c.CLI("hosts-drain", old.HostID); res.Code != 0 {
 			t.Fatalf("hosts-drain: %s", res)
@@ -877,9 +891,15 @@ func authPing(c net.Conn, password string) error {
 // TestBusinessMaxConn (f): the entrypoint takes 2,000 concurrent clients;
 // the 2,001st is closed at once, and the first 2,000 keep working.
 func TestBusinessMaxConn(t *testing.T) {
+	raiseNoFile(t, 3*2000+1024)
+	checkMaxConn(t, startBusiness(t, "biz-conn", bizOpts{}))
+}
+
+// checkMaxConn opens 2,000 clients on the entrypoint, checks the 2,001st
+// is refused at once and the 2,000 still work, and that a closed one's
+// place is taken again.
+func checkMaxConn(t *testing.T, f *bizFleet) {
 	const limit = 2000
-	raiseNoFile(t, 3*limit+1024)
-	f := startBusiness(t, "biz-conn", bizOpts{})
 	ep := f.mustAddon().Entrypoint
 	conns := make([]net.Conn, 0, limit)
 	defer func() {
@@ -900,8 +920,9 @@ func TestBusinessMaxConn(t *testing.T) {
 			t.Fatalf("connection %d: %v\nentrypoint sessions now:\n%s", i+1, err, f.haproxySessions())
 		}
 	}
-	// The next one is accepted by the kernel and closed by HAProxy at once:
-	// the client sees EOF or a reset, never a hang.
+	// The next one is accepted by the kernel and closed by HAProxy at once
+	// (kernel mode: refused with a reset): the client sees EOF or a
+	// reset, never a hang.
 	extra, err := net.DialTimeout("tcp", ep, 5*time.Second)
 	if err == nil {
 		start := time.Now()
