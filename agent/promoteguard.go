@@ -21,7 +21,9 @@ package agent
 //     the others promote its replica (a partition). On the primary's host
 //     the guard asks the addon's sentinels (from the host's own address,
 //     so it is cut off when the host is): when fewer than a majority
-//     answer for isolateAfter, the primary is fenced — min-replicas-to-write
+//     answer for isolateAfter, after a majority answered once (sentinels
+//     still starting, as when a starter becomes a business addon, are not
+//     a partition), the primary is fenced — min-replicas-to-write
 //     1, min-replicas-max-lag redisctl.FenceMaxLag — and refuses writes
 //     (-NOREPLICAS) unless its replica still ACKs; the fence is lifted as
 //     soon as a majority answers again. The fence is not on all the time:
@@ -121,17 +123,25 @@ type primaryObs struct {
 	// MinorityFor is how long fewer than a majority have answered (0 when
 	// a majority answers now).
 	MinorityFor time.Duration
+	// HadMajority: a majority of its sentinels answered this host at least
+	// once since the member ran here. Until then the sentinels are still
+	// starting (a starter becoming a business addon gets them after its
+	// primary), and sentinels that never ran cannot fail it over.
+	HadMajority bool
 }
 
 // decideFence says whether a primary must be fenced (pure): when a
-// majority of its sentinels has been out of reach from its host for
-// isolateAfter. A majority answering lifts the fence.
+// majority of its sentinels, once reached, has been out of reach from its
+// host for isolateAfter. A majority answering lifts the fence.
 func decideFence(o primaryObs) (bool, string) {
 	if o.Sentinels == 0 {
 		return false, "no sentinels"
 	}
 	if o.Answered*2 > o.Sentinels {
 		return false, fmt.Sprintf("%d of %d sentinels reachable", o.Answered, o.Sentinels)
+	}
+	if !o.HadMajority {
+		return false, fmt.Sprintf("%d of %d sentinels reachable, a majority never yet (starting)", o.Answered, o.Sentinels)
 	}
 	if o.MinorityFor < isolateAfter {
 		return false, fmt.Sprintf("%d of %d sentinels reachable for %s (fence after %s)", o.Answered, o.Sentinels, o.MinorityFor, isolateAfter)
@@ -145,6 +155,9 @@ type guardState struct {
 	// minoritySince: since when a primary's host reached fewer than a
 	// majority of its sentinels.
 	minoritySince map[string]time.Time
+	// majoritySeen: members whose host reached a majority of their
+	// sentinels at least once (primaryObs.HadMajority).
+	majoritySeen map[string]bool
 	// last decision logged per member (logged on change only).
 	last map[string]string
 	// clients are kept from one look to the next (a dial and an AUTH per
@@ -201,7 +214,7 @@ func (a *Agent) guard() *guardState {
 	if g, ok := guards.Load(a); ok {
 		return g.(*guardState)
 	}
-	g, _ := guards.LoadOrStore(a, &guardState{minoritySince: map[string]time.Time{}, last: map[string]string{},
+	g, _ := guards.LoadOrStore(a, &guardState{minoritySince: map[string]time.Time{}, majoritySeen: map[string]bool{}, last: map[string]string{},
 		clients: map[string]*redis.Client{}, used: map[string]bool{}})
 	return g.(*guardState)
 }
@@ -275,6 +288,11 @@ func (a *Agent) guardForget(members []api.Assignment) {
 			delete(g.minoritySince, id)
 		}
 	}
+	for id := range g.majoritySeen {
+		if !keep[id] {
+			delete(g.majoritySeen, id)
+		}
+	}
 }
 
 // guardMember looks at one business redis member and acts.
@@ -330,6 +348,7 @@ func (a *Agent) guardPrimary(ctx context.Context, as api.Assignment, c *redis.Cl
 	g.mu.Lock()
 	if answered*2 > len(as.Sentinels) {
 		delete(g.minoritySince, as.MemberID)
+		g.majoritySeen[as.MemberID] = true
 	} else {
 		since, ok := g.minoritySince[as.MemberID]
 		if !ok {
@@ -338,6 +357,7 @@ func (a *Agent) guardPrimary(ctx context.Context, as api.Assignment, c *redis.Cl
 		}
 		o.MinorityFor = now.Sub(since)
 	}
+	o.HadMajority = g.majoritySeen[as.MemberID]
 	g.mu.Unlock()
 	fence, why := decideFence(o)
 	for _, p := range redisctl.FenceParams(fence) {

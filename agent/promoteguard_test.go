@@ -41,12 +41,14 @@ func TestDecideFence(t *testing.T) {
 	}{
 		{"all three sentinels answer", primaryObs{Sentinels: 3, Answered: 3}, false},
 		{"two of three: a majority", primaryObs{Sentinels: 3, Answered: 2}, false},
-		{"one of three, just now", primaryObs{Sentinels: 3, Answered: 1, MinorityFor: 0}, false},
-		{"one of three, under isolateAfter", primaryObs{Sentinels: 3, Answered: 1, MinorityFor: isolateAfter - time.Millisecond}, false},
-		{"one of three (its own host's) for isolateAfter: isolated", primaryObs{Sentinels: 3, Answered: 1, MinorityFor: isolateAfter}, true},
-		{"none for long", primaryObs{Sentinels: 3, Answered: 0, MinorityFor: time.Minute}, true},
+		{"one of three, just now", primaryObs{Sentinels: 3, Answered: 1, MinorityFor: 0, HadMajority: true}, false},
+		{"one of three, under isolateAfter", primaryObs{Sentinels: 3, Answered: 1, MinorityFor: isolateAfter - time.Millisecond, HadMajority: true}, false},
+		{"one of three (its own host's) for isolateAfter: isolated", primaryObs{Sentinels: 3, Answered: 1, MinorityFor: isolateAfter, HadMajority: true}, true},
+		{"none for long", primaryObs{Sentinels: 3, Answered: 0, MinorityFor: time.Minute, HadMajority: true}, true},
+		{"none for long, never a majority: sentinels still starting (starter -> business)", primaryObs{Sentinels: 3, Answered: 0, MinorityFor: time.Minute}, false},
+		{"one of three for long, never a majority", primaryObs{Sentinels: 3, Answered: 1, MinorityFor: time.Minute}, false},
 		{"no sentinels (not a business addon)", primaryObs{}, false},
-		{"one of two is no majority", primaryObs{Sentinels: 2, Answered: 1, MinorityFor: 2 * isolateAfter}, true},
+		{"one of two is no majority", primaryObs{Sentinels: 2, Answered: 1, MinorityFor: 2 * isolateAfter, HadMajority: true}, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if got, why := decideFence(tc.o); got != tc.fence {
