@@ -171,7 +171,10 @@ func (s *Server) handleAssignments(w http.ResponseWriter, r *http.Request) error
 	timer := time.NewTimer(wait)
 	defer timer.Stop()
 	for {
-		ch := s.store.FSM().Changed()
+		// Only an entry that may change this host's assignments wakes the
+		// query (hostindex.go): 10,000 agents are not answered for every
+		// write anywhere in the fleet.
+		mod, ch := s.store.FSM().HostChanged(hostID)
 		var (
 			out   api.Assignments
 			known bool
@@ -186,7 +189,10 @@ func (s *Server) handleAssignments(w http.ResponseWriter, r *http.Request) error
 		if !known {
 			return fmt.Errorf("%w: host %s is not registered; register first", api.ErrNotFound, hostID)
 		}
-		if out.Index > index {
+		// A new agent (index 0), or one whose index is behind a change of
+		// its host, is answered at once; one whose index is ahead of this
+		// member's log waits for the next change or the timeout.
+		if index == 0 || (mod > index && out.Index > index) {
 			writeJSON(w, http.StatusOK, out)
 			return nil
 		}
@@ -206,7 +212,7 @@ func (s *Server) handleAssignments(w http.ResponseWriter, r *http.Request) error
 func assignmentsFor(st *State, hostID string) []api.Assignment {
 	host := st.Hosts[hostID]
 	out := []api.Assignment{}
-	for _, a := range sortedAddons(st.Addons) {
+	for _, a := range st.addonsOn(hostID) {
 		if a.Status == api.AddonRemoving {
 			continue
 		}
@@ -278,13 +284,8 @@ func assignmentsFor(st *State, hostID string) []api.Assignment {
 // VIP from the entrypoint pool (no host's own address).
 func entrypointVIP(st *State, a api.Addon) (string, bool) {
 	ep, _, err := net.SplitHostPort(a.Entrypoint)
-	if err != nil || ep == "" {
+	if err != nil || ep == "" || st.isHostAddress(ep) {
 		return "", false
-	}
-	for _, h := range st.Hosts {
-		if h.Address == ep {
-			return "", false
-		}
 	}
 	return ep, true
 }

@@ -35,6 +35,7 @@ func TestHAProxyAssignments(t *testing.T) {
 
 	haproxy := func(host string) api.Assignment {
 		t.Helper()
+		st.reindexHosts() // the state is written directly here, not through the FSM
 		for _, as := range assignmentsFor(st, host) {
 			if as.Role == api.RoleHAProxy {
 				return as

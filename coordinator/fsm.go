@@ -35,6 +35,10 @@ type FSM struct {
 	state   *State
 	index   uint64
 	changed chan struct{} // closed and replaced after every applied batch
+	// watch wakes the agents' blocking queries host by host (hostindex.go).
+	watch *hostWatch
+	// decoded is the command the entry being applied decoded into.
+	decoded any
 
 	// keys open sealed entries and seal snapshots (statekeys.go); set
 	// once, before Raft starts.
@@ -43,7 +47,7 @@ type FSM struct {
 
 // NewFSM returns an empty FSM.
 func NewFSM(log *slog.Logger) *FSM {
-	return &FSM{log: log, state: newState(), changed: make(chan struct{})}
+	return &FSM{log: log, state: newState(), changed: make(chan struct{}), watch: newHostWatch()}
 }
 
 var (
@@ -70,6 +74,7 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 				f.index = l.Index
 			}
 		}
+		f.watch.flush(f.index)
 		ch := f.changed
 		f.changed = make(chan struct{})
 		return ch
@@ -133,7 +138,9 @@ func (f *FSM) applyOne(data []byte, index uint64) any {
 		}
 		return res
 	}
+	f.decoded = nil
 	res := f.apply(t, body)
+	f.noteHosts(t, f.decoded)
 	// A refusal changes nothing, not even the level.
 	if _, refused := res.(error); !refused && since > f.state.Version {
 		f.state.Version = since
@@ -147,6 +154,7 @@ func (f *FSM) apply(t CommandType, body []byte) any {
 		if err := json.Unmarshal(body, v); err != nil {
 			panic(fmt.Sprintf("fsm: cannot decode %s entry: %v", t, err))
 		}
+		f.decoded = v
 	}
 	switch t {
 	case CmdCoordinatorUpsert:
@@ -633,7 +641,7 @@ func (f *FSM) applyAddonDelete(c AddonDeleteCmd) any {
 func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	data, err := json.Marshal(f.state)
+	data, err := json.Marshal(snapshotState{State: f.state, AppliedIndex: f.index})
 	if err != nil {
 		return nil, fmt.Errorf("snapshot state: %w", err)
 	}
@@ -661,7 +669,8 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 		}
 	}
 	s := newState()
-	if err := json.Unmarshal(data, s); err != nil {
+	w := snapshotState{State: s}
+	if err := json.Unmarshal(data, &w); err != nil {
 		return fmt.Errorf("restore snapshot: %w", err)
 	}
 	if s.Version > MaxProtocol {
@@ -705,11 +714,24 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	s.reindex()
 	f.mu.Lock()
 	f.state = s
+	// Every host's assignments may have changed. A snapshot written
+	// before it carried its index (AppliedIndex 0) counts as of the
+	// index this member had applied.
+	f.index = max(f.index, w.AppliedIndex)
+	f.watch.pendingAll = true
+	f.watch.flush(f.index)
 	ch := f.changed
 	f.changed = make(chan struct{})
 	f.mu.Unlock()
 	close(ch)
 	return nil
+}
+
+// snapshotState is a snapshot's JSON: the state and the index of the last
+// entry applied into it (releases before it ignore the field).
+type snapshotState struct {
+	*State
+	AppliedIndex uint64 `json:"applied_index,omitempty"`
 }
 
 type fsmSnapshot struct{ data []byte }

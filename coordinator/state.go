@@ -40,6 +40,7 @@ type State struct {
 	byApp   map[string]string          // app → addon id
 	active  map[string]bool            // ids of pending or running operations
 	byAddon map[string]map[string]bool // addon id → its operations' ids (history.go)
+	hosts   hostIndex                  // members by host (hostindex.go)
 }
 
 func newState() *State {
@@ -57,6 +58,7 @@ func newState() *State {
 		byApp:        map[string]string{},
 		active:       map[string]bool{},
 		byAddon:      map[string]map[string]bool{},
+		hosts:        newHostIndex(),
 	}
 }
 
@@ -72,6 +74,7 @@ func (s *State) reindex() {
 			s.active[id] = true
 		}
 	}
+	s.reindexHosts()
 }
 
 // putOp stores an operation and keeps the indexes; the jobs of an
