@@ -146,11 +146,26 @@ func (l *leadership) establish(ctx context.Context) error {
 
 // runPasses calls pass now and again after every FSM change, every
 // heartbeat, or period without either, until ctx ends. The channels are
-// taken before the pass, so a change during it is never missed.
+// taken before the pass, so a change during it is never missed. After a
+// pass, the next waits at least passRest times as long as that pass took:
+// with thousands of hosts heartbeating and thousands of addons a pass is
+// no longer free, and back-to-back passes would take a core from the
+// writes and heartbeats they serve; a small fleet's passes take
+// microseconds and are not held back.
 func runPasses(ctx context.Context, f *FSM, obs *observed, period time.Duration, pass func()) {
 	for {
 		fsmCh, obsCh := f.Changed(), obs.Changed()
+		start := time.Now()
 		pass()
+		if rest := passRest * time.Since(start); rest >= time.Millisecond {
+			t := time.NewTimer(rest)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return
+			case <-t.C:
+			}
+		}
 		t := time.NewTimer(period)
 		select {
 		case <-ctx.Done():
@@ -163,3 +178,7 @@ func runPasses(ctx context.Context, f *FSM, obs *observed, period time.Duration,
 		t.Stop()
 	}
 }
+
+// passRest bounds a controller's passes to a third of a core (see
+// runPasses).
+const passRest = 2
