@@ -639,20 +639,12 @@ func (f *FSM) applyAddonDelete(c AddonDeleteCmd) any {
 
 // Snapshot captures the state; Persist writes it beside Apply.
 func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
+	// Raft calls Snapshot between two Applies and Persist beside them:
+	// only the maps are copied here (the values are never changed in
+	// place, only replaced), the JSON encoding runs in Persist.
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	data, err := json.Marshal(snapshotState{State: f.state, AppliedIndex: f.index})
-	if err != nil {
-		return nil, fmt.Errorf("snapshot state: %w", err)
-	}
-	if f.state.sealable(f.keys) {
-		blob, err := f.keys.seal(data)
-		if err != nil {
-			return nil, fmt.Errorf("snapshot state: %w", err)
-		}
-		data = append([]byte(sealedSnapshotMagic), blob...)
-	}
-	return &fsmSnapshot{data: data}, nil
+	return &fsmSnapshot{state: f.state.shallowCopy(), index: f.index, keys: f.keys, sealed: f.state.sealable(f.keys)}, nil
 }
 
 // Restore replaces the state with a snapshot's.
@@ -734,10 +726,26 @@ type snapshotState struct {
 	AppliedIndex uint64 `json:"applied_index,omitempty"`
 }
 
-type fsmSnapshot struct{ data []byte }
+type fsmSnapshot struct {
+	state  *State
+	index  uint64
+	keys   StateKeyring
+	sealed bool
+}
 
 func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
-	if _, err := sink.Write(s.data); err != nil {
+	data, err := json.Marshal(snapshotState{State: s.state, AppliedIndex: s.index})
+	if err == nil && s.sealed {
+		var blob []byte
+		if blob, err = s.keys.seal(data); err == nil {
+			data = append([]byte(sealedSnapshotMagic), blob...)
+		}
+	}
+	if err != nil {
+		_ = sink.Cancel()
+		return fmt.Errorf("snapshot state: %w", err)
+	}
+	if _, err := sink.Write(data); err != nil {
 		_ = sink.Cancel()
 		return fmt.Errorf("persist snapshot: %w", err)
 	}

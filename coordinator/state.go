@@ -1,6 +1,7 @@
 package coordinator
 
 import (
+	"maps"
 	"sort"
 
 	"github.com/cacheplane/cacheplane/api"
@@ -59,6 +60,27 @@ func newState() *State {
 		active:       map[string]bool{},
 		byAddon:      map[string]map[string]bool{},
 		hosts:        newHostIndex(),
+	}
+}
+
+// shallowCopy copies the serialized maps (not their values: the FSM
+// replaces a value, never changes one in place), for a snapshot encoded
+// while later entries apply. The indexes are not copied.
+func (s *State) shallowCopy() *State {
+	return &State{
+		Version:      s.Version,
+		Coordinators: maps.Clone(s.Coordinators),
+		Plans:        s.Plans,
+		Engines:      s.Engines,
+		Hosts:        maps.Clone(s.Hosts),
+		Addons:       maps.Clone(s.Addons),
+		Operations:   maps.Clone(s.Operations),
+		Backups:      maps.Clone(s.Backups),
+		Jobs:         maps.Clone(s.Jobs),
+		BackupSeqs:   maps.Clone(s.BackupSeqs),
+		CA:           s.CA,
+		JoinTokens:   maps.Clone(s.JoinTokens),
+		HostCerts:    maps.Clone(s.HostCerts),
 	}
 }
 
