@@ -33,6 +33,7 @@ import (
 	"github.com/cacheplane/cacheplane/agent/kernelpath"
 	"github.com/cacheplane/cacheplane/agent/render"
 	"github.com/cacheplane/cacheplane/api"
+	"github.com/cacheplane/cacheplane/redisctl"
 )
 
 // kernelApplyTimeout bounds one transaction with its conntrack cuts.
@@ -43,6 +44,9 @@ type kernelEntry struct {
 	on      bool // kernel mode, and this member holds the VIP
 	entry   netip.AddrPort
 	maxConn int
+	// fleet is the addon's fleet credential: a demoted primary's app
+	// clients are closed with it.
+	fleet api.Secret
 }
 
 // kernelEntryOf reads it from a haproxy member's assignment.
@@ -54,7 +58,7 @@ func kernelEntryOf(as api.Assignment) kernelEntry {
 	if err != nil {
 		return kernelEntry{}
 	}
-	return kernelEntry{on: true, entry: ap, maxConn: as.MaxConn}
+	return kernelEntry{on: true, entry: ap, maxConn: as.MaxConn, fleet: as.FleetPassword}
 }
 
 // kernelPrimary is the primary a router hands the kernel path: the
@@ -79,8 +83,9 @@ type kernelPath struct {
 	k   *kernelpath.Kernel
 	log *slog.Logger
 
-	mu   sync.Mutex
-	want map[string]kernelpath.Forward
+	mu    sync.Mutex
+	want  map[string]kernelpath.Forward
+	fleet map[string]api.Secret // addon → fleet credential
 	// dirty: want differs from what was last applied (or the apply
 	// failed): the next call applies.
 	dirty     bool
@@ -90,7 +95,8 @@ type kernelPath struct {
 }
 
 func newKernelPath(host string, log *slog.Logger) *kernelPath {
-	return &kernelPath{k: kernelpath.New(kernelpath.TableName(host)), log: log, want: map[string]kernelpath.Forward{}}
+	return &kernelPath{k: kernelpath.New(kernelpath.TableName(host)), log: log, want: map[string]kernelpath.Forward{},
+		fleet: map[string]api.Secret{}}
 }
 
 // sync sets which addons are forwarded (addon → entry); a router's primary
@@ -103,6 +109,7 @@ func (kp *kernelPath) sync(ctx context.Context, entries map[string]kernelEntry) 
 	for addon := range kp.want {
 		if e, ok := entries[addon]; !ok || !e.on {
 			delete(kp.want, addon)
+			delete(kp.fleet, addon)
 			kp.dirty = true
 		}
 	}
@@ -110,6 +117,7 @@ func (kp *kernelPath) sync(ctx context.Context, entries map[string]kernelEntry) 
 		if !e.on {
 			continue
 		}
+		kp.fleet[addon] = e.fleet
 		f := kp.want[addon]
 		nf := kernelpath.Forward{Addon: addon, Entry: e.entry, Primary: f.Primary, MaxConn: e.maxConn}
 		if f != nf {
@@ -167,13 +175,48 @@ func (kp *kernelPath) applyLocked(ctx context.Context) {
 		return
 	}
 	kp.started, kp.dirty, kp.lastError = true, false, ""
-	if res.Added+res.Deleted > 0 || res.Dropped || len(res.Cut) > 0 {
+	took := time.Since(begin)
+	cut := map[string]string{}
+	for _, c := range res.Cuts {
+		cut[c.Addon] = kp.cut(ctx, c)
+	}
+	if res.Added+res.Deleted > 0 || res.Dropped {
 		fwd := make([]string, 0, len(want))
 		for _, f := range want {
 			fwd = append(fwd, f.Addon+" "+f.Entry.String()+">"+f.Primary.String())
 		}
 		slices.Sort(fwd)
 		kp.log.Info("kernel entrypoint rules applied", "table", kp.k.Table(), "forwards", fwd, "added", res.Added,
-			"deleted", res.Deleted, "table_dropped", res.Dropped, "connections_cut", res.Cut, "took", time.Since(begin).Round(time.Microsecond))
+			"deleted", res.Deleted, "table_dropped", res.Dropped, "demoted", cut, "took", took.Round(time.Microsecond))
 	}
+}
+
+// kernelKillTimeout bounds closing a demoted primary's app clients (it may
+// be gone, or busy: the conntrack cut follows regardless).
+const kernelKillTimeout = 500 * time.Millisecond
+
+// cut closes the connections forwarded to a demoted primary, as HAProxy's
+// `shutdown sessions` does: first on the node itself (CLIENT KILL USER
+// default: each client sees its connection end at once, through the
+// conntrack entry, and reconnects through the new rule), then every
+// forwarded conntrack entry whose reply is not the new primary's (a node
+// that is gone or did not answer: the client's next packet is reset). It
+// returns an account for the log.
+func (kp *kernelPath) cut(ctx context.Context, c kernelpath.Cut) string {
+	out := ""
+	if c.From.IsValid() {
+		kctx, cancel := context.WithTimeout(ctx, kernelKillTimeout)
+		n, err := redisctl.KillAppClients(kctx, c.From.String(), kp.fleet[c.Addon].Reveal())
+		cancel()
+		if err != nil {
+			out = "clients not closed on " + c.From.String() + " (" + err.Error() + "); "
+		} else {
+			out = strconv.FormatInt(n, 10) + " clients closed on " + c.From.String() + "; "
+		}
+	}
+	n, err := kernelpath.CutStale(c)
+	if err != nil {
+		kp.log.Warn("kernel entrypoint: conntrack entries of the demoted primary not all deleted", "addon", c.Addon, "err", err)
+	}
+	return out + strconv.Itoa(n) + " conntrack entries deleted"
 }

@@ -20,9 +20,10 @@
 //     primary's replies come back through the holder.
 //
 // A change of primary replaces only the addon's dnat rules (the cap's
-// counts stay), then deletes the conntrack entries this table forwarded to
-// VIP:port whose reply does not come from the new primary: the clients of
-// the demoted node get a reset at their next packet and reconnect.
+// counts stay) and reports it (Cut); the caller then deletes the conntrack
+// entries forwarded to VIP:port whose reply does not come from the new
+// primary (CutStale): the clients of the demoted node get a reset at
+// their next packet and reconnect.
 //
 // Decisions are pure (Rules, Diff; table tests); Kernel is the netlink
 // edge (kernel.go).

@@ -2,7 +2,6 @@ package kernelpath
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/netip"
 	"sync"
@@ -31,14 +30,17 @@ func (k *Kernel) Table() string { return k.table.Name }
 type Result struct {
 	Added, Deleted int
 	Dropped        bool // the table was deleted
-	// Cut counts the conntrack entries deleted per addon.
-	Cut map[string]int
+	// Cuts are the primary changes committed: the caller closes the
+	// demoted nodes' connections (CutStale, after closing them on the
+	// node itself when it can).
+	Cuts []Cut
 }
 
 // Apply makes the table hold the rules of want: it reads the table's rules,
-// plans (Diff) and commits the plan in one nftables transaction, then cuts
-// the conntrack entries of a changed primary. ctx bounds nothing netlink
-// itself waits on (a local socket); it is checked before each step.
+// plans (Diff) and commits the plan in one nftables transaction, and
+// returns the primary changes committed (Result.Cuts). ctx bounds nothing
+// netlink itself waits on (a local socket); it is checked before the
+// transaction.
 func (k *Kernel) Apply(ctx context.Context, want []Forward) (Result, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
@@ -82,21 +84,8 @@ func (k *Kernel) Apply(ctx context.Context, want []Forward) (Result, error) {
 	if err := c.Flush(); err != nil {
 		return res, fmt.Errorf("nftables: table %s: transaction (%d rules deleted, %d added): %w", k.table.Name, len(p.Del), len(p.Add), err)
 	}
-	res.Added, res.Deleted = len(p.Add), len(p.Del)
-	var errs []error
-	for _, cut := range p.Cuts {
-		n, err := CutStale(cut)
-		if n > 0 {
-			if res.Cut == nil {
-				res.Cut = map[string]int{}
-			}
-			res.Cut[cut.Addon] += n
-		}
-		if err != nil {
-			errs = append(errs, err)
-		}
-	}
-	return res, errors.Join(errs...)
+	res.Added, res.Deleted, res.Cuts = len(p.Add), len(p.Del), p.Cuts
+	return res, nil
 }
 
 // rules lists the table's rules and whether the table exists.

@@ -137,8 +137,11 @@ func TestKernelLive(t *testing.T) {
 	if err != nil {
 		t.Fatalf("switch: %v", err)
 	}
-	if res.Added != 3 || res.Deleted != 3 || res.Cut["r1"] < 2 {
-		t.Fatalf("switch: %+v, want 3 dnat rules replaced and ≥2 conntrack entries cut", res)
+	if res.Added != 3 || res.Deleted != 3 || len(res.Cuts) != 1 || res.Cuts[0].From != a || res.Cuts[0].Primary != b {
+		t.Fatalf("switch: %+v, want 3 dnat rules replaced and one cut from a to b", res)
+	}
+	if n, err := CutStale(res.Cuts[0]); err != nil || n < 2 {
+		t.Fatalf("cut: %d conntrack entries deleted, %v; want ≥ 2", n, err)
 	}
 	if got, err := ask(c1); err == nil {
 		t.Fatalf("an old connection still answers (%q) after the switch", got)

@@ -181,12 +181,30 @@ type Have struct {
 	Handle uint64
 }
 
-// Cut is a primary change: the conntrack entries forwarded to Entry whose
-// reply does not come from Primary are deleted.
+// Cut is a primary change: the dnat rule of Entry moved from From (the
+// demoted node; invalid if unreadable) to Primary. The conntrack entries
+// forwarded to Entry whose reply does not come from Primary are to be
+// deleted (CutStale).
 type Cut struct {
 	Addon   string
 	Entry   netip.AddrPort
+	From    netip.AddrPort
 	Primary netip.AddrPort
+}
+
+// dnatTarget reads the primary of a dnat rule from its user data
+// ("... VIP:port>PRIMARY").
+func dnatTarget(user string) netip.AddrPort {
+	fs := strings.Fields(user)
+	if len(fs) == 0 {
+		return netip.AddrPort{}
+	}
+	_, to, ok := strings.Cut(fs[len(fs)-1], ">")
+	if !ok {
+		return netip.AddrPort{}
+	}
+	ap, _ := netip.ParseAddrPort(to)
+	return ap
 }
 
 // Plan is what one transaction does.
@@ -221,13 +239,13 @@ func Diff(have []Have, want []Forward) Plan {
 	}
 	var p Plan
 	seen := map[string]bool{}
-	oldDNAT := map[string]bool{} // addon → had a dnat-out rule
+	oldDNAT := map[string]netip.AddrPort{} // addon → the primary of its dnat-out rule
 	kept := 0
 	for _, h := range have {
 		k := h.Chain + "\x00" + h.User
 		addon, kind := owner(h.User)
 		if kind == kindDNATOut {
-			oldDNAT[addon] = true
+			oldDNAT[addon] = dnatTarget(h.User)
 		}
 		switch {
 		case seen[k]: // a duplicate
@@ -256,12 +274,13 @@ func Diff(have []Have, want []Forward) Plan {
 		return Plan{DropTable: true}
 	}
 	for _, f := range want {
-		if f.Valid() != nil || !f.Primary.IsValid() || !oldDNAT[f.Addon] {
+		from, had := oldDNAT[f.Addon]
+		if f.Valid() != nil || !f.Primary.IsValid() || !had {
 			continue
 		}
 		for _, r := range p.Add {
 			if a, kind := owner(r.User); a == f.Addon && kind == kindDNATOut {
-				p.Cuts = append(p.Cuts, Cut{Addon: f.Addon, Entry: f.Entry, Primary: f.Primary})
+				p.Cuts = append(p.Cuts, Cut{Addon: f.Addon, Entry: f.Entry, From: from, Primary: f.Primary})
 			}
 		}
 	}
