@@ -355,6 +355,13 @@ func TestSelfUpgradeMemberByMember(t *testing.T) {
 				}
 			}
 		}
+		// As an operator does before the next step: the host is ready. An
+		// older release that stops while it leads keeps leading for its
+		// 5 s shutdown timeout with its peer API closed (this release
+		// hands off first: coordinator.Close), so the agent's heartbeats
+		// are refused and that leader marks the host down until they
+		// reach the next one.
+		WaitForHostState(t, leader, "h1", api.HostReady, startTimeout)
 		// An operation in flight across the replacement (and, when the
 		// target leads, the leader change).
 		extra := fmt.Sprintf("su-extra-%d", phase)
