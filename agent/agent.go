@@ -260,7 +260,7 @@ func (a *Agent) Close() error {
 
 // host is what the agent registers.
 func (a *Agent) host() api.Host {
-	return api.Host{ID: a.cfg.HostID, Address: a.cfg.Address, MemoryMB: a.cfg.MemoryMB, Labels: a.cfg.Labels}
+	return api.Host{ID: a.cfg.HostID, Address: a.cfg.Address, PublicAddress: a.cfg.PublicAddress, MemoryMB: a.cfg.MemoryMB, Labels: a.cfg.Labels}
 }
 
 // register announces the host, retrying with backoff until a coordinator

@@ -33,6 +33,10 @@ type Config struct {
 	// Address is the host's address: members bind to it and the
 	// coordinator hands it out in entrypoints and replication links.
 	Address string `json:"address"`
+	// PublicAddress is the host's address on the internet side (empty:
+	// none): the entrypoint of an addon with internet access is also
+	// published there (access.go). Reported at registration.
+	PublicAddress string `json:"public_address,omitempty"`
 	// Labels describe the host to the scheduler; "zone" spreads members.
 	Labels map[string]string `json:"labels,omitempty"`
 	// MemoryMB is the memory the scheduler may place on this host; 0 means
@@ -153,6 +157,11 @@ func (c *Config) Validate() error {
 	ip := net.ParseIP(c.Address)
 	if ip == nil || ip.IsUnspecified() {
 		return fmt.Errorf("config: address %q must be the host's own IP address (members bind to it)", c.Address)
+	}
+	if c.PublicAddress != "" {
+		if ip := net.ParseIP(c.PublicAddress); ip == nil || ip.IsUnspecified() || c.PublicAddress == c.Address {
+			return fmt.Errorf("config: public_address %q must be another IP address of this host than address", c.PublicAddress)
+		}
 	}
 	for k, v := range c.Labels {
 		if k == "" || strings.ContainsAny(k, "= \t\n") || strings.ContainsAny(v, "\t\n") {

@@ -49,6 +49,8 @@ type memberPlan struct {
 	// probe is where the member answers: redis and sentinel speak RESP;
 	// haproxy is checked with a TCP connect.
 	probe string
+	// access (haproxy): TLS, force TLS, internet access (access.go).
+	access *render.HAProxyAccess
 }
 
 // endpoint parses "host:port".
@@ -125,7 +127,9 @@ func (a *Agent) planMember(as api.Assignment) (memberPlan, error) {
 		// a rotated password: the one the addon had before its first
 		// rotation stands for it (specPassword).
 		hashed["password"] = specPassword(as)
-		hashed["force_tls"] = as.Settings.ForceTLS
+		// Constant: force TLS is the entrypoint's, switched live
+		// (access.go); the key stays so no member's hash changes.
+		hashed["force_tls"] = false
 		p.probe = net.JoinHostPort(addr, strconv.Itoa(as.Port))
 	case api.RoleSentinel:
 		in := render.SentinelInput{
@@ -181,6 +185,9 @@ func (a *Agent) planMember(as api.Assignment) (memberPlan, error) {
 		// The member's own address: a frontend that is never disabled
 		// (with a VIP, the clients' frontend is closed on the non-holder).
 		p.probe = in.Local.String()
+		// The certificate, force TLS and internet access are files and
+		// runtime changes, not the shape: switching restarts nothing.
+		p.access = in.Access
 	default:
 		return p, fmt.Errorf("%w: member %s: unknown role %q", api.ErrInvalid, as.MemberID, as.Role)
 	}
@@ -217,6 +224,7 @@ func (a *Agent) haproxyInput(as api.Assignment) (render.HAProxyInput, error) {
 		}
 		in.Servers = append(in.Servers, render.HAProxyServer{Name: render.HAProxyServerName(e.Addr, e.Port), Addr: e.Addr, Port: e.Port})
 	}
+	in.Access = a.haproxyAccess(as.MemberID, in.Entrypoint.Port)
 	return in, nil
 }
 

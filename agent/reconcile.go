@@ -189,6 +189,11 @@ func (a *Agent) ensure(ctx context.Context, as api.Assignment, st *runtime.Statu
 	if err := a.writeConf(ctx, p, st); err != nil {
 		return fail(err.Error(), false)
 	}
+	if p.access != nil { // access.go: HAProxy reads them at start
+		if err := writeAccessFiles(p.access, as); err != nil {
+			return fail(err.Error(), false)
+		}
+	}
 	if err := a.rt.EnsureImage(ctx, p.spec.Image); err != nil {
 		return fail(fmt.Sprintf("ensure image: %v", err), false)
 	}
@@ -210,8 +215,8 @@ func (a *Agent) ensure(ctx context.Context, as api.Assignment, st *runtime.Statu
 	if as.Role == api.RoleHAProxy {
 		a.routes.pokeMember(as.MemberID) // route.go: a new HAProxy starts with every server ready
 	}
-	if len(as.OtherPasswords) > 0 {
-		return reconcileRetry
+	if len(as.OtherPasswords) > 0 || (p.access != nil && !p.access.Public.IsZero()) {
+		return reconcileRetry // the next update applies them (fleetauth.go, access.go)
 	}
 	return 0
 }
@@ -254,6 +259,10 @@ func (a *Agent) update(ctx context.Context, p memberPlan, st *runtime.Status) ti
 			log.Warn("rewrite config", "err", err)
 			retry = reconcileRetry
 		}
+	}
+	if err := a.syncAccess(ctx, p); err != nil { // access.go
+		log.Warn("certificate or access switches not applied yet", "err", err)
+		retry = reconcileRetry
 	}
 	if err := a.applyFleetAuth(ctx, p); err != nil { // fleetauth.go
 		log.Warn("fleet credential not applied yet", "err", err)

@@ -303,6 +303,7 @@ func TestRouterLive(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	rlAccess(t, p)
 	in, _ := a.haproxyInput(as)
 	startHAP := func() *rlProc {
 		return rlStart(t, "haproxy", "haproxy", "-db", "-f", rlWrite(t, p.dir, haproxyConfName, p.conf))
@@ -603,6 +604,7 @@ func TestRouterLive(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	rlAccess(t, p2)
 	in2, _ := b.haproxyInput(as2)
 	rlStart(t, "haproxy 2", "haproxy", "-db", "-f", rlWrite(t, p2.dir, haproxyConfName, p2.conf))
 	rs2 := newRoutes()
@@ -707,6 +709,7 @@ func TestRouterServersLive(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	rlAccess(t, p)
 	in, _ := a.haproxyInput(as)
 	hap := rlStart(t, "haproxy", "haproxy", "-db", "-f", rlWrite(t, p.dir, haproxyConfName, p.conf))
 	spec := routeSpecOf(as, in)
@@ -773,6 +776,7 @@ func TestRouterServersLive(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	rlAccess(t, p2)
 	if p2.spec.SpecHash != p.spec.SpecHash {
 		t.Fatalf("a server list change changes the haproxy member's spec hash (%s → %s): the agent would restart it", p.spec.SpecHash, p2.spec.SpecHash)
 	}

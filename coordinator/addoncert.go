@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"slices"
 	"time"
 
@@ -219,5 +220,42 @@ func (c *addonCertController) pass(ctx context.Context) error {
 		}
 		c.log.Info("addon certificate issued", "addon", d.id, "why", d.why, "ips", d.names.IPs, "valid_for", ttl.String())
 	}
+	return nil
+}
+
+// accessWarning is what addons-settings adds when internet access is on
+// without force TLS (docs/security.md recommends both together).
+func accessWarning(s api.Settings) string {
+	if s.InternetAccess && !s.ForceTLS {
+		return "\nWarning: internet access is on without force TLS: the password and data cross the internet in plaintext for clients not using rediss://; turn it on with: --force-tls on"
+	}
+	return ""
+}
+
+// handleAddonCA answers addons-ca: the cluster CA certificate, which signs
+// the app's addon's server certificate (the key stays in the FSM).
+func (s *Server) handleAddonCA(w http.ResponseWriter, r *http.Request) error {
+	app := r.URL.Query().Get("app")
+	if err := api.ValidateAppName(app); err != nil {
+		return err
+	}
+	var (
+		a  api.Addon
+		ok bool
+		ca string
+	)
+	s.store.FSM().Read(func(st *State, _ uint64) {
+		a, ok = st.addonByApp(app)
+		if st.CA != nil {
+			ca = st.CA.CertPEM
+		}
+	})
+	if !ok {
+		return fmt.Errorf("%w: app %s has no redis addon", api.ErrNotFound, app)
+	}
+	if ca == "" || a.TLSCert == "" {
+		return fmt.Errorf("%w: addon %s has no TLS certificate yet (the leader issues one within seconds of its placement)", api.ErrConflict, a.ID)
+	}
+	writeJSON(w, http.StatusOK, api.AddonCAResponse{App: app, AddonID: a.ID, CAPEM: ca})
 	return nil
 }

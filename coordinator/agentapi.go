@@ -57,7 +57,8 @@ func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) error {
 
 // sameHost compares what registration may change (not heartbeat times).
 func sameHost(a, b api.Host) bool {
-	if a.Address != b.Address || a.AgentAddr != b.AgentAddr || a.MemoryMB != b.MemoryMB || a.State != b.State || len(a.Labels) != len(b.Labels) {
+	if a.Address != b.Address || a.AgentAddr != b.AgentAddr || a.PublicAddress != b.PublicAddress || a.MemoryMB != b.MemoryMB ||
+		a.State != b.State || len(a.Labels) != len(b.Labels) {
 		return false
 	}
 	for k, v := range a.Labels {

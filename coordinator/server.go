@@ -90,6 +90,7 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("POST /v1/addons/{id}/password", s.write(s.handleRotatePassword)) // rotate.go
 	mux.Handle("POST /v1/addons/{id}/engine", s.write(s.handleEngineUpgrade))
 	mux.Handle("GET /v1/env", s.read(s.handleEnv))
+	mux.Handle("GET /v1/addons/ca", s.read(s.handleAddonCA)) // addoncert.go
 	mux.Handle("GET /v1/operations", s.read(s.handleOperations))
 	mux.Handle("POST /v1/operations/{id}/cancel", s.write(s.handleOperationCancel))
 	mux.Handle("POST /v1/agent/register", s.write(s.handleRegister))
@@ -735,10 +736,11 @@ func (s *Server) handleSettings(w http.ResponseWriter, r *http.Request) error {
 	}
 	got := res.(api.Addon)
 	s.log.Info("settings change started", "addon", a.ID, "op", op.ID, "persistence", next.Persistence, "cache_mode", next.CacheMode,
-		"entrypoint", next.EntrypointMode())
+		"entrypoint", next.EntrypointMode(), "force_tls", next.ForceTLS, "internet_access", next.InternetAccess)
 	writeJSON(w, http.StatusAccepted, api.AddonSettingsResponse{Addon: got.Redacted(), Operation: op,
-		Message: fmt.Sprintf("Settings of %s are being changed live (operation %s): persistence %s, cache mode %s, entrypoint %s",
-			a.ID, op.ID, next.Persistence, onOff(next.CacheMode), next.EntrypointMode())})
+		Message: fmt.Sprintf("Settings of %s are being changed live (operation %s): persistence %s, cache mode %s, entrypoint %s, force TLS %s, internet access %s",
+			a.ID, op.ID, next.Persistence, onOff(next.CacheMode), next.EntrypointMode(), onOff(next.ForceTLS), onOff(next.InternetAccess)) +
+			accessWarning(next)})
 	return nil
 }
 

@@ -32,14 +32,14 @@ func main() {
 
 func newCommand() *cobra.Command {
 	var (
-		configPath                                        string
-		hostID, address, zone, joinToken, dataDir         string
-		socket, namespace, imageDir, logLevel             string
-		metricsAddr                                       string
-		promoteMaxLag                                     int64
-		labels, coordinators                              []string
-		memoryMB                                          int
-		heartbeat, restartDelay, maxRestartDelay, waitFor time.Duration
+		configPath                                               string
+		hostID, address, publicAddress, zone, joinToken, dataDir string
+		socket, namespace, imageDir, logLevel                    string
+		metricsAddr                                              string
+		promoteMaxLag                                            int64
+		labels, coordinators                                     []string
+		memoryMB                                                 int
+		heartbeat, restartDelay, maxRestartDelay, waitFor        time.Duration
 	)
 	d := agent.DefaultConfig()
 	cmd := &cobra.Command{
@@ -70,6 +70,9 @@ agent.DefaultConfig), then these flags override it.`,
 			}
 			if f.Changed("address") {
 				cfg.Address = address
+			}
+			if f.Changed("public-address") {
+				cfg.PublicAddress = publicAddress
 			}
 			if f.Changed("label") {
 				m, err := agent.ParseLabels(labels)
@@ -169,6 +172,7 @@ agent.DefaultConfig), then these flags override it.`,
 	f.StringVar(&configPath, "config", agent.DefaultConfigPath, "JSON configuration file (missing is fine at the default path)")
 	f.StringVar(&hostID, "host-id", d.HostID, "this host's id, stable across restarts")
 	f.StringVar(&address, "address", d.Address, "the host's IP address: members bind to it")
+	f.StringVar(&publicAddress, "public-address", d.PublicAddress, "the host's address on the internet side, where addons with internet access are also published (empty: none)")
 	f.StringVar(&zone, "zone", "", "zone label of the host (spreads members across zones)")
 	f.StringArrayVar(&labels, "label", nil, "host label key=value (repeatable)")
 	f.IntVar(&memoryMB, "memory-mb", 0, "memory the scheduler may place here, in MB (0 = detect the host's total)")
