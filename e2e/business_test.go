@@ -737,25 +737,36 @@ func (f *bizFleet) replaceOps() int {
 // (agent and every member process); writes resume through the same URL,
 // then self-healing rebuilds full redundancy on the remaining hosts.
 func TestBusinessKillPrimaryHost(t *testing.T) {
-	f := startBusiness(t, "biz-host", bizOpts{})
+	killPrimaryHost(t, startBusiness(t, "biz-host", bizOpts{}), "host:", nil)
+}
+
+// killPrimaryHost loses the primary's host under a writer and waits for
+// full redundancy on the others; lost (if not nil) runs right after, with
+// the host's id. It returns the host's id.
+func killPrimaryHost(t *testing.T, f *bizFleet, prefix string, lost func(host string)) string {
 	old := f.primary()
-	lost := 0
+	members := 0
 	for _, m := range f.mustAddon().Members {
 		if m.HostID == old.HostID {
-			lost++
+			members++
 		}
 	}
-	o := f.fault(t, "host:", f.opt, func() time.Time {
+	ops := f.replaceOps()
+	o := f.fault(t, prefix, f.opt, func() time.Time {
 		at := time.Now()
 		f.agents[old.HostID].KillHost()
+		if lost != nil {
+			lost(old.HostID)
+		}
 		return at
 	}, func() {
 		f.waitRedundant(old.HostID, 120*time.Second)
 	})
-	if n := f.replaceOps(); n != lost {
-		t.Errorf("%d replace-member operations for the %d members of host %s", n, lost, old.HostID)
+	if n := f.replaceOps() - ops; n != members {
+		t.Errorf("%d replace-member operations for the %d members of host %s", n, members, old.HostID)
 	}
-	t.Logf("host %s of primary %s killed (%d members on it): %s", old.HostID, old.ID, lost, o)
+	t.Logf("host %s of primary %s killed (%d members on it): %s", old.HostID, old.ID, members, o)
+	return old.HostID
 }
 
 // TestBusinessKillEntrypointHost (d): the host of the haproxy holding the

@@ -6,6 +6,7 @@ package e2e
 // entrypoint holder's host lost), each with 0 lost acknowledged writes.
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"strings"
@@ -163,6 +164,9 @@ func TestKernelBusiness(t *testing.T) {
 		f.waitKernelForward(10 * time.Second)
 	})
 	t.Run("MaxConn", func(t *testing.T) { checkMaxConn(t, f) })
+	// Idle clients through the kernel forward: a BLPOP of 65 s and a
+	// subscriber, across two live mode switches.
+	idle := startIdleClients(t, f)
 	t.Run("LiveSwitch", func(t *testing.T) {
 		w := startWriter(f.opt, "kswitch:")
 		w.waitAcksAfter(t, time.Now(), 200, 20*time.Second)
@@ -189,12 +193,100 @@ func TestKernelBusiness(t *testing.T) {
 		}
 		t.Logf("kernel -> haproxy -> kernel: %d writes acknowledged, %d failed", len(acks), failed)
 	})
+	t.Run("IdleClientsSurvive", func(t *testing.T) { idle.check(t, f) })
 	t.Run("DrainPrimaryHost", func(t *testing.T) {
 		drainPrimaryHost(t, f, "kdrain:")
 		f.waitKernelForward(10 * time.Second)
+	})
+	t.Run("KillPrimaryHost", func(t *testing.T) {
+		h := killPrimaryHost(t, f, "khost:", func(host string) { dropKernelTables(t, host) })
+		f.waitKernelForward(10 * time.Second)
+		f.agents[h].Restart() // back, empty, for the next fault
+		f.agents[h].WaitReady(f.c)
 	})
 	t.Run("KillEntrypointHost", func(t *testing.T) {
 		killEntrypointHost(t, f, "kvip:", func(host string) { dropKernelTables(t, host) })
 		f.waitKernelForward(10 * time.Second)
 	})
+}
+
+// idleClients are raw connections through the entrypoint: one blocked in
+// a BLPOP of 65 s, one subscribed to a channel, both silent.
+type idleClients struct {
+	blpop, sub net.Conn
+	at         time.Time
+	done       chan error // the BLPOP's outcome
+}
+
+func startIdleClients(t *testing.T, f *bizFleet) *idleClients {
+	t.Helper()
+	ep := f.mustAddon().Entrypoint
+	dial := func() net.Conn {
+		c, err := net.DialTimeout("tcp", ep, 5*time.Second)
+		if err != nil {
+			t.Fatalf("dial %s: %v", ep, err)
+		}
+		t.Cleanup(func() { c.Close() })
+		if err := authPing(c, f.opt.Password); err != nil {
+			t.Fatalf("auth: %v", err)
+		}
+		return c
+	}
+	ic := &idleClients{blpop: dial(), sub: dial(), done: make(chan error, 1)}
+	if _, err := ic.sub.Write([]byte("*2\r\n$9\r\nSUBSCRIBE\r\n$8\r\nkidle:ch\r\n")); err != nil {
+		t.Fatalf("subscribe: %v", err)
+	}
+	_ = ic.sub.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if err := readUntil(ic.sub, ":1\r\n"); err != nil {
+		t.Fatalf("subscribe: %v", err)
+	}
+	_ = ic.sub.SetReadDeadline(time.Time{})
+	ic.at = time.Now()
+	if _, err := ic.blpop.Write([]byte("*3\r\n$5\r\nBLPOP\r\n$10\r\nkidle:list\r\n$2\r\n65\r\n")); err != nil {
+		t.Fatalf("blpop: %v", err)
+	}
+	go func() {
+		_ = ic.blpop.SetReadDeadline(time.Now().Add(80 * time.Second))
+		ic.done <- readUntil(ic.blpop, "*-1\r\n")
+	}()
+	return ic
+}
+
+// readUntil reads c until what it read ends with want.
+func readUntil(c net.Conn, want string) error {
+	var got []byte
+	buf := make([]byte, 256)
+	for !strings.HasSuffix(string(got), want) {
+		n, err := c.Read(buf)
+		got = append(got, buf[:n]...)
+		if err != nil {
+			return fmt.Errorf("after %q: %w", got, err)
+		}
+	}
+	return nil
+}
+
+// check waits for the BLPOP's own timeout (a nil reply after 65 s, not an
+// error) and publishes to the subscriber, which must receive it.
+func (ic *idleClients) check(t *testing.T, f *bizFleet) {
+	if err := <-ic.done; err != nil {
+		t.Fatalf("BLPOP 65 through the kernel entrypoint: %v after %s", err, time.Since(ic.at).Round(time.Millisecond))
+	}
+	if d := time.Since(ic.at); d < 65*time.Second {
+		t.Fatalf("BLPOP 65 answered after %s", d)
+	}
+	c := redis.NewClient(f.opt)
+	defer c.Close()
+	testutil.WaitFor(t, 5*time.Second, func() error {
+		n, err := c.Publish(context.Background(), "kidle:ch", "still here").Result()
+		if err == nil && n != 1 {
+			err = fmt.Errorf("published to %d subscribers, want 1", n)
+		}
+		return err
+	})
+	_ = ic.sub.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if err := readUntil(ic.sub, "still here\r\n"); err != nil {
+		t.Fatalf("the idle subscriber: %v", err)
+	}
+	t.Logf("BLPOP 65 answered nil after %s; the subscriber, idle as long, got the message", time.Since(ic.at).Round(time.Millisecond))
 }
