@@ -206,13 +206,14 @@ func envCmd(g *globals) *cobra.Command {
 }
 
 func settingsCmd(g *globals) *cobra.Command {
-	var app, persistence, cacheMode, entrypoint string
+	var app, persistence, cacheMode, entrypoint, forceTLS, internet string
 	cmd := &cobra.Command{
-		Use:   "addons-settings --app APP [--persistence rdb|aof] [--cache-mode on|off] [--entrypoint haproxy|kernel]",
+		Use:   "addons-settings --app APP [--persistence rdb|aof] [--cache-mode on|off] [--entrypoint haproxy|kernel] [--force-tls on|off] [--internet-access on|off]",
 		Short: "Show or change an addon's settings, live (no restart, no data loss)",
 		Example: "  cacheplane addons-settings --app my-app --persistence aof\n" +
 			"  cacheplane addons-settings --app my-app --cache-mode on\n" +
-			"  cacheplane addons-settings --app my-app --entrypoint kernel",
+			"  cacheplane addons-settings --app my-app --entrypoint kernel\n" +
+			"  cacheplane addons-settings --app my-app --force-tls on --internet-access on",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := api.ValidateAppName(app); err != nil {
@@ -221,7 +222,7 @@ func settingsCmd(g *globals) *cobra.Command {
 			ctx, cancel := g.ctx(cmd)
 			defer cancel()
 			c := g.client()
-			if persistence == "" && cacheMode == "" && entrypoint == "" {
+			if persistence == "" && cacheMode == "" && entrypoint == "" && forceTLS == "" && internet == "" {
 				addons, err := c.Addons(ctx, app, false)
 				if err != nil {
 					return err
@@ -235,23 +236,29 @@ func settingsCmd(g *globals) *cobra.Command {
 				s := addons[0].Settings
 				return printTable(cmd.OutOrStdout(), []string{"SETTING", "VALUE"}, [][]string{
 					{"persistence", s.Persistence}, {"cache mode", onOff(s.CacheMode)}, {"force TLS", onOff(s.ForceTLS)},
-					{"entrypoint", s.EntrypointMode()},
+					{"entrypoint", s.EntrypointMode()}, {"internet access", onOff(s.InternetAccess)},
 				})
 			}
 			req := api.SettingsRequest{App: app}
 			if persistence != "" {
 				req.Persistence = &persistence
 			}
-			if cacheMode != "" {
+			for _, sw := range []struct {
+				flag, val string
+				to        **bool
+			}{{"cache-mode", cacheMode, &req.CacheMode}, {"force-tls", forceTLS, &req.ForceTLS}, {"internet-access", internet, &req.InternetAccess}} {
+				if sw.val == "" {
+					continue
+				}
 				var on bool
-				switch cacheMode {
+				switch sw.val {
 				case "on", "true", "yes":
 					on = true
 				case "off", "false", "no":
 				default:
-					return api.Invalidf("--cache-mode %q: use on or off", cacheMode)
+					return api.Invalidf("--%s %q: use on or off", sw.flag, sw.val)
 				}
-				req.CacheMode = &on
+				*sw.to = &on
 			}
 			if entrypoint != "" {
 				req.Entrypoint = &entrypoint
@@ -270,6 +277,8 @@ func settingsCmd(g *globals) *cobra.Command {
 	cmd.Flags().StringVarP(&app, "app", "a", "", "app name")
 	cmd.Flags().StringVar(&persistence, "persistence", "", "rdb (snapshots) or aof (every write synced)")
 	cmd.Flags().StringVar(&cacheMode, "cache-mode", "", "on: evict least recently used keys at the plan's memory; off: refuse writes with OOM")
+	cmd.Flags().StringVar(&forceTLS, "force-tls", "", "on: refuse plaintext clients, the URL becomes rediss:// (TLS is always available beside plaintext); off: both")
+	cmd.Flags().StringVar(&internet, "internet-access", "", "on: also publish the entrypoint on each entrypoint host's public address (use with --force-tls on); off: private network only")
 	cmd.Flags().StringVar(&entrypoint, "entrypoint", "", "haproxy: every connection through the HAProxy pair; kernel: the VIP holder's kernel forwards connections to the primary (docs/entrypoint.md)")
 	return cmd
 }
@@ -279,6 +288,35 @@ func onOff(b bool) string {
 		return "on"
 	}
 	return "off"
+}
+
+func addonsCACmd(g *globals) *cobra.Command {
+	var app string
+	cmd := &cobra.Command{
+		Use:   "addons-ca --app APP",
+		Short: "Print the CA certificate (PEM) that an app's clients verify its addon's TLS with (rediss://)",
+		Example: "  cacheplane addons-ca --app my-app > ca.pem\n" +
+			"  redis-cli --tls --cacert ca.pem -u \"$(cacheplane env --app my-app | sed -n 's/^REDIS_URL=//p')\" PING",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := api.ValidateAppName(app); err != nil {
+				return err
+			}
+			ctx, cancel := g.ctx(cmd)
+			defer cancel()
+			res, err := g.client().AddonCA(ctx, app)
+			if err != nil {
+				return err
+			}
+			if g.json {
+				return printJSON(cmd.OutOrStdout(), res)
+			}
+			_, err = fmt.Fprint(cmd.OutOrStdout(), res.CAPEM)
+			return err
+		},
+	}
+	cmd.Flags().StringVarP(&app, "app", "a", "", "app name")
+	return cmd
 }
 
 func addonsInfoCmd(g *globals) *cobra.Command {
@@ -305,9 +343,13 @@ func addonsInfoCmd(g *globals) *cobra.Command {
 				{"id", a.ID}, {"app", a.App}, {"plan", a.Plan}, {"engine", string(a.Engine) + " " + a.Version},
 				{"status", string(a.Status)}, {"health", orDash(a.Health)}, {"entrypoint", orDash(a.Entrypoint)},
 				{"persistence", a.Settings.Persistence}, {"cache mode", onOff(a.Settings.CacheMode)},
+				{"force TLS", onOff(a.Settings.ForceTLS)}, {"internet access", onOff(a.Settings.InternetAccess)},
 				{"created", a.CreatedAt.Local().Format("2006-01-02 15:04:05")},
 			}); err != nil {
 				return err
+			}
+			if a.Settings.InternetAccess && !a.Settings.ForceTLS {
+				fmt.Fprintln(w, "Warning: internet access is on without force TLS: clients not using rediss:// send the password and data over the internet in plaintext (turn on: cacheplane addons-settings --app "+a.App+" --force-tls on)")
 			}
 			rows := make([][]string, 0, len(a.Members))
 			for _, m := range a.Members {

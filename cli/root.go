@@ -81,7 +81,7 @@ func NewRoot(name string) *cobra.Command {
 		root.AddCommand(f(g))
 	}
 	root.AddCommand(
-		plansCmd(g), enginesCmd(g), addonsAddCmd(g), addonsCmd(g), addonsInfoCmd(g), addonsRemoveCmd(g), addonsUpgradeCmd(g), addonsUpgradeEngineCmd(g), envCmd(g),
+		plansCmd(g), enginesCmd(g), addonsAddCmd(g), addonsCmd(g), addonsInfoCmd(g), addonsCACmd(g), addonsRemoveCmd(g), addonsUpgradeCmd(g), addonsUpgradeEngineCmd(g), envCmd(g),
 		hostsCmd(g), operationsCmd(g), operationsCancelCmd(g), statsCmd(g), settingsCmd(g), drainCmd(g, true), drainCmd(g, false), membersCmd(g), membersRecoverCmd(g), joinCmd(g), leaveCmd(g), tokenCmd(g, api.TokenAgent), tokenCmd(g, api.TokenMember), hostsRemoveCmd(g), clusterSecureCmd(g),
 		backupsCmd(g), backupsCreateCmd(g), backupsDownloadCmd(g), backupsRestoreCmd(g),
 		addonsPasswordRotateCmd(g),
