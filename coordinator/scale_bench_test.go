@@ -1,0 +1,194 @@
+package coordinator
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strconv"
+	"sync"
+	"testing"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/cacheplane/cacheplane/api"
+	"github.com/cacheplane/cacheplane/coordinator/operation"
+)
+
+// In-process figures at fleet size, for what `make scale` cannot reach on
+// one small machine (docs/benchmarks.md, "Scale"): an FSM holding
+// CACHEPLANE_SCALE_BENCH_HOSTS hosts (default 10,000) and 10 starter
+// addons per host, each placed (a redis and a haproxy member), built
+// through FSM.Apply. Run with
+//
+//	go test -run '^$' -bench BenchmarkScale -benchtime 20x ./coordinator/
+//
+// Not run by `make test` (no -bench there).
+
+var (
+	scaleFSMOnce sync.Once
+	scaleFSM     *FSM
+	scaleHosts   int
+)
+
+func bigFSM(b *testing.B) *FSM {
+	b.Helper()
+	scaleFSMOnce.Do(func() {
+		scaleHosts = 10000
+		if v := os.Getenv("CACHEPLANE_SCALE_BENCH_HOSTS"); v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil || n <= 0 {
+				b.Fatalf("CACHEPLANE_SCALE_BENCH_HOSTS=%q", v)
+			}
+			scaleHosts = n
+		}
+		f := NewFSM(slog.New(slog.NewTextHandler(io.Discard, nil)))
+		idx := uint64(0)
+		apply := func(ct CommandType, payload any) {
+			idx++
+			data, err := Encode(ct, payload)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if res, ok := f.Apply(&raft.Log{Index: idx, Type: raft.LogCommand, Data: data}).(error); ok {
+				b.Fatalf("entry %d (%s): %v", idx, ct, res)
+			}
+		}
+		apply(CmdCatalogSet, CatalogSetCmd{Plans: api.DefaultPlans(), Engines: api.DefaultEngines()})
+		for i := range scaleHosts {
+			apply(CmdHostUpsert, HostUpsertCmd{Host: api.Host{ID: fmt.Sprintf("h%05d", i), Address: fmt.Sprintf("10.%d.%d.%d", i>>16, (i>>8)&255, i&255),
+				MemoryMB: 65536, State: api.HostReady, Labels: map[string]string{"zone": fmt.Sprintf("z%d", i%3)}}})
+		}
+		for i := range scaleHosts * 10 {
+			app, id := fmt.Sprintf("app-%06d", i), fmt.Sprintf("app-%06d-%04d", i, i%10000)
+			c := testAddon(app, id, "")
+			apply(CmdAddonCreate, c)
+			h := i % scaleHosts
+			op := c.Operation
+			op.State = api.OpRunning
+			apply(CmdAddonPlaced, AddonPlacedCmd{AddonID: id, Operation: op, Entrypoint: fmt.Sprintf("10.%d.%d.%d:%d", h>>16, (h>>8)&255, h&255, 20001+2*(i/scaleHosts)),
+				Members: []api.Member{
+					{ID: id + "-redis-0", Role: api.RoleRedis, HostID: fmt.Sprintf("h%05d", h), Port: 20000 + 2*(i/scaleHosts), RedisRole: "primary"},
+					{ID: id + "-haproxy-0", Role: api.RoleHAProxy, HostID: fmt.Sprintf("h%05d", h), Port: 20001 + 2*(i/scaleHosts), Active: true},
+				}})
+			op.State = api.OpDone
+			op.Steps = operation.ProvisionSteps()
+			for k := range op.Steps {
+				op.Steps[k].State = api.OpDone
+			}
+			apply(CmdOperationUpdate, OperationUpdateCmd{Operation: op, AddonStatus: api.AddonRunning})
+		}
+		scaleFSM = f
+	})
+	return scaleFSM
+}
+
+// BenchmarkScaleAssignments: one host's assignments (every heartbeat and
+// every watch answer builds them).
+func BenchmarkScaleAssignments(b *testing.B) {
+	f := bigFSM(b)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		f.Read(func(s *State, _ uint64) {
+			if n := len(assignmentsFor(s, fmt.Sprintf("h%05d", i%scaleHosts))); n != 20 {
+				b.Fatalf("%d assignments; want 20", n)
+			}
+		})
+	}
+}
+
+// BenchmarkScaleSchedulerView: the scheduler's view of the fleet (the
+// engine's pass and addons-add's pre-flight build it).
+func BenchmarkScaleSchedulerView(b *testing.B) {
+	f := bigFSM(b)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		f.Read(func(s *State, _ uint64) { _ = schedulerState(s) })
+	}
+}
+
+// BenchmarkScaleSnapshot: Snapshot (under the FSM's lock: every apply
+// waits for it) and Persist (beside the applies), with the size.
+func BenchmarkScaleSnapshot(b *testing.B) {
+	f := bigFSM(b)
+	b.ResetTimer()
+	var size int
+	for i := 0; i < b.N; i++ {
+		snap, err := f.Snapshot()
+		if err != nil {
+			b.Fatal(err)
+		}
+		var sink memSink
+		if err := snap.Persist(&sink); err != nil {
+			b.Fatal(err)
+		}
+		size = sink.Len()
+	}
+	b.ReportMetric(float64(size)/(1<<20), "MiB")
+}
+
+// BenchmarkScaleSnapshotCopy: the part of a snapshot every apply waits for.
+func BenchmarkScaleSnapshotCopy(b *testing.B) {
+	f := bigFSM(b)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := f.Snapshot(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkScaleRestore: a member restoring the snapshot (a restart, or
+// a follower too far behind).
+func BenchmarkScaleRestore(b *testing.B) {
+	f := bigFSM(b)
+	snap, err := f.Snapshot()
+	if err != nil {
+		b.Fatal(err)
+	}
+	var sink memSink
+	if err := snap.Persist(&sink); err != nil {
+		b.Fatal(err)
+	}
+	data := sink.Bytes()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		g := NewFSM(f.log)
+		if err := g.Restore(io.NopCloser(&memReader{data: data})); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+type memReader struct {
+	data []byte
+	off  int
+}
+
+func (r *memReader) Read(p []byte) (int, error) {
+	if r.off >= len(r.data) {
+		return 0, io.EOF
+	}
+	n := copy(p, r.data[r.off:])
+	r.off += n
+	return n, nil
+}
+
+// BenchmarkScaleApplyAddonCreate: applying one addons-add entry into the
+// large state (every member applies every entry).
+func BenchmarkScaleApplyAddonCreate(b *testing.B) {
+	f := bigFSM(b)
+	idx := f.Index()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		idx++
+		c := testAddon(fmt.Sprintf("bench-%d-%d", idx, i), fmt.Sprintf("bench-%d-%d-0000", idx, i), "")
+		data, err := Encode(CmdAddonCreate, c)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if res, ok := f.Apply(&raft.Log{Index: idx, Type: raft.LogCommand, Data: data}).(error); ok {
+			b.Fatal(res)
+		}
+	}
+}
