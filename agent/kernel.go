@@ -63,8 +63,12 @@ func kernelEntryOf(as api.Assignment) kernelEntry {
 
 // kernelPrimary is the primary a router hands the kernel path: the
 // agreed primary when it is one of the addon's redis servers, else
-// invalid (the rule kept as it is).
-func kernelPrimary(primary string, servers []render.HAProxyServer) netip.AddrPort {
+// invalid (the rule kept as it is). With no sentinels to follow (a
+// starter: follows false) its one server.
+func kernelPrimary(primary string, servers []render.HAProxyServer, follows bool) netip.AddrPort {
+	if !follows && len(servers) == 1 {
+		primary = net.JoinHostPort(servers[0].Addr, strconv.Itoa(servers[0].Port))
+	}
 	if primary == "" || !slices.ContainsFunc(servers, func(s render.HAProxyServer) bool {
 		return net.JoinHostPort(s.Addr, strconv.Itoa(s.Port)) == primary
 	}) {

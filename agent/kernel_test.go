@@ -32,15 +32,19 @@ func TestKernelPrimary(t *testing.T) {
 	servers := []render.HAProxyServer{{Name: "r1", Addr: "127.0.0.81", Port: 7001}, {Name: "r2", Addr: "127.0.0.82", Port: 7002}}
 	cases := []struct {
 		primary string
+		servers []render.HAProxyServer
+		follows bool
 		want    netip.AddrPort
 	}{
-		{"", netip.AddrPort{}},
-		{"127.0.0.82:7002", netip.MustParseAddrPort("127.0.0.82:7002")},
-		{"127.0.0.83:7003", netip.AddrPort{}}, // not a server of the addon: kept as it is
+		{"", servers, true, netip.AddrPort{}},
+		{"127.0.0.82:7002", servers, true, netip.MustParseAddrPort("127.0.0.82:7002")},
+		{"127.0.0.83:7003", servers, true, netip.AddrPort{}},                 // not a server of the addon: kept as it is
+		{"", servers[:1], false, netip.MustParseAddrPort("127.0.0.81:7001")}, // a starter: its one server
+		{"", servers, false, netip.AddrPort{}},                               // no sentinels, two servers (a plan change under way): kept
 	}
 	for _, c := range cases {
-		if got := kernelPrimary(c.primary, servers); got != c.want {
-			t.Errorf("kernelPrimary(%q) = %v, want %v", c.primary, got, c.want)
+		if got := kernelPrimary(c.primary, c.servers, c.follows); got != c.want {
+			t.Errorf("kernelPrimary(%q, %d servers, follows %v) = %v, want %v", c.primary, len(c.servers), c.follows, got, c.want)
 		}
 	}
 }

@@ -404,7 +404,7 @@ func (r *router) run(ctx context.Context, spec routeSpec) {
 			}()
 		}
 		if spec.kernel { // kernel.go: the VIP holder's kernel forwards to the agreed primary
-			r.kernel.setPrimary(ctx, spec.addon, kernelPrimary(g.primary, spec.servers))
+			r.kernel.setPrimary(ctx, spec.addon, kernelPrimary(g.primary, spec.servers, len(spec.sentinels) > 0))
 		}
 		cmds, known, err := r.apply(ctx, api, spec, g.primary, releaseAt, now)
 		if err == nil && g.primary != "" && !known && lastNoSrv != g.primary {
