@@ -48,6 +48,8 @@ type Server struct {
 	backups *backupEnv
 	// holder is this member's certificate (forwarding to the leader).
 	holder *identity.Holder
+	// pre is addons-add's pre-flight placement check (preflight.go).
+	pre preflight
 }
 
 func newServer(cfg Config, store *Store, obs *observed, stats *statsHistory, log *slog.Logger, holder *identity.Holder) *Server {
@@ -499,21 +501,8 @@ func (s *Server) handleAddonCreate(w http.ResponseWriter, r *http.Request) error
 	plan, _ := api.FindPlan(plans, req.Plan)
 	// With hosts registered, refuse at once what cannot be placed; with
 	// none yet, accept: the operation waits for the first hosts.
-	var (
-		st       scheduler.State
-		anyHosts bool
-	)
-	s.store.FSM().Read(func(fs *State, _ uint64) {
-		if anyHosts = len(fs.Hosts) > 0; anyHosts && !exists {
-			st = schedulerState(fs)
-		}
-	})
-	if anyHosts && !exists {
-		if _, _, err := scheduler.Place(st, scheduler.Request{AddonID: req.App + "-0000", Plan: plan}); err != nil {
-			var ce *scheduler.CapacityError
-			if errors.As(err, &ce) {
-				return fmt.Errorf("%w: cannot add %s for %s: %s", api.ErrNoCapacity, plan.Name, req.App, ce.Message)
-			}
+	if !exists {
+		if err := s.pre.check(s.store.FSM(), req.App, plan, s.now()); err != nil {
 			return err
 		}
 	}
