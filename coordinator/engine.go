@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -287,16 +288,77 @@ func (e *engine) pass(ctx context.Context, wg *sync.WaitGroup) {
 			}()
 			continue
 		}
+		switch d.Effect.(type) {
+		case operation.PlaceMembers, operation.AddMember:
+		default:
+			// A commit that places nothing does not change what the next
+			// decisions of this pass read: committed beside them (up to
+			// e.parallel at once, as actions are), so a pass over
+			// thousands of operations is not one Raft round trip each in
+			// a row.
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer e.release(op.AddonID)
+				select {
+				case e.sem <- struct{}{}:
+				case <-ctx.Done():
+					return
+				}
+				err := e.commit(ctx, op, d, now, false)
+				<-e.sem
+				if err != nil && ctx.Err() == nil {
+					e.log.Warn("operation step not recorded; will retry", "op", op.ID, "addon", op.AddonID, "kind", op.Kind, "err", err)
+				}
+			}()
+			continue
+		}
 		err := e.commit(ctx, op, d, now, false)
 		e.release(op.AddonID)
 		if err != nil && ctx.Err() == nil {
 			e.log.Warn("operation step not recorded; will retry", "op", op.ID, "addon", op.AddonID, "kind", op.Kind, "err", err)
 		}
-		switch d.Effect.(type) {
-		case operation.PlaceMembers, operation.AddMember:
-			sn.fleet = e.snapshot().fleet // the next placement sees this one
+		if err == nil {
+			// The next placement of this pass sees this one (the fleet
+			// view only: a whole new snapshot per placement made a pass
+			// over n pending provisions O(n × state)).
+			sn.fleet = withEffect(sn.fleet, op.AddonID, d.Effect)
+			if pm, ok := d.Effect.(operation.PlaceMembers); ok && pm.Entrypoint != "" {
+				sn.used = append(sn.used, pm.Entrypoint)
+			}
 		}
 	}
+}
+
+// withEffect returns fleet with a committed placement's members in
+// addonID's entry (fleet.Addons is sorted by id; schedulerState builds it
+// afresh, so it is this pass's own).
+func withEffect(fleet scheduler.State, addonID string, eff any) scheduler.State {
+	var add []api.Member
+	replace := false
+	switch x := eff.(type) {
+	case operation.PlaceMembers:
+		add, replace = x.Members, true
+	case operation.AddMember:
+		add = []api.Member{x.Member}
+	default:
+		return fleet
+	}
+	i := sort.Search(len(fleet.Addons), func(i int) bool { return fleet.Addons[i].ID >= addonID })
+	if i == len(fleet.Addons) || fleet.Addons[i].ID != addonID {
+		return fleet
+	}
+	a := fleet.Addons[i]
+	if replace {
+		a.Members = append([]api.Member(nil), add...)
+		if a.Entrypoint == "" {
+			a.Entrypoint = eff.(operation.PlaceMembers).Entrypoint
+		}
+	} else {
+		a.Members = append(append([]api.Member(nil), a.Members...), add...)
+	}
+	fleet.Addons[i] = a
+	return fleet
 }
 
 func (e *engine) claim(addonID string) bool {

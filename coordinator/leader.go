@@ -147,7 +147,9 @@ func (l *leadership) establish(ctx context.Context) error {
 // runPasses calls pass now and again after every FSM change, every
 // heartbeat, or period without either, until ctx ends. The channels are
 // taken before the pass, so a change during it is never missed. After a
-// pass, the next waits at least passRest times as long as that pass took:
+// pass, the next waits passRest times as long as that pass took (at most
+// period: a pass that was long because it waited on Raft commits is not
+// held back further):
 // with thousands of hosts heartbeating and thousands of addons a pass is
 // no longer free, and back-to-back passes would take a core from the
 // writes and heartbeats they serve; a small fleet's passes take
@@ -157,7 +159,7 @@ func runPasses(ctx context.Context, f *FSM, obs *observed, period time.Duration,
 		fsmCh, obsCh := f.Changed(), obs.Changed()
 		start := time.Now()
 		pass()
-		if rest := passRest * time.Since(start); rest >= time.Millisecond {
+		if rest := min(passRest*time.Since(start), period); rest >= time.Millisecond {
 			t := time.NewTimer(rest)
 			select {
 			case <-ctx.Done():
