@@ -60,6 +60,9 @@ type bizOpts struct {
 	// Plan is the addon's plan (default redis-business-256); a starter is
 	// not waited healthy (healthy checks a business topology).
 	Plan string
+	// PublicIPs, when set, are the hosts' public addresses (one per host,
+	// --public-address).
+	PublicIPs []string
 }
 
 // startBusiness starts the fleet and provisions a redis-business-256 addon
@@ -78,7 +81,11 @@ func startBusiness(t testing.TB, app string, o bizOpts) *bizFleet {
 	f.c = StartCoordinator(t, "c1", o.CoordIP, CoordinatorOpts{Bootstrap: true, ExtraArgs: args})
 	for i, ip := range o.HostIPs {
 		id := fmt.Sprintf("h%d", i+1)
-		f.agents[id] = StartAgent(t, f.c, id, ip, AgentOpts{Heartbeat: time.Second, ExtraArgs: o.AgentArgs})
+		agentArgs := o.AgentArgs
+		if i < len(o.PublicIPs) {
+			agentArgs = append(append([]string(nil), agentArgs...), "--public-address", o.PublicIPs[i])
+		}
+		f.agents[id] = StartAgent(t, f.c, id, ip, AgentOpts{Heartbeat: time.Second, ExtraArgs: agentArgs})
 	}
 	if o.Plan == "" {
 		o.Plan = "redis-business-256"

@@ -533,6 +533,13 @@ func checkRedisCLI(t testing.TB, url, password string) {
 // REDIS_URL in its environment.
 func checkNodeClients(t testing.TB, url, password string) {
 	t.Helper()
+	checkNodeClientsEnv(t, url, password, nil)
+}
+
+// checkNodeClientsEnv is checkNodeClients with more environment (a CA for
+// rediss://: NODE_EXTRA_CA_CERTS).
+func checkNodeClientsEnv(t testing.TB, url, password string, extra map[string]string) {
+	t.Helper()
 	root, err := moduleRoot()
 	if err != nil {
 		t.Fatal(err)
@@ -547,7 +554,11 @@ func checkNodeClients(t testing.TB, url, password string) {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "node", "clients.js")
 	cmd.Dir = dir
-	cmd.Env = hermeticEnv(map[string]string{"REDIS_URL": url})
+	env := map[string]string{"REDIS_URL": url}
+	for k, v := range extra {
+		env[k] = v
+	}
+	cmd.Env = hermeticEnv(env)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	runErr := cmd.Run()
