@@ -291,11 +291,14 @@ func (e *engine) pass(ctx context.Context, wg *sync.WaitGroup) {
 		switch d.Effect.(type) {
 		case operation.PlaceMembers, operation.AddMember:
 		default:
-			// A commit that places nothing does not change what the next
-			// decisions of this pass read: committed beside them (up to
-			// e.parallel at once, as actions are), so a pass over
-			// thousands of operations is not one Raft round trip each in
-			// a row.
+			if d.Kind == operation.Wait {
+				break // mostly nothing to record: inline, no goroutine per waiting operation
+			}
+			// A step done (or failed) that places nothing does not change
+			// what the next decisions of this pass read: committed beside
+			// them (up to e.parallel at once, as actions are), so a pass
+			// over thousands of operations is not one Raft round trip
+			// each in a row.
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
