@@ -33,7 +33,8 @@ import (
 
 // Scale knobs (environment): CACHEPLANE_SCALE_HOSTS, a comma list of fleet
 // sizes run one after the other (default 1000); CACHEPLANE_SCALE_ADDONS_PER_HOST
-// (default 10: 100,000 addons at 10,000 hosts); CACHEPLANE_SCALE_BUSINESS,
+// (default 10: 100,000 addons at 10,000 hosts) or CACHEPLANE_SCALE_ADDONS
+// (that many at every size); CACHEPLANE_SCALE_BUSINESS,
 // business addons among them (default 20: what a host loss heals);
 // CACHEPLANE_SCALE_HEARTBEAT, each simulated agent's heartbeat and liveness
 // interval (default 5s); CACHEPLANE_SCALE_MEASURE, the steady phase
@@ -91,6 +92,10 @@ func TestScale(t *testing.T) {
 		sizes = append(sizes, n)
 	}
 	perHost := envInt(t, "CACHEPLANE_SCALE_ADDONS_PER_HOST", 10)
+	total := 0 // CACHEPLANE_SCALE_ADDONS: the same number of addons at every size instead
+	if os.Getenv("CACHEPLANE_SCALE_ADDONS") != "" {
+		total = envInt(t, "CACHEPLANE_SCALE_ADDONS", 1)
+	}
 	business := envInt(t, "CACHEPLANE_SCALE_BUSINESS", 20)
 	hb := envDuration(t, "CACHEPLANE_SCALE_HEARTBEAT", 5*time.Second)
 	measure := envDuration(t, "CACHEPLANE_SCALE_MEASURE", 30*time.Second)
@@ -104,7 +109,11 @@ func TestScale(t *testing.T) {
 			continue
 		}
 		t.Run(fmt.Sprintf("hosts=%d", n), func(t *testing.T) {
-			results = append(results, runScale(t, n, n*perHost, min(business, n*perHost), hb, measure))
+			addons := n * perHost
+			if total > 0 {
+				addons = total
+			}
+			results = append(results, runScale(t, n, addons, min(business, addons), hb, measure))
 		})
 	}
 	section := scaleSection(results, measure)
