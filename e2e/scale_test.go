@@ -622,17 +622,19 @@ func runScale(t *testing.T, hosts, addons, business int, hb, measure time.Durati
 	el := time.Since(w0)
 	r.LeaderCPU = 100 * (cpu1[leader.ID] - cpu0[leader.ID]).Seconds() / el.Seconds()
 	r.FollowerCPU = 100 * (cpu1[follower.ID] - cpu0[follower.ID]).Seconds() / el.Seconds()
-	r.AdminWrites, r.AdminErrors, r.AdminRate, r.AdminP50, r.AdminP99 = adminWrites(t, cs, 16, measure/2)
-	r.HBCount, r.HBErrors, r.HBP50, r.HBP99, _ = hbLat.stop()
-	r.LeaderRSS, r.FollowerRSS = rss(t, leader), rss(t, follower)
-	t.Logf("steady: leader %s CPU %.0f%% RSS %d MiB, follower CPU %.0f%% RSS %d MiB; heartbeats %d (errors %d) p50 %s p99 %s; admin writes %.0f/s p50 %s p99 %s",
-		leader.ID, r.LeaderCPU, r.LeaderRSS>>20, r.FollowerCPU, r.FollowerRSS>>20, r.HBCount, r.HBErrors, r.HBP50, r.HBP99, r.AdminRate, r.AdminP50, r.AdminP99)
-
-	// 6. Host loss: a host holding a business member goes silent.
+	// 6. Host loss (before the admin writes: the provisions they start
+	// would queue ahead of the healing): a host holding a business
+	// member goes silent.
+	hbN, hbE, hbP50, hbP99, _ := hbLat.stop()
 	if business > 0 {
 		r.HostLossToReplace, r.HostLossNote = hostLoss(t, leader, agents)
 		t.Logf("host loss → replace operations: %s %s", r.HostLossToReplace, r.HostLossNote)
 	}
+	r.AdminWrites, r.AdminErrors, r.AdminRate, r.AdminP50, r.AdminP99 = adminWrites(t, cs, 16, measure/2)
+	r.HBCount, r.HBErrors, r.HBP50, r.HBP99 = hbN, hbE, hbP50, hbP99
+	r.LeaderRSS, r.FollowerRSS = rss(t, leader), rss(t, follower)
+	t.Logf("steady: leader %s CPU %.0f%% RSS %d MiB, follower CPU %.0f%% RSS %d MiB; heartbeats %d (errors %d) p50 %s p99 %s; admin writes %.0f/s p50 %s p99 %s",
+		leader.ID, r.LeaderCPU, r.LeaderRSS>>20, r.FollowerCPU, r.FollowerRSS>>20, r.HBCount, r.HBErrors, r.HBP50, r.HBP99, r.AdminRate, r.AdminP50, r.AdminP99)
 
 	// 7. Snapshot size, and a follower's restart (restore, catch up).
 	r.SnapshotBytes = newestSnapshot(follower.DataDir)
@@ -889,7 +891,7 @@ func scaleSection(rs []scaleResult, measure time.Duration) string {
 			fmt.Fprintf(&b, "- %d hosts: %s\n", r.Hosts, n)
 		}
 	}
-	fmt.Fprintf(&b, "Steady phase %s: CPU over its first half (heartbeats and watches only), admin writes (16 clients, `addons-add`) in its second half, RSS at its end.\n", measure)
+	fmt.Fprintf(&b, "Steady phase %s: CPU and heartbeat latency over its first half (heartbeats, liveness and watches only), then the host loss, then admin writes (16 clients, `addons-add`) for the second half; RSS at its end.\n", measure)
 	fmt.Fprintln(&b, scaleEnd)
 	return b.String()
 }
