@@ -869,7 +869,7 @@ func scaleSection(rs []scaleResult, measure time.Duration) string {
 	fmt.Fprintln(&b)
 	fmt.Fprintf(&b, "Measured %s on %s.  \n", time.Now().UTC().Format("2006-01-02 15:04 MST"), machine())
 	fmt.Fprintf(&b, "Commit %s, %s.  \n", gitCommit(), runtime.Version())
-	fmt.Fprintln(&b, "Command: `make scale` (`go test -tags scale -run TestScale -v ./e2e/`; sizes from `CACHEPLANE_SCALE_HOSTS`, e.g. `CACHEPLANE_SCALE_HOSTS=1000,3000 make scale`).")
+	fmt.Fprintln(&b, "Command: `make scale` (`go test -tags 'scale bench' -run '^TestScale$' -v ./e2e/`; sizes from `CACHEPLANE_SCALE_HOSTS`, e.g. `CACHEPLANE_SCALE_HOSTS=1000,3000 make scale`).")
 	fmt.Fprintln(&b)
 	fmt.Fprintln(&b, "| hosts | addons (business) | heartbeat every | tokens/s | joins/s | registers/s | placed in | heartbeat bytes | heartbeats p50 / p99 (errors) | watches open | leader CPU / RSS | follower CPU / RSS | admin writes/s p50 / p99 | host loss → replace | snapshot | follower restart → caught up | failover: leader / heartbeats back | leader step-downs under load |")
 	fmt.Fprintln(&b, "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
