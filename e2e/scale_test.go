@@ -486,11 +486,15 @@ func runScale(t *testing.T, hosts, addons, business int, hb, measure time.Durati
 	leader := WaitForLeader(t, startTimeout, cs...)
 	t.Logf("cluster up, leader %s", leader.ID)
 
+	// One admin client per socket (a client per call would keep a
+	// connection per call open).
+	admin := []*api.Client{cs[0].Client(), cs[1].Client(), cs[2].Client()}
+
 	// 1. A join token per host through the admin sockets.
 	tokens := make([]api.TokenResponse, hosts)
 	t0 := time.Now()
 	parallel(t, hosts, 16, func(i int) error {
-		cl := cs[i%3].Client()
+		cl := admin[i%3]
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
 		var err error
@@ -576,7 +580,7 @@ func runScale(t *testing.T, hosts, addons, business int, hb, measure time.Durati
 		if i < business {
 			plan = scaleHA
 		}
-		cl := cs[i%3].Client()
+		cl := admin[i%3]
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
 		_, err := cl.AddonCreate(ctx, api.AddonCreateRequest{App: fmt.Sprintf("scale-%06d", i), Type: api.AddonType, Plan: plan,
@@ -586,7 +590,7 @@ func runScale(t *testing.T, hosts, addons, business int, hb, measure time.Durati
 	t.Logf("%d addons-add in %s", addons, time.Since(t0).Round(time.Second))
 	deadline := time.Now().Add(time.Duration(addons/20+300) * time.Second)
 	for {
-		running, err := countRunning(cs[1], cs[2])
+		running, err := countRunning(admin[1], admin[2])
 		if err == nil {
 			r.AddonsRunning = running
 			t.Logf("%d/%d addons running after %s", running, addons, time.Since(t0).Round(time.Second))
@@ -735,11 +739,11 @@ func mustJSON(v any) []byte {
 }
 
 // countRunning counts running addons from a follower's own state.
-func countRunning(cs ...*Coordinator) (int, error) {
+func countRunning(cls ...*api.Client) (int, error) {
 	var last error
-	for _, c := range cs {
+	for _, c := range cls {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		list, err := c.Client().Addons(ctx, "", true)
+		list, err := c.Addons(ctx, "", true)
 		cancel()
 		if err != nil {
 			last = err
