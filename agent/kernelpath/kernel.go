@@ -51,8 +51,14 @@ func (k *Kernel) Apply(ctx context.Context, want []Forward) (Result, error) {
 	}
 	defer c.CloseLasting() //nolint:errcheck // a non-lasting conn: nothing to close
 	have, exists, err := k.rules(c)
+	rebuild := false
 	if err != nil {
-		return res, err
+		if !exists {
+			return res, err
+		}
+		// A rule this library cannot read back (not one of ours): the
+		// table is rebuilt from want in the one transaction instead.
+		have, rebuild = nil, true
 	}
 	p := Diff(have, want)
 	if (p.DropTable && !exists) || (!p.DropTable && len(p.Del) == 0 && len(p.Add) == 0) {
@@ -61,8 +67,10 @@ func (k *Kernel) Apply(ctx context.Context, want []Forward) (Result, error) {
 	if err := ctx.Err(); err != nil {
 		return res, err
 	}
-	if p.DropTable {
+	if p.DropTable || rebuild {
 		c.DelTable(k.table)
+	}
+	if p.DropTable {
 		if err := c.Flush(); err != nil {
 			return res, fmt.Errorf("nftables: delete table %s: %w", k.table.Name, err)
 		}
