@@ -29,7 +29,7 @@ type Host struct {
 	// public_address); empty: none.
 	PublicAddress string    `json:"public_address,omitempty"`
 	State         HostState `json:"state"`
-	DownSince time.Time         `json:"down_since,omitzero"`
+	DownSince     time.Time `json:"down_since,omitzero"`
 	// Lost: the host was marked down because nothing on it answers (its
 	// members refuse or do not accept connections), not merely because
 	// its agent went silent. Only a lost host's primaries are failed over
