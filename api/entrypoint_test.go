@@ -36,6 +36,29 @@ func TestSettingsRequestEntrypoint(t *testing.T) {
 			t.Errorf("%s: %+v %v, want %+v", c.name, got, err, c.want)
 		}
 	}
+	// Force TLS and the kernel entrypoint: never together (the kernel
+	// forwards to redis's plaintext port), in either order or at once.
+	on, off := true, false
+	tlsOn := Settings{Persistence: PersistenceRDB, ForceTLS: true}
+	combos := []struct {
+		name    string
+		cur     Settings
+		req     SettingsRequest
+		invalid bool
+	}{
+		{"force TLS on a kernel addon", kernel, SettingsRequest{ForceTLS: &on}, true},
+		{"kernel on a force-TLS addon", tlsOn, SettingsRequest{Entrypoint: s("kernel")}, true},
+		{"both at once", haproxy, SettingsRequest{Entrypoint: s("kernel"), ForceTLS: &on}, true},
+		{"force TLS with a switch back to haproxy", kernel, SettingsRequest{Entrypoint: s("haproxy"), ForceTLS: &on}, false},
+		{"kernel with force TLS off", tlsOn, SettingsRequest{Entrypoint: s("kernel"), ForceTLS: &off}, false},
+	}
+	for _, c := range combos {
+		c.req.App = "my-app"
+		_, err := c.req.Apply(c.cur)
+		if c.invalid != errors.Is(err, ErrInvalid) {
+			t.Errorf("%s: %v, want invalid %v", c.name, err, c.invalid)
+		}
+	}
 	if m := (Settings{}).EntrypointMode(); m != EntrypointHAProxy {
 		t.Errorf("the mode of an addon made before the setting: %q, want haproxy", m)
 	}

@@ -276,5 +276,8 @@ func (r *SettingsRequest) Apply(cur Settings) (Settings, error) {
 	if r.InternetAccess != nil {
 		next.InternetAccess = *r.InternetAccess
 	}
+	if next.ForceTLS && next.EntrypointMode() == EntrypointKernel {
+		return cur, Invalidf("force TLS needs the haproxy entrypoint: the kernel entrypoint forwards connections to redis's plaintext port and cannot refuse plaintext (docs/entrypoint.md); pass --entrypoint haproxy with --force-tls on, or --force-tls off before --entrypoint kernel")
+	}
 	return next, nil
 }
