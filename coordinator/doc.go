@@ -15,8 +15,9 @@
 // over mutual TLS (raftstream.go), keeps its own member certificate, and
 // runs the leader-only controllers:
 // hosts (liveness), topology (primaries, strays, forced failovers, VIPs),
-// the operation engine (the I/O half; its decisions are package operation)
-// and the addons' server certificates (addoncert.go).
+// the operation engine (the I/O half; its decisions are package operation),
+// backups (schedule and retention), the fleet credential, the addons'
+// server certificates (addoncert.go) and protocol levels.
 // It brings back a cluster that lost its majority from one surviving member
 // (recover.go: Raft stopped, its configuration recovered, started again in
 // the same process). It serves the web dashboard on its own listener
