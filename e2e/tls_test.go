@@ -65,6 +65,9 @@ func tlsURL(url string) string { return "rediss" + strings.TrimPrefix(url, "redi
 
 func (f *bizFleet) settings(t *testing.T, args ...string) {
 	t.Helper()
+	// As an operator does: settings change once the addon is running (not
+	// while the healing after a fault, or the last settings change, runs).
+	WaitForAddonStatus(t, f.c, f.app, api.AddonRunning, 60*time.Second)
 	res := f.c.CLI(append([]string{"addons-settings", "--app", f.app}, args...)...)
 	if res.Code != 0 {
 		t.Fatalf("addons-settings %v: %s", args, res)
