@@ -33,9 +33,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"io"
 	"math/big"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -243,30 +241,4 @@ func syncCert(ctx context.Context, h hapAPI, file, certPEM, pemText string) erro
 		return fmt.Errorf("haproxy commit ssl cert %s: %s", file, strings.TrimSpace(out))
 	}
 	return nil
-}
-
-// doSecret is hapAPI.do for a command line holding a secret (a private
-// key): its errors name the command by what, never by the line.
-func (h hapAPI) doSecret(ctx context.Context, what, line string) (string, error) {
-	ctx, cancel := context.WithTimeout(ctx, hapTimeout)
-	defer cancel()
-	var d net.Dialer
-	c, err := d.DialContext(ctx, "unix", h.socket)
-	if err != nil {
-		return "", fmt.Errorf("haproxy runtime API %s: %w", h.socket, err)
-	}
-	defer c.Close()
-	if dl, ok := ctx.Deadline(); ok {
-		_ = c.SetDeadline(dl)
-	}
-	stop := context.AfterFunc(ctx, func() { _ = c.SetDeadline(time.Now()) })
-	defer stop()
-	if _, err := io.WriteString(c, line+"\n"); err != nil {
-		return "", fmt.Errorf("haproxy runtime API %s: %s: %w", h.socket, what, err)
-	}
-	b, err := io.ReadAll(io.LimitReader(c, hapMaxAnswer))
-	if err != nil {
-		return "", fmt.Errorf("haproxy runtime API %s: %s: %w", h.socket, what, err)
-	}
-	return string(b), nil
 }

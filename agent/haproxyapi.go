@@ -35,6 +35,12 @@ type hapAPI struct {
 
 // do sends one command line and returns HAProxy's whole answer.
 func (h hapAPI) do(ctx context.Context, line string) (string, error) {
+	return h.doSecret(ctx, strconv.Quote(line), line)
+}
+
+// doSecret is do for a command line holding a secret (a private key): its
+// errors name the command by what, never by the line.
+func (h hapAPI) doSecret(ctx context.Context, what, line string) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, hapTimeout)
 	defer cancel()
 	var d net.Dialer
@@ -49,11 +55,11 @@ func (h hapAPI) do(ctx context.Context, line string) (string, error) {
 	stop := context.AfterFunc(ctx, func() { _ = c.SetDeadline(time.Now()) })
 	defer stop()
 	if _, err := io.WriteString(c, line+"\n"); err != nil {
-		return "", fmt.Errorf("haproxy runtime API %s: %q: %w", h.socket, line, err)
+		return "", fmt.Errorf("haproxy runtime API %s: %s: %w", h.socket, what, err)
 	}
 	b, err := io.ReadAll(io.LimitReader(c, hapMaxAnswer))
 	if err != nil {
-		return "", fmt.Errorf("haproxy runtime API %s: %q: %w", h.socket, line, err)
+		return "", fmt.Errorf("haproxy runtime API %s: %s: %w", h.socket, what, err)
 	}
 	return string(b), nil
 }
