@@ -148,28 +148,7 @@ type addonCertController struct {
 func (c *addonCertController) Name() string { return "addon-certificates" }
 
 func (c *addonCertController) Run(ctx context.Context) {
-	t := time.NewTicker(addonCertEvery)
-	defer t.Stop()
-	waiting := false
-	for {
-		err := c.pass(ctx)
-		switch {
-		case err == nil:
-			waiting = false
-		case ctx.Err() != nil:
-			return
-		case errors.Is(err, ErrMixedReleases) && !waiting:
-			waiting = true
-			c.log.Warn("addon certificates wait until every coordinator applies command 37", "err", err)
-		case !errors.Is(err, ErrMixedReleases):
-			c.log.Warn("addon certificate not issued yet", "err", err)
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
+	runEvery(ctx, c.log, addonCertEvery, "addon certificates wait until every coordinator applies command 37", "addon certificate not issued yet", c.pass)
 }
 
 // pass issues a certificate to each addon that needs one.

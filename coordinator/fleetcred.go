@@ -35,28 +35,8 @@ func (c *fleetCredController) Run(ctx context.Context) {
 	if every <= 0 {
 		every = fleetCredEvery
 	}
-	t := time.NewTicker(every)
-	defer t.Stop()
-	waiting := false
-	for {
-		err := c.pass(ctx)
-		switch {
-		case err == nil:
-			waiting = false
-		case ctx.Err() != nil:
-			return
-		case errors.Is(err, ErrMixedReleases) && !waiting:
-			waiting = true // one line while a member is behind
-			c.log.Warn("addons without a fleet credential wait until every coordinator applies command 27", "err", err)
-		case !errors.Is(err, ErrMixedReleases):
-			c.log.Warn("fleet credential not given yet", "err", err)
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
+	runEvery(ctx, c.log, every, "addons without a fleet credential wait until every coordinator applies command 27",
+		"fleet credential not given yet", c.pass)
 }
 
 // pass gives one to each addon that has none.

@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -184,3 +185,32 @@ func runPasses(ctx context.Context, f *FSM, obs *observed, period time.Duration,
 // passRest bounds a controller's passes to a third of a core (see
 // runPasses).
 const passRest = 2
+
+// runEvery runs pass every period until ctx ends, for a controller whose
+// Raft command needs every coordinator's release: while a member cannot
+// apply it (ErrMixedReleases) it logs waitMsg once and waits; any other
+// error is logged with failMsg and retried at the next period.
+func runEvery(ctx context.Context, log *slog.Logger, period time.Duration, waitMsg, failMsg string, pass func(context.Context) error) {
+	t := time.NewTicker(period)
+	defer t.Stop()
+	waiting := false
+	for {
+		err := pass(ctx)
+		switch {
+		case err == nil:
+			waiting = false
+		case ctx.Err() != nil:
+			return
+		case errors.Is(err, ErrMixedReleases) && !waiting:
+			waiting = true // one line while a member is behind
+			log.Warn(waitMsg, "err", err)
+		case !errors.Is(err, ErrMixedReleases):
+			log.Warn(failMsg, "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
