@@ -248,16 +248,18 @@ func benchThroughput(t *testing.T, f *bizFleet) throughput {
 
 var benchLine = regexp.MustCompile(`^"?(SET|GET)"?[:,]\s*"?([0-9.]+)`)
 
-// redisBenchmark runs redis-benchmark and returns SET and GET requests/s.
-func redisBenchmark(t *testing.T, addr, password string, pipeline, n int) (set, get float64) {
+// redisBenchmark runs redis-benchmark (with extra flags, e.g. --tls
+// --cacert) and returns SET and GET requests/s.
+func redisBenchmark(t *testing.T, addr, password string, pipeline, n int, extra ...string) (set, get float64) {
 	t.Helper()
 	host, port, _ := net.SplitHostPort(addr)
-	cmd := exec.Command("redis-benchmark", "-h", host, "-p", port, "--user", "default", "-a", password,
-		"-t", "set,get", "-c", "50", "-n", strconv.Itoa(n), "-P", strconv.Itoa(pipeline), "-q", "--csv")
+	args := append([]string{"-h", host, "-p", port, "--user", "default", "-a", password,
+		"-t", "set,get", "-c", "50", "-n", strconv.Itoa(n), "-P", strconv.Itoa(pipeline), "-q", "--csv"}, extra...)
+	cmd := exec.Command("redis-benchmark", args...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	if err := cmd.Run(); err != nil {
-		t.Fatalf("redis-benchmark %s -P %d: %v\n%s", addr, pipeline, err, strings.ReplaceAll(errb.String(), password, "<password>"))
+		t.Fatalf("redis-benchmark %s -P %d %v: %v\n%s", addr, pipeline, extra, err, strings.ReplaceAll(errb.String(), password, "<password>"))
 	}
 	for _, line := range strings.Split(out.String(), "\n") {
 		m := benchLine.FindStringSubmatch(strings.TrimSpace(line))
@@ -272,7 +274,7 @@ func redisBenchmark(t *testing.T, addr, password string, pipeline, n int) (set, 
 		}
 	}
 	if set == 0 || get == 0 {
-		t.Fatalf("redis-benchmark %s: no SET/GET figures in:\n%s", addr, out.String())
+		t.Fatalf("redis-benchmark %s %v: no SET/GET figures in:\n%s", addr, extra, out.String())
 	}
 	return set, get
 }

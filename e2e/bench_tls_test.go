@@ -9,13 +9,10 @@ package e2e
 // run.
 
 import (
-	"bytes"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -27,36 +24,6 @@ const (
 	tbStart = "<!-- bench:tls:start -->"
 	tbEnd   = "<!-- bench:tls:end -->"
 )
-
-// redisBenchmarkArgs is redisBenchmark with extra flags (--tls --cacert).
-func redisBenchmarkArgs(t *testing.T, addr, password string, pipeline, n int, extra ...string) (set, get float64) {
-	t.Helper()
-	host, port, _ := net.SplitHostPort(addr)
-	args := append([]string{"-h", host, "-p", port, "--user", "default", "-a", password,
-		"-t", "set,get", "-c", "50", "-n", strconv.Itoa(n), "-P", strconv.Itoa(pipeline), "-q", "--csv"}, extra...)
-	cmd := exec.Command("redis-benchmark", args...)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("redis-benchmark %s -P %d %v: %v\n%s", addr, pipeline, extra, err, strings.ReplaceAll(errb.String(), password, "<password>"))
-	}
-	for _, line := range strings.Split(out.String(), "\n") {
-		m := benchLine.FindStringSubmatch(strings.TrimSpace(line))
-		if m == nil {
-			continue
-		}
-		v, _ := strconv.ParseFloat(m[2], 64)
-		if m[1] == "SET" {
-			set = v
-		} else {
-			get = v
-		}
-	}
-	if set == 0 || get == 0 {
-		t.Fatalf("redis-benchmark %s %v: no SET/GET figures in:\n%s", addr, extra, out.String())
-	}
-	return set, get
-}
 
 func TestBenchTLS(t *testing.T) {
 	f := startBusiness(t, "bench-tls", bizOpts{CoordIP: tlsCoordIP, HostIPs: tlsHostIPs, VIPPool: tlsVIPPool})
@@ -103,11 +70,11 @@ func TestBenchTLS(t *testing.T) {
 				var set, get float64
 				switch target {
 				case "direct":
-					set, get = redisBenchmarkArgs(t, direct, f.opt.Password, p, n)
+					set, get = redisBenchmark(t, direct, f.opt.Password, p, n)
 				case "entrypoint":
-					set, get = redisBenchmarkArgs(t, ep, f.opt.Password, p, n)
+					set, get = redisBenchmark(t, ep, f.opt.Password, p, n)
 				default:
-					set, get = redisBenchmarkArgs(t, ep, f.opt.Password, p, n, "--tls", "--cacert", caFile)
+					set, get = redisBenchmark(t, ep, f.opt.Password, p, n, "--tls", "--cacert", caFile)
 				}
 				t.Logf("%s P%d: SET %.0f/s GET %.0f/s", target, p, set, get)
 				runs = append(runs, run{target, p, set, get})
