@@ -218,25 +218,11 @@ func (a *Agent) Report(ctx context.Context) api.HeartbeatRequest {
 	for _, as := range a.assigned {
 		assigned = append(assigned, as)
 	}
-	startingBefore := map[string]bool{}
-	for id := range a.starting {
-		startingBefore[id] = true
-	}
 	a.mu.Unlock()
 
 	req := api.HeartbeatRequest{HostID: a.cfg.HostID, Members: []api.MemberStatus{}}
 	sts, listErr := a.rt.List(ctx)
 	sts = withoutScratch(sts) // jobs.go: a drill's server is not a member
-	for i, st := range sts {
-		// Its start was under way when List ran and may have finished
-		// since (the starting mark is gone): the listed "not running" is
-		// stale, look again rather than report a failure that never was.
-		if startingBefore[st.ID] && st.State != runtime.StateRunning {
-			if fresh, err := a.rt.Inspect(ctx, st.ID); err == nil {
-				sts[i] = fresh
-			}
-		}
-	}
 	inRuntime := map[string]runtime.Status{}
 	for _, st := range sts {
 		inRuntime[st.ID] = st
@@ -285,6 +271,10 @@ func (a *Agent) Report(ctx context.Context) api.HeartbeatRequest {
 // the runtime could not be asked: listErr).
 func (a *Agent) memberStatus(ctx context.Context, as api.Assignment, have bool, st *runtime.Status, listErr error) api.MemberStatus {
 	ms := api.MemberStatus{MemberID: as.MemberID, AddonID: as.AddonID, Role: as.Role}
+	startingNow := false
+	if have && st != nil && st.State == runtime.StateStopped {
+		st, startingNow = a.recheckStopped(ctx, as.MemberID, st)
+	}
 	if st != nil {
 		ms.SpecHash = st.SpecHash
 		if st.State == runtime.StateRunning {
@@ -310,7 +300,7 @@ func (a *Agent) memberStatus(ctx context.Context, as api.Assignment, have bool, 
 	if fp := a.failures[as.MemberID]; fp != nil && !fp.resolved {
 		f = *fp
 	}
-	inStart := a.starting[as.MemberID]
+	inStart := a.starting[as.MemberID] || startingNow
 	a.mu.Unlock()
 	if state, detail, ok := stoppedStatus(as, st); ok { // stopped.go
 		ms.State, ms.Detail = state, detail
@@ -373,6 +363,27 @@ func (a *Agent) memberStatus(ctx context.Context, as api.Assignment, have bool, 
 		ms.Stats = a.memberFigures(ctx, as, p, st)
 	}
 	return ms
+}
+
+// recheckStopped looks again at a container the list showed without a
+// running process, when no start of it is under way now: a start that was
+// under way when the list was made (its container exists before its task
+// runs) has finished since, and reporting the stale view would be a failure
+// that never was. A start still under way is reported as such by the
+// caller (starting); only a container still without a process after this
+// second look is a failure.
+func (a *Agent) recheckStopped(ctx context.Context, id string, st *runtime.Status) (_ *runtime.Status, starting bool) {
+	a.mu.Lock()
+	inStart := a.starting[id]
+	a.mu.Unlock()
+	if inStart {
+		return st, true
+	}
+	fresh, err := a.rt.Inspect(ctx, id)
+	if err != nil {
+		return st, false
+	}
+	return &fresh, false
 }
 
 // deriveState is the state rule, a pure function of what the runtime says

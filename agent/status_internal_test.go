@@ -1,0 +1,57 @@
+package agent
+
+import (
+	"context"
+	"testing"
+
+	"github.com/cacheplane/cacheplane/agent/runtime"
+)
+
+// inspectOnly is a runtime whose Inspect answers fresh (the rest is not
+// this test's subject and panics if called).
+type inspectOnly struct {
+	runtime.Runtime
+	fresh runtime.Status
+	calls int
+}
+
+func (r *inspectOnly) Inspect(_ context.Context, id string) (runtime.Status, error) {
+	r.calls++
+	st := r.fresh
+	st.ID = id
+	return st, nil
+}
+
+// A container listed without a running process while its start was under
+// way is looked at again once the start is over, so a start that finished
+// after the list is never reported as an exit; one still starting is said
+// to be, without a look.
+func TestRecheckStopped(t *testing.T) {
+	listed := &runtime.Status{ID: "m1", State: runtime.StateStopped, ExitCode: -1}
+	for _, tc := range []struct {
+		name         string
+		starting     bool
+		fresh        runtime.State
+		wantState    runtime.State
+		wantStarting bool
+		wantCalls    int
+	}{
+		{name: "start finished since the list", fresh: runtime.StateRunning, wantState: runtime.StateRunning, wantCalls: 1},
+		{name: "really stopped", fresh: runtime.StateStopped, wantState: runtime.StateStopped, wantCalls: 1},
+		{name: "container gone since", fresh: runtime.StateMissing, wantState: runtime.StateMissing, wantCalls: 1},
+		{name: "start still under way", starting: true, fresh: runtime.StateRunning, wantState: runtime.StateStopped, wantStarting: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rt := &inspectOnly{fresh: runtime.Status{State: tc.fresh, Pid: 42}}
+			a := &Agent{rt: rt, starting: map[string]bool{}}
+			if tc.starting {
+				a.starting["m1"] = true
+			}
+			st, starting := a.recheckStopped(context.Background(), "m1", listed)
+			if st.State != tc.wantState || starting != tc.wantStarting || rt.calls != tc.wantCalls {
+				t.Fatalf("got state %s starting %v after %d inspects; want %s %v after %d",
+					st.State, starting, rt.calls, tc.wantState, tc.wantStarting, tc.wantCalls)
+			}
+		})
+	}
+}
