@@ -13,6 +13,7 @@ import (
 
 	"github.com/cacheplane/cacheplane/api"
 	"github.com/cacheplane/cacheplane/coordinator/operation"
+	"github.com/cacheplane/cacheplane/scheduler"
 )
 
 // In-process figures at fleet size, for what `make scale` cannot reach on
@@ -105,6 +106,40 @@ func BenchmarkScaleSchedulerView(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		f.Read(func(s *State, _ uint64) { _ = schedulerState(s) })
 	}
+}
+
+// BenchmarkScalePlace: one starter placed on the large fleet, as the
+// engine's pass does for each provision: counting every addon's members
+// (no Usage) or from the pass's per-host usage (counted once per pass).
+func BenchmarkScalePlace(b *testing.B) {
+	f := bigFSM(b)
+	var st scheduler.State
+	f.Read(func(s *State, _ uint64) { st = schedulerState(s) })
+	plan, _ := api.FindPlan(st.Plans, "redis-starter-256")
+	place := func(b *testing.B, st scheduler.State) {
+		for i := 0; i < b.N; i++ {
+			if _, _, err := scheduler.Place(st, scheduler.Request{AddonID: fmt.Sprintf("new-%d", i), Plan: plan}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	b.Run("counting", func(b *testing.B) { place(b, st) })
+	b.Run("usage", func(b *testing.B) {
+		u, err := scheduler.NewUsage(st)
+		if err != nil {
+			b.Fatal(err)
+		}
+		st.Usage = u
+		b.ResetTimer()
+		place(b, st)
+	})
+	b.Run("new-usage", func(b *testing.B) {
+		for i := 0; i < b.N; i++ {
+			if _, err := scheduler.NewUsage(st); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }
 
 // BenchmarkScaleSnapshot: Snapshot (under the FSM's lock: every apply

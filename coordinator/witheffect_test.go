@@ -48,3 +48,34 @@ func TestWithEffect(t *testing.T) {
 		})
 	}
 }
+
+// TestWithEffectKeepsUsage: the pass's per-host usage follows each
+// committed placement (the next placement reads it instead of every
+// addon's members).
+func TestWithEffectKeepsUsage(t *testing.T) {
+	m := func(id, host string, role api.Role, port int) api.Member {
+		return api.Member{ID: id, HostID: host, Role: role, Port: port}
+	}
+	st := scheduler.State{Addons: []api.Addon{
+		{ID: "a", Plan: "redis-starter-256"},
+		{ID: "b", Plan: "redis-business-1024", Members: []api.Member{m("b-r0", "h1", api.RoleRedis, 20000), m("b-s0", "h2", api.RoleSentinel, 20001)}},
+	}}
+	u, err := scheduler.NewUsage(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Usage = u
+	st = withEffect(st, "a", operation.PlaceMembers{Members: []api.Member{m("a-r0", "h1", api.RoleRedis, 20002), m("a-h0", "h1", api.RoleHAProxy, 20003)}})
+	st = withEffect(st, "b", operation.AddMember{Member: m("b-s1", "h3", api.RoleSentinel, 20000)})
+	fresh, err := scheduler.NewUsage(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !st.Usage.Equal(fresh) {
+		t.Fatal("the kept usage differs from one counted from the placed members")
+	}
+	before, _ := scheduler.NewUsage(scheduler.State{Addons: []api.Addon{st.Addons[1]}})
+	if st.Usage.Equal(before) {
+		t.Fatal("the usage did not count the placement")
+	}
+}

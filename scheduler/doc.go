@@ -48,6 +48,15 @@
 // production entrypoint (a VIP, or the kernel data path) is handled by the
 // entrypoint layer elsewhere.
 //
+// # Usage
+//
+// Counting every addon's members for each placement is O(addons): a burst
+// of thousands of provisions on a large fleet then takes minutes. A caller
+// placing many addons in a row counts them once (NewUsage, per host:
+// memory and ports) and keeps that count as its placements commit
+// (Usage.Add, Usage.Remove); with State.Usage set a placement starts from
+// it and costs O(hosts). The answers are the same as without it.
+//
 // # Member ids
 //
 // Members are named <addonID>-<role>-<n> with n the lowest index not used by

@@ -98,7 +98,7 @@ func checkAntiAffinity(_ *fleet, h *hostUsage, n need) (Reason, string) {
 func checkPorts(f *fleet, h *hostUsage, n need) (Reason, string) {
 	switch {
 	case n.fixedPort > 0:
-		if h.ports[n.fixedPort] {
+		if h.portUsed(n.fixedPort) {
 			return ReasonPortTaken, fmt.Sprintf("port %d (shared by the addon's haproxy members) is in use", n.fixedPort)
 		}
 	case n.partner != nil:

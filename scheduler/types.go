@@ -56,6 +56,10 @@ type State struct {
 	Plans []api.Plan
 	// Ports is the range member ports come from; zero means DefaultPortRange.
 	Ports PortRange
+	// Usage, when set, is what the members of Addons reserve on each
+	// host (NewUsage), so that a placement need not count them all; it
+	// must match Addons. nil: every call counts every addon's members.
+	Usage *Usage
 }
 
 func (s State) portRange() PortRange {
