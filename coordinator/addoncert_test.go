@@ -1,6 +1,7 @@
 package coordinator
 
 import (
+	"slices"
 	"testing"
 	"time"
 
@@ -97,5 +98,80 @@ func TestApplyAddonCert(t *testing.T) {
 	held, ok := parseCertHeld(a.TLSCert)
 	if due, why := addonCertDue(held, ok, want, now); due {
 		t.Errorf("a fresh certificate is due: %s", why)
+	}
+}
+
+// TestCertScan: the controller looks at the addons only when the state
+// moved on or a held certificate falls due, parses a certificate once,
+// lists what is due sorted, and forgets removed addons.
+func TestCertScan(t *testing.T) {
+	now := time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC)
+	ca, err := identity.NewCA(now.Add(-time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := newState()
+	st.Hosts["h1"] = api.Host{ID: "h1", Address: "127.0.0.11"}
+	addon := func(id string) api.Addon {
+		return api.Addon{ID: id, App: id, Entrypoint: "127.0.0.11:30000",
+			Members: []api.Member{{ID: id + "-p", Role: api.RoleHAProxy, HostID: "h1", Address: "127.0.0.11"}}}
+	}
+	issue := func(a api.Addon, from time.Time, life time.Duration) api.Addon {
+		names := addonCertNames(st, a)
+		cert, _, err := ca.IssueServer(identity.ServerRequest{Name: a.ID, DNSNames: names.DNS, IPs: names.IPs, NotBefore: from, NotAfter: from.Add(life)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		a.TLSCert = cert
+		return a
+	}
+	ids := func(d []certDue) []string {
+		var out []string
+		for _, x := range d {
+			out = append(out, x.id+":"+x.why)
+		}
+		return out
+	}
+	st.Addons["b"] = addon("b")
+	st.Addons["a"] = addon("a")
+	var s certScan
+
+	if got := ids(s.due(st, 10, now)); !slices.Equal(got, []string{"a:" + certNone, "b:" + certNone}) {
+		t.Fatalf("first look: %v", got)
+	}
+	// Issued (the state moves on): nothing due; the earliest renewal is
+	// a's, two thirds into its 3 hours.
+	st.Addons["a"] = issue(st.Addons["a"], now, 3*time.Hour)
+	st.Addons["b"] = issue(st.Addons["b"], now, 30*time.Hour)
+	if got := s.due(st, 12, now); got != nil {
+		t.Fatalf("after issuing: %v due", ids(got))
+	}
+	if want := now.Add(2 * time.Hour); !s.nextDue.Equal(want) {
+		t.Fatalf("next due %v, want %v", s.nextDue, want)
+	}
+	// Same index, before the next due time: not looked at, even though the
+	// state (changed behind the scan's back here) would make c due.
+	st.Addons["c"] = addon("c")
+	if got := s.due(st, 12, now.Add(time.Hour)); got != nil {
+		t.Fatalf("looked at an unchanged state: %v", ids(got))
+	}
+	// The state moves on: c is seen.
+	if got := ids(s.due(st, 13, now.Add(time.Hour))); !slices.Equal(got, []string{"c:" + certNone}) {
+		t.Fatalf("new addon: %v", got)
+	}
+	// A due certificate is found at the same index once its time comes.
+	st.Addons["c"] = issue(st.Addons["c"], now, 30*time.Hour)
+	if got := s.due(st, 14, now.Add(time.Hour)); got != nil {
+		t.Fatalf("after issuing c: %v", ids(got))
+	}
+	if got := ids(s.due(st, 14, now.Add(2*time.Hour))); !slices.Equal(got, []string{"a:" + certRenew}) {
+		t.Fatalf("renewal at the same index: %v", got)
+	}
+	// Removed addons are forgotten.
+	delete(st.Addons, "a")
+	delete(st.Addons, "b")
+	s.due(st, 15, now.Add(2*time.Hour))
+	if _, ok := s.parsed["a"]; ok || len(s.parsed) != 1 {
+		t.Fatalf("parsed cache holds %d entries after removals (a kept: %v)", len(s.parsed), ok)
 	}
 }

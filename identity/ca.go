@@ -291,6 +291,11 @@ func Verify(pool *x509.CertPool, chain []*x509.Certificate, want string, now tim
 // RenewDue reports whether a certificate valid from notBefore to notAfter
 // should be renewed at now: once two thirds of its life have passed.
 func RenewDue(notBefore, notAfter, now time.Time) bool {
-	life := notAfter.Sub(notBefore)
-	return !now.Before(notBefore.Add(life * 2 / 3))
+	return !now.Before(RenewAt(notBefore, notAfter))
+}
+
+// RenewAt is when a certificate valid from notBefore to notAfter is due
+// for renewal: two thirds into its life.
+func RenewAt(notBefore, notAfter time.Time) time.Time {
+	return notBefore.Add(notAfter.Sub(notBefore) * 2 / 3)
 }
