@@ -147,7 +147,12 @@ func placeholderPEM(addonID string) (string, error) {
 
 // syncAccess brings a running HAProxy's access onto its assignment: files
 // first (a restart starts from them), then the runtime API.
+// Member TLS files and a renewed certificate are synced here too
+// (membertls.go).
 func (a *Agent) syncAccess(ctx context.Context, p memberPlan) error {
+	if err := a.syncMemberTLS(ctx, p); err != nil {
+		return err
+	}
 	if p.access == nil {
 		return nil
 	}

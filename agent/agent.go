@@ -69,10 +69,11 @@ type Agent struct {
 	hostStats    *sysstats.Host
 	statsCfg     sysstats.Config
 	probes       *prober
-	live         *liveness  // liveness.go
-	fleet        *fleetAuth // fleetauth.go: the fleet credential applied live
-	routes       *routes    // route.go: the entrypoints' routers
-	jobs         *jobRunner // jobs.go: backup and restore jobs
+	live         *liveness      // liveness.go
+	fleet        *fleetAuth     // fleetauth.go: the fleet credential applied live
+	routes       *routes        // route.go: the entrypoints' routers
+	jobs         *jobRunner     // jobs.go: backup and restore jobs
+	mtls         memberTLSState // membertls.go
 	metrics      *agentMetrics
 
 	reconcileNow chan struct{}
@@ -339,6 +340,7 @@ func (a *Agent) setAssignments(out api.Assignments) {
 	a.index = out.Index
 	a.assigned = m
 	a.mu.Unlock()
+	a.setMemberTLS(out.Assignments) // membertls.go: before any client of these members is made
 	a.jobs.offer(out.Jobs)
 	if changed {
 		a.log.Debug("assignments", "index", out.Index, "members", len(m))

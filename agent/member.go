@@ -51,6 +51,8 @@ type memberPlan struct {
 	probe string
 	// access (haproxy): TLS, force TLS, internet access (access.go).
 	access *render.HAProxyAccess
+	// tls: the member TLS files (membertls.go); nil without member TLS.
+	tls *render.MemberTLS
 }
 
 // endpoint parses "host:port".
@@ -101,11 +103,20 @@ func (a *Agent) planMember(as api.Assignment) (memberPlan, error) {
 		"address": addr, "port": as.Port,
 	}
 	var err error
+	if p.tls, err = a.memberTLSOf(as); err != nil { // membertls.go
+		return p, err
+	}
+	if p.tls != nil {
+		// Fixed at the addon's creation; a member without it keeps its
+		// hash as before member TLS existed.
+		hashed["member_tls"] = true
+	}
 	switch as.Role {
 	case api.RoleRedis:
 		in := render.RedisInput{
 			Engine: as.Engine, BindAddr: addr, Port: as.Port, AnnounceIP: addr, DataDir: p.dir,
 			Password: as.Password, FleetPassword: as.FleetPassword, PlanMemoryMB: as.PlanMemoryMB, Settings: as.Settings,
+			TLS: p.tls,
 		}
 		if as.ReplicaOf != "" {
 			if in.ReplicaOf, err = endpoint("replica_of", as.ReplicaOf); err != nil {
@@ -134,7 +145,7 @@ func (a *Agent) planMember(as api.Assignment) (memberPlan, error) {
 	case api.RoleSentinel:
 		in := render.SentinelInput{
 			BindAddr: addr, Port: as.Port, AnnounceIP: addr, DataDir: p.dir,
-			MasterName: as.MasterName, Password: as.FleetPassword,
+			MasterName: as.MasterName, Password: as.FleetPassword, TLS: p.tls,
 		}
 		if in.Primary, err = endpoint("primary", as.Primary); err != nil {
 			return p, err
@@ -209,11 +220,15 @@ func (a *Agent) haproxyInput(as api.Assignment) (render.HAProxyInput, error) {
 	own := render.Endpoint{Addr: addr, Port: as.Port}
 	in := render.HAProxyInput{AddonID: as.AddonID, Entrypoint: own, Local: own, SourceAddr: addr, Password: as.FleetPassword,
 		MaxConn: as.MaxConn, StatsSocket: a.hapSocketPath(as.MemberID)}
-	var err error
 	if as.Entrypoint != "" {
+		var err error
 		if in.Entrypoint, err = endpoint("entrypoint", as.Entrypoint); err != nil {
 			return in, err
 		}
+	}
+	mt, err := a.memberTLSOf(as) // membertls.go: the CA the servers are verified with
+	if err != nil {
+		return in, err
 	}
 	servers := append([]string(nil), as.Servers...)
 	sort.Strings(servers)
@@ -222,7 +237,8 @@ func (a *Agent) haproxyInput(as api.Assignment) (render.HAProxyInput, error) {
 		if err != nil {
 			return in, err
 		}
-		in.Servers = append(in.Servers, render.HAProxyServer{Name: render.HAProxyServerName(e.Addr, e.Port), Addr: e.Addr, Port: e.Port})
+		in.Servers = append(in.Servers, render.HAProxyServer{Name: render.HAProxyServerName(e.Addr, e.Port), Addr: e.Addr, Port: e.Port,
+			TLS: hapServerTLS(mt, as)})
 	}
 	in.Access = a.haproxyAccess(as.MemberID, in.Entrypoint.Port)
 	return in, nil

@@ -398,7 +398,8 @@ func (a *Agent) sentinelsReachable(ctx context.Context, as api.Assignment) int {
 			sc := a.guard().client(as.MemberID, "sentinel "+s, as.FleetPassword.Reveal(), func() *redis.Options {
 				opt := redisctl.SentinelOptions(s, as.FleetPassword.Reveal())
 				opt.DialTimeout, opt.ReadTimeout, opt.WriteTimeout = sentinelAskTimeout, sentinelAskTimeout, sentinelAskTimeout
-				opt.Dialer = fromAddress(as.Address, sentinelAskTimeout)
+				// Its own dialer: go-redis then leaves TLS (member TLS) to it.
+				opt.Dialer = redisctl.DialTLS(fromAddress(as.Address, sentinelAskTimeout), opt.TLSConfig)
 				return opt
 			})
 			if sc.Ping(ctx).Err() == nil {

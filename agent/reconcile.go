@@ -189,10 +189,8 @@ func (a *Agent) ensure(ctx context.Context, as api.Assignment, st *runtime.Statu
 	if err := a.writeConf(ctx, p, st); err != nil {
 		return fail(err.Error(), false)
 	}
-	if p.access != nil { // access.go: HAProxy reads them at start
-		if err := writeAccessFiles(p.access, as); err != nil {
-			return fail(err.Error(), false)
-		}
+	if err := writeMemberFiles(p); err != nil { // membertls.go: access and member TLS files, read at start
+		return fail(err.Error(), false)
 	}
 	if err := a.rt.EnsureImage(ctx, p.spec.Image); err != nil {
 		return fail(fmt.Sprintf("ensure image: %v", err), false)

@@ -143,12 +143,19 @@ type Assignment struct {
 	VIP        string   `json:"vip,omitempty"`
 	Servers    []string `json:"servers,omitempty"`
 	MaxConn    int      `json:"max_conn,omitempty"`
-	// TLSCert and TLSKey (HAProxy members): the addon's server
+	// TLSCert and TLSKey (HAProxy members, and every member of an addon
+	// with member TLS): the addon's server
 	// certificate and key, which the entrypoint terminates TLS with;
 	// empty while the addon has none yet. A renewed one is swapped in
 	// at run time.
 	TLSCert string `json:"tls_cert,omitempty"`
 	TLSKey  Secret `json:"tls_key,omitzero"`
+	// CACert is the cluster CA (PEM) that signs the addon's certificate,
+	// for an addon with member TLS (Settings.MemberTLS): its redis members
+	// and sentinels (which then also get TLSCert and TLSKey) verify their
+	// peers with it, HAProxy verifies the redis servers with it, and the
+	// agent's clients verify the members with it. Empty otherwise.
+	CACert string `json:"ca_cert,omitempty"`
 	// Stopped: keep the member's process stopped (SIGTERM, so redis saves
 	// on its way out) and its data dir; do not restart it until an
 	// assignment without Stopped arrives (an engine upgrade that stops

@@ -150,6 +150,14 @@ type Settings struct {
 	// EntrypointHAProxy (also "", an addon made before the setting) or
 	// EntrypointKernel (docs/entrypoint.md).
 	Entrypoint string `json:"entrypoint,omitempty"`
+	// MemberTLS: the addon's redis members and sentinels speak TLS only
+	// (port 0, tls-port, tls-replication yes) with the addon's
+	// certificate, and HAProxy reaches them over TLS. Chosen when the
+	// addon is created (addons-add --member-tls; the fleet's default is
+	// the coordinator's member_tls), never switched afterwards: moving a
+	// running addon's ports and replication links is a restart of every
+	// member and sentinel (docs/security.md, "Member TLS").
+	MemberTLS bool `json:"member_tls,omitempty"`
 }
 
 // Entrypoint modes.

@@ -55,6 +55,9 @@ type AddonCreateRequest struct {
 	Engine    Engine `json:"engine,omitempty"`
 	Version   string `json:"version,omitempty"`
 	RequestID string `json:"request_id,omitempty"`
+	// MemberTLS asks for member TLS (Settings.MemberTLS); nil means the
+	// fleet's default (the coordinator's member_tls).
+	MemberTLS *bool `json:"member_tls,omitempty"`
 }
 
 // Validate checks the request against the catalogs and fills defaults
@@ -276,8 +279,26 @@ func (r *SettingsRequest) Apply(cur Settings) (Settings, error) {
 	if r.InternetAccess != nil {
 		next.InternetAccess = *r.InternetAccess
 	}
-	if next.ForceTLS && next.EntrypointMode() == EntrypointKernel {
-		return cur, Invalidf("force TLS needs the haproxy entrypoint: the kernel entrypoint forwards connections to redis's plaintext port and cannot refuse plaintext (docs/entrypoint.md); pass --entrypoint haproxy with --force-tls on, or --force-tls off before --entrypoint kernel")
+	if err := CheckEntrypointTLS(next); err != nil {
+		return cur, err
 	}
 	return next, nil
+}
+
+// CheckEntrypointTLS refuses the settings whose TLS the entrypoint mode
+// cannot give. The kernel entrypoint forwards connections to the primary's
+// port as they are: without member TLS that port is plaintext, so force
+// TLS cannot refuse plaintext; with member TLS it is TLS only, so the
+// apps must speak TLS and the URL must say rediss:// (force TLS on).
+func CheckEntrypointTLS(s Settings) error {
+	if s.EntrypointMode() != EntrypointKernel {
+		return nil
+	}
+	if s.ForceTLS && !s.MemberTLS {
+		return Invalidf("force TLS needs the haproxy entrypoint for an addon without member TLS: the kernel entrypoint forwards connections to redis's plaintext port and cannot refuse plaintext (docs/entrypoint.md); pass --entrypoint haproxy with --force-tls on, or --force-tls off before --entrypoint kernel")
+	}
+	if !s.ForceTLS && s.MemberTLS {
+		return Invalidf("an addon with member TLS needs force TLS on with the kernel entrypoint: the kernel forwards connections to redis's TLS-only port, so only TLS clients get through (docs/entrypoint.md); pass --force-tls on with --entrypoint kernel, or --entrypoint haproxy before --force-tls off")
+	}
+	return nil
 }

@@ -141,3 +141,40 @@ func TestDefaultPlansAreValid(t *testing.T) {
 		t.Fatal("catalog lacks the plans named in the docs")
 	}
 }
+
+// TestCheckEntrypointTLS: the kernel entrypoint forwards to redis's port
+// as it is: force TLS needs member TLS there, and member TLS needs force
+// TLS; the haproxy entrypoint takes every combination.
+func TestCheckEntrypointTLS(t *testing.T) {
+	for _, c := range []struct {
+		mode                string
+		force, member, fail bool
+	}{
+		{EntrypointHAProxy, false, false, false},
+		{EntrypointHAProxy, true, false, false},
+		{EntrypointHAProxy, false, true, false},
+		{EntrypointHAProxy, true, true, false},
+		{EntrypointKernel, false, false, false},
+		{EntrypointKernel, true, false, true},
+		{EntrypointKernel, false, true, true},
+		{EntrypointKernel, true, true, false},
+	} {
+		err := CheckEntrypointTLS(Settings{Entrypoint: c.mode, ForceTLS: c.force, MemberTLS: c.member})
+		if (err != nil) != c.fail || (err != nil && !errors.Is(err, ErrInvalid)) {
+			t.Errorf("%s force %v member %v: err %v, want failure %v", c.mode, c.force, c.member, err, c.fail)
+		}
+	}
+	// addons-settings keeps member TLS (it has no switch for it) and
+	// applies the same rule.
+	off := false
+	r := SettingsRequest{App: "my-app", ForceTLS: &off}
+	if _, err := r.Apply(Settings{Entrypoint: EntrypointKernel, ForceTLS: true, MemberTLS: true}); err == nil {
+		t.Error("force TLS off allowed for a kernel-mode addon with member TLS")
+	}
+	on := true
+	r = SettingsRequest{App: "my-app", CacheMode: &on}
+	got, err := r.Apply(Settings{MemberTLS: true})
+	if err != nil || !got.MemberTLS {
+		t.Errorf("a settings change dropped member TLS: %+v, %v", got, err)
+	}
+}

@@ -49,6 +49,7 @@ func yesNo(b bool) string {
 
 func addonsAddCmd(g *globals) *cobra.Command {
 	var app, version, requestID string
+	var memberTLS bool
 	cmd := &cobra.Command{
 		Use:     "addons-add --app APP redis PLAN",
 		Short:   "Add a caching database to an app",
@@ -64,6 +65,9 @@ func addonsAddCmd(g *globals) *cobra.Command {
 				return err
 			}
 			req := api.AddonCreateRequest{App: app, Type: args[0], Plan: args[1], RequestID: requestID}
+			if cmd.Flags().Changed("member-tls") {
+				req.MemberTLS = &memberTLS
+			}
 			if version != "" {
 				if e, v, ok := strings.Cut(version, "-"); ok {
 					req.Engine, req.Version = api.Engine(e), v
@@ -91,6 +95,7 @@ func addonsAddCmd(g *globals) *cobra.Command {
 	cmd.Flags().StringVarP(&app, "app", "a", "", "app name")
 	cmd.Flags().StringVar(&version, "engine", "", "engine and version, e.g. redis-7.0.15 or valkey (default: the catalog's default)")
 	cmd.Flags().StringVar(&requestID, "request-id", "", "idempotency key: retrying with the same key never adds twice")
+	cmd.Flags().BoolVar(&memberTLS, "member-tls", false, "redis, replication and sentinels speak TLS only (chosen at creation; default: the coordinator's member_tls)")
 	return cmd
 }
 
@@ -344,6 +349,7 @@ func addonsInfoCmd(g *globals) *cobra.Command {
 				{"status", string(a.Status)}, {"health", orDash(a.Health)}, {"entrypoint", orDash(a.Entrypoint)},
 				{"persistence", a.Settings.Persistence}, {"cache mode", onOff(a.Settings.CacheMode)},
 				{"force TLS", onOff(a.Settings.ForceTLS)}, {"internet access", onOff(a.Settings.InternetAccess)},
+				{"member TLS", onOff(a.Settings.MemberTLS)},
 				{"created", a.CreatedAt.Local().Format("2006-01-02 15:04:05")},
 			}); err != nil {
 				return err

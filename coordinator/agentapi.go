@@ -219,6 +219,14 @@ func assignmentsFor(st *State, hostID string) []api.Assignment {
 		}
 		plan, _ := api.FindPlan(st.Plans, a.Plan)
 		primary, hasPrimary := operation.Primary(a)
+		// Member TLS: the redis members and sentinels start only with
+		// the addon's certificate (they listen on TLS only), which the
+		// leader issues within a second of the placement
+		// (addoncert.go); until then they are not handed out. Once
+		// issued a certificate is only ever replaced, so a running
+		// member is never withheld.
+		memberTLS := a.Settings.MemberTLS
+		waitCert := memberTLS && (a.TLSCert == "" || st.CA == nil)
 		var servers, sentinels []string
 		for _, m := range a.Members {
 			switch m.Role {
@@ -232,6 +240,9 @@ func assignmentsFor(st *State, hostID string) []api.Assignment {
 			if m.HostID != hostID {
 				continue
 			}
+			if waitCert {
+				continue
+			}
 			// An engine upgrade moves one member at a time to its
 			// new version (the member's own, else the addon's).
 			engine, version := a.MemberEngine(m)
@@ -241,6 +252,15 @@ func assignmentsFor(st *State, hostID string) []api.Assignment {
 				Address: host.Address, Port: m.Port, Engine: engine, Version: version,
 				Image: ev.Images[m.Role], PlanMemoryMB: plan.MemoryMB, Password: a.Password, FleetPassword: a.FleetPassword, Settings: a.Settings,
 				Stopped: m.Stopped, OtherPasswords: otherPasswords(a), SpecPassword: a.SpecPassword,
+			}
+			if memberTLS && !waitCert {
+				// Every member: redis and sentinels serve with the
+				// certificate; all verify with the CA; the agent's
+				// clients speak TLS to every address named here
+				// (agent/membertls.go), so the servers and sentinels are
+				// named to every role.
+				as.TLSCert, as.TLSKey, as.CACert = a.TLSCert, a.TLSKey, st.CA.CertPEM
+				as.Servers, as.Sentinels = servers, sentinels
 			}
 			switch m.Role {
 			case api.RoleRedis:

@@ -85,6 +85,9 @@ type Config struct {
 	// (default) or "kernel" (api.Settings.Entrypoint; an addon changes
 	// its own with addons-settings --entrypoint).
 	EntrypointMode string `json:"entrypoint_mode,omitempty"`
+	// MemberTLS is whether new addons get member TLS when addons-add does
+	// not say (api.Settings.MemberTLS; off by default).
+	MemberTLS bool `json:"member_tls,omitempty"`
 	// HealAfter is how long a host stays down before its members are
 	// replaced on other hosts.
 	HealAfter Duration `json:"heal_after"`

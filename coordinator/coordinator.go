@@ -45,6 +45,9 @@ type Coordinator struct {
 	// the servers' shutdown for its whole timeout.
 	serving     context.Context
 	stopServing context.CancelFunc
+	// tlsOwner names this coordinator's source in redisctl's TLS table
+	// (membertls.go).
+	tlsOwner string
 }
 
 // Start opens the store and starts serving. Stop it with Close.
@@ -162,6 +165,10 @@ func Start(cfg Config, log *slog.Logger, raftLog io.Writer) (*Coordinator, error
 				every: time.Duration(cfg.BackupCheckEvery)},
 		},
 	}
+	// Member TLS: the coordinator's clients of members speak TLS to the
+	// addons that have it (membertls.go).
+	c.tlsOwner = "coordinator " + cfg.ID
+	redisctl.SetTLSSource(c.tlsOwner, (&memberTLSTable{fsm: store.FSM()}).lookup)
 	c.startDashboard(adminAPI) // before the admin socket serves: ui-token reads dashSrv
 	c.wg.Add(4)
 	go func() { defer c.wg.Done(); lead.run(ctx) }()
@@ -219,6 +226,7 @@ func (c *Coordinator) Close() error {
 	// Raft can answer.
 	c.cancel()
 	c.wg.Wait()
+	redisctl.SetTLSSource(c.tlsOwner, nil)
 	err := c.store.Close()
 	_ = c.audit.Close()
 	_ = os.Remove(c.cfg.Socket)

@@ -562,6 +562,15 @@ func (s *Server) newAddon(req api.AddonCreateRequest, plan api.Plan) (AddonCreat
 	if s.cfg.EntrypointMode == api.EntrypointKernel { // the fleet default (config entrypoint_mode)
 		a.Settings.Entrypoint = api.EntrypointKernel
 	}
+	a.Settings.MemberTLS = s.cfg.MemberTLS // the fleet default (config member_tls)
+	if req.MemberTLS != nil {
+		a.Settings.MemberTLS = *req.MemberTLS
+	}
+	if a.Settings.MemberTLS && a.Settings.EntrypointMode() == api.EntrypointKernel {
+		// The kernel forwards to redis's TLS-only port: only TLS clients
+		// get through, so the URL says rediss:// (api.CheckEntrypointTLS).
+		a.Settings.ForceTLS = true
+	}
 	op := api.Operation{
 		ID: opID, AddonID: a.ID, App: a.App, Kind: api.OpProvision, State: api.OpPending,
 		Steps: operation.ProvisionSteps(), CreatedAt: now, UpdatedAt: now,

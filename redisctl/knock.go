@@ -3,6 +3,7 @@ package redisctl
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -94,6 +95,20 @@ func knock(ctx context.Context, addr, user, password string, ping bool, dialTime
 		deadline = dl
 	}
 	_ = c.SetDeadline(deadline)
+	var conn net.Conn = c
+	if t := TLSFor(addr); t != nil {
+		// Member TLS: the handshake is redis's own work (a frozen member
+		// accepts the connection and never answers it: silent).
+		tc := tls.Client(c, t.Config())
+		if err := tc.Handshake(); err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				return Answer{Reply: ReplySilent}
+			}
+			return Answer{Reply: ReplyOther, Text: "TLS handshake: " + err.Error()}
+		}
+		conn = tc
+	}
 	var req strings.Builder
 	want := 1
 	if password != "" {
@@ -101,10 +116,10 @@ func knock(ctx context.Context, addr, user, password string, ping bool, dialTime
 		want = 2
 	}
 	req.WriteString(resp("PING"))
-	if _, err := c.Write([]byte(req.String())); err != nil {
+	if _, err := conn.Write([]byte(req.String())); err != nil {
 		return Answer{Reply: ReplyOther, Text: "write: " + scrubErr(err, password)}
 	}
-	r := bufio.NewReader(c)
+	r := bufio.NewReader(conn)
 	for i := 0; i < want; i++ {
 		line, err := r.ReadString('\n')
 		if err != nil {

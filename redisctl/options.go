@@ -30,13 +30,15 @@ const (
 // FleetUser (AUTH cacheplane PASSWORD), here once for every caller, so no
 // conversation of the fleet with a member uses the app's user, which may
 // not run CONFIG, REPLICAOF, BGSAVE… (AppDenied). password empty means no
-// AUTH (a scratch server of a restore, bound to loopback).
+// AUTH (a scratch server of a restore, bound to loopback). A member of an
+// addon with member TLS (addr in the TLS table, tls.go) is spoken to over
+// TLS.
 func MemberOptions(addr, password string) *redis.Options {
 	user := ""
 	if password != "" {
 		user = FleetUser
 	}
-	return &redis.Options{
+	o := &redis.Options{
 		Addr:                     addr,
 		Username:                 user,
 		Password:                 password,
@@ -50,6 +52,10 @@ func MemberOptions(addr, password string) *redis.Options {
 		DisableIdentity:          true,
 		MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled},
 	}
+	if t := TLSFor(addr); t != nil { // member TLS (tls.go)
+		o.TLSConfig = t.Config()
+	}
+	return o
 }
 
 // SentinelOptions are the options of a short-lived client of a sentinel:

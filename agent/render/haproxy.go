@@ -67,6 +67,39 @@ type HAProxyServer struct {
 	Name string // member id; letters, digits, '_', '.', '-'
 	Addr string
 	Port int
+	// TLS, when set, is how HAProxy reaches the member over TLS (member
+	// TLS): traffic and role checks alike.
+	TLS *HAProxyServerTLS
+}
+
+// HAProxyServerTLS is how HAProxy reaches a redis member that speaks TLS
+// only: it verifies the member's certificate against the cluster CA
+// (CAFile, in the member's dir) and the name the addon's certificate
+// carries (ServerName, the addon id: redis does not check names, HAProxy
+// does with verifyhost).
+type HAProxyServerTLS struct {
+	CAFile     string
+	ServerName string
+}
+
+// options are the server line's TLS keywords: traffic (ssl verify
+// required ca-file verifyhost) and checks (check-ssl, which the role
+// check's `tcp-check connect default` takes from the server line).
+func (t *HAProxyServerTLS) options() []string {
+	if t == nil {
+		return nil
+	}
+	return []string{"ssl", "verify", "required", "ca-file", t.CAFile, "verifyhost", t.ServerName, "check-ssl"}
+}
+
+func (t *HAProxyServerTLS) validate(file, server string) error {
+	if t == nil {
+		return nil
+	}
+	if err := checkPath(file, "server "+server+" CA file", t.CAFile); err != nil {
+		return err
+	}
+	return checkName(file, "server "+server+" TLS name", t.ServerName)
 }
 
 // HAProxyInput is everything an addon's haproxy.cfg depends on.
@@ -158,6 +191,9 @@ func (in HAProxyInput) validate() error {
 		}
 		seen[s.Name] = true
 		if err := checkEndpoint(f, "server "+s.Name, Endpoint{s.Addr, s.Port}); err != nil {
+			return err
+		}
+		if err := s.TLS.validate(f, s.Name); err != nil {
 			return err
 		}
 	}
@@ -341,7 +377,12 @@ func HAProxy(in HAProxyInput) (string, error) {
 		"-BUSY (a script past busy-reply-threshold) keeps it up: busy is not dead.",
 		"The agent also keeps every server but the sentinels' primary in MAINT.")
 	c.indented("option", "tcp-check")
-	c.indented("tcp-check", "connect")
+	if memberTLS(in.Servers) {
+		c.comment(true, "Member TLS: the check connects as the server line says (ssl, verify, check-ssl).")
+		c.indented("tcp-check", "connect", "default")
+	} else {
+		c.indented("tcp-check", "connect")
+	}
 	c.indented("tcp-check", "send", `"AUTH `+redisctl.FleetUser+` `+in.Password.Reveal()+`\r\n"`)
 	c.indented("tcp-check", "expect", "string", "+OK")
 	c.indented("tcp-check", "send", `"INFO replication\r\n"`)
@@ -350,9 +391,20 @@ func HAProxy(in HAProxyInput) (string, error) {
 	c.comment(true, "The agent adds and deletes servers at run time (HAProxyAddServer) when the addon's",
 		"redis members change; this list is what a restart starts from.")
 	for _, s := range in.Servers {
-		c.indented(append([]string{"server", s.Name, Endpoint{s.Addr, s.Port}.String()}, serverOptions...)...)
+		c.indented(append(append([]string{"server", s.Name, Endpoint{s.Addr, s.Port}.String()}, serverOptions...), s.TLS.options()...)...)
 	}
 	return c.String(), nil
+}
+
+// memberTLS reports whether the servers speak TLS (member TLS: all of an
+// addon's members do, or none).
+func memberTLS(servers []HAProxyServer) bool {
+	for _, s := range servers {
+		if s.TLS != nil {
+			return true
+		}
+	}
+	return false
 }
 
 // serverOptions are every redis server's check and failure options, in the
@@ -375,7 +427,7 @@ func HAProxyServerName(addr string, port int) string {
 // and the agent's routing readies it when it is the primary.
 func HAProxyAddServer(be string, s HAProxyServer) []string {
 	return []string{
-		strings.Join(append([]string{"add", "server", be + "/" + s.Name, Endpoint{s.Addr, s.Port}.String()}, serverOptions...), " "),
+		strings.Join(append(append([]string{"add", "server", be + "/" + s.Name, Endpoint{s.Addr, s.Port}.String()}, serverOptions...), s.TLS.options()...), " "),
 		"enable health " + be + "/" + s.Name,
 	}
 }
@@ -386,7 +438,11 @@ func HAProxyShape(in HAProxyInput) (string, error) {
 	if err := checkPassword("haproxy.cfg", in.Password.Reveal()); err != nil {
 		return "", err
 	}
-	in.Servers = []HAProxyServer{{Name: "shape", Addr: "127.0.0.1", Port: 1}}
+	var t *HAProxyServerTLS
+	if len(in.Servers) > 0 {
+		t = in.Servers[0].TLS // member TLS is the addon's, fixed at creation
+	}
+	in.Servers = []HAProxyServer{{Name: "shape", Addr: "127.0.0.1", Port: 1, TLS: t}}
 	// The check's credential is not part of the shape either: an addon
 	// given its fleet credential (redisctl.ApplyACL, live) keeps its
 	// running HAProxy, whose check logged in as the app and still may

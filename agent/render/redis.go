@@ -51,6 +51,8 @@ type RedisInput struct {
 	// a primary. A member that restarts is rendered with the current
 	// primary here, so it never comes back as a primary on its own.
 	ReplicaOf Endpoint
+	// TLS, when set, makes the member speak TLS only (member TLS).
+	TLS *MemberTLS
 }
 
 func (in RedisInput) validate() error {
@@ -85,6 +87,9 @@ func (in RedisInput) validate() error {
 	}
 	if in.PlanMemoryMB < 1 {
 		return invalidf(f, "plan memory %d MB must be at least 1", in.PlanMemoryMB)
+	}
+	if err := in.TLS.validate(f); err != nil {
+		return err
 	}
 	if _, err := persistence(f, in.Settings); err != nil {
 		return err
@@ -221,7 +226,7 @@ func Redis(in RedisInput) (string, error) {
 
 	c.comment(false, "Network: the host's address only; auth is always on.")
 	c.line("bind", in.BindAddr)
-	c.line("port", itoa(in.Port))
+	in.TLS.listen(&c, in.Port)
 	c.line("protected-mode", "no")
 	c.line("bind-source-addr", in.BindAddr)
 	c.line("timeout", itoa(RedisIdleTimeout))

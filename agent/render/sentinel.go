@@ -72,6 +72,9 @@ type SentinelInput struct {
 	// default, sentinel-pass) and, as redisctl.FleetUser, to the redis
 	// members (auth-user, auth-pass).
 	Password api.Secret
+	// TLS, when set, makes the sentinel listen on TLS only and reach the
+	// members and the other sentinels over TLS (member TLS).
+	TLS *MemberTLS
 }
 
 func (in SentinelInput) validate() error {
@@ -94,6 +97,9 @@ func (in SentinelInput) validate() error {
 		return err
 	}
 	if err := checkEndpoint(f, "primary", in.Primary); err != nil {
+		return err
+	}
+	if err := in.TLS.validate(f); err != nil {
 		return err
 	}
 	return checkPassword(f, in.Password.Reveal())
@@ -136,7 +142,7 @@ func Sentinel(in SentinelInput) (string, error) {
 	)
 	c.blank()
 	c.line("bind", in.BindAddr)
-	c.line("port", itoa(in.Port))
+	in.TLS.listen(&c, in.Port)
 	c.line("protected-mode", "no")
 	c.line("bind-source-addr", in.BindAddr)
 	c.line("daemonize", "no")

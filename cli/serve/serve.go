@@ -31,8 +31,8 @@ func Command(g cli.Flags) *cobra.Command {
 		stateKeysFile, dashboardListen                                                string
 		hostDownAfter, hostSuspectAfter, healAfter, agentCertTTL                      time.Duration
 		backupWindow, backupCheckEvery, backupJobTimeout                              time.Duration
-		passwordGrace                                                                 time.Duration
-		bootstrap                                                                     bool
+		passwordGrace, addonCertTTL                                                   time.Duration
+		bootstrap, memberTLS                                                          bool
 	)
 	cmd := &cobra.Command{
 		Use:   "serve",
@@ -83,6 +83,12 @@ defaults in coordinator.DefaultConfig), then these flags override it.`,
 			}
 			if f.Changed("entrypoint-mode") {
 				cfg.EntrypointMode = entrypointMode
+			}
+			if f.Changed("addon-cert-ttl") {
+				cfg.AddonCertTTL = coordinator.Duration(addonCertTTL)
+			}
+			if f.Changed("member-tls") {
+				cfg.MemberTLS = memberTLS
 			}
 			if f.Changed("host-down-after") {
 				cfg.HostDownAfter = coordinator.Duration(hostDownAfter)
@@ -185,6 +191,8 @@ defaults in coordinator.DefaultConfig), then these flags override it.`,
 	f.StringVar(&logLevel, "log-level", d.LogLevel, "debug, info, warn or error")
 	f.StringVar(&vipCIDR, "entrypoint-cidr", d.EntrypointCIDR, "pool of virtual IPs for business addons' entrypoints (e.g. 127.0.1.0/24 on one machine)")
 	f.StringVar(&entrypointMode, "entrypoint-mode", "haproxy", "entrypoint mode of new addons: haproxy (every connection through the HAProxy pair) or kernel (the VIP holder's kernel forwards to the primary; docs/entrypoint.md)")
+	f.DurationVar(&addonCertTTL, "addon-cert-ttl", time.Duration(d.AddonCertTTL), "how long an addon's server certificate is valid (renewed after two thirds, live)")
+	f.BoolVar(&memberTLS, "member-tls", d.MemberTLS, "new addons get member TLS unless addons-add says otherwise (redis, replication and sentinels on TLS only)")
 	f.DurationVar(&hostDownAfter, "host-down-after", time.Duration(d.HostDownAfter), "mark a host down after this long without heartbeat")
 	f.DurationVar(&hostSuspectAfter, "host-suspect-after", time.Duration(d.HostSuspectAfter), "probe a host whose liveness signal stopped this long; mark it down at once when none of its members accepts a connection (0: off)")
 	f.DurationVar(&healAfter, "heal-after", time.Duration(d.HealAfter), "replace the members of a host down for this long")
