@@ -63,6 +63,10 @@ type bizOpts struct {
 	// PublicIPs, when set, are the hosts' public addresses (one per host,
 	// --public-address).
 	PublicIPs []string
+	// MemberTLS adds the addon with --member-tls; the test's own clients
+	// of its members and sentinels (direct, sentinelMaster…) then speak
+	// TLS with the CA from addons-ca (membertls_test.go).
+	MemberTLS bool
 }
 
 // startBusiness starts the fleet and provisions a redis-business-256 addon
@@ -90,11 +94,18 @@ func startBusiness(t testing.TB, app string, o bizOpts) *bizFleet {
 	if o.Plan == "" {
 		o.Plan = "redis-business-256"
 	}
-	if res := f.c.CLI("addons-add", "--app", app, "redis", o.Plan); res.Code != 0 {
+	add := []string{"addons-add", "--app", app, "redis", o.Plan}
+	if o.MemberTLS {
+		add = append(add, "--member-tls")
+	}
+	if res := f.c.CLI(add...); res.Code != 0 {
 		t.Fatalf("addons-add: %s", res)
 	}
 	a := WaitForAddonStatus(t, f.c, app, api.AddonRunning, 90*time.Second)
 	f.id = a.ID
+	if o.MemberTLS {
+		useMemberTLS(t, f, o.HostIPs)
+	}
 	f.url = RedisURL(t, f.c, app)
 	opt, err := redis.ParseURL(f.url)
 	if err != nil {
@@ -174,14 +185,15 @@ func (f *bizFleet) fleet() string { return fleetCredential(f.t, f.id, agentList(
 // fleet's user.
 func (f *bizFleet) direct(addr string) *redis.Client {
 	return redis.NewClient(&redis.Options{Addr: addr, Username: redisctl.FleetUser, Password: f.fleet(), DialTimeout: time.Second,
-		ReadTimeout: time.Second, WriteTimeout: time.Second, MaxRetries: -1, PoolSize: 1, DisableIdentity: true})
+		ReadTimeout: time.Second, WriteTimeout: time.Second, MaxRetries: -1, PoolSize: 1, DisableIdentity: true,
+		TLSConfig: memberTLSConfig(addr)})
 }
 
 // sentinelMaster asks one sentinel (password: the fleet credential) for
 // the primary's host:port.
 func sentinelMaster(addr, password, name string) (string, error) {
 	c := redis.NewClient(&redis.Options{Addr: addr, Password: password, DialTimeout: time.Second, ReadTimeout: time.Second,
-		MaxRetries: -1, PoolSize: 1, DisableIdentity: true})
+		MaxRetries: -1, PoolSize: 1, DisableIdentity: true, TLSConfig: memberTLSConfig(addr)})
 	defer c.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
@@ -199,7 +211,7 @@ func sentinelMaster(addr, password, name string) (string, error) {
 // "slave" only (connected, not down).
 func sentinelKnowsReplica(addr, password, name, replica string) error {
 	c := redis.NewClient(&redis.Options{Addr: addr, Password: password, DialTimeout: time.Second, ReadTimeout: time.Second,
-		MaxRetries: -1, PoolSize: 1, DisableIdentity: true, Protocol: 2})
+		MaxRetries: -1, PoolSize: 1, DisableIdentity: true, Protocol: 2, TLSConfig: memberTLSConfig(addr)})
 	defer c.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
