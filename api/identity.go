@@ -96,6 +96,10 @@ type SecureResponse struct {
 
 // NewTLSPeerClient returns a client for a coordinator's peer API at
 // host:port over TLS with cfg (mutual: see identity.Holder.ClientConfig).
+// It speaks HTTP/2 where the coordinator offers it, so an agent's
+// assignments watch and its heartbeats share one connection (a ping after
+// 15 s without a frame finds a dead one); HTTP/1.1 with a release that
+// does not.
 func NewTLSPeerClient(addr string, cfg *tls.Config) *Client {
 	tr := &http.Transport{
 		DialContext:         (&net.Dialer{Timeout: 2 * time.Second}).DialContext,
@@ -103,6 +107,8 @@ func NewTLSPeerClient(addr string, cfg *tls.Config) *Client {
 		TLSHandshakeTimeout: 5 * time.Second,
 		MaxIdleConnsPerHost: 16,
 		IdleConnTimeout:     30 * time.Second,
+		ForceAttemptHTTP2:   true,
+		HTTP2:               &http.HTTP2Config{SendPingTimeout: 15 * time.Second, PingTimeout: 5 * time.Second},
 	}
 	return &Client{base: "https://" + addr, hc: &http.Client{Transport: tr, Timeout: 60 * time.Second}, RetryFor: 15 * time.Second}
 }

@@ -68,7 +68,8 @@ const peekTimeout = 10 * time.Second
 // port: each accepted connection's first byte is read (in its own
 // goroutine, so a silent client never holds up the others); 0x16 (a TLS
 // handshake record) makes it a *tls.Conn for http.Server, anything else a
-// plain connection, or closed unanswered when plain() is false.
+// plain connection, or closed unanswered when plain() is false. TLS
+// offers HTTP/2 (peerProtos).
 type peerListener struct {
 	ln    net.Listener
 	conf  *tls.Config
@@ -84,7 +85,7 @@ type peerListener struct {
 }
 
 func newPeerListener(ln net.Listener, conf *tls.Config, plain func() bool) *peerListener {
-	l := &peerListener{ln: ln, conf: conf, plain: plain, conns: make(chan net.Conn), done: make(chan struct{}),
+	l := &peerListener{ln: ln, conf: withHTTP2(conf), plain: plain, conns: make(chan net.Conn), done: make(chan struct{}),
 		peeking: map[net.Conn]struct{}{}}
 	l.wg.Add(1)
 	go l.acceptLoop()
@@ -165,6 +166,32 @@ func (l *peerListener) peek(c net.Conn) net.Conn {
 	default:
 		return nil // secured: plaintext gets nothing
 	}
+}
+
+// peerProtos are the protocols the TLS peer port offers (ALPN): HTTP/2
+// first, so an agent's assignments watch and its heartbeats share one
+// connection (http.Server serves h2 on the *tls.Conn it is given once it
+// was negotiated); HTTP/1.1 for clients that offer nothing else. Plain
+// connections (a cluster made before identities) stay HTTP/1.1.
+var peerProtos = []string{"h2", "http/1.1"}
+
+// withHTTP2 is conf offering peerProtos, also in the configuration its
+// GetConfigForClient gives each handshake.
+func withHTTP2(conf *tls.Config) *tls.Config {
+	c := conf.Clone()
+	c.NextProtos = peerProtos
+	if get := conf.GetConfigForClient; get != nil {
+		c.GetConfigForClient = func(hi *tls.ClientHelloInfo) (*tls.Config, error) {
+			cc, err := get(hi)
+			if cc == nil || err != nil {
+				return cc, err
+			}
+			cc = cc.Clone()
+			cc.NextProtos = peerProtos
+			return cc, nil
+		}
+	}
+	return c
 }
 
 // Accept returns the next classified connection.

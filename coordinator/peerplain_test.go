@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -195,4 +196,112 @@ func TestServePlain(t *testing.T) {
 			t.Errorf("%s: body %s", tc.name, w.Body.String())
 		}
 	}
+}
+
+// countingListener counts the connections it accepts.
+type countingListener struct {
+	net.Listener
+	n atomic.Int64
+}
+
+func (l *countingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		l.n.Add(1)
+	}
+	return c, err
+}
+
+// TestPeerAPIOneConnectionPerAgent: the agent's client (api.NewTLSPeerClient)
+// and the TLS peer port agree on HTTP/2, so an assignments watch that is
+// waiting and heartbeats beside it share one connection; a client that
+// offers only HTTP/1.1 is still served over TLS, and plain HTTP (a member
+// of a cluster made before identities) is too.
+func TestPeerAPIOneConnectionPerAgent(t *testing.T) {
+	holder := &identity.Holder{}
+	holder.Set(testMember(t, "c1"))
+	raw, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	counted := &countingListener{Listener: raw}
+	release := make(chan struct{})
+	var protos sync.Map
+	srv := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		protos.Store(r.Proto, true)
+		if strings.HasPrefix(r.URL.Path, "/v1/agent/assignments") {
+			select { // a watch: waits for a change
+			case <-release:
+			case <-r.Context().Done():
+				return
+			}
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, "{}")
+	})}
+	served := make(chan error, 1)
+	go func() {
+		served <- srv.Serve(newPeerListener(counted, holder.ServerConfig(false), func() bool { return true }))
+	}()
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+		<-served
+	}()
+	addr := raw.Addr().String()
+	ctx := context.Background()
+
+	agent := api.NewTLSPeerClient(addr, holder.ClientConfig())
+	// Registration comes first (one call, its connection made); then the
+	// watch waits while heartbeats go.
+	if _, err := agent.Heartbeat(ctx, api.HeartbeatRequest{HostID: "h1"}); err != nil {
+		t.Fatal(err)
+	}
+	watch := make(chan error, 1)
+	go func() {
+		_, err := agent.Assignments(ctx, "h1", 1, 30*time.Second)
+		watch <- err
+	}()
+	for i := range 5 {
+		if _, err := agent.Heartbeat(ctx, api.HeartbeatRequest{HostID: "h1"}); err != nil {
+			t.Fatalf("heartbeat %d: %v", i, err)
+		}
+	}
+	close(release)
+	if err := <-watch; err != nil {
+		t.Fatalf("watch: %v", err)
+	}
+	if _, ok := protos.Load("HTTP/2.0"); !ok {
+		t.Fatalf("the agent's client did not speak HTTP/2: %v", keys(&protos))
+	}
+	if n := counted.n.Load(); n != 1 {
+		t.Fatalf("6 heartbeats and a watch took %d connections; want 1", n)
+	}
+
+	// HTTP/1.1 over TLS (a client that offers no h2), and plain HTTP.
+	for _, tc := range []struct {
+		name string
+		tr   *http.Transport
+		url  string
+	}{
+		{"HTTP/1.1 over TLS", &http.Transport{TLSClientConfig: holder.ClientConfig()}, "https://" + addr + "/x"},
+		{"plain", &http.Transport{}, "http://" + addr + "/x"},
+	} {
+		resp, err := (&http.Client{Transport: tc.tr, Timeout: 5 * time.Second}).Get(tc.url)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		resp.Body.Close()
+		tc.tr.CloseIdleConnections()
+		if resp.StatusCode != http.StatusOK || resp.Proto != "HTTP/1.1" {
+			t.Fatalf("%s: %s %s; want 200 over HTTP/1.1", tc.name, resp.Proto, resp.Status)
+		}
+	}
+}
+
+func keys(m *sync.Map) []any {
+	var out []any
+	m.Range(func(k, _ any) bool { out = append(out, k); return true })
+	return out
 }

@@ -38,7 +38,7 @@ import (
 // business addons among them (default 20: what a host loss heals);
 // CACHEPLANE_SCALE_HEARTBEAT, each simulated agent's heartbeat and liveness
 // interval (default 5s); CACHEPLANE_SCALE_MEASURE, the steady phase
-// (default 30s).
+// (default 30s); CACHEPLANE_SCALE_HTTP2=0, agents on HTTP/1.1 (simHTTP2).
 const (
 	scaleStart = "<!-- bench:scale:start -->"
 	scaleEnd   = "<!-- bench:scale:end -->"
@@ -66,12 +66,20 @@ type scaleResult struct {
 	LeaderCPU, FollowerCPU float64 // % of one core, steady phase
 	LeaderRSS, FollowerRSS int64   // bytes, end of steady phase
 
-	AdminWrites          int
-	AdminRate            float64
-	AdminP50, AdminP99   time.Duration
-	AdminErrors          int
-	HostLossToReplace    time.Duration
-	HostLossNote         string
+	AdminWrites        int
+	AdminRate          float64
+	AdminP50, AdminP99 time.Duration
+	AdminErrors        int
+	HostLossToReplace  time.Duration
+	HostLossNote       string
+	// A second host lost right after the admin writes, with the
+	// provisions they started queued (QueuedProvisions active then).
+	HostLossQueued     time.Duration
+	HostLossQueuedNote string
+	QueuedProvisions   int
+	// Open files per agent (its watch and heartbeat connections) in the
+	// leader and in this process (the simulator), steady phase.
+	LeaderFDs, SimFDs    int
 	SnapshotBytes        int64
 	RestoreCatchUp       time.Duration
 	Failover             time.Duration
@@ -103,9 +111,13 @@ func TestScale(t *testing.T) {
 	Build(t)
 	var results []scaleResult
 	for _, n := range sizes {
-		if need := uint64(2*n + 2000); need > noFile {
+		perAgent := 2 // HTTP/1.1: the watch and the heartbeat
+		if simHTTP2 {
+			perAgent = 1
+		}
+		if need := uint64(perAgent*n + 2000); need > noFile {
 			t.Logf("hosts=%d: skipped: needs about %d open files in this process and in the leader, the limit is %d", n, need, noFile)
-			results = append(results, scaleResult{Hosts: n, Notes: []string{fmt.Sprintf("not run: about %d open files needed (two connections per agent), the limit here is %d", need, noFile)}})
+			results = append(results, scaleResult{Hosts: n, Notes: []string{fmt.Sprintf("not run: about %d open files needed (%d connections per agent), the limit here is %d", need, perAgent, noFile)}})
 			continue
 		}
 		t.Run(fmt.Sprintf("hosts=%d", n), func(t *testing.T) {
@@ -185,16 +197,26 @@ type simAgent struct {
 
 func hostAddr(i int) string { return fmt.Sprintf("%s%d.%d", scaleNet, 1+i/250, 1+i%250) }
 
+// simHTTP2: the simulated agents speak HTTP/2 as the agent's client does
+// (api.NewTLSPeerClient: the watch and the heartbeats on one connection);
+// CACHEPLANE_SCALE_HTTP2=0 makes them speak HTTP/1.1 (two connections per
+// agent), to compare.
+var simHTTP2 = os.Getenv("CACHEPLANE_SCALE_HTTP2") != "0"
+
 func newSimTransport(local string, cfg *tls.Config) *http.Transport {
-	return &http.Transport{
+	tr := &http.Transport{
 		DialContext: (&net.Dialer{Timeout: 5 * time.Second,
 			LocalAddr: &net.TCPAddr{IP: net.ParseIP(local)}}).DialContext,
 		TLSClientConfig:     cfg,
 		TLSHandshakeTimeout: 20 * time.Second,
 		MaxIdleConnsPerHost: 2,
 		IdleConnTimeout:     5 * time.Minute,
-		ForceAttemptHTTP2:   false,
+		ForceAttemptHTTP2:   simHTTP2,
 	}
+	if simHTTP2 {
+		tr.HTTP2 = &http.HTTP2Config{SendPingTimeout: 15 * time.Second, PingTimeout: 5 * time.Second}
+	}
+	return tr
 }
 
 // call sends one agent API request to the coordinator that answered last,
@@ -624,6 +646,7 @@ func runScale(t *testing.T, hosts, addons, business int, hb, measure time.Durati
 	time.Sleep(measure / 2)
 	cpu1 := cpuTimes(t, []*Coordinator{leader, follower})
 	el := time.Since(w0)
+	r.LeaderFDs, r.SimFDs = openFiles(leader.Pid()), openFiles(os.Getpid())
 	r.LeaderCPU = 100 * (cpu1[leader.ID] - cpu0[leader.ID]).Seconds() / el.Seconds()
 	r.FollowerCPU = 100 * (cpu1[follower.ID] - cpu0[follower.ID]).Seconds() / el.Seconds()
 	// 6. Host loss (before the admin writes: the provisions they start
@@ -633,8 +656,22 @@ func runScale(t *testing.T, hosts, addons, business int, hb, measure time.Durati
 	if business > 0 {
 		r.HostLossToReplace, r.HostLossNote = hostLoss(t, leader, agents)
 		t.Logf("host loss → replace operations: %s %s", r.HostLossToReplace, r.HostLossNote)
+		if strings.HasPrefix(r.HostLossNote, "(no") {
+			r.Notes = append(r.Notes, "host loss: "+r.HostLossNote)
+		}
 	}
 	r.AdminWrites, r.AdminErrors, r.AdminRate, r.AdminP50, r.AdminP99 = adminWrites(t, cs, 16, measure/2)
+	// 6b. Another host lost now, with the provisions the admin writes
+	// started still queued: healing must not wait behind them.
+	if business > 0 {
+		r.QueuedProvisions = activeProvisions(t, leader)
+		r.HostLossQueued, r.HostLossQueuedNote = hostLoss(t, leader, agents)
+		if strings.HasPrefix(r.HostLossQueuedNote, "(no") {
+			r.Notes = append(r.Notes, "host loss with provisions queued: "+r.HostLossQueuedNote)
+		}
+		t.Logf("host loss with %d provisions queued → replace operations: %s %s (provisions still queued then: %d)",
+			r.QueuedProvisions, r.HostLossQueued, r.HostLossQueuedNote, activeProvisions(t, leader))
+	}
 	r.HBCount, r.HBErrors, r.HBP50, r.HBP99 = hbN, hbE, hbP50, hbP99
 	r.LeaderRSS, r.FollowerRSS = rss(t, leader), rss(t, follower)
 	t.Logf("steady: leader %s CPU %.0f%% RSS %d MiB, follower CPU %.0f%% RSS %d MiB; heartbeats %d (errors %d) p50 %s p99 %s; admin writes %.0f/s p50 %s p99 %s",
@@ -797,6 +834,9 @@ func adminWrites(t *testing.T, cs []*Coordinator, k int, d time.Duration) (n, er
 func hostLoss(t *testing.T, leader *Coordinator, agents []*simAgent) (time.Duration, string) {
 	var victim *simAgent
 	for _, a := range agents {
+		if a.stopped.Load() {
+			continue // lost already
+		}
 		a.mu.Lock()
 		for _, m := range a.assigned {
 			if m.Role == api.RoleSentinel {
@@ -833,6 +873,34 @@ func hostLoss(t *testing.T, leader *Coordinator, agents []*simAgent) (time.Durat
 		time.Sleep(250 * time.Millisecond)
 	}
 	return time.Since(t0), "(no replace operation within 3 min)"
+}
+
+// activeProvisions counts the provision operations not finished (the
+// leader's list).
+func activeProvisions(t *testing.T, leader *Coordinator) int {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	ops, err := leader.Client().Operations(ctx, "", "")
+	if err != nil {
+		t.Logf("operations: %v", err)
+		return -1
+	}
+	n := 0
+	for _, o := range ops {
+		if o.Kind == api.OpProvision && !o.State.Finished() {
+			n++
+		}
+	}
+	return n
+}
+
+// openFiles is how many file descriptors process pid holds.
+func openFiles(pid int) int {
+	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		return -1
+	}
+	return len(ents)
 }
 
 // newestSnapshot is the size of the newest snapshot's state in dir.
@@ -873,20 +941,26 @@ func scaleSection(rs []scaleResult, measure time.Duration) string {
 	fmt.Fprintln(&b)
 	fmt.Fprintf(&b, "Measured %s on %s.  \n", time.Now().UTC().Format("2006-01-02 15:04 MST"), machine())
 	fmt.Fprintf(&b, "Commit %s, %s.  \n", gitCommit(), runtime.Version())
+	proto := "HTTP/2 (the watch and the heartbeats on one connection, as the agent's client)"
+	if !simHTTP2 {
+		proto = "HTTP/1.1 (`CACHEPLANE_SCALE_HTTP2=0`: a connection for the watch, one for the heartbeats)"
+	}
+	fmt.Fprintf(&b, "Simulated agents speak %s.  \n", proto)
 	fmt.Fprintln(&b, "Command: `make scale` (`go test -tags 'scale bench' -run '^TestScale$' -v ./e2e/`; sizes from `CACHEPLANE_SCALE_HOSTS`, e.g. `CACHEPLANE_SCALE_HOSTS=1000,3000 make scale`).")
 	fmt.Fprintln(&b)
-	fmt.Fprintln(&b, "| hosts | addons (business) | heartbeat every | tokens/s | joins/s | registers/s | placed in | heartbeat bytes | heartbeats p50 / p99 (errors) | watches open | leader CPU / RSS | follower CPU / RSS | admin writes/s p50 / p99 | host loss → replace | snapshot | follower restart → caught up | failover: leader / heartbeats back | leader step-downs under load |")
-	fmt.Fprintln(&b, "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+	fmt.Fprintln(&b, "| hosts | addons (business) | heartbeat every | tokens/s | joins/s | registers/s | placed in | heartbeat bytes | heartbeats p50 / p99 (errors) | watches open | leader CPU / RSS | follower CPU / RSS | admin writes/s p50 / p99 | host loss → replace | host loss → replace, provisions queued | open files: leader / simulator (per agent) | snapshot | follower restart → caught up | failover: leader / heartbeats back | leader step-downs under load |")
+	fmt.Fprintln(&b, "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
 	for _, r := range rs {
 		if r.Watches == 0 && r.HBCount == 0 {
 			continue // not run: its note says why
 		}
-		fmt.Fprintf(&b, "| %d | %d/%d running (%d) | %s | %.0f | %.0f | %.0f | %.0f s | %d | %s / %s (%d of %d) | %d | %.0f%% / %d MiB | %.0f%% / %d MiB | %.0f: %s / %s (%d errors) | %s | %.1f MiB | %s | %s / %s | %d |\n",
+		fmt.Fprintf(&b, "| %d | %d/%d running (%d) | %s | %.0f | %.0f | %.0f | %.0f s | %d | %s / %s (%d of %d) | %d | %.0f%% / %d MiB | %.0f%% / %d MiB | %.0f: %s / %s (%d errors) | %s | %s with %d queued | %d / %d (%.2f / %.2f) | %.1f MiB | %s | %s / %s | %d |\n",
 			r.Hosts, r.AddonsRunning, r.Addons, r.Business, r.Heartbeat, r.TokensPerSec, r.JoinsPerSec, r.RegistersPerSec, r.PlaceSecs,
 			r.HBBytes, ms(r.HBP50), ms(r.HBP99), r.HBErrors, r.HBCount+r.HBErrors, r.Watches,
 			r.LeaderCPU, r.LeaderRSS>>20, r.FollowerCPU, r.FollowerRSS>>20,
 			r.AdminRate, ms(r.AdminP50), ms(r.AdminP99), r.AdminErrors,
-			r.HostLossToReplace.Round(100*time.Millisecond), float64(r.SnapshotBytes)/(1<<20), r.RestoreCatchUp.Round(100*time.Millisecond),
+			r.HostLossToReplace.Round(100*time.Millisecond), r.HostLossQueued.Round(100*time.Millisecond), r.QueuedProvisions,
+			r.LeaderFDs, r.SimFDs, float64(r.LeaderFDs)/float64(r.Hosts), float64(r.SimFDs)/float64(r.Hosts), float64(r.SnapshotBytes)/(1<<20), r.RestoreCatchUp.Round(100*time.Millisecond),
 			r.Failover.Round(100*time.Millisecond), r.FailoverHeartbeatsOK.Round(100*time.Millisecond), r.StepDowns)
 	}
 	fmt.Fprintln(&b)
@@ -895,7 +969,7 @@ func scaleSection(rs []scaleResult, measure time.Duration) string {
 			fmt.Fprintf(&b, "- %d hosts: %s\n", r.Hosts, n)
 		}
 	}
-	fmt.Fprintf(&b, "Steady phase %s: CPU and heartbeat latency over its first half (heartbeats, liveness and watches only), then the host loss, then admin writes (16 clients, `addons-add`) for the second half; RSS at its end.\n", measure)
+	fmt.Fprintf(&b, "Steady phase %s: CPU and heartbeat latency over its first half (heartbeats, liveness and watches only), then a host loss, then admin writes (16 clients, `addons-add`) for the second half, then a second host loss with the provisions they started still queued (silence to the first replace operation listed: `--host-down-after` 4 heartbeats + `--heal-after` 10 s of it is by design); RSS at its end.\n", measure)
 	fmt.Fprintln(&b, scaleEnd)
 	return b.String()
 }
