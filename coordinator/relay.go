@@ -1,10 +1,13 @@
 package coordinator
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"sync"
@@ -17,7 +20,12 @@ import (
 // figuresRelay copies the figures of every heartbeat the leader receives to
 // the other coordinator members, so each keeps the same per-minute history
 // and a new leader does not start from nothing. Best effort and bounded: a
-// queue per peer, dropped when full; never through the Raft log.
+// queue per peer, dropped when full; never through the Raft log. What
+// queued is sent in one request per peer at most every relayEvery (a JSON
+// array): one request per heartbeat cost the leader a TLS request each (at
+// 1,000 hosts, 400 a second to two followers). A member of an older
+// release answers a batch 400; it then gets one request per heartbeat for
+// relaySingleFor.
 type figuresRelay struct {
 	store *Store
 	self  string
@@ -28,7 +36,18 @@ type figuresRelay struct {
 	queues map[string]chan api.HeartbeatRequest // peer http addr → queue
 }
 
-const relayQueue = 64
+const (
+	// relayQueue bounds what waits for a peer: relayEvery of heartbeats
+	// at 10,000 hosts every 5 s is 2,000.
+	relayQueue = 4096
+	// relayEvery is the shortest time between two requests to a peer.
+	relayEvery = time.Second
+	// relaySingleFor: how long a peer that refused a batch gets single
+	// heartbeats before a batch is tried again.
+	relaySingleFor = time.Minute
+	// maxRelayBatchBytes bounds a relayed batch's body.
+	maxRelayBatchBytes = 256 << 20
+)
 
 func newFiguresRelay(store *Store, self string, holder *identity.Holder, log *slog.Logger) *figuresRelay {
 	return &figuresRelay{store: store, self: self, log: log,
@@ -68,20 +87,64 @@ func (r *figuresRelay) send(ctx context.Context, req api.HeartbeatRequest) {
 }
 
 func (r *figuresRelay) run(ctx context.Context, peer string, q chan api.HeartbeatRequest) {
+	var singlesUntil time.Time // a peer of an older release: no batches until then
+	batch := make([]api.HeartbeatRequest, 0, relayQueue)
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case req := <-q:
-			if err := r.post(ctx, peer, req); err != nil {
+			batch = append(batch[:0], req)
+		}
+		for len(batch) < relayQueue {
+			select {
+			case req := <-q:
+				batch = append(batch, req)
+				continue
+			default:
+			}
+			break
+		}
+		sent := time.Now()
+		if time.Now().Before(singlesUntil) {
+			for _, req := range batch {
+				if err := r.post(ctx, peer, req); err != nil {
+					r.log.Debug("figures relay", "peer", peer, "err", err)
+				}
+			}
+		} else if err := r.post(ctx, peer, batch); err != nil {
+			var refused *relayRefused
+			if errors.As(err, &refused) && refused.code == http.StatusBadRequest {
+				singlesUntil = time.Now().Add(relaySingleFor)
+				r.log.Info("figures relay: the peer takes no batches (older release); one request per heartbeat", "peer", peer, "for", relaySingleFor)
+			} else {
 				r.log.Debug("figures relay", "peer", peer, "err", err)
 			}
+		}
+		// At most one request per relayEvery; what queues meanwhile goes
+		// in the next.
+		t := time.NewTimer(relayEvery - time.Since(sent))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
 		}
 	}
 }
 
-func (r *figuresRelay) post(ctx context.Context, peer string, req api.HeartbeatRequest) error {
-	body, err := json.Marshal(req)
+// relayRefused is a peer's answer other than 2xx.
+type relayRefused struct {
+	peer string
+	code int
+	text string
+}
+
+func (e *relayRefused) Error() string { return fmt.Sprintf("%s answered %s", e.peer, e.text) }
+
+// post sends one heartbeat's figures, or a batch of them (a slice).
+func (r *figuresRelay) post(ctx context.Context, peer string, payload any) error {
+	body, err := json.Marshal(payload)
 	if err != nil {
 		return fmt.Errorf("encode figures: %w", err)
 	}
@@ -94,29 +157,63 @@ func (r *figuresRelay) post(ctx context.Context, peer string, req api.HeartbeatR
 	if err != nil {
 		return err
 	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
 	resp.Body.Close()
 	if resp.StatusCode >= 300 {
-		return fmt.Errorf("%s answered %s", peer, resp.Status)
+		return &relayRefused{peer: peer, code: resp.StatusCode, text: resp.Status}
 	}
 	return nil
 }
 
 // handleFigures records figures relayed by the leader (peer API only,
-// members only).
+// members only): one heartbeat's (an object, as older releases send) or a
+// batch (an array).
 func (s *Server) handleFigures(w http.ResponseWriter, r *http.Request) {
 	if c := callerOf(r); !c.plain && (c.admin || c.peer.Kind != identity.KindMember) {
 		writeError(w, fmt.Errorf("%w: figures are relayed by coordinator members only", api.ErrForbidden))
 		return
 	}
-	var req api.HeartbeatRequest
-	if err := api.DecodeN(r.Body, &req, api.MaxHeartbeatBytes); err != nil {
-		writeError(w, err)
-		return
+	br := bufio.NewReader(r.Body)
+	var reqs []api.HeartbeatRequest
+	if first, _ := peekNonSpace(br); first == '[' {
+		if err := api.DecodeN(br, &reqs, maxRelayBatchBytes); err != nil {
+			writeError(w, err)
+			return
+		}
+	} else {
+		var req api.HeartbeatRequest
+		if err := api.DecodeN(br, &req, api.MaxHeartbeatBytes); err != nil {
+			writeError(w, err)
+			return
+		}
+		reqs = append(reqs, req)
 	}
-	if err := req.Validate(); err != nil {
-		writeError(w, err)
-		return
+	for i, req := range reqs {
+		if err := req.Validate(); err != nil {
+			writeError(w, fmt.Errorf("heartbeat %d of %d: %w", i+1, len(reqs), err))
+			return
+		}
 	}
-	s.stats.record(req, s.now())
+	now := s.now()
+	for _, req := range reqs {
+		s.stats.record(req, now)
+	}
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// peekNonSpace is the first byte of r that is not JSON white space, left
+// unread.
+func peekNonSpace(r *bufio.Reader) (byte, error) {
+	for {
+		b, err := r.Peek(1)
+		if err != nil {
+			return 0, err
+		}
+		switch b[0] {
+		case ' ', '\t', '\r', '\n':
+			_, _ = r.ReadByte()
+			continue
+		}
+		return b[0], nil
+	}
 }
