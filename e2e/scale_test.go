@@ -38,7 +38,10 @@ import (
 // business addons among them (default 20: what a host loss heals);
 // CACHEPLANE_SCALE_HEARTBEAT, each simulated agent's heartbeat and liveness
 // interval (default 5s); CACHEPLANE_SCALE_MEASURE, the steady phase
-// (default 30s); CACHEPLANE_SCALE_HTTP2=0, agents on HTTP/1.1 (simHTTP2).
+// (default 30s); CACHEPLANE_SCALE_HTTP2=0, agents on HTTP/1.1 (simHTTP2);
+// CACHEPLANE_SCALE_RAFT=HEARTBEAT/ELECTION/LEASE (e.g. 2s/2s/1s), the
+// coordinators' Raft timeouts (config heartbeat_timeout, election_timeout,
+// leader_lease_timeout; default 500ms/500ms/250ms).
 const (
 	scaleStart = "<!-- bench:scale:start -->"
 	scaleEnd   = "<!-- bench:scale:end -->"
@@ -494,6 +497,9 @@ func runScale(t *testing.T, hosts, addons, business int, hb, measure time.Durati
 	// members of simulated hosts answer no probe, so the probe is off.
 	downAfter := 4 * hb
 	args := []string{"--host-down-after", downAfter.String(), "--host-suspect-after", "0", "--heal-after", "10s", "--log-level", "warn"}
+	if raftTimeouts != "" {
+		args = append(args, "--config", raftConfig(t, raftTimeouts))
+	}
 	ids, ips := []string{"s1", "s2", "s3"}, []string{IP1, IP2, IP3}
 	cs := make([]*Coordinator, 3)
 	cs[0] = StartCoordinator(t, ids[0], ips[0], CoordinatorOpts{Bootstrap: true, ExtraArgs: args, LogLevel: "warn"})
@@ -724,6 +730,29 @@ func runScale(t *testing.T, hosts, addons, business int, hb, measure time.Durati
 	return r
 }
 
+// raftTimeouts is CACHEPLANE_SCALE_RAFT ("" : the defaults).
+var raftTimeouts = os.Getenv("CACHEPLANE_SCALE_RAFT")
+
+// raftConfig writes a coordinator config file holding the Raft timeouts
+// of spec (HEARTBEAT/ELECTION/LEASE) and returns its path.
+func raftConfig(t *testing.T, spec string) string {
+	parts := strings.Split(spec, "/")
+	if len(parts) != 3 {
+		t.Fatalf("CACHEPLANE_SCALE_RAFT=%q: want HEARTBEAT/ELECTION/LEASE, e.g. 2s/2s/1s", spec)
+	}
+	for _, p := range parts {
+		if _, err := time.ParseDuration(p); err != nil {
+			t.Fatalf("CACHEPLANE_SCALE_RAFT=%q: %v", spec, err)
+		}
+	}
+	path := filepath.Join(t.TempDir(), "raft.json")
+	body := fmt.Sprintf(`{"heartbeat_timeout": %q, "election_timeout": %q, "leader_lease_timeout": %q}`, parts[0], parts[1], parts[2])
+	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
 func simHostID(i int) string { return fmt.Sprintf("sim-%05d", i) }
 
 // parallel runs f(0..n-1) on k workers, each call tried up to 8 times
@@ -946,6 +975,9 @@ func scaleSection(rs []scaleResult, measure time.Duration) string {
 		proto = "HTTP/1.1 (`CACHEPLANE_SCALE_HTTP2=0`: a connection for the watch, one for the heartbeats)"
 	}
 	fmt.Fprintf(&b, "Simulated agents speak %s.  \n", proto)
+	if raftTimeouts != "" {
+		fmt.Fprintf(&b, "Raft timeouts (heartbeat/election/leader lease): %s (`CACHEPLANE_SCALE_RAFT`; default 500ms/500ms/250ms).  \n", raftTimeouts)
+	}
 	fmt.Fprintln(&b, "Command: `make scale` (`go test -tags 'scale bench' -run '^TestScale$' -v ./e2e/`; sizes from `CACHEPLANE_SCALE_HOSTS`, e.g. `CACHEPLANE_SCALE_HOSTS=1000,3000 make scale`).")
 	fmt.Fprintln(&b)
 	fmt.Fprintln(&b, "| hosts | addons (business) | heartbeat every | tokens/s | joins/s | registers/s | placed in | heartbeat bytes | heartbeats p50 / p99 (errors) | watches open | leader CPU / RSS | follower CPU / RSS | admin writes/s p50 / p99 | host loss → replace | host loss → replace, provisions queued | open files: leader / simulator (per agent) | snapshot | follower restart → caught up | failover: leader / heartbeats back | leader step-downs under load |")
