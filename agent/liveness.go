@@ -115,6 +115,10 @@ type liveVerdict struct {
 	// probe: the member answered PING on a fresh connection; the full
 	// probe (INFO, identity) may follow.
 	probe bool
+	// answered: the look itself got the answer a probe would ask for (a
+	// TCP member accepted, a RESP member answered PING): the probe need
+	// not ask again (status.go).
+	answered bool
 }
 
 // judgeLiveness is the liveness rule, a pure function of one look (o), what
@@ -155,7 +159,7 @@ func judgeLiveness(o liveObs, tr liveTrack, pid int, startedAt, now time.Time) (
 	switch a.Reply {
 	case redisctl.ReplyNotAsked, redisctl.ReplyPong:
 		tr.served = true
-		return liveVerdict{probe: a.Reply == redisctl.ReplyPong}, tr
+		return liveVerdict{probe: a.Reply == redisctl.ReplyPong, answered: true}, tr
 	case redisctl.ReplySilent:
 		tr.served = true // it listens: whatever it runs, it got this far
 		return liveVerdict{state: api.MemberBusy,

@@ -51,6 +51,12 @@ func TestJudgeLiveness(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			v, tr := judgeLiveness(tt.obs, tt.tr, pid, tt.startedAt, tt.now)
+			// Only an accepted connection (TCP) or a PONG (RESP) is the
+			// answer a probe would ask for.
+			wantAnswered := tt.name == "answers" || tt.name == "tcp member accepts"
+			if v.answered != wantAnswered {
+				t.Errorf("judgeLiveness answered = %v; want %v", v.answered, wantAnswered)
+			}
 			if v.state != tt.want || v.act != tt.act || v.probe != tt.probe || !strings.Contains(v.detail, tt.detail) {
 				t.Fatalf("judgeLiveness = %+v; want state %q act %v probe %v detail ~%q", v, tt.want, tt.act, tt.probe, tt.detail)
 			}

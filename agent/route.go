@@ -43,6 +43,7 @@ import (
 	"slices"
 	"sort"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/cacheplane/cacheplane/agent/render"
@@ -383,6 +384,8 @@ func (r *router) run(ctx context.Context, spec routeSpec) {
 		failing   time.Time
 		lastWarn  time.Time
 		lastNoSrv string
+		last      routePass // the last read of HAProxy's state
+		byTick    bool      // this turn of the loop is a tick's
 	)
 	tick := time.NewTicker(routeTick)
 	defer tick.Stop()
@@ -406,34 +409,41 @@ func (r *router) run(ctx context.Context, spec routeSpec) {
 		if spec.kernel { // kernel.go: the VIP holder's kernel forwards to the agreed primary
 			r.kernel.setPrimary(ctx, spec.addon, kernelPrimary(g.primary, spec.servers, len(spec.sentinels) > 0))
 		}
-		cmds, known, err := r.apply(ctx, api, spec, g.primary, releaseAt, now)
-		if err == nil && g.primary != "" && !known && lastNoSrv != g.primary {
-			lastNoSrv = g.primary
-			r.log.Warn("the sentinels' primary is not a server of this entrypoint's HAProxy; routing left as it is", "primary", g.primary)
+		// A tick reads HAProxy's state only when it may have changed
+		// behind the router's back (routeQuiet): with nothing to do, a
+		// tick costs a stat of the socket, not an exchange with HAProxy.
+		if sock := socketID(spec.socket); !byTick || !routeQuiet(last, sock, releaseAt, now) {
+			cmds, known, err := r.apply(ctx, api, spec, g.primary, releaseAt, now)
+			last = routePass{at: now, clean: err == nil && len(cmds) == 0, sock: sock}
+			if err == nil && g.primary != "" && !known && lastNoSrv != g.primary {
+				lastNoSrv = g.primary
+				r.log.Warn("the sentinels' primary is not a server of this entrypoint's HAProxy; routing left as it is", "primary", g.primary)
+			}
+			switch {
+			case err != nil && ctx.Err() == nil:
+				if failing.IsZero() {
+					failing = now
+				}
+				if now.Sub(failing) > 5*time.Second && now.Sub(lastWarn) > routeWarnEvery {
+					lastWarn = now
+					r.log.Warn("cannot drive the entrypoint's HAProxy", "err", err, "failing_for", now.Sub(failing).Round(time.Millisecond))
+				} else {
+					r.log.Debug("haproxy runtime API", "err", err)
+				}
+				if now.Sub(failing) < 5*time.Second { // starting; after that, a tick will do (down, or in its restart backoff)
+					retry.Reset(routeRetry)
+				}
+			case err == nil:
+				if !failing.IsZero() {
+					r.log.Debug("haproxy runtime API answers again", "after", now.Sub(failing).Round(time.Millisecond))
+				}
+				failing = time.Time{}
+				if len(cmds) > 0 {
+					r.log.Info("entrypoint routing applied", "primary", g.primary, "holder", spec.holder, "commands", cmds)
+				}
+			}
 		}
-		switch {
-		case err != nil && ctx.Err() == nil:
-			if failing.IsZero() {
-				failing = now
-			}
-			if now.Sub(failing) > 5*time.Second && now.Sub(lastWarn) > routeWarnEvery {
-				lastWarn = now
-				r.log.Warn("cannot drive the entrypoint's HAProxy", "err", err, "failing_for", now.Sub(failing).Round(time.Millisecond))
-			} else {
-				r.log.Debug("haproxy runtime API", "err", err)
-			}
-			if now.Sub(failing) < 5*time.Second { // starting; after that, a tick will do (down, or in its restart backoff)
-				retry.Reset(routeRetry)
-			}
-		case err == nil:
-			if !failing.IsZero() {
-				r.log.Debug("haproxy runtime API answers again", "after", now.Sub(failing).Round(time.Millisecond))
-			}
-			failing = time.Time{}
-			if len(cmds) > 0 {
-				r.log.Info("entrypoint routing applied", "primary", g.primary, "holder", spec.holder, "commands", cmds)
-			}
-		}
+		byTick = false
 		select {
 		case <-ctx.Done():
 			return
@@ -476,9 +486,60 @@ func (r *router) run(ctx context.Context, spec routeSpec) {
 				g = ng
 			}
 		case <-tick.C:
+			byTick = true
 		case <-retry.C:
 		}
 	}
+}
+
+// routeFullEvery bounds how long a router goes without reading HAProxy's
+// state on its ticks when nothing happened (routeQuiet).
+const routeFullEvery = 5 * time.Second
+
+// routePass is what the router's last read of HAProxy's state found.
+type routePass struct {
+	at time.Time
+	// clean: read without error and nothing had to be sent.
+	clean bool
+	// sock is the stats socket's file as it was before the read.
+	sock sockID
+}
+
+// sockID identifies the file at a socket's path: HAProxy binds a new one
+// each time it starts.
+type sockID struct {
+	ino   uint64
+	ctime int64
+}
+
+// socketID is the file at path (zero when there is none).
+func socketID(path string) sockID {
+	var st syscall.Stat_t
+	if err := syscall.Stat(path, &st); err != nil {
+		return sockID{}
+	}
+	return sockID{ino: st.Ino, ctime: st.Ctim.Nano()}
+}
+
+// routeQuiet is the rule (pure) for a router's tick: it may skip reading
+// HAProxy's state when the last read was clean and younger than
+// routeFullEvery, the stats socket is the same file (HAProxy did not
+// restart: a restarted HAProxy has every server ready again and is put
+// right at the next tick, as before) and no VIP release came due since the
+// last read. Everything else that changes what HAProxy must say (a
+// sentinel's announcement, a majority's answer, a new spec, a poke after
+// the agent started the HAProxy) wakes the router outside its ticks and
+// reads it at once.
+func routeQuiet(last routePass, sock sockID, releaseAt, now time.Time) bool {
+	switch {
+	case !last.clean || sock == (sockID{}) || sock != last.sock:
+		return false
+	case now.Sub(last.at) >= routeFullEvery:
+		return false
+	case !releaseAt.IsZero() && !now.Before(releaseAt) && last.at.Before(releaseAt):
+		return false
+	}
+	return true
 }
 
 // apply reads HAProxy's state and sends what routeCommands and

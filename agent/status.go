@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"reflect"
 	"sort"
 	"strings"
 	"sync"
@@ -23,6 +24,8 @@ import (
 const (
 	probeDialTimeout = 500 * time.Millisecond
 	probeTimeout     = 2 * time.Second
+	// probeBufferSize is each probe connection's read and write buffer.
+	probeBufferSize = 4 << 10
 )
 
 // prober keeps one small go-redis client per member, so a probe every
@@ -66,6 +69,12 @@ func (p *prober) get(id, addr, password string, options func(addr, password stri
 	// A shorter dial bound than redisctl's, and two connections: probes,
 	// metrics and live settings changes share the client.
 	o.DialTimeout, o.PoolSize = probeDialTimeout, 2
+	// Small buffers and no pipeline pool of its own: the replies are a few
+	// lines (INFO, CONFIG GET), and go-redis's defaults (32 KiB per
+	// buffer, plus a pipeline connection with 128 KiB buffers for
+	// GetIdentity's pipeline) held ~0.3 MiB of heap per member.
+	o.ReadBufferSize, o.WriteBufferSize = probeBufferSize, probeBufferSize
+	o.PipelinePoolSize = -1
 	c := redis.NewClient(o)
 	p.clients[id] = &probeClient{key: key, c: c}
 	return c
@@ -97,10 +106,25 @@ type probeResult struct {
 }
 
 // probe asks the member whether it answers: redis PING (with AUTH) and
-// INFO replication, sentinel PING, haproxy a TCP connect.
-func (a *Agent) probe(ctx context.Context, p memberPlan) probeResult {
+// INFO replication, sentinel PING, haproxy a TCP connect. answered says
+// the liveness look of this heartbeat got that answer already on its own
+// fresh connection (a PONG, an accepted connect): only what the look does
+// not ask (a redis's INFO replication) is asked then.
+func (a *Agent) probe(ctx context.Context, p memberPlan, answered bool) probeResult {
 	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
 	defer cancel()
+	if answered && p.as.Role == api.RoleRedis {
+		c := a.probes.client(p.as.MemberID, p.probe, p.as.FleetPassword.Reveal())
+		repl, err := redisctl.ClientReplication(ctx, c)
+		if err != nil {
+			a.probes.close(p.as.MemberID) // a pooled connection of an earlier process: dial afresh next time
+			return probeResult{err: fmt.Errorf("%s: %w", p.probe, err)}
+		}
+		return probeResult{redisRole: repl.Role, replOffset: repl.Offset}
+	}
+	if answered {
+		return probeResult{}
+	}
 	switch p.as.Role {
 	case api.RoleHAProxy:
 		var d net.Dialer
@@ -311,7 +335,7 @@ func (a *Agent) memberStatus(ctx context.Context, as api.Assignment, have bool, 
 		return ms
 	}
 
-	p, planErr := a.planMember(as)
+	p, planErr := a.cachedPlan(as)
 	var pr probeResult
 	probed := false
 	var lv liveVerdict // liveness.go: what the member serves
@@ -320,7 +344,7 @@ func (a *Agent) memberStatus(ctx context.Context, as api.Assignment, have bool, 
 			lv = a.look(ctx, p, st)
 		}
 		if lv.state == "" {
-			pr, probed = a.probe(ctx, p), true
+			pr, probed = a.probe(ctx, p, lv.answered), true
 		} else { // busy, frozen or refusing: a probe would only wait
 			pr, probed = probeResult{err: errors.New(lv.detail)}, true
 		}
@@ -438,10 +462,46 @@ func failureDetail(reason string, lines []string) string {
 	return reason + "\nlast log lines:\n" + strings.Join(lines, "\n")
 }
 
-// memberStats is a member's collector and its last figures.
+// memberStats is what the heartbeat keeps per member: its figures'
+// collector and last figures, and its plan for the assignment it was last
+// made from.
 type memberStats struct {
 	collector *sysstats.Member
 	last      *api.MemberReport
+
+	planned bool
+	planFor api.Assignment
+	plan    memberPlan
+	planErr error
+}
+
+// memberLocked returns member id's entry, made on first use (a.mu held).
+func (a *Agent) memberLocked(id string) *memberStats {
+	m := a.memberStats[id]
+	if m == nil {
+		m = &memberStats{collector: sysstats.NewMember(a.statsCfg, nil)}
+		a.memberStats[id] = m
+	}
+	return m
+}
+
+// cachedPlan is planMember(as), made again only when the assignment
+// changed: rendering every member's config on every heartbeat cost more
+// than the rest of a look at an idle member.
+func (a *Agent) cachedPlan(as api.Assignment) (memberPlan, error) {
+	a.mu.Lock()
+	m := a.memberLocked(as.MemberID)
+	if m.planned && reflect.DeepEqual(m.planFor, as) {
+		p, err := m.plan, m.planErr
+		a.mu.Unlock()
+		return p, err
+	}
+	a.mu.Unlock()
+	p, err := a.planMember(as)
+	a.mu.Lock()
+	m.planned, m.planFor, m.plan, m.planErr = true, as, p, err
+	a.mu.Unlock()
+	return p, err
 }
 
 // memberFigures are a running member's figures (cgroup of its containerd
@@ -450,11 +510,7 @@ type memberStats struct {
 // carry the last ones, so liveness costs no cgroup or data dir reads.
 func (a *Agent) memberFigures(ctx context.Context, as api.Assignment, p memberPlan, st *runtime.Status) *api.MemberReport {
 	a.mu.Lock()
-	m := a.memberStats[as.MemberID]
-	if m == nil {
-		m = &memberStats{collector: sysstats.NewMember(a.statsCfg, nil)}
-		a.memberStats[as.MemberID] = m
-	}
+	m := a.memberLocked(as.MemberID)
 	last := m.last
 	a.mu.Unlock()
 	if last != nil && last.PID == st.Pid && last.StartedAt.Equal(st.StartedAt) &&

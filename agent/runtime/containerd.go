@@ -650,13 +650,7 @@ func (d *Containerd) List(ctx context.Context) ([]Status, error) {
 	}
 	procs := make(map[string]*tasktypes.Process, len(tl.Tasks))
 	for _, p := range tl.Tasks {
-		// A task's id is its container's (containerd 1.6 leaves
-		// ContainerID empty in this list).
-		id := p.ID
-		if p.ContainerID != "" {
-			id = p.ContainerID
-		}
-		procs[id] = p
+		procs[taskContainer(p)] = p
 	}
 	out := make([]Status, 0, len(cs))
 	for _, c := range cs {
@@ -1097,7 +1091,8 @@ func (d *Containerd) consume(ch <-chan *events.Envelope, errs <-chan error, tick
 }
 
 // reconcile checks the tasks believed running and reports those that are
-// not (any more).
+// not (any more). One call lists every task of the namespace, whatever
+// the number of members (it runs every reconcileEvery).
 func (d *Containerd) reconcile() {
 	d.mu.Lock()
 	check := make(map[string]uint32, len(d.running))
@@ -1105,25 +1100,59 @@ func (d *Containerd) reconcile() {
 		check[id] = pid
 	}
 	d.mu.Unlock()
-	for id, pid := range check {
-		st, err := d.Inspect(d.ctx, id)
-		if err != nil {
-			if d.ctx.Err() == nil {
-				d.log.Warn("reconcile exits", "id", id, "err", err)
-			}
-			return // containerd unreachable: try again later
-		}
-		if st.State == StateRunning && uint32(st.Pid) == pid {
-			continue
-		}
-		at := st.ExitedAt
-		if at.IsZero() {
-			at = time.Now()
-		}
-		code := st.ExitCode
-		if st.State == StateRunning { // restarted by someone else: the old pid died
-			code = -1
-		}
-		d.exited(id, pid, code, at)
+	if len(check) == 0 {
+		return
 	}
+	cctx, cancel := d.call(d.ctx, 0)
+	defer cancel()
+	tl, err := d.client.TaskService().List(cctx, &tasks.ListTasksRequest{})
+	if err != nil {
+		if d.ctx.Err() == nil {
+			d.log.Warn("reconcile exits: list tasks", "err", err)
+		}
+		return // containerd unreachable: try again later
+	}
+	procs := make(map[string]*tasktypes.Process, len(tl.Tasks))
+	for _, p := range tl.Tasks {
+		procs[taskContainer(p)] = p
+	}
+	for id, pid := range check {
+		if code, at, dead := exitOf(procs[id], pid, time.Now()); dead {
+			d.exited(id, pid, code, at)
+		}
+	}
+}
+
+// exitOf is the reconcile rule (pure): whether the task p (nil: none) says
+// process pid, believed running, has died, with its exit status and time
+// (-1 and now when unknown: no task, or another process runs now).
+func exitOf(p *tasktypes.Process, pid uint32, now time.Time) (code int, at time.Time, dead bool) {
+	if p == nil {
+		return -1, now, true
+	}
+	switch p.Status {
+	case tasktypes.Status_RUNNING, tasktypes.Status_PAUSED, tasktypes.Status_PAUSING:
+		if p.Pid == pid {
+			return 0, time.Time{}, false
+		}
+		return -1, now, true // restarted by someone else: the old pid died
+	case tasktypes.Status_STOPPED:
+		at = now
+		if p.ExitedAt != nil {
+			at = p.ExitedAt.AsTime()
+		}
+		return int(p.ExitStatus), at, true
+	}
+	// Created (not started yet) or unknown: its process is not the one
+	// believed running.
+	return -1, now, true
+}
+
+// taskContainer is a listed task's container id (containerd 1.6 leaves
+// ContainerID empty in the list: the task's id is its container's).
+func taskContainer(p *tasktypes.Process) string {
+	if p.ContainerID != "" {
+		return p.ContainerID
+	}
+	return p.ID
 }
