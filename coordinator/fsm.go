@@ -344,8 +344,8 @@ func (f *FSM) applyAddonRemove(c AddonRemoveCmd) any {
 		return fmt.Errorf("%w: app %s has no addon %s", api.ErrNotFound, c.App, c.AddonID)
 	}
 	if a.Status == api.AddonRemoving {
-		for id := range f.state.active {
-			if o := f.state.Operations[id]; o.AddonID == a.ID && o.Kind == api.OpRemove {
+		for id := range f.state.byAddon[a.ID] {
+			if o := f.state.Operations[id]; f.state.active[id] && o.Kind == api.OpRemove {
 				return o // already being removed: idempotent
 			}
 		}
@@ -355,16 +355,21 @@ func (f *FSM) applyAddonRemove(c AddonRemoveCmd) any {
 	}
 	// Operations in flight for this addon are superseded by the removal
 	// (a backup being taken is recorded as failed).
-	for id := range f.state.active {
-		if o := f.state.Operations[id]; o.AddonID == a.ID {
-			o.State = api.OpFailed
-			o.Error = "superseded by removal " + c.Operation.ID
-			o.UpdatedAt = c.At
-			f.state.putOp(o)
-			if b, ok := f.state.Backups[o.BackupID]; ok && o.Kind == api.OpBackup && b.Status == api.BackupRunning {
-				b.Status, b.Reason, b.FinishedAt = api.BackupError, "the addon is being removed", c.At
-				f.state.Backups[b.ID] = b
-			}
+	var inFlight []string // collected first: putOp prunes the addon's index
+	for id := range f.state.byAddon[a.ID] {
+		if f.state.active[id] {
+			inFlight = append(inFlight, id)
+		}
+	}
+	for _, id := range inFlight {
+		o := f.state.Operations[id]
+		o.State = api.OpFailed
+		o.Error = "superseded by removal " + c.Operation.ID
+		o.UpdatedAt = c.At
+		f.state.putOp(o)
+		if b, ok := f.state.Backups[o.BackupID]; ok && o.Kind == api.OpBackup && b.Status == api.BackupRunning {
+			b.Status, b.Reason, b.FinishedAt = api.BackupError, "the addon is being removed", c.At
+			f.state.Backups[b.ID] = b
 		}
 	}
 	a.Status = api.AddonRemoving
@@ -474,9 +479,12 @@ func (f *FSM) activeOperation(addonID string) (api.Operation, bool) {
 
 // activeOperation returns the addon's pending or running operation.
 func (s *State) activeOperation(addonID string) (api.Operation, bool) {
-	for id := range s.active {
-		if o := s.Operations[id]; o.AddonID == addonID {
-			return o, true
+	// Through the addon's own operations (byAddon, bounded by the
+	// history), not every active one: the topology pass asks for every
+	// addon, and thousands of provisions may be active at once.
+	for id := range s.byAddon[addonID] {
+		if s.active[id] {
+			return s.Operations[id], true
 		}
 	}
 	return api.Operation{}, false
