@@ -659,8 +659,9 @@ func runScale(t *testing.T, hosts, addons, business int, hb, measure time.Durati
 	// would queue ahead of the healing): a host holding a business
 	// member goes silent.
 	hbN, hbE, hbP50, hbP99, _ := hbLat.stop()
+	healing := map[string]bool{} // addons with a replace operation under way
 	if business > 0 {
-		r.HostLossToReplace, r.HostLossNote = hostLoss(t, leader, agents)
+		r.HostLossToReplace, r.HostLossNote = hostLoss(t, leader, agents, healing)
 		t.Logf("host loss → replace operations: %s %s", r.HostLossToReplace, r.HostLossNote)
 		if strings.HasPrefix(r.HostLossNote, "(no") {
 			r.Notes = append(r.Notes, "host loss: "+r.HostLossNote)
@@ -671,7 +672,7 @@ func runScale(t *testing.T, hosts, addons, business int, hb, measure time.Durati
 	// started still queued: healing must not wait behind them.
 	if business > 0 {
 		r.QueuedProvisions = activeProvisions(t, leader)
-		r.HostLossQueued, r.HostLossQueuedNote = hostLoss(t, leader, agents)
+		r.HostLossQueued, r.HostLossQueuedNote = hostLoss(t, leader, agents, healing)
 		if strings.HasPrefix(r.HostLossQueuedNote, "(no") {
 			r.Notes = append(r.Notes, "host loss with provisions queued: "+r.HostLossQueuedNote)
 		}
@@ -858,22 +859,26 @@ func adminWrites(t *testing.T, cs []*Coordinator, k int, d time.Duration) (n, er
 }
 
 // hostLoss silences the first host that runs a business addon's sentinel
-// (agent gone: no heartbeat, no liveness) and measures until the leader
-// lists a replace-member operation for a member of that host.
-func hostLoss(t *testing.T, leader *Coordinator, agents []*simAgent) (time.Duration, string) {
+// and no member of an addon in busy (agent gone: no heartbeat, no
+// liveness) and measures until the leader lists a replace-member operation
+// for a member of that host. It adds the host's business addons to busy:
+// their replace operations never finish here (a simulated agent answers no
+// sentinel), and an addon has one operation at a time.
+func hostLoss(t *testing.T, leader *Coordinator, agents []*simAgent, busy map[string]bool) (time.Duration, string) {
 	var victim *simAgent
 	for _, a := range agents {
 		if a.stopped.Load() {
 			continue // lost already
 		}
 		a.mu.Lock()
+		sentinel, free := false, true
 		for _, m := range a.assigned {
-			if m.Role == api.RoleSentinel {
-				victim = a
-			}
+			sentinel = sentinel || m.Role == api.RoleSentinel
+			free = free && !busy[m.AddonID]
 		}
 		a.mu.Unlock()
-		if victim != nil {
+		if sentinel && free {
+			victim = a
 			break
 		}
 	}
@@ -887,6 +892,7 @@ func hostLoss(t *testing.T, leader *Coordinator, agents []*simAgent) (time.Durat
 		members[m.MemberID] = true
 		if m.Role == api.RoleSentinel {
 			healed = append(healed, m.AddonID)
+			busy[m.AddonID] = true
 		}
 	}
 	victim.mu.Unlock()
