@@ -7,8 +7,9 @@ package e2e
 // the replica is in sync over TLS, kill -9 of the primary fails over with
 // no acknowledged write lost. And the addon certificate's renewal (a short
 // --addon-cert-ttl) under a TLS writer: no failed command, the new
-// certificate served by the entrypoint and by the redis members, no redis
-// or HAProxy restarted.
+// certificate served by the entrypoint, the redis members (reloaded live)
+// and the sentinels (restarted one at a time), no redis or HAProxy
+// restarted.
 
 import (
 	"context"
@@ -209,8 +210,8 @@ func TestMemberTLSBusiness(t *testing.T) {
 // TestMemberTLSRenewal: with --addon-cert-ttl 60s (renewed 20 s after
 // each issuance), the addon's certificate is renewed while a client
 // writes through the URL over TLS and the replica streams over TLS: no
-// failed command, the entrypoint and both redis members serve the new
-// certificate, no redis (run_id) or HAProxy (pid) restarted.
+// failed command, the entrypoint, both redis members and the sentinels
+// serve a new certificate, no redis (run_id) or HAProxy (pid) restarted.
 func TestMemberTLSRenewal(t *testing.T) {
 	f := startBusiness(t, "mtls-renew", bizOpts{CoordIP: renewCoordIP, HostIPs: renewHostIPs, VIPPool: renewVIPPool, MemberTLS: true,
 		CoordArgs: []string{"--addon-cert-ttl", "60s"}})
@@ -273,6 +274,11 @@ func TestMemberTLSRenewal(t *testing.T) {
 	serves("the entrypoint", a.Entrypoint, epHost)
 	for id, addr := range redisAddrs {
 		serves("redis "+id, addr, f.id)
+	}
+	// The sentinels cannot reload a certificate: their agents restart
+	// them for it, one at a time (agent/membertls.go).
+	for _, m := range membersOf(a, api.RoleSentinel) {
+		serves("sentinel "+m.ID, f.memberAddr(m), f.id)
 	}
 	w.waitAcksAfter(t, time.Now(), 200, 20*time.Second)
 	acks, failed, errs := w.finish()
