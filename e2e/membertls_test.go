@@ -2,8 +2,8 @@ package e2e
 
 // Member TLS (issue 13, part 1, last part): a business addon added with
 // --member-tls under containerd. Its redis members and sentinels listen
-// on TLS only: redis-cli --tls --cacert and go-redis work through the
-// URL, a plaintext connection to a member or sentinel port is refused,
+// on TLS only: redis-cli --tls --cacert, go-redis and redis-py work
+// through the URL, a plaintext connection to a member or sentinel port is refused,
 // the replica is in sync over TLS, kill -9 of the primary fails over with
 // no acknowledged write lost. And the addon certificate's renewal (a short
 // --addon-cert-ttl) under a TLS writer: no failed command, the new
@@ -198,6 +198,7 @@ func TestMemberTLSBusiness(t *testing.T) {
 	if err != nil || strings.TrimSpace(string(out)) != "PONG" {
 		t.Errorf("redis-cli --tls --cacert -u URL PING: %v: %q", err, scrub(string(out), password))
 	}
+	checkRedisPy(t, tlsURL(f.url), password, caFile)
 
 	// kill -9 of the primary through TLS: failed over, no acknowledged
 	// write lost, and healthy again (replica in sync over TLS).

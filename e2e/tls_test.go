@@ -3,9 +3,9 @@ package e2e
 // TLS for apps, force TLS and internet access (issue 13, parts 1 and 2),
 // on a business addon under containerd: TLS beside plaintext on the same
 // entrypoint, force TLS switched on and off live under a TLS client (no
-// failed command), redis-cli --tls --cacert, go-redis and node-redis /
-// ioredis through the rediss:// URL with the CA from addons-ca, plaintext
-// refused, the primary-kill failover through TLS, and internet access
+// failed command), redis-cli --tls --cacert, go-redis, node-redis /
+// ioredis and redis-py through the rediss:// URL with the CA from
+// addons-ca, plaintext refused, the primary-kill failover through TLS, and internet access
 // opening and closing the entrypoint on the HAProxy hosts' public
 // addresses while the private entrypoint stays where it is.
 
@@ -142,6 +142,7 @@ func TestTLSBusiness(t *testing.T) {
 		t.Errorf("plaintext redis-cli answered PONG with force TLS on")
 	}
 	checkNodeClientsEnv(t, url, password, map[string]string{"NODE_EXTRA_CA_CERTS": caFile})
+	checkRedisPy(t, url, password, caFile) // redispy_test.go: ssl_ca_certs, through the URL
 
 	// The primary-kill failover through TLS: no acknowledged write lost.
 	f.opt = tlsOpt

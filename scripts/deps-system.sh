@@ -3,7 +3,8 @@
 # be tested. Runs apt-get only when something is missing.
 set -euo pipefail
 # chromium: the dashboard's browser test (e2e/dashboard_test.go, through chromedp)
-PKGS=(redis-server redis-sentinel redis-tools haproxy containerd runc iptables procps ca-certificates git chromium)
+# python3-redis: redis-py, the Python client of the TLS test (e2e/tls_test.go)
+PKGS=(redis-server redis-sentinel redis-tools haproxy containerd runc iptables procps ca-certificates git chromium python3-redis)
 missing=()
 # Node.js + npm run the client-compatibility tests (node-redis, ioredis). A
 # machine may already have them from another source (then Debian's npm
