@@ -17,7 +17,9 @@ func (a *Agent) aliveLoop(ctx context.Context) {
 	if interval <= 0 {
 		return
 	}
-	t := time.NewTicker(interval)
+	// On the same instants as the routers' ticks (untilTick, route.go):
+	// one wake-up of the process for both.
+	t := time.NewTimer(untilTick(time.Now(), interval))
 	defer t.Stop()
 	wd := a.wd.Register("alive", 0)
 	defer wd.Stop()
@@ -26,6 +28,7 @@ func (a *Agent) aliveLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+			t.Reset(untilTick(time.Now(), interval))
 		}
 		wd.Ping()
 		actx, cancel := context.WithTimeout(ctx, interval)

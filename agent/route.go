@@ -387,7 +387,7 @@ func (r *router) run(ctx context.Context, spec routeSpec) {
 		last      routePass // the last read of HAProxy's state
 		byTick    bool      // this turn of the loop is a tick's
 	)
-	tick := time.NewTicker(routeTick)
+	tick := time.NewTimer(untilTick(time.Now(), routeTick))
 	defer tick.Stop()
 	retry := time.NewTimer(time.Hour)
 	retry.Stop()
@@ -487,9 +487,18 @@ func (r *router) run(ctx context.Context, spec routeSpec) {
 			}
 		case <-tick.C:
 			byTick = true
+			tick.Reset(untilTick(time.Now(), routeTick))
 		case <-retry.C:
 		}
 	}
+}
+
+// untilTick is how long from now to the next multiple of every (since
+// the zero time). Every router (and the alive loop) ticks on the same
+// instants: the process wakes once per tick for all of them, not once per
+// router.
+func untilTick(now time.Time, every time.Duration) time.Duration {
+	return now.Truncate(every).Add(every).Sub(now)
 }
 
 // routeFullEvery bounds how long a router goes without reading HAProxy's

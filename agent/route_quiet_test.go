@@ -34,3 +34,20 @@ func TestRouteQuiet(t *testing.T) {
 		})
 	}
 }
+
+func TestUntilTick(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	for _, tt := range []struct {
+		now  time.Time
+		want time.Duration
+	}{
+		{t0, 500 * time.Millisecond}, // on a tick: the next one
+		{t0.Add(100 * time.Millisecond), 400 * time.Millisecond},
+		{t0.Add(499 * time.Millisecond), time.Millisecond},
+		{t0.Add(500 * time.Millisecond), 500 * time.Millisecond},
+	} {
+		if got := untilTick(tt.now, 500*time.Millisecond); got != tt.want {
+			t.Errorf("untilTick(%v) = %v; want %v", tt.now.Sub(t0), got, tt.want)
+		}
+	}
+}

@@ -198,7 +198,9 @@ func (a *Agent) heartbeatLoop(ctx context.Context) {
 		if settling {
 			next = min(interval, settleInterval)
 		}
-		t.Reset(next)
+		// On the instants the routers and the alive loop tick on
+		// (untilTick, route.go): the idle agent wakes once for all.
+		t.Reset(untilTick(time.Now(), next))
 		select {
 		case <-ctx.Done():
 			return
