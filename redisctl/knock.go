@@ -86,6 +86,12 @@ func knock(ctx context.Context, addr, user, password string, ping bool, dialTime
 	if err != nil {
 		return Answer{ConnErr: fmt.Errorf("connect %s: %w", addr, err)}
 	}
+	// Closed with a reset (SO_LINGER 0): a look is one connection per
+	// member and heartbeat, and a graceful close would cost a FIN exchange
+	// and leave a TIME_WAIT socket on the host for each.
+	if tc, ok := c.(*net.TCPConn); ok {
+		_ = tc.SetLinger(0)
+	}
 	defer c.Close()
 	if !ping {
 		return Answer{}
