@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"net/url"
 	"path/filepath"
 	"strconv"
@@ -76,6 +77,12 @@ func startBusiness(t testing.TB, app string, o bizOpts) *bizFleet {
 	t.Helper()
 	if o.CoordIP == "" {
 		o.CoordIP, o.HostIPs, o.VIPPool = bizCoordIP, bizHostIPs, bizVIPPool
+	}
+	// CACHEPLANE_E2E_MEMBER_TLS=1 runs a business test's addon with member
+	// TLS (the fleet's operations over TLS members: backups, restores,
+	// plan changes, upgrades, healing).
+	if os.Getenv("CACHEPLANE_E2E_MEMBER_TLS") == "1" {
+		o.MemberTLS = true
 	}
 	// Default host detection (liveness signal, host_suspect_after 1 s,
 	// host_down_after 5 s) and heartbeats: the figures users get. Only
