@@ -351,6 +351,13 @@ func (a *Agent) memberStatus(ctx context.Context, as api.Assignment, have bool, 
 			pr, probed = probeResult{err: errors.New(lv.detail)}, true
 		}
 	}
+	if takenDown(f, st, time.Now()) {
+		// The run the failure was recorded for (taken down by the agent:
+		// liveness.go) still shows in the list while it exits; a frozen
+		// process killed a moment ago can even accept a connection from
+		// its listen backlog. It answers for nothing.
+		pr, probed = probeResult{err: errors.New("the run taken down is exiting")}, true
+	}
 	ms.State, ms.Detail = deriveState(st, f, probed, pr.err)
 	if st != nil && st.State == runtime.StateStopped && f.reason == "" {
 		lines, _ := a.rt.LastLogLines(as.MemberID, logLines)
@@ -368,7 +375,7 @@ func (a *Agent) memberStatus(ctx context.Context, as api.Assignment, have bool, 
 	if ms.State == api.MemberRunning {
 		ms.RedisRole, ms.ReplOffset = pr.redisRole, pr.replOffset
 		a.mu.Lock()
-		if fp := a.failures[as.MemberID]; fp != nil {
+		if fp := a.failures[as.MemberID]; fp != nil && !takenDown(*fp, st, time.Now()) {
 			fp.resolved = true
 		}
 		a.mu.Unlock()
@@ -411,6 +418,19 @@ func (a *Agent) recheckStopped(ctx context.Context, id string, st *runtime.Statu
 	}
 	return &fresh, false
 }
+
+// takenDown says whether failure f was recorded, less than takenDownFor
+// before now, for the very run st shows (pure): the agent took that
+// process down (or saw it die) and the list still shows it, so nothing it
+// answers clears the failure. Past the bound (a kill that failed), an
+// answer counts again.
+func takenDown(f failure, st *runtime.Status, now time.Time) bool {
+	return f.reason != "" && f.pid != 0 && st != nil && st.State == runtime.StateRunning && st.Pid == f.pid &&
+		now.Sub(f.at) < takenDownFor
+}
+
+// takenDownFor bounds takenDown: a process killed exits within it.
+const takenDownFor = 10 * time.Second
 
 // deriveState is the state rule, a pure function of what the runtime says
 // (st; nil = unknown), the failure the agent recorded (zero: none) and the

@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"testing"
+	"time"
 
 	"github.com/cacheplane/cacheplane/agent/runtime"
 )
@@ -51,6 +52,36 @@ func TestRecheckStopped(t *testing.T) {
 			if st.State != tc.wantState || starting != tc.wantStarting || rt.calls != tc.wantCalls {
 				t.Fatalf("got state %s starting %v after %d inspects; want %s %v after %d",
 					st.State, starting, rt.calls, tc.wantState, tc.wantStarting, tc.wantCalls)
+			}
+		})
+	}
+}
+
+// A run the agent took down (its failure recorded with its pid) answers
+// for nothing while the list still shows it; another run, or the same one
+// long after (a kill that failed), does.
+func TestTakenDown(t *testing.T) {
+	now := time.Unix(1000, 0)
+	f := failure{reason: "unresponsive: frozen; killed", pid: 42, at: now.Add(-100 * time.Millisecond)}
+	running := func(pid int) *runtime.Status { return &runtime.Status{State: runtime.StateRunning, Pid: pid} }
+	for _, tt := range []struct {
+		name string
+		f    failure
+		st   *runtime.Status
+		now  time.Time
+		want bool
+	}{
+		{"the run taken down, still listed", f, running(42), now, true},
+		{"a new run", f, running(43), now, false},
+		{"no pid recorded (a failed start)", failure{reason: "start: x", at: now}, running(42), now, false},
+		{"no failure", failure{}, running(42), now, false},
+		{"not running", f, &runtime.Status{State: runtime.StateStopped}, now, false},
+		{"runtime unknown", f, nil, now, false},
+		{"long after: the kill failed", f, running(42), now.Add(takenDownFor), false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := takenDown(tt.f, tt.st, tt.now); got != tt.want {
+				t.Fatalf("takenDown = %v; want %v", got, tt.want)
 			}
 		})
 	}
