@@ -159,12 +159,19 @@ func (e *engine) snapshot() snapshot {
 			sn.hosts[id] = h
 		}
 		sn.plans = append([]api.Plan(nil), s.Plans...)
-		sn.fleet = schedulerState(s)
-		// Counted once per pass and kept by withEffect: a placement is
-		// then O(hosts), not O(addons). An addon on a plan nothing sizes
-		// leaves it unset (the scheduler then counts, and says why).
-		if u, err := scheduler.NewUsage(sn.fleet); err == nil {
-			sn.fleet.Usage = u
+		// The scheduler's view only when an operation may place (with
+		// none active the pass decides nothing that reads it; one that
+		// healing or a retire creates comes with a new snapshot): each
+		// heartbeat wakes a pass, and at fleet size this view was most
+		// of an idle pass. Its usage is counted once per pass and kept by
+		// withEffect: a placement is then O(hosts), not O(addons). An
+		// addon on a plan nothing sizes leaves it unset (the scheduler
+		// then counts, and says why).
+		if len(s.active) > 0 {
+			sn.fleet = schedulerState(s)
+			if u, err := scheduler.NewUsage(sn.fleet); err == nil {
+				sn.fleet.Usage = u
+			}
 		}
 		sn.active = map[string]api.Operation{}
 		sn.cancelled = map[string]time.Time{}
@@ -253,7 +260,7 @@ func observe(obs *observed, h api.Host, m api.Member) operation.Observed {
 func (e *engine) pass(ctx context.Context, wg *sync.WaitGroup) {
 	now := e.now().UTC()
 	sn := e.snapshot()
-	h := operation.PlanHealing(operation.Fleet{Hosts: sn.hosts, Addons: sortedAddons(sn.addons), Plans: sn.plans, Active: sn.active, Cancelled: sn.cancelled, Now: now}, e.heal)
+	h := operation.PlanHealing(operation.Fleet{Hosts: sn.hosts, Addons: onUnhealthyHosts(sn), Plans: sn.plans, Active: sn.active, Cancelled: sn.cancelled, Now: now}, e.heal)
 	e.setLeft(h.Left)
 	for _, op := range h.Create {
 		id, err := newOperationID()
@@ -367,6 +374,23 @@ func (e *engine) pass(ctx context.Context, wg *sync.WaitGroup) {
 			}
 		}
 	}
+}
+
+// onUnhealthyHosts are the addons with a member on a host down or
+// draining, by id: the only ones PlanHealing may move or list (so a pass
+// on a healthy fleet sorts no addon).
+func onUnhealthyHosts(sn snapshot) []api.Addon {
+	var out []api.Addon
+	for _, a := range sn.addons {
+		for _, m := range a.Members {
+			if st := sn.hosts[m.HostID].State; st == api.HostDown || st == api.HostDraining {
+				out = append(out, a)
+				break
+			}
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
 }
 
 // withEffect returns fleet with a committed placement's members in

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"sort"
 	"time"
 
 	"github.com/cacheplane/cacheplane/api"
@@ -279,7 +280,14 @@ func (e *engine) checkPasswords(ctx context.Context, v operation.View, a operati
 // (the addon got an operation meanwhile) is tried again at a later pass.
 func (e *engine) startRetires(ctx context.Context, sn snapshot, now time.Time) bool {
 	started := false
-	for _, op := range operation.PlanRetire(sortedAddons(sn.addons), sn.active, now) {
+	var due []api.Addon // sorted only when some are due: a pass runs per heartbeat
+	for _, a := range sn.addons {
+		if operation.RetireDue(a, now) {
+			due = append(due, a)
+		}
+	}
+	sort.Slice(due, func(i, j int) bool { return due[i].ID < due[j].ID })
+	for _, op := range operation.PlanRetire(due, sn.active, now) {
 		id, err := newOperationID()
 		if err != nil {
 			e.log.Error("cannot draw an operation id", "err", err)
