@@ -28,6 +28,13 @@
 // agent/render and applied live to members created before it (ApplyACL,
 // ApplySentinelAuth: the migration, no restart, no client cut).
 //
+// Member TLS: the members and sentinels of an addon created with member
+// TLS listen on TLS only. MemberOptions, SentinelOptions and Knock (the
+// one place clients are built) speak TLS to an address the process's TLS
+// table names (tls.go: SetTLS, SetTLSSource, TLSFor; the agent states it
+// from its assignments, the coordinator answers from its state), with the
+// cluster CA and the addon id as the name the certificate must carry.
+//
 // Every network call takes a ctx and bounds itself with a deadline of its
 // own when the ctx has none sooner; clients are short-lived (one
 // connection, no retries: callers retry on their next pass) unless the
