@@ -372,11 +372,26 @@ func (a *Agent) procState(pid int) (byte, error) {
 	if root == "" {
 		root = "/proc"
 	}
-	b, err := os.ReadFile(filepath.Join(root, strconv.Itoa(pid), "stat"))
+	return readProcState(filepath.Join(root, strconv.Itoa(pid), "stat"))
+}
+
+// readProcState reads the state letter from a /proc/<pid>/stat file with
+// three system calls (every member, every heartbeat): open, one read of
+// the line's start — the state follows the command name, at most 16
+// bytes, so it is within the first 64 — and close; os.ReadFile would add
+// a stat, a second read and the poller's registration attempt.
+func readProcState(path string) (byte, error) {
+	fd, err := syscall.Open(path, syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
 	if err != nil {
-		return 0, err
+		return 0, &os.PathError{Op: "open", Path: path, Err: err}
 	}
-	return parseProcStat(b)
+	defer syscall.Close(fd)
+	var buf [128]byte
+	n, err := syscall.Read(fd, buf[:])
+	if err != nil {
+		return 0, &os.PathError{Op: "read", Path: path, Err: err}
+	}
+	return parseProcStat(buf[:max(n, 0)])
 }
 
 // identityOf is what member p's redis must answer to CONFIG GET.

@@ -2,6 +2,13 @@ package agent
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	goruntime "runtime"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -84,5 +91,30 @@ func TestTakenDown(t *testing.T) {
 				t.Fatalf("takenDown = %v; want %v", got, tt.want)
 			}
 		})
+	}
+}
+
+// readProcState reads the state from the start of the line only: a
+// command name with parentheses and spaces, long lines, and this very
+// process (running while it reads).
+func TestReadProcState(t *testing.T) {
+	dir := t.TempDir()
+	long := "4242 (a) b (c)) T 1 " + strings.Repeat("123456789 ", 60) + "\n"
+	path := filepath.Join(dir, "stat")
+	if err := os.WriteFile(path, []byte(long), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if s, err := readProcState(path); err != nil || s != 'T' {
+		t.Fatalf("readProcState(long line) = %q, %v; want 'T'", s, err)
+	}
+	// This thread, running while it reads its own line.
+	goruntime.LockOSThread()
+	defer goruntime.UnlockOSThread()
+	self := fmt.Sprintf("/proc/%d/task/%d/stat", os.Getpid(), syscall.Gettid())
+	if s, err := readProcState(self); err != nil || s != 'R' {
+		t.Fatalf("readProcState(%s) = %q, %v; want 'R'", self, s, err)
+	}
+	if _, err := readProcState(filepath.Join(dir, "missing")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("readProcState(missing) err = %v; want not exist", err)
 	}
 }
