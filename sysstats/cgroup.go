@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 )
 
 // v1Unlimited: cgroup v1 reports "no limit" as PAGE_COUNTER_MAX pages
@@ -31,6 +32,23 @@ func detectCgroupVersion(root string) (int, error) {
 		}
 	}
 	return 0, fmt.Errorf("no cgroup v1 or v2 hierarchy under %s", root)
+}
+
+// cgroupVersions caches detectCgroupVersion per root: a host's cgroup
+// hierarchy does not change under a running agent, and the detection (up
+// to four stats) ran for each file group of every member's collection.
+var cgroupVersions sync.Map // root → version
+
+// cgroupVersion is detectCgroupVersion(root), detected once per root.
+func cgroupVersion(root string) (int, error) {
+	if v, ok := cgroupVersions.Load(root); ok {
+		return v.(int), nil
+	}
+	v, err := detectCgroupVersion(root)
+	if err == nil {
+		cgroupVersions.Store(root, v)
+	}
+	return v, err
 }
 
 // cgroupDir is where controller's files for cgroup path live. path is
@@ -57,7 +75,7 @@ func v1CPUController(root string) string {
 // readCgroupCPU returns the cgroup's CPU time in nanoseconds: v1
 // cpuacct.usage, v2 cpu.stat usage_usec × 1000.
 func readCgroupCPU(root, path string) (uint64, error) {
-	v, err := detectCgroupVersion(root)
+	v, err := cgroupVersion(root)
 	if err != nil {
 		return 0, err
 	}
@@ -97,7 +115,7 @@ func (m cgroupMemory) workingSet() uint64 {
 
 func readCgroupMemory(root, path string) (cgroupMemory, error) {
 	var m cgroupMemory
-	v, err := detectCgroupVersion(root)
+	v, err := cgroupVersion(root)
 	if err != nil {
 		return m, err
 	}
@@ -162,7 +180,7 @@ type cgroupSwap struct {
 // memory.swap.max; no memory.swap.current means no swap accounting.
 func readCgroupSwap(root, path string) (cgroupSwap, error) {
 	var s cgroupSwap
-	v, err := detectCgroupVersion(root)
+	v, err := cgroupVersion(root)
 	if err != nil {
 		return s, err
 	}

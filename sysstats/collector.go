@@ -184,7 +184,7 @@ func (m *Member) Collect(ctx context.Context, t MemberTarget) api.MemberReport {
 		PID:         t.PID,
 		StartedAt:   t.StartedAt,
 	}
-	if v, err := detectCgroupVersion(m.cfg.CgroupRoot); err == nil {
+	if v, err := cgroupVersion(m.cfg.CgroupRoot); err == nil {
 		r.CgroupVersion = v
 	}
 	for _, n := range m.collectors {
