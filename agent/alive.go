@@ -19,7 +19,7 @@ func (a *Agent) aliveLoop(ctx context.Context) {
 	}
 	// On the same instants as the routers' ticks (untilTick, route.go):
 	// one wake-up of the process for both.
-	t := time.NewTimer(untilTick(time.Now(), interval))
+	t := time.NewTimer(untilTick(time.Now(), interval, tickPhase))
 	defer t.Stop()
 	wd := a.wd.Register("alive", 0)
 	defer wd.Stop()
@@ -28,7 +28,7 @@ func (a *Agent) aliveLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			t.Reset(untilTick(time.Now(), interval))
+			t.Reset(untilTick(time.Now(), interval, tickPhase))
 		}
 		wd.Ping()
 		actx, cancel := context.WithTimeout(ctx, interval)

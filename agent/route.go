@@ -39,6 +39,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -387,7 +388,7 @@ func (r *router) run(ctx context.Context, spec routeSpec) {
 		last      routePass // the last read of HAProxy's state
 		byTick    bool      // this turn of the loop is a tick's
 	)
-	tick := time.NewTimer(untilTick(time.Now(), routeTick))
+	tick := time.NewTimer(untilTick(time.Now(), routeTick, tickPhase))
 	defer tick.Stop()
 	retry := time.NewTimer(time.Hour)
 	retry.Stop()
@@ -487,19 +488,27 @@ func (r *router) run(ctx context.Context, spec routeSpec) {
 			}
 		case <-tick.C:
 			byTick = true
-			tick.Reset(untilTick(time.Now(), routeTick))
+			tick.Reset(untilTick(time.Now(), routeTick, tickPhase))
 		case <-retry.C:
 		}
 	}
 }
 
-// untilTick is how long from now to the next multiple of every (since
-// the zero time). Every router (and the alive loop) ticks on the same
-// instants: the process wakes once per tick for all of them, not once per
-// router.
-func untilTick(now time.Time, every time.Duration) time.Duration {
-	return now.Truncate(every).Add(every).Sub(now)
+// untilTick is how long from now to the next instant of the process's
+// tick grid for interval every: the multiples of every (since the zero
+// time) shifted by phase (tickPhase). Every router, the alive loop and the
+// heartbeat tick on the same instants: the process wakes once per tick
+// for all of them, not once per router.
+func untilTick(now time.Time, every, phase time.Duration) time.Duration {
+	ph := phase % every
+	return now.Add(-ph).Truncate(every).Add(every + ph).Sub(now)
 }
+
+// tickPhase shifts the tick grid of this process by a random part of a
+// second, drawn once: the loops of one agent tick together, the agents of
+// a fleet do not (the coordinator gets no bursts of every host's alive
+// signal and heartbeat at the same instant).
+var tickPhase = time.Duration(rand.Int64N(int64(time.Second)))
 
 // routeFullEvery bounds how long a router goes without reading HAProxy's
 // state on its ticks when nothing happened (routeQuiet).

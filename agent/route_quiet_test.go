@@ -38,16 +38,26 @@ func TestRouteQuiet(t *testing.T) {
 func TestUntilTick(t *testing.T) {
 	t0 := time.Unix(1000, 0)
 	for _, tt := range []struct {
-		now  time.Time
-		want time.Duration
+		phase time.Duration
+		now   time.Time
+		every time.Duration
+		want  time.Duration
 	}{
-		{t0, 500 * time.Millisecond}, // on a tick: the next one
-		{t0.Add(100 * time.Millisecond), 400 * time.Millisecond},
-		{t0.Add(499 * time.Millisecond), time.Millisecond},
-		{t0.Add(500 * time.Millisecond), 500 * time.Millisecond},
+		{0, t0, 500 * time.Millisecond, 500 * time.Millisecond}, // on a tick: the next one
+		{0, t0.Add(100 * time.Millisecond), 500 * time.Millisecond, 400 * time.Millisecond},
+		{0, t0.Add(499 * time.Millisecond), 500 * time.Millisecond, time.Millisecond},
+		{0, t0.Add(500 * time.Millisecond), 500 * time.Millisecond, 500 * time.Millisecond},
+		// Shifted grid: t0+300ms+k·500ms.
+		{300 * time.Millisecond, t0, 500 * time.Millisecond, 300 * time.Millisecond},
+		{300 * time.Millisecond, t0.Add(300 * time.Millisecond), 500 * time.Millisecond, 500 * time.Millisecond},
+		{300 * time.Millisecond, t0.Add(400 * time.Millisecond), 500 * time.Millisecond, 400 * time.Millisecond},
+		// A phase longer than the interval: taken modulo (the 250 ms grid
+		// holds the 1 s grid's instants).
+		{800 * time.Millisecond, t0, 250 * time.Millisecond, 50 * time.Millisecond},
+		{800 * time.Millisecond, t0, time.Second, 800 * time.Millisecond},
 	} {
-		if got := untilTick(tt.now, 500*time.Millisecond); got != tt.want {
-			t.Errorf("untilTick(%v) = %v; want %v", tt.now.Sub(t0), got, tt.want)
+		if got := untilTick(tt.now, tt.every, tt.phase); got != tt.want {
+			t.Errorf("phase %v: untilTick(t0+%v, %v) = %v; want %v", tt.phase, tt.now.Sub(t0), tt.every, got, tt.want)
 		}
 	}
 }

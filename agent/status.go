@@ -200,7 +200,7 @@ func (a *Agent) heartbeatLoop(ctx context.Context) {
 		}
 		// On the instants the routers and the alive loop tick on
 		// (untilTick, route.go): the idle agent wakes once for all.
-		t.Reset(untilTick(time.Now(), next))
+		t.Reset(untilTick(time.Now(), next, tickPhase))
 		select {
 		case <-ctx.Done():
 			return
