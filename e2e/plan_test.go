@@ -205,7 +205,7 @@ func checkStepsOnce(t testing.TB, op api.Operation) {
 // in as the fleet's user (password: the fleet credential).
 func redisClient(addr, password string) *redis.Client {
 	return redis.NewClient(&redis.Options{Addr: addr, Username: redisctl.FleetUser, Password: password, DialTimeout: 2 * time.Second,
-		ReadTimeout: 2 * time.Second, MaxRetries: -1, PoolSize: 1, DisableIdentity: true})
+		ReadTimeout: 2 * time.Second, MaxRetries: -1, PoolSize: 1, DisableIdentity: true, TLSConfig: memberTLSConfig(addr)})
 }
 
 // checkResized: the redis member runs with maxmemory mb, and its
