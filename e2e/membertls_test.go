@@ -5,7 +5,8 @@ package e2e
 // on TLS only: redis-cli --tls --cacert, go-redis and redis-py work
 // through the URL, a plaintext connection to a member or sentinel port is refused,
 // the replica is in sync over TLS, kill -9 of the primary fails over with
-// no acknowledged write lost. And the addon certificate's renewal (a short
+// no acknowledged write lost; the kernel entrypoint is refused without
+// force TLS and, with it, forwards TLS clients to redis's TLS port. And the addon certificate's renewal (a short
 // --addon-cert-ttl) under a TLS writer: no failed command, the new
 // certificate served by the entrypoint, the redis members (reloaded live)
 // and the sentinels (restarted one at a time), no redis or HAProxy
@@ -142,6 +143,9 @@ func (f *bizFleet) runID(addr string) (string, error) {
 }
 
 func TestMemberTLSBusiness(t *testing.T) {
+	hosts := []string{"h1", "h2", "h3", "h4"}
+	dropKernelTables(t, hosts...)
+	t.Cleanup(func() { dropKernelTables(t, hosts...) }) // after the agents stop (cleanups run last in, first out)
 	f := startBusiness(t, "mtls-biz", bizOpts{CoordIP: mtlsCoordIP, HostIPs: mtlsHostIPs, VIPPool: mtlsVIPPool, MemberTLS: true})
 	a := f.mustAddon()
 	if !a.Settings.MemberTLS {
@@ -206,6 +210,65 @@ func TestMemberTLSBusiness(t *testing.T) {
 	if o := killPrimaryProcess(t, f, "mtls-kill:"); o.lost != 0 {
 		t.Errorf("failover with member TLS: %s", o)
 	}
+
+	// The kernel entrypoint forwards to redis's TLS-only port: refused
+	// without force TLS; with it, the URL says rediss:// and a TLS client
+	// reaches redis itself (redis sees the client's own address), verified
+	// for the VIP the addon's certificate names.
+	if res := f.c.CLI("addons-settings", "--app", f.app, "--entrypoint", "kernel"); res.Code == 0 || !strings.Contains(res.String(), "needs force TLS") {
+		t.Errorf("kernel entrypoint without force TLS on a member-TLS addon: %s", res)
+	}
+	f.settings(t, "--entrypoint", "kernel", "--force-tls", "on")
+	kurl := RedisURL(t, f.c, f.app)
+	if !strings.HasPrefix(kurl, "rediss://") {
+		t.Fatalf("env in kernel mode with member TLS: scheme %q, want rediss://", strings.SplitN(kurl, ":", 2)[0])
+	}
+	testutil.WaitFor(t, 30*time.Second, func() error {
+		seen, local, err := tlsClientAddr(a.Entrypoint, password, pool)
+		if err == nil && seen != local {
+			err = fmt.Errorf("redis sees %s, the client is %s: not forwarded by the kernel yet", seen, local)
+		}
+		return err
+	})
+	if err := plainRefused(a.Entrypoint, "default", password); err != nil {
+		t.Errorf("kernel entrypoint with member TLS: %v", err)
+	}
+	if err := ping(tlsOptions(t, kurl, pool)); err != nil {
+		t.Errorf("go-redis through the kernel entrypoint over TLS: %v", err)
+	}
+}
+
+// tlsClientAddr opens a TLS connection to ep (verified for ep's address),
+// logs in as the app and asks CLIENT INFO: the client address redis sees,
+// and the connection's own local address.
+func tlsClientAddr(ep, password string, pool *x509.CertPool) (seen, local string, err error) {
+	host, _, _ := net.SplitHostPort(ep)
+	d := tls.Dialer{NetDialer: &net.Dialer{Timeout: 3 * time.Second}, Config: &tls.Config{RootCAs: pool, ServerName: host, MinVersion: tls.VersionTLS12}}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := d.DialContext(ctx, "tcp", ep)
+	if err != nil {
+		return "", "", err
+	}
+	defer c.Close()
+	if err := authPing(c, password); err != nil {
+		return "", "", err
+	}
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Write([]byte("*2\r\n$6\r\nCLIENT\r\n$4\r\nINFO\r\n")); err != nil {
+		return "", "", err
+	}
+	buf := make([]byte, 4096)
+	n, err := c.Read(buf)
+	if err != nil {
+		return "", "", err
+	}
+	for _, field := range strings.Fields(string(buf[:n])) {
+		if v, ok := strings.CutPrefix(field, "addr="); ok {
+			return v, c.LocalAddr().String(), nil
+		}
+	}
+	return "", "", fmt.Errorf("no addr in CLIENT INFO")
 }
 
 // TestMemberTLSRenewal: with --addon-cert-ttl 60s (renewed 20 s after
