@@ -150,7 +150,9 @@ func (e *engine) snapshot() snapshot {
 	e.store.FSM().Read(func(s *State, _ uint64) {
 		sn.addons = make(map[string]api.Addon, len(s.Addons))
 		for id, a := range s.Addons {
-			a.Members = append([]api.Member(nil), a.Members...)
+			// Members shared, not copied: the FSM replaces an addon's
+			// slice, never changes one in place, and nothing here writes
+			// into it (withEffect copies).
 			sn.addons[id] = a
 			sn.used = append(sn.used, a.Entrypoint)
 		}
@@ -380,7 +382,14 @@ func (e *engine) pass(ctx context.Context, wg *sync.WaitGroup) {
 // draining, by id: the only ones PlanHealing may move or list (so a pass
 // on a healthy fleet sorts no addon).
 func onUnhealthyHosts(sn snapshot) []api.Addon {
+	unhealthy := false
+	for _, h := range sn.hosts {
+		unhealthy = unhealthy || h.State == api.HostDown || h.State == api.HostDraining
+	}
 	var out []api.Addon
+	if !unhealthy {
+		return out
+	}
 	for _, a := range sn.addons {
 		for _, m := range a.Members {
 			if st := sn.hosts[m.HostID].State; st == api.HostDown || st == api.HostDraining {

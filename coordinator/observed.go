@@ -42,21 +42,52 @@ func (o *observed) alive(hostID string, at time.Time) {
 	o.hosts[hostID] = &hostObs{lastSeen: at, members: map[string]api.MemberStatus{}}
 }
 
-// record stores a heartbeat and wakes the controllers.
+// record stores a heartbeat and wakes the controllers when it says
+// something new about a member (wakesUp). Figures and replication offsets
+// move at every heartbeat: the controllers' periodic passes read them (at
+// fleet size a pass per heartbeat was most of the leader's CPU).
 func (o *observed) record(req api.HeartbeatRequest, at time.Time) {
 	o.mu.Lock()
 	h := &hostObs{lastSeen: at, members: map[string]api.MemberStatus{}, stats: req.Stats, unknown: req.Unknown}
 	for _, m := range req.Members {
 		h.members[m.MemberID] = m
 	}
+	prev := o.hosts[req.HostID]
 	o.hosts[req.HostID] = h
+	if !wakesUp(prev, h) {
+		o.mu.Unlock()
+		return
+	}
 	ch := o.changed
 	o.changed = make(chan struct{})
 	o.mu.Unlock()
 	close(ch)
 }
 
-// Changed returns a channel closed at the next heartbeat.
+// wakesUp reports whether a host's new heartbeat differs from its last
+// one in what decisions wait on: its members, their states, details,
+// processes, roles and applied specs, the unknown members.
+func wakesUp(prev, cur *hostObs) bool {
+	if prev == nil || len(prev.members) != len(cur.members) || len(prev.unknown) != len(cur.unknown) {
+		return true
+	}
+	for id, m := range cur.members {
+		p, ok := prev.members[id]
+		if !ok || p.State != m.State || p.Detail != m.Detail || p.Pid != m.Pid || !p.StartedAt.Equal(m.StartedAt) ||
+			p.RedisRole != m.RedisRole || p.SpecHash != m.SpecHash {
+			return true
+		}
+	}
+	for i := range cur.unknown {
+		if prev.unknown[i] != cur.unknown[i] {
+			return true
+		}
+	}
+	return false
+}
+
+// Changed returns a channel closed at the next heartbeat that says
+// something new (record).
 func (o *observed) Changed() <-chan struct{} {
 	o.mu.Lock()
 	defer o.mu.Unlock()
