@@ -151,7 +151,7 @@ func TestMemberTLSBusiness(t *testing.T) {
 	if !a.Settings.MemberTLS {
 		t.Fatalf("addon %s has no member TLS", a.ID)
 	}
-	password := a.Password.Reveal()
+	password := f.opt.Password // the URL's (the addon as read here is redacted)
 	pool, _, caFile := addonCA(t, f)
 	// startBusiness waited healthy: INFO replication over TLS says the
 	// replica's link is up and in sync, every sentinel answered over TLS.
