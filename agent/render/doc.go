@@ -7,6 +7,10 @@
 // mapping of settings to redis parameters, which also drives the live
 // change (redisctl.LiveChange) and the coordinator's check.
 //
+// Member TLS (MemberTLS, HAProxyServerTLS; membertls.go): the TLS-only
+// lines of redis.conf and sentinel.conf and HAProxy's verified TLS to the
+// servers, for an addon created with member TLS.
+//
 // It is pure: every function takes plain structs and returns the file content
 // or an error. It does no I/O, keeps no state and reads no clock; the agent
 // writes the files (mode 0600: each of them holds the addon's fleet
