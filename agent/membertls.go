@@ -306,3 +306,6 @@ func servedCert(ctx context.Context, addr string, cfg *tls.Config) (*x509.Certif
 	}
 	return certs[0], nil
 }
+
+// forgetMemberTLS drops this agent's entries of the TLS table (Close).
+func (a *Agent) forgetMemberTLS() { redisctl.SetTLS("agent "+a.cfg.HostID, nil) }
