@@ -21,9 +21,11 @@ import (
 // address, and the addon id as a DNS name). The leader issues it and
 // renews it (addonCertController); it is recorded with command 37
 // (sealed at rest like every entry when state keys are set), handed to the
-// addon's HAProxy members with their assignments over the agents' mutual
-// TLS, and swapped into the running HAProxys by their agents
-// (agent/access.go: `set ssl cert`), so a renewal restarts nothing.
+// addon's HAProxy members (and, with member TLS, to every member: its redis
+// members and sentinels serve with it, membertls.go) with their assignments
+// over the agents' mutual TLS, and swapped into the running HAProxys by
+// their agents (agent/access.go: `set ssl cert`; redis reloads it with
+// CONFIG SET, sentinels restart one at a time: agent/membertls.go).
 
 // MinAddonCertTTL is the shortest addon_cert_ttl the config takes.
 const MinAddonCertTTL = 10 * time.Second
