@@ -7,7 +7,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -265,13 +264,6 @@ func CheckNode(ctx context.Context, addr, password string, w Want) (Node, error)
 	return n, nil
 }
 
-// Snapshot figures: how often it looks at a background save, and how
-// long no save may run before a scheduled one counts as failed.
-const (
-	snapshotPoll = 50 * time.Millisecond
-	snapshotIdle = 2 * time.Second
-)
-
 func okErr(ok bool) string {
 	if ok {
 		return "ok"
@@ -280,71 +272,10 @@ func okErr(ok bool) string {
 }
 
 // Snapshot makes the node at addr write its dataset to its RDB file and
-// waits until it has, without blocking its clients: BGSAVE SCHEDULE (a
-// save already running, or an AOF rewrite, first finishes; a new one
-// follows), then INFO persistence until the snapshot counter passes the
-// ones under way and no save runs. A failed save is an error. Bounded by
-// ctx.
+// waits until it has, without blocking its clients: BGSave (a save
+// already running is waited for first, a new one follows; a failed save
+// is an error). Bounded by ctx.
 func Snapshot(ctx context.Context, addr, password string) error {
-	c := redis.NewClient(MemberOptions(addr, password))
-	defer c.Close()
-	persistence := func() (Persistence, error) {
-		cctx, cancel := context.WithTimeout(ctx, MemberIOTimeout)
-		defer cancel()
-		info, err := c.Info(cctx, "persistence").Result()
-		if err != nil {
-			return Persistence{}, fmt.Errorf("info persistence on %s: %w", addr, err)
-		}
-		return ParsePersistence(info)
-	}
-	before, err := persistence()
-	if err != nil {
-		return err
-	}
-	want := before.Saves + 1
-	if before.BGSaveInProgress {
-		want++ // the one running may have begun before our writes
-	}
-	cctx, cancel := context.WithTimeout(ctx, MemberIOTimeout)
-	err = c.Do(cctx, "BGSAVE", "SCHEDULE").Err()
-	cancel()
-	if err != nil {
-		return fmt.Errorf("BGSAVE on %s: %w", addr, err)
-	}
-	var idleSince time.Time
-	for {
-		p, err := persistence()
-		if err != nil {
-			return err
-		}
-		if !p.BGSaveInProgress && p.Saves >= want {
-			if !p.LastBGSaveOK {
-				return fmt.Errorf("background save on %s failed (rdb_last_bgsave_status:err; see its log)", addr)
-			}
-			return nil
-		}
-		// A scheduled save starts within a cron tick once nothing else
-		// forks (an AOF rewrite may run first). No save for snapshotIdle
-		// while nothing runs: the save failed.
-		switch {
-		case p.BGSaveInProgress:
-			idleSince = time.Time{}
-		case idleSince.IsZero():
-			idleSince = time.Now()
-		case time.Since(idleSince) > snapshotIdle:
-			info, err := c.Info(ctx, "persistence").Result()
-			if err == nil && infoFields(info)["aof_rewrite_in_progress"] == "1" {
-				idleSince = time.Time{}
-				break
-			}
-			return fmt.Errorf("background save on %s did not complete (rdb_last_bgsave_status:%s; see its log)", addr, okErr(p.LastBGSaveOK))
-		}
-		t := time.NewTimer(snapshotPoll)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return fmt.Errorf("background save on %s not done: %w", addr, ctx.Err())
-		case <-t.C:
-		}
-	}
+	_, err := BGSave(ctx, addr, password)
+	return err
 }
