@@ -80,7 +80,13 @@ func (f *bizFleet) clientAddr() (seen, local string, err error) {
 		return "", "", err
 	}
 	defer c.Close()
-	if err := authPing(c, f.opt.Password); err != nil {
+	return connClientAddr(c, f.opt.Password)
+}
+
+// connClientAddr logs in on c as the app and asks CLIENT INFO: the client
+// address redis sees for c, and c's own local address.
+func connClientAddr(c net.Conn, password string) (seen, local string, err error) {
+	if err := authPing(c, password); err != nil {
 		return "", "", err
 	}
 	_ = c.SetDeadline(time.Now().Add(5 * time.Second))

@@ -251,24 +251,7 @@ func tlsClientAddr(ep, password string, pool *x509.CertPool) (seen, local string
 		return "", "", err
 	}
 	defer c.Close()
-	if err := authPing(c, password); err != nil {
-		return "", "", err
-	}
-	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-	if _, err := c.Write([]byte("*2\r\n$6\r\nCLIENT\r\n$4\r\nINFO\r\n")); err != nil {
-		return "", "", err
-	}
-	buf := make([]byte, 4096)
-	n, err := c.Read(buf)
-	if err != nil {
-		return "", "", err
-	}
-	for _, field := range strings.Fields(string(buf[:n])) {
-		if v, ok := strings.CutPrefix(field, "addr="); ok {
-			return v, c.LocalAddr().String(), nil
-		}
-	}
-	return "", "", fmt.Errorf("no addr in CLIENT INFO")
+	return connClientAddr(c, password) // kernel_test.go
 }
 
 // TestMemberTLSRenewal: with --addon-cert-ttl 60s (renewed 20 s after

@@ -15,9 +15,7 @@ import (
 	"crypto/x509"
 	"fmt"
 	"net"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -81,23 +79,7 @@ func TestTLSBusiness(t *testing.T) {
 	password := a.Password.Reveal()
 
 	// The CA, from addons-ca once the addon has its certificate.
-	var caPEM string
-	testutil.WaitFor(t, 30*time.Second, func() error {
-		res := f.c.CLI("addons-ca", "--app", f.app)
-		if res.Code != 0 {
-			return fmt.Errorf("addons-ca: %s", res)
-		}
-		caPEM = res.Stdout
-		return nil
-	})
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM([]byte(caPEM)) {
-		t.Fatalf("addons-ca printed no certificate: %q", caPEM)
-	}
-	caFile := filepath.Join(t.TempDir(), "ca.pem")
-	if err := os.WriteFile(caFile, []byte(caPEM), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	pool, _, caFile := addonCA(t, f) // membertls_test.go
 	tlsOpt := tlsOptions(t, tlsURL(plainURL), pool)
 
 	// TLS beside plaintext before anything is forced (the addon's
