@@ -360,7 +360,7 @@ func (a *Agent) exitsLoop(ctx context.Context) {
 			if !ok {
 				return
 			}
-			lines, _ := a.rt.LastLogLines(e.ID, logLines)
+			lines := a.exitLogLines(ctx, e.ID)
 			a.mu.Lock()
 			as, assigned := a.assigned[e.ID]
 			if assigned {
@@ -370,6 +370,31 @@ func (a *Agent) exitsLoop(ctx context.Context) {
 			a.log.Warn("member exited", "member", e.ID, "pid", e.Pid, "exit_code", e.ExitCode, "assigned", assigned)
 			poke(a.heartbeatNow)
 			poke(a.reconcileNow)
+		}
+	}
+}
+
+// exitLogWait bounds how long exitLogLines waits for a log to show.
+const exitLogWait = 300 * time.Millisecond
+
+// exitLogLines are the last lines member id wrote before it exited. A
+// process that dies at its start (a bad config) may be reported exited a
+// moment before the containerd shim has copied its complaint into the log
+// file: an empty log is read again for up to exitLogWait, so the failure
+// says why.
+func (a *Agent) exitLogLines(ctx context.Context, id string) []string {
+	deadline := time.Now().Add(exitLogWait)
+	for {
+		lines, _ := a.rt.LastLogLines(id, logLines)
+		if len(lines) > 0 || time.Now().After(deadline) {
+			return lines
+		}
+		t := time.NewTimer(50 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return lines
+		case <-t.C:
 		}
 	}
 }

@@ -513,13 +513,19 @@ func testExitAtStart(t *testing.T, newRuntime func(t *testing.T) runtime.Runtime
 	if st.ExitCode == 0 {
 		t.Errorf("exit code 0 for a bad config: %+v", st)
 	}
-	lines, err := rt.LastLogLines(m.spec.ID, 20)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !strings.Contains(strings.Join(lines, "\n"), "no-such-directive") {
-		t.Fatalf("last log lines do not show redis's complaint: %q", lines)
-	}
+	// The shim copies the process's output into the log file on its own:
+	// the exit can be seen a moment before the last lines are there.
+	var lines []string
+	WaitFor(t, waitTimeout, func() error {
+		var err error
+		if lines, err = rt.LastLogLines(m.spec.ID, 20); err != nil {
+			return err
+		}
+		if !strings.Contains(strings.Join(lines, "\n"), "no-such-directive") {
+			return fmt.Errorf("last log lines do not show redis's complaint: %q", lines)
+		}
+		return nil
+	})
 	t.Logf("log of the failed member: %q", lines)
 	e := nextExit(t, rt)
 	if e.ID != m.spec.ID || e.ExitCode != st.ExitCode {
