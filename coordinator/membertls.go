@@ -1,6 +1,7 @@
 package coordinator
 
 import (
+	"crypto/x509"
 	"sync"
 
 	"github.com/cacheplane/cacheplane/api"
@@ -21,9 +22,10 @@ type memberTLSTable struct {
 	index uint64
 	built bool
 	addrs map[string]*redisctl.TLS
-	// byAddon keeps an addon's parsed CA across rebuilds.
-	byAddon map[string]*redisctl.TLS
-	caPEM   string
+	// pool is the cluster CA's, parsed once per CA (caPEM): every addon's
+	// certificate is signed by it, only the name differs.
+	pool  *x509.CertPool
+	caPEM string
 }
 
 // lookup answers redisctl.TLSFor for addr, rebuilding the table when the
@@ -46,23 +48,20 @@ func (t *memberTLSTable) rebuild(st *State) {
 	if st.CA == nil {
 		return
 	}
-	old := t.byAddon
 	if st.CA.CertPEM != t.caPEM {
-		old, t.caPEM = nil, st.CA.CertPEM
+		t.pool, t.caPEM = x509.NewCertPool(), st.CA.CertPEM
+		if !t.pool.AppendCertsFromPEM([]byte(t.caPEM)) {
+			t.pool = nil
+		}
 	}
-	t.byAddon = map[string]*redisctl.TLS{}
+	if t.pool == nil {
+		return
+	}
 	for _, a := range st.Addons {
 		if !a.Settings.MemberTLS {
 			continue
 		}
-		tt := old[a.ID]
-		if tt == nil {
-			var err error
-			if tt, err = redisctl.NewTLS(st.CA.CertPEM, a.ID); err != nil {
-				continue
-			}
-		}
-		t.byAddon[a.ID] = tt
+		tt := &redisctl.TLS{CA: t.pool, ServerName: a.ID}
 		for _, m := range a.Members {
 			if m.Role == api.RoleRedis || m.Role == api.RoleSentinel {
 				t.addrs[memberAddr(st, m)] = tt

@@ -13,9 +13,7 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -33,19 +31,7 @@ const (
 
 func TestBenchTLS(t *testing.T) {
 	f := startBusiness(t, "bench-tls", bizOpts{CoordIP: tlsCoordIP, HostIPs: tlsHostIPs, VIPPool: tlsVIPPool})
-	caFile := filepath.Join(t.TempDir(), "ca.pem")
-	var caPEM string
-	testutil.WaitFor(t, 30*time.Second, func() error {
-		res := f.c.CLI("addons-ca", "--app", f.app)
-		if res.Code != 0 {
-			return fmt.Errorf("addons-ca: %s", res)
-		}
-		caPEM = res.Stdout
-		return nil
-	})
-	if err := os.WriteFile(caFile, []byte(caPEM), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	_, _, caFile := addonCA(t, f) // membertls_test.go
 	ep := f.mustAddon().Entrypoint
 	// The assigned certificate replaces the placeholder live: wait for it.
 	testutil.WaitFor(t, 30*time.Second, func() error {
