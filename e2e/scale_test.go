@@ -7,7 +7,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -28,7 +27,6 @@ import (
 	"time"
 
 	"github.com/cacheplane/cacheplane/api"
-	"github.com/cacheplane/cacheplane/identity"
 )
 
 // Scale knobs (environment): CACHEPLANE_SCALE_HOSTS, a comma list of fleet
@@ -41,7 +39,10 @@ import (
 // (default 30s); CACHEPLANE_SCALE_HTTP2=0, agents on HTTP/1.1 (simHTTP2);
 // CACHEPLANE_SCALE_RAFT=HEARTBEAT/ELECTION/LEASE (e.g. 2s/2s/1s), the
 // coordinators' Raft timeouts (config heartbeat_timeout, election_timeout,
-// leader_lease_timeout; default 500ms/500ms/250ms).
+// leader_lease_timeout; default 500ms/500ms/250ms); CACHEPLANE_SCALE_SIMS,
+// the simulator processes (default: by open files, simProcs);
+// CACHEPLANE_SCALE_LOG_LEVEL, the coordinators' (default warn);
+// CACHEPLANE_SCALE_KEEP=DIR, where to copy the logs of every size.
 const (
 	scaleStart = "<!-- bench:scale:start -->"
 	scaleEnd   = "<!-- bench:scale:end -->"
@@ -186,6 +187,7 @@ func envDuration(t *testing.T, name string, def time.Duration) time.Duration {
 // answers PING on (what a provision waits for).
 type simAgent struct {
 	id, addr string
+	num      int // its host number (hostAddr, simHostID)
 	hc       *http.Client
 	targets  []string // coordinators' peer addresses, the last that answered first
 
@@ -496,16 +498,17 @@ func runScale(t *testing.T, hosts, addons, business int, hb, measure time.Durati
 	// at 10,000 hosts), so silence is judged over several intervals; the
 	// members of simulated hosts answer no probe, so the probe is off.
 	downAfter := 4 * hb
-	args := []string{"--host-down-after", downAfter.String(), "--host-suspect-after", "0", "--heal-after", "10s", "--log-level", "warn"}
+	level := envString("CACHEPLANE_SCALE_LOG_LEVEL", "warn")
+	args := []string{"--host-down-after", downAfter.String(), "--host-suspect-after", "0", "--heal-after", "10s", "--log-level", level}
 	if raftTimeouts != "" {
 		args = append(args, "--config", raftConfig(t, raftTimeouts))
 	}
 	ids, ips := []string{"s1", "s2", "s3"}, []string{IP1, IP2, IP3}
 	cs := make([]*Coordinator, 3)
-	cs[0] = StartCoordinator(t, ids[0], ips[0], CoordinatorOpts{Bootstrap: true, ExtraArgs: args, LogLevel: "warn"})
+	cs[0] = StartCoordinator(t, ids[0], ips[0], CoordinatorOpts{Bootstrap: true, ExtraArgs: args, LogLevel: level})
 	WaitForLeader(t, startTimeout, cs[0])
 	for i := 1; i < 3; i++ {
-		cs[i] = StartCoordinator(t, ids[i], ips[i], CoordinatorOpts{ExtraArgs: args, LogLevel: "warn"})
+		cs[i] = StartCoordinator(t, ids[i], ips[i], CoordinatorOpts{ExtraArgs: args, LogLevel: level})
 		if res := cs[i].Join(cs[0]); res.Code != 0 {
 			t.Fatalf("join %s: %s", cs[i].ID, res)
 		}
@@ -532,74 +535,40 @@ func runScale(t *testing.T, hosts, addons, business int, hb, measure time.Durati
 	r.TokensPerSec = float64(hosts) / time.Since(t0).Seconds()
 	t.Logf("%d tokens: %.0f/s", hosts, r.TokensPerSec)
 
-	// 2. Each host joins: its own key, the token, a certificate.
+	// 2. Each host joins (its own key, the token, a certificate) in its
+	// simulator process; 3. registers; then runs.
 	peers := []string{cs[0].HTTPAddr, cs[1].HTTPAddr, cs[2].HTTPAddr}
-	agents := make([]*simAgent, hosts)
+	perAgent := 2
+	if simHTTP2 {
+		perAgent = 1
+	}
+	k := simProcs(t, hosts, addons, perAgent)
+	fleet := startSimFleet(t, k, hosts, RootOf(t).Dir)
+	t.Logf("%d simulator processes", k)
+	workers := (32 + k - 1) / k // 32 requests at once in all, as in one process
 	t0 = time.Now()
-	parallel(t, hosts, 32, func(i int) error {
-		id, addr := simHostID(i), hostAddr(i)
-		tok, err := identity.ParseToken(tokens[i].Token)
-		if err != nil {
-			return err
+	if _, err := fleet.all(func(p *simProc) simReq {
+		req := simReq{Op: "join", Hosts: p.hosts, Leader: leader.HTTPAddr, Peers: peers, Workers: workers}
+		for _, i := range p.hosts {
+			req.Tokens = append(req.Tokens, tokens[i].Token)
 		}
-		key, csr, err := identity.NewKey(id)
-		if err != nil {
-			return err
-		}
-		first := &simAgent{id: id, addr: addr, targets: []string{leader.HTTPAddr}}
-		var ca *x509.Certificate
-		first.hc = &http.Client{Transport: newSimTransport(addr, identity.FirstContactConfig(tok.CAHash, &ca)), Timeout: time.Minute}
-		var got api.IdentityResponse
-		err = first.call(context.Background(), http.MethodPost, "/v1/join",
-			api.JoinIdentityRequest{TokenID: tok.ID, Secret: tok.Secret, Kind: api.TokenAgent, Name: id, CSR: csr}, &got)
-		first.hc.CloseIdleConnections()
-		if err != nil {
-			return fmt.Errorf("join %s: %w", id, err)
-		}
-		cur, err := identity.Parse(key, got.Cert, got.CA)
-		if err != nil {
-			return err
-		}
-		h := &identity.Holder{}
-		h.Set(cur)
-		order := []string{leader.HTTPAddr}
-		for _, p := range peers {
-			if p != leader.HTTPAddr {
-				order = append(order, p)
-			}
-		}
-		agents[i] = &simAgent{id: id, addr: addr, targets: order, pinged: map[string]bool{}, started: time.Now(),
-			hc: &http.Client{Transport: newSimTransport(addr, h.ClientConfig()), Timeout: 90 * time.Second}}
-		return nil
-	})
+		return req
+	}); err != nil {
+		t.Fatal(err)
+	}
 	r.JoinsPerSec = float64(hosts) / time.Since(t0).Seconds()
 	t.Logf("%d joins (key, CSR, certificate): %.0f/s", hosts, r.JoinsPerSec)
 
-	// 3. Register every host.
 	t0 = time.Now()
-	parallel(t, hosts, 32, func(i int) error {
-		a := agents[i]
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		return a.call(ctx, http.MethodPost, "/v1/agent/register", api.RegisterRequest{Host: api.Host{
-			ID: a.id, Address: a.addr, MemoryMB: 64 * 1024, Labels: map[string]string{"zone": fmt.Sprintf("z%d", i%3)}}}, nil)
-	})
+	if _, err := fleet.all(func(*simProc) simReq { return simReq{Op: "register", Workers: workers} }); err != nil {
+		t.Fatal(err)
+	}
 	r.RegistersPerSec = float64(hosts) / time.Since(t0).Seconds()
 	t.Logf("%d registrations: %.0f/s", hosts, r.RegistersPerSec)
 
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	var hbLat latencies
-	var watches atomic.Int64
-	for _, a := range agents {
-		a.run(ctx, hb, &hbLat, &watches)
+	if _, err := fleet.all(func(*simProc) simReq { return simReq{Op: "run", HB: hb} }); err != nil {
+		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		cancel()
-		for _, a := range agents {
-			a.hc.CloseIdleConnections()
-		}
-	})
 
 	// 4. Place the addons (business ones first: a host loss heals them).
 	t0 = time.Now()
@@ -644,24 +613,24 @@ func runScale(t *testing.T, hosts, addons, business int, hb, measure time.Durati
 			break
 		}
 	}
-	r.Watches = int(watches.Load())
-	r.HBBytes = len(mustJSON(agents[0].heartbeatRequest(time.Now())))
-	hbLat.start()
+	r.Watches, _, r.HBBytes = fleet.status(t)
+	fleet.latStart(t)
 	cpu0 := cpuTimes(t, []*Coordinator{leader, follower})
 	w0 := time.Now()
 	time.Sleep(measure / 2)
 	cpu1 := cpuTimes(t, []*Coordinator{leader, follower})
 	el := time.Since(w0)
-	r.LeaderFDs, r.SimFDs = openFiles(leader.Pid()), openFiles(os.Getpid())
+	_, r.SimFDs, _ = fleet.status(t) // every simulator process's open files
+	r.LeaderFDs = openFiles(leader.Pid())
 	r.LeaderCPU = 100 * (cpu1[leader.ID] - cpu0[leader.ID]).Seconds() / el.Seconds()
 	r.FollowerCPU = 100 * (cpu1[follower.ID] - cpu0[follower.ID]).Seconds() / el.Seconds()
 	// 6. Host loss (before the admin writes: the provisions they start
 	// would queue ahead of the healing): a host holding a business
 	// member goes silent.
-	hbN, hbE, hbP50, hbP99, _ := hbLat.stop()
+	hbN, hbE, hbP50, hbP99, _ := fleet.latStop(t)
 	healing := map[string]bool{} // addons with a replace operation under way
 	if business > 0 {
-		r.HostLossToReplace, r.HostLossNote = hostLoss(t, leader, agents, healing)
+		r.HostLossToReplace, r.HostLossNote = hostLoss(t, leader, fleet, healing)
 		t.Logf("host loss → replace operations: %s %s", r.HostLossToReplace, r.HostLossNote)
 		if strings.HasPrefix(r.HostLossNote, "(no") {
 			r.Notes = append(r.Notes, "host loss: "+r.HostLossNote)
@@ -672,7 +641,7 @@ func runScale(t *testing.T, hosts, addons, business int, hb, measure time.Durati
 	// started still queued: healing must not wait behind them.
 	if business > 0 {
 		r.QueuedProvisions = activeProvisions(t, leader)
-		r.HostLossQueued, r.HostLossQueuedNote = hostLoss(t, leader, agents, healing)
+		r.HostLossQueued, r.HostLossQueuedNote = hostLoss(t, leader, fleet, healing)
 		if strings.HasPrefix(r.HostLossQueuedNote, "(no") {
 			r.Notes = append(r.Notes, "host loss with provisions queued: "+r.HostLossQueuedNote)
 		}
@@ -711,24 +680,48 @@ func runScale(t *testing.T, hosts, addons, business int, hb, measure time.Durati
 			rest = append(rest, c)
 		}
 	}
-	hbLat.start()
+	fleet.latStart(t)
 	leader.Kill()
 	t0 = time.Now()
-	WaitForLeader(t, time.Minute, rest...)
+	WaitForLeader(t, 3*time.Minute, rest...)
 	r.Failover = time.Since(t0)
-	for time.Since(t0) < time.Minute {
-		if n, _, _, _, _ := hbLat.stop(); n > hosts/20 {
-			break
-		}
-		hbLat.mu.Lock()
-		hbLat.on = true
-		hbLat.mu.Unlock()
+	for time.Since(t0) < 3*time.Minute && fleet.latCount(t) <= hosts/20 {
 		time.Sleep(200 * time.Millisecond)
 	}
 	r.FailoverHeartbeatsOK = time.Since(t0)
-	hbLat.stop()
+	fleet.latStop(t)
 	t.Logf("leader failover: new leader in %s, 5%% of heartbeats answered again after %s", r.Failover, r.FailoverHeartbeatsOK)
+	keepScaleLogs(t, hosts, cs)
 	return r
+}
+
+// keepScaleLogs copies the coordinators' and simulators' logs into
+// CACHEPLANE_SCALE_KEEP/hosts=N (unset: kept only when the test fails,
+// with the data dirs).
+func keepScaleLogs(t *testing.T, hosts int, cs []*Coordinator) {
+	dir := os.Getenv("CACHEPLANE_SCALE_KEEP")
+	if dir == "" {
+		return
+	}
+	dst := filepath.Join(dir, fmt.Sprintf("hosts=%d", hosts))
+	if err := os.MkdirAll(dst, 0o755); err != nil {
+		t.Logf("keep logs: %v", err)
+		return
+	}
+	files, _ := filepath.Glob(filepath.Join(RootOf(t).Dir, "simulator-*.log"))
+	for _, c := range cs {
+		files = append(files, c.LogPath)
+	}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err == nil {
+			err = os.WriteFile(filepath.Join(dst, filepath.Base(filepath.Dir(f))+"-"+filepath.Base(f)), b, 0o644)
+		}
+		if err != nil {
+			t.Logf("keep logs: %v", err)
+		}
+	}
+	t.Logf("logs kept in %s", dst)
 }
 
 // raftTimeouts is CACHEPLANE_SCALE_RAFT ("" : the defaults).
@@ -756,47 +749,12 @@ func raftConfig(t *testing.T, spec string) string {
 
 func simHostID(i int) string { return fmt.Sprintf("sim-%05d", i) }
 
-// parallel runs f(0..n-1) on k workers, each call tried up to 8 times
-// (an election under load answers 503 or "leadership lost"; every call
-// here is idempotent: tokens per host name, joins per token, registers,
-// addons-add with a request id), and fails the test on an error that
-// persists.
+// parallel runs f(0..n-1) on k workers (forEach: each call tried up to
+// 8 times) and fails the test on an error that persists.
 func parallel(t *testing.T, n, k int, f func(i int) error) {
 	t.Helper()
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var first error
-	var failed atomic.Bool
-	for range k {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for !failed.Load() {
-				i := int(next.Add(1) - 1)
-				if i >= n {
-					return
-				}
-				err := f(i)
-				for try := 1; err != nil && try < 8; try++ {
-					time.Sleep(time.Duration(try) * 250 * time.Millisecond)
-					err = f(i)
-				}
-				if err != nil {
-					mu.Lock()
-					if first == nil {
-						first = err
-					}
-					mu.Unlock()
-					failed.Store(true)
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	if first != nil {
-		t.Fatal(first)
+	if err := forEach(n, k, f); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -864,39 +822,18 @@ func adminWrites(t *testing.T, cs []*Coordinator, k int, d time.Duration) (n, er
 // for a member of that host. It adds the host's business addons to busy:
 // their replace operations never finish here (a simulated agent answers no
 // sentinel), and an addon has one operation at a time.
-func hostLoss(t *testing.T, leader *Coordinator, agents []*simAgent, busy map[string]bool) (time.Duration, string) {
-	var victim *simAgent
-	for _, a := range agents {
-		if a.stopped.Load() {
-			continue // lost already
-		}
-		a.mu.Lock()
-		sentinel, free := false, true
-		for _, m := range a.assigned {
-			sentinel = sentinel || m.Role == api.RoleSentinel
-			free = free && !busy[m.AddonID]
-		}
-		a.mu.Unlock()
-		if sentinel && free {
-			victim = a
-			break
-		}
-	}
-	if victim == nil {
+func hostLoss(t *testing.T, leader *Coordinator, fleet *simFleet, busy map[string]bool) (time.Duration, string) {
+	id, lost, healed := fleet.lose(t, busy)
+	if id == "" {
 		return 0, "(no host runs a business addon's member)"
 	}
-	victim.mu.Lock()
 	members := map[string]bool{}
-	var healed []string // the business addons on the host (a starter is never moved)
-	for _, m := range victim.assigned {
-		members[m.MemberID] = true
-		if m.Role == api.RoleSentinel {
-			healed = append(healed, m.AddonID)
-			busy[m.AddonID] = true
-		}
+	for _, m := range lost {
+		members[m] = true
 	}
-	victim.mu.Unlock()
-	victim.stopped.Store(true)
+	for _, a := range healed {
+		busy[a] = true
+	}
 	t0 := time.Now()
 	// Only those addons' operations, twice a second: listing every
 	// operation four times a second was a sixth of the leader's CPU.
@@ -911,7 +848,7 @@ func hostLoss(t *testing.T, leader *Coordinator, agents []*simAgent, busy map[st
 			}
 			for _, o := range ops {
 				if o.Kind == api.OpReplaceMember && members[o.Target] && o.CreatedAt.After(t0.Add(-time.Second)) {
-					return time.Since(t0), fmt.Sprintf("(host %s silent; first replace %s of %s)", victim.id, o.Target, o.AddonID)
+					return time.Since(t0), fmt.Sprintf("(host %s silent; first replace %s of %s)", id, o.Target, o.AddonID)
 				}
 			}
 		}
