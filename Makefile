@@ -14,6 +14,13 @@ DEBIAN_CACHE ?= $(CURDIR)/.dev/debian
 # net (the suite takes ~15 min on 2 vCPUs), not a target.
 TESTFLAGS ?= -race -timeout 25m
 E2EFLAGS  ?= -race -timeout 45m
+# Build tags of every build, test and lint: no_dynamic_plugins leaves Go's
+# plugin package (containerd's client links it for dynamic plugins the agent
+# never loads) out of the binaries — it exports every symbol, so nothing is
+# dead-code eliminated (agent 61 → 46 MB; docs/benchmarks.md, footprint).
+# Keep it equal to buildTags in e2e/harness_test.go and packaging/deb/build.go.
+GOTAGS   ?= no_dynamic_plugins
+export GOFLAGS := -tags=$(GOTAGS)
 VERSION  ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS  := -X github.com/cacheplane/cacheplane/cli.Version=$(VERSION) -X github.com/cacheplane/cacheplane/coordinator.Release=$(VERSION)
 

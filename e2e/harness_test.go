@@ -70,6 +70,11 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+// buildTags are the build tags of every binary, as the Makefile's GOTAGS
+// (no_dynamic_plugins: no plugin package in the binaries; footprint in
+// docs/benchmarks.md).
+const buildTags = "no_dynamic_plugins"
+
 // Build builds cmd/coordinator and cmd/cacheplane once per test run, with
 // -race when this test binary has it.
 func Build(t testing.TB) Binaries {
@@ -95,7 +100,7 @@ func Build(t testing.TB) Binaries {
 			{built.CLI, "./cmd/cacheplane"},
 			{built.Agent, "./cmd/agent"},
 		} {
-			args := []string{"build"}
+			args := []string{"build", "-tags", buildTags}
 			if raceEnabled {
 				args = append(args, "-race")
 			}

@@ -95,7 +95,7 @@ func buildPrevious() (Previous, error) {
 	}
 	for _, b := range []struct{ bin, pkg string }{{out.Coordinator, "./cmd/coordinator"}, {out.Agent, "./cmd/agent"}} {
 		tmp := b.bin + ".tmp-" + randomHex(4)
-		args := []string{"build"}
+		args := []string{"build", "-tags", buildTags}
 		if raceEnabled {
 			args = append(args, "-race")
 		}

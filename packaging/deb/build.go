@@ -160,7 +160,9 @@ func checkImages(dir string) error {
 func buildBinary(ctx context.Context, root string, p Package, version, out string) error {
 	ldflags := "-s -w -X github.com/cacheplane/cacheplane/cli.Version=" + version + " -X main.Version=" + version +
 		" -X github.com/cacheplane/cacheplane/coordinator.Release=" + version
-	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags", ldflags, "-o", out, p.Main)
+	// The Makefile's GOTAGS (no_dynamic_plugins: no plugin package, whose
+	// exports keep every symbol; CGO_ENABLED=0 leaves it out too).
+	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-tags", "no_dynamic_plugins", "-ldflags", ldflags, "-o", out, p.Main)
 	cmd.Dir = root
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if b, err := cmd.CombinedOutput(); err != nil {
