@@ -252,6 +252,7 @@ func (a *Agent) Close() error {
 	var err error
 	a.closeOnce.Do(func() {
 		a.probes.closeAll()
+		a.live.closeLookers()
 		a.forgetMemberTLS() // membertls.go
 		if a.ownRT {
 			err = a.rt.Close()

@@ -79,6 +79,10 @@ const (
 	// stopGrace is the SIGTERM grace of a member stopped to keep its data
 	// (a starter): redis saves its dataset before it exits.
 	stopGrace = 30 * time.Second
+	// freshLookEvery bounds the age of the connection a look answers from
+	// (redisctl.Looker): between fresh connections a look is a PING on the
+	// kept one (a HAProxy's accepted connect stands for it).
+	freshLookEvery = 10 * time.Second
 )
 
 // liveObs is one look at a running member from outside.
@@ -258,6 +262,14 @@ type liveness struct {
 	// replicaDrift: since when a replica follows another primary than the
 	// sentinels' (and which one they name).
 	replicaDrift map[string]driftMark
+	// lookers: each member's look connection (redisctl.Looker), for the
+	// process, address and password it was made for.
+	lookers map[string]*memberLooker
+}
+
+type memberLooker struct {
+	pid int
+	l   *redisctl.Looker
 }
 
 type liveAct struct {
@@ -274,6 +286,36 @@ func newLiveness() *liveness {
 	return &liveness{
 		track: map[string]liveTrack{}, act: map[string]liveAct{}, identity: map[string]bool{},
 		nextIdentity: map[string]time.Time{}, nextReplicaCheck: map[string]time.Time{}, replicaDrift: map[string]driftMark{},
+		lookers: map[string]*memberLooker{},
+	}
+}
+
+// looker returns member id's look connection for process pid at addr with
+// password, replacing (and closing) one made for another.
+func (l *liveness) looker(id string, role api.Role, pid int, addr, password string) *redisctl.Looker {
+	l.mu.Lock()
+	e := l.lookers[id]
+	if e != nil && e.pid == pid && e.l.Addr == addr && e.l.Password == password {
+		l.mu.Unlock()
+		return e.l
+	}
+	n := &memberLooker{pid: pid, l: redisctl.NewLooker(addr, password, role == api.RoleSentinel, role != api.RoleHAProxy, freshLookEvery)}
+	l.lookers[id] = n
+	l.mu.Unlock()
+	if e != nil {
+		e.l.Close()
+	}
+	return n.l
+}
+
+// closeLookers closes every look connection (the agent's Close).
+func (l *liveness) closeLookers() {
+	l.mu.Lock()
+	ls := l.lookers
+	l.lookers = map[string]*memberLooker{}
+	l.mu.Unlock()
+	for _, e := range ls {
+		e.l.Close()
 	}
 }
 
@@ -281,6 +323,10 @@ func newLiveness() *liveness {
 func (l *liveness) forget(id string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if e := l.lookers[id]; e != nil {
+		go e.l.Close() // not under l.mu: a look may hold it for busyAfter
+		delete(l.lookers, id)
+	}
 	delete(l.track, id)
 	delete(l.act, id)
 	delete(l.identity, id)
@@ -326,23 +372,22 @@ func (l *liveness) lastKnown(id string, pid int) (string, int64) {
 	return tr.role, tr.offset
 }
 
-// look observes member p's process st from outside (I/O: /proc and one new
-// connection), judges it and records the verdict; when the member must be
-// acted on it wakes the reconcile loop.
-func (a *Agent) look(ctx context.Context, p memberPlan, st *runtime.Status) liveVerdict {
+// look observes member p's process st from outside (I/O: /proc and its
+// look connection: a PING on the kept one, or a new one every
+// freshLookEvery, when the kept one broke, or with mustFresh), judges it
+// and records the verdict; when the member must be acted on it wakes the
+// reconcile loop.
+func (a *Agent) look(ctx context.Context, p memberPlan, st *runtime.Status, mustFresh bool) liveVerdict {
 	o := liveObs{addr: p.probe}
 	if state, err := a.procState(st.Pid); err == nil && (state == 'T' || state == 't') {
 		o.frozen = true
 	}
 	if !o.frozen {
-		switch p.as.Role {
-		case api.RoleHAProxy:
-			o.answer = redisctl.Knock(ctx, p.probe, "", false, lookDialTimeout, busyAfter)
-		case api.RoleSentinel:
-			o.answer = redisctl.KnockSentinel(ctx, p.probe, p.as.FleetPassword.Reveal(), true, lookDialTimeout, busyAfter)
-		default:
-			o.answer = redisctl.Knock(ctx, p.probe, p.as.FleetPassword.Reveal(), true, lookDialTimeout, busyAfter)
+		password := p.as.FleetPassword.Reveal()
+		if p.as.Role == api.RoleHAProxy {
+			password = "" // a TCP member: the connect only
 		}
+		o.answer, _ = a.live.looker(p.as.MemberID, p.as.Role, st.Pid, p.probe, password).Look(ctx, lookDialTimeout, busyAfter, mustFresh)
 	}
 	id := p.as.MemberID
 	l := a.live
@@ -407,18 +452,20 @@ func (a *Agent) identityOf(p memberPlan) redisctl.Identity {
 // through the probe client (part of the heartbeat's probe) and, on a drift
 // or when a business replica's master is due for a comparison with the
 // sentinels, flags the member and wakes the reconcile loop. It returns a
-// note for the report ("" when nothing drifted).
-func (a *Agent) checkIdentity(ctx context.Context, p memberPlan, role string) string {
+// note for the report ("" when nothing drifted) and whether bind or port
+// drifted (the member may refuse new connections on its address: the
+// caller looks through a new one at once).
+func (a *Agent) checkIdentity(ctx context.Context, p memberPlan, role string) (note string, listenMoved bool) {
 	id := p.as.MemberID
 	c := a.probes.client(id, p.probe, p.as.FleetPassword.Reveal())
 	got, err := redisctl.GetIdentity(ctx, c)
-	var note string
 	flag := false
 	if err == nil {
 		if drifts := redisctl.IdentityDrift(a.identityOf(p), got); len(drifts) > 0 {
 			names := make([]string, len(drifts))
 			for i, d := range drifts {
 				names[i] = d.String()
+				listenMoved = listenMoved || d.Name == redisctl.ParamBind || d.Name == redisctl.ParamPort
 			}
 			note = "settings drifted, being put back: " + strings.Join(names, ", ")
 			flag = true
@@ -438,10 +485,10 @@ func (a *Agent) checkIdentity(ctx context.Context, p memberPlan, role string) st
 		l.identity[id] = true
 		l.mu.Unlock()
 		poke(a.reconcileNow)
-		return note
+		return note, listenMoved
 	}
 	l.mu.Unlock()
-	return note
+	return note, listenMoved
 }
 
 // keepIdentity runs in the reconcile loop for a running redis member the
@@ -556,7 +603,7 @@ func (a *Agent) actOnLiveness(ctx context.Context, p memberPlan, st *runtime.Sta
 	log := a.log.With("member", id, "addon", p.as.AddonID, "role", p.as.Role, "pid", st.Pid)
 
 	// Observe, then act: a fresh look.
-	if v := a.look(ctx, p, st); !v.act {
+	if v := a.look(ctx, p, st, true); !v.act {
 		log.Info("member serves again; nothing to do", "state", orRunning(v.state))
 		return 0, false
 	}

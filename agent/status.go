@@ -343,7 +343,7 @@ func (a *Agent) memberStatus(ctx context.Context, as api.Assignment, have bool, 
 	var lv liveVerdict // liveness.go: what the member serves
 	if planErr == nil && (st == nil || st.State == runtime.StateRunning) {
 		if st != nil && !inStart && st.SpecHash == p.spec.SpecHash { // (another hash: being replaced)
-			lv = a.look(ctx, p, st)
+			lv = a.look(ctx, p, st, false)
 		}
 		if lv.state == "" {
 			pr, probed = a.probe(ctx, p, lv.answered), true
@@ -388,8 +388,16 @@ func (a *Agent) memberStatus(ctx context.Context, as api.Assignment, have bool, 
 	}
 	if ms.State == api.MemberRunning && lv.probe && as.Role == api.RoleRedis {
 		a.live.noteRole(as.MemberID, st.Pid, pr.redisRole, pr.replOffset)
-		if note := a.checkIdentity(ctx, p, pr.redisRole); note != "" {
+		note, listenMoved := a.checkIdentity(ctx, p, pr.redisRole)
+		if note != "" {
 			ms.Detail = note
+		}
+		if listenMoved {
+			// The look answered on its kept connection; a moved bind or
+			// port is seen on a new one (liveness.go).
+			if lv = a.look(ctx, p, st, true); lv.state != "" {
+				ms.State, ms.Detail = lv.state, lv.detail
+			}
 		}
 	}
 	if st != nil && st.State == runtime.StateRunning {

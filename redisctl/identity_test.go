@@ -236,3 +236,64 @@ func atoiT(t *testing.T, s string) int {
 	}
 	return n
 }
+
+// A Looker against a real redis: the first look opens a connection, the
+// next ones PING on it; a moved bind is seen only by a fresh connection
+// (FreshEvery or mustFresh); a connection that broke is replaced in the
+// same look, so a member gone is refused at once.
+func TestRealLooker(t *testing.T) {
+	ctx := context.Background()
+	addr := startRedis(t, ip1, "")
+	c := memberClient(t, addr)
+	l := NewLooker(addr, testPassword, false, true, time.Hour)
+	defer l.Close()
+	look := func(mustFresh bool) (Answer, bool) { return l.Look(ctx, time.Second, time.Second, mustFresh) }
+	if a, fresh := look(false); a.Reply != ReplyPong || !fresh {
+		t.Fatalf("first look = %+v, fresh %v; want PONG on a new connection", a, fresh)
+	}
+	for range 3 {
+		if a, fresh := look(false); a.Reply != ReplyPong || fresh {
+			t.Fatalf("next look = %+v, fresh %v; want PONG on the kept connection", a, fresh)
+		}
+	}
+	host, _, _ := net.SplitHostPort(addr)
+	if err := c.ConfigSet(ctx, ParamBind, ip2).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if a, fresh := look(false); a.Reply != ReplyPong || fresh {
+		t.Fatalf("kept connection after the bind moved = %+v, fresh %v; want PONG", a, fresh)
+	}
+	if a, fresh := look(true); a.Accepted() || !fresh {
+		t.Fatalf("fresh look after the bind moved = %+v; want refused", a)
+	}
+	if err := c.ConfigSet(ctx, ParamBind, host).Err(); err != nil {
+		t.Fatal(err)
+	}
+	short := NewLooker(addr, testPassword, false, true, 50*time.Millisecond)
+	defer short.Close()
+	if a, fresh := short.Look(ctx, time.Second, time.Second, false); a.Reply != ReplyPong || !fresh {
+		t.Fatalf("first look = %+v, fresh %v", a, fresh)
+	}
+	testutil.WaitFor(t, 2*time.Second, func() error {
+		if a, fresh := short.Look(ctx, time.Second, time.Second, false); a.Reply != ReplyPong || !fresh {
+			return fmt.Errorf("look = %+v, fresh %v; want a new connection once FreshEvery passed", a, fresh)
+		}
+		return nil
+	})
+	if a, _ := look(true); a.Reply != ReplyPong {
+		t.Fatalf("look with the bind back = %+v", a)
+	}
+	// The member goes (SHUTDOWN closes every connection): the kept
+	// connection breaks and the same look tries a new one, refused.
+	_ = c.Do(ctx, "SHUTDOWN", "NOSAVE").Err()
+	testutil.WaitFor(t, 5*time.Second, func() error {
+		if a, fresh := look(false); a.Accepted() || !fresh {
+			return fmt.Errorf("look after SHUTDOWN = %+v, fresh %v; want refused on a new connection", a, fresh)
+		}
+		return nil
+	})
+	tcp := NewLooker(deadAddr(t, ip1), "", false, false, time.Hour)
+	if a, _ := tcp.Look(ctx, time.Second, 0, false); a.Accepted() {
+		t.Fatalf("TCP look at a dead address = %+v", a)
+	}
+}
