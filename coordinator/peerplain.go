@@ -22,6 +22,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"runtime"
 	"strings"
 	"sync"
 	"time"
@@ -64,16 +65,27 @@ func plainTokenOK(r *http.Request, token string) bool {
 // byte.
 const peekTimeout = 10 * time.Second
 
+// maxHandshakes bounds the TLS handshakes a peer listener runs at once.
+// Thousands of agents reconnect together when a leader dies; with a
+// goroutine each running its handshake, Raft's goroutines (heartbeats,
+// votes, the new leader's lease) wait behind all of them in the scheduler's
+// queue, long enough to miss their timeouts on a small machine. A bounded
+// number running keeps that queue short; the others wait unscheduled.
+// 16 per CPU leaves the CPUs busy when handshakes wait on the network.
+var maxHandshakes = 16 * runtime.GOMAXPROCS(0)
+
 // peerListener serves TLS and, while plain() holds, plain HTTP on one
 // port: each accepted connection's first byte is read (in its own
 // goroutine, so a silent client never holds up the others); 0x16 (a TLS
-// handshake record) makes it a *tls.Conn for http.Server, anything else a
-// plain connection, or closed unanswered when plain() is false. TLS
-// offers HTTP/2 (peerProtos).
+// handshake record) makes it a *tls.Conn for http.Server, its handshake
+// done here with at most maxHandshakes at once; anything else a plain
+// connection, or closed unanswered when plain() is false. TLS offers
+// HTTP/2 (peerProtos).
 type peerListener struct {
 	ln    net.Listener
 	conf  *tls.Config
 	plain func() bool
+	hs    chan struct{} // a slot per handshake under way
 
 	conns chan net.Conn
 	done  chan struct{}
@@ -85,7 +97,8 @@ type peerListener struct {
 }
 
 func newPeerListener(ln net.Listener, conf *tls.Config, plain func() bool) *peerListener {
-	l := &peerListener{ln: ln, conf: withHTTP2(conf), plain: plain, conns: make(chan net.Conn), done: make(chan struct{}),
+	l := &peerListener{ln: ln, conf: withHTTP2(conf), plain: plain, hs: make(chan struct{}, maxHandshakes),
+		conns: make(chan net.Conn), done: make(chan struct{}),
 		peeking: map[net.Conn]struct{}{}}
 	l.wg.Add(1)
 	go l.acceptLoop()
@@ -160,12 +173,38 @@ func (l *peerListener) peek(c net.Conn) net.Conn {
 	pc := &peekedConn{Conn: c, r: br}
 	switch {
 	case first[0] == 0x16:
-		return tls.Server(pc, l.conf)
+		tc := tls.Server(pc, l.conf)
+		if !l.handshake(tc) {
+			return nil
+		}
+		return tc
 	case l.plain():
 		return pc
 	default:
 		return nil // secured: plaintext gets nothing
 	}
+}
+
+// handshake runs tc's handshake once a slot is free (http.Server's own
+// call then returns at once), all within peekTimeout; false: close it.
+func (l *peerListener) handshake(tc *tls.Conn) bool {
+	deadline := time.Now().Add(peekTimeout)
+	wait := time.NewTimer(peekTimeout)
+	defer wait.Stop()
+	select {
+	case l.hs <- struct{}{}:
+	case <-l.done:
+		return false
+	case <-wait.C:
+		return false
+	}
+	defer func() { <-l.hs }()
+	_ = tc.SetDeadline(deadline)
+	if err := tc.Handshake(); err != nil {
+		return false
+	}
+	_ = tc.SetDeadline(time.Time{})
+	return true
 }
 
 // peerProtos are the protocols the TLS peer port offers (ALPN): HTTP/2

@@ -62,6 +62,12 @@ func newServer(cfg Config, store *Store, obs *observed, stats *statsHistory, log
 			ResponseHeaderTimeout: maxWait + 15*time.Second, // blocking queries
 			MaxIdleConnsPerHost:   64,
 			IdleConnTimeout:       30 * time.Second,
+			// HTTP/2 to the leader's TLS peer port: the agents' blocking
+			// watches a follower forwards share a few connections (up to
+			// the leader's streams per connection each) instead of one
+			// connection and TLS handshake per watch — thousands at once
+			// on both members after a leader change.
+			ForceAttemptHTTP2: true,
 		},
 	}
 }

@@ -391,17 +391,20 @@ func (a *simAgent) run(ctx context.Context, hb time.Duration, lat *latencies, wa
 	go func() {
 		watches.Add(1)
 		defer watches.Add(-1)
+		backoff := 100 * time.Millisecond // as the agent's watch loop
 		for ctx.Err() == nil {
 			var out api.Assignments
 			a.mu.Lock()
 			q := url.Values{"host": {a.id}, "index": {strconv.FormatUint(a.index, 10)}, "wait": {"30s"}}
 			a.mu.Unlock()
 			if err := a.call(ctx, http.MethodGet, "/v1/agent/assignments?"+q.Encode(), nil, &out); err != nil {
-				if !sleepCtx(ctx, time.Second) {
+				if !sleepCtx(ctx, backoff/2+rand.N(backoff/2)) {
 					return
 				}
+				backoff = min(2*backoff, 5*time.Second)
 				continue
 			}
+			backoff = 100 * time.Millisecond
 			a.mu.Lock()
 			a.assigned, a.index = out.Assignments, out.Index
 			var listen []string
