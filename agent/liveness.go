@@ -448,19 +448,17 @@ func (a *Agent) identityOf(p memberPlan) redisctl.Identity {
 	return redisctl.Identity{Bind: addr, Port: p.as.Port, Dir: p.dir, AnnounceIP: addr}
 }
 
-// checkIdentity compares a serving redis's identity settings with its plan
-// through the probe client (part of the heartbeat's probe) and, on a drift
+// checkIdentity compares a serving redis's identity settings (got, read by
+// the heartbeat's probe; nil: not read) with its plan and, on a drift
 // or when a business replica's master is due for a comparison with the
 // sentinels, flags the member and wakes the reconcile loop. It returns a
 // note for the report ("" when nothing drifted) and whether bind or port
 // drifted (the member may refuse new connections on its address: the
 // caller looks through a new one at once).
-func (a *Agent) checkIdentity(ctx context.Context, p memberPlan, role string) (note string, listenMoved bool) {
+func (a *Agent) checkIdentity(p memberPlan, role string, got map[string]string) (note string, listenMoved bool) {
 	id := p.as.MemberID
-	c := a.probes.client(id, p.probe, p.as.FleetPassword.Reveal())
-	got, err := redisctl.GetIdentity(ctx, c)
 	flag := false
-	if err == nil {
+	if got != nil {
 		if drifts := redisctl.IdentityDrift(a.identityOf(p), got); len(drifts) > 0 {
 			names := make([]string, len(drifts))
 			for i, d := range drifts {

@@ -36,7 +36,7 @@ type prober struct {
 }
 
 type probeClient struct {
-	key string // addr + password digest
+	key string // addr + password
 	c   *redis.Client
 }
 
@@ -56,7 +56,7 @@ func (p *prober) sentinel(id, addr, password string) *redis.Client {
 }
 
 func (p *prober) get(id, addr, password string, options func(addr, password string) *redis.Options) *redis.Client {
-	key := addr + "|" + hashOf(password)
+	key := addr + "|" + password // as in the client's options; compared, never logged
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if pc, ok := p.clients[id]; ok {
@@ -103,6 +103,9 @@ type probeResult struct {
 	err        error
 	redisRole  string
 	replOffset int64
+	// identity is a serving redis's identity settings (CONFIG GET), read
+	// with INFO replication when the look had its PONG.
+	identity map[string]string
 }
 
 // probe asks the member whether it answers: redis PING (with AUTH) and
@@ -115,12 +118,12 @@ func (a *Agent) probe(ctx context.Context, p memberPlan, answered bool) probeRes
 	defer cancel()
 	if answered && p.as.Role == api.RoleRedis {
 		c := a.probes.client(p.as.MemberID, p.probe, p.as.FleetPassword.Reveal())
-		repl, err := redisctl.ClientReplication(ctx, c)
+		repl, id, err := redisctl.ReplicationAndIdentity(ctx, c)
 		if err != nil {
 			a.probes.close(p.as.MemberID) // a pooled connection of an earlier process: dial afresh next time
 			return probeResult{err: fmt.Errorf("%s: %w", p.probe, err)}
 		}
-		return probeResult{redisRole: repl.Role, replOffset: repl.Offset}
+		return probeResult{redisRole: repl.Role, replOffset: repl.Offset, identity: id}
 	}
 	if answered {
 		return probeResult{}
@@ -388,7 +391,7 @@ func (a *Agent) memberStatus(ctx context.Context, as api.Assignment, have bool, 
 	}
 	if ms.State == api.MemberRunning && lv.probe && as.Role == api.RoleRedis {
 		a.live.noteRole(as.MemberID, st.Pid, pr.redisRole, pr.replOffset)
-		note, listenMoved := a.checkIdentity(ctx, p, pr.redisRole)
+		note, listenMoved := a.checkIdentity(p, pr.redisRole, pr.identity)
 		if note != "" {
 			ms.Detail = note
 		}

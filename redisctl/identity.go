@@ -103,29 +103,66 @@ func AnnounceDrifted(drifts []Drift) bool {
 	return false
 }
 
+// identityParams are the parameters GetIdentity reads.
+var identityParams = []any{"config", "get", ParamBind, ParamPort, ParamDir, ParamAnnounceIP, ParamAnnouncePort}
+
 // GetIdentity reads the identity parameters through an open client (the
-// agent's probe client), in one pipelined round trip.
+// agent's probe client): one CONFIG GET of the five (Redis ≥ 7, Valkey).
 func GetIdentity(ctx context.Context, c *redis.Client) (map[string]string, error) {
 	ctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
-	names := []string{ParamBind, ParamPort, ParamDir, ParamAnnounceIP, ParamAnnouncePort}
-	cmds := make([]*redis.MapStringStringCmd, len(names))
-	_, err := c.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for i, n := range names {
-			cmds[i] = p.ConfigGet(ctx, n)
-		}
+	return identityOf(c.Do(ctx, identityParams...))
+}
+
+// ReplicationAndIdentity is ClientReplication and GetIdentity in one
+// round trip (the agent's probe of a serving redis, every heartbeat).
+func ReplicationAndIdentity(ctx context.Context, c *redis.Client) (Replication, map[string]string, error) {
+	ctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
+	var info *redis.StringCmd
+	var id *redis.Cmd
+	_, _ = c.Pipelined(ctx, func(p redis.Pipeliner) error {
+		info = p.Info(ctx, "replication")
+		id = p.Do(ctx, identityParams...)
 		return nil
 	})
+	if err := info.Err(); err != nil {
+		return Replication{}, nil, fmt.Errorf("info replication: %w", err)
+	}
+	r, err := ParseReplication(info.Val())
 	if err != nil {
+		return Replication{}, nil, err
+	}
+	got, err := identityOf(id)
+	return r, got, err
+}
+
+// identityOf reads CONFIG GET's answer (a flat list, or a map in RESP3).
+func identityOf(cmd *redis.Cmd) (map[string]string, error) {
+	if err := cmd.Err(); err != nil {
 		return nil, fmt.Errorf("CONFIG GET identity: %w", err)
 	}
-	out := make(map[string]string, len(names))
-	for i, n := range names {
-		v, ok := cmds[i].Val()[n]
-		if !ok {
+	out := make(map[string]string, len(identityParams)-2)
+	switch v := cmd.Val().(type) {
+	case []any:
+		for i := 0; i+1 < len(v); i += 2 {
+			k, _ := v[i].(string)
+			val, _ := v[i+1].(string)
+			out[k] = val
+		}
+	case map[any]any:
+		for k, val := range v {
+			ks, _ := k.(string)
+			vs, _ := val.(string)
+			out[ks] = vs
+		}
+	default:
+		return nil, fmt.Errorf("CONFIG GET identity: unexpected answer %T", v)
+	}
+	for _, n := range identityParams[2:] {
+		if _, ok := out[n.(string)]; !ok {
 			return nil, fmt.Errorf("CONFIG GET %s: no such parameter", n)
 		}
-		out[n] = v
 	}
 	return out, nil
 }
