@@ -305,3 +305,58 @@ func keys(m *sync.Map) []any {
 	m.Range(func(k, _ any) bool { out = append(out, k); return true })
 	return out
 }
+
+// TestPeerListenerBoundsHandshakes: with every handshake slot taken by a
+// client that sent half a ClientHello, a new TLS client waits; once that
+// connection goes, it is served.
+func TestPeerListenerBoundsHandshakes(t *testing.T) {
+	old := maxHandshakes
+	maxHandshakes = 1
+	t.Cleanup(func() { maxHandshakes = old })
+	holder := &identity.Holder{}
+	holder.Set(testMember(t, "c1"))
+	raw, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln := newPeerListener(raw, holder.ServerConfig(false), func() bool { return false })
+	srv := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = io.WriteString(w, "ok")
+	})}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	addr := raw.Addr().String()
+
+	// A handshake record's header and nothing more: its handshake holds
+	// the only slot until its deadline or its close.
+	stalled, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stalled.Write([]byte{0x16, 0x03, 0x01, 0x01, 0x00}); err != nil {
+		t.Fatal(err)
+	}
+	answered := make(chan error, 1)
+	go func() {
+		c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: holder.ClientConfig(), DisableKeepAlives: true}}
+		resp, err := c.Get("https://" + addr + "/")
+		if err == nil {
+			resp.Body.Close()
+		}
+		answered <- err
+	}()
+	select {
+	case err := <-answered:
+		t.Fatalf("a second handshake ran beside the stalled one (%v)", err)
+	case <-time.After(300 * time.Millisecond):
+	}
+	stalled.Close()
+	select {
+	case err := <-answered:
+		if err != nil {
+			t.Fatalf("after the stalled client left: %v", err)
+		}
+	case <-time.After(4 * time.Second):
+		t.Fatal("not served after the slot was freed")
+	}
+}
