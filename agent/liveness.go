@@ -3,10 +3,13 @@ package agent
 // A member's state is what it serves, not "its container runs".
 //
 // Every heartbeat looks at each running member from outside (look): is its
-// process frozen (state T in /proc/<pid>/stat: SIGSTOP, a tracer), does its
-// own address accept a new connection, and does it answer AUTH + PING on it
-// within busyAfter? judgeLiveness, a pure function of that look and what
-// earlier looks found, says:
+// process frozen (state T in /proc/<pid>/stat: SIGSTOP, a tracer), does it
+// answer PING on its look connection within busyAfter? The look connection
+// (redisctl.Looker) is a new connection to its own address (AUTH + PING)
+// every freshLookEvery, when the kept one broke, when CONFIG GET shows bind
+// or port moved, and before acting; in between, the connection that last
+// answered. judgeLiveness, a pure function of that look and what earlier
+// looks found, says:
 //
 //   - accepted, no answer within busyAfter (or -BUSY from a long script):
 //     busy. Alive, never acted on: a slow command is not a death.
