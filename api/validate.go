@@ -202,6 +202,23 @@ func ValidateHostPort(what, addr string) error {
 	return nil
 }
 
+// ReadBodyN reads a request body of at most limit bytes that is not
+// empty (DecodeN's checks, for a caller with its own decoder). Every
+// failure is an ErrInvalid.
+func ReadBodyN(r io.Reader, limit int) ([]byte, error) {
+	body, err := io.ReadAll(io.LimitReader(r, int64(limit)+1))
+	if err != nil {
+		return nil, Invalidf("reading request body: %v", err)
+	}
+	if len(body) > limit {
+		return nil, Invalidf("request body is larger than %d bytes", limit)
+	}
+	if len(bytes.TrimSpace(body)) == 0 {
+		return nil, Invalidf("request body is empty: expected a JSON object")
+	}
+	return body, nil
+}
+
 // Decode reads one JSON object from r into v: bounded in size
 // (MaxRequestBytes), unknown fields refused, trailing data refused. Every
 // failure is an ErrInvalid.
@@ -209,15 +226,9 @@ func Decode(r io.Reader, v any) error { return DecodeN(r, v, MaxRequestBytes) }
 
 // DecodeN is Decode with a size bound of limit bytes.
 func DecodeN(r io.Reader, v any, limit int) error {
-	body, err := io.ReadAll(io.LimitReader(r, int64(limit)+1))
+	body, err := ReadBodyN(r, limit)
 	if err != nil {
-		return Invalidf("reading request body: %v", err)
-	}
-	if len(body) > limit {
-		return Invalidf("request body is larger than %d bytes", limit)
-	}
-	if len(bytes.TrimSpace(body)) == 0 {
-		return Invalidf("request body is empty: expected a JSON object")
+		return err
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()

@@ -71,7 +71,7 @@ func sameHost(a, b api.Host) bool {
 
 func (s *Server) handleHeartbeat(w http.ResponseWriter, r *http.Request) error {
 	var req api.HeartbeatRequest
-	if err := api.DecodeN(r.Body, &req, api.MaxHeartbeatBytes); err != nil {
+	if err := decodeFigures(r.Body, &req, api.MaxHeartbeatBytes); err != nil {
 		return err
 	}
 	if err := req.Validate(); err != nil {
@@ -84,14 +84,12 @@ func (s *Server) handleHeartbeat(w http.ResponseWriter, r *http.Request) error {
 		h        api.Host
 		ok       bool
 		idx      uint64
-		assigned = map[string]bool{}
+		assigned map[string]bool
 	)
 	s.store.FSM().Read(func(st *State, i uint64) {
 		h, ok = st.Hosts[req.HostID]
 		idx = i
-		for _, as := range assignmentsFor(st, req.HostID) {
-			assigned[as.MemberID] = true
-		}
+		assigned = assignedMembers(st, req.HostID)
 	})
 	if !ok {
 		return fmt.Errorf("%w: host %s is not registered; register first", api.ErrNotFound, req.HostID)
@@ -214,19 +212,12 @@ func assignmentsFor(st *State, hostID string) []api.Assignment {
 	host := st.Hosts[hostID]
 	out := []api.Assignment{}
 	for _, a := range st.addonsOn(hostID) {
-		if a.Status == api.AddonRemoving {
+		if !handsOut(st, a) {
 			continue
 		}
 		plan, _ := api.FindPlan(st.Plans, a.Plan)
 		primary, hasPrimary := operation.Primary(a)
-		// Member TLS: the redis members and sentinels start only with
-		// the addon's certificate (they listen on TLS only), which the
-		// leader issues within a second of the placement
-		// (addoncert.go); until then they are not handed out. Once
-		// issued a certificate is only ever replaced, so a running
-		// member is never withheld.
 		memberTLS := a.Settings.MemberTLS
-		waitCert := memberTLS && (a.TLSCert == "" || st.CA == nil)
 		var servers, sentinels []string
 		for _, m := range a.Members {
 			switch m.Role {
@@ -240,9 +231,6 @@ func assignmentsFor(st *State, hostID string) []api.Assignment {
 			if m.HostID != hostID {
 				continue
 			}
-			if waitCert {
-				continue
-			}
 			// An engine upgrade moves one member at a time to its
 			// new version (the member's own, else the addon's).
 			engine, version := a.MemberEngine(m)
@@ -253,7 +241,7 @@ func assignmentsFor(st *State, hostID string) []api.Assignment {
 				Image: ev.Images[m.Role], PlanMemoryMB: plan.MemoryMB, Password: a.Password, FleetPassword: a.FleetPassword, Settings: a.Settings,
 				Stopped: m.Stopped, OtherPasswords: otherPasswords(a), SpecPassword: a.SpecPassword,
 			}
-			if memberTLS && !waitCert {
+			if memberTLS {
 				// Every member: redis and sentinels serve with the
 				// certificate; all verify with the CA; the agent's
 				// clients speak TLS to every address named here
@@ -296,6 +284,39 @@ func assignmentsFor(st *State, hostID string) []api.Assignment {
 				as.MasterName = a.ID
 			}
 			out = append(out, as)
+		}
+	}
+	return out
+}
+
+// handsOut says whether an addon's members are handed to their agents:
+// not once it is being removed (its agents destroy the members), nor,
+// with member TLS, before its certificate exists — the redis members and
+// sentinels start only with it (they listen on TLS only), which the
+// leader issues within a second of the placement (addoncert.go). Once
+// issued a certificate is only ever replaced, so a running member is
+// never withheld.
+func handsOut(st *State, a api.Addon) bool {
+	if a.Status == api.AddonRemoving {
+		return false
+	}
+	return !a.Settings.MemberTLS || (a.TLSCert != "" && st.CA != nil)
+}
+
+// assignedMembers is the set of member ids assignmentsFor(st, hostID)
+// lists, without building the assignments: a heartbeat checks its
+// members against it (every heartbeat, so cheap at fleet size).
+func assignedMembers(st *State, hostID string) map[string]bool {
+	out := map[string]bool{}
+	for id := range st.hosts.hostAddons[hostID] {
+		a := st.Addons[id]
+		if !handsOut(st, a) {
+			continue
+		}
+		for _, m := range a.Members {
+			if m.HostID == hostID {
+				out[m.ID] = true
+			}
 		}
 	}
 	return out

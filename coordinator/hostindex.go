@@ -1,6 +1,7 @@
 package coordinator
 
 import (
+	"net"
 	"reflect"
 	"sort"
 	"sync"
@@ -21,11 +22,16 @@ type hostIndex struct {
 	addonHosts map[string][]string        // addon id → the hosts of its members
 	addrs      map[string]int             // host address → how many hosts have it
 	addrOf     map[string]string          // host id → the address counted in addrs
+	// The addons by the address of their entrypoint (entrypointVIP asks
+	// whether it is a host's): a host's new address wakes only them.
+	epAddons map[string]map[string]bool // entrypoint address → addon ids
+	epOf     map[string]string          // addon id → the address in epAddons
 }
 
 func newHostIndex() hostIndex {
 	return hostIndex{hostAddons: map[string]map[string]bool{}, addonHosts: map[string][]string{},
-		addrs: map[string]int{}, addrOf: map[string]string{}}
+		addrs: map[string]int{}, addrOf: map[string]string{},
+		epAddons: map[string]map[string]bool{}, epOf: map[string]string{}}
 }
 
 // reindexHosts rebuilds the host index from the maps.
@@ -34,7 +40,22 @@ func (s *State) reindexHosts() {
 	for id := range s.Addons {
 		s.indexAddonHosts(id)
 	}
-	s.reindexAddrs()
+	for id, h := range s.Hosts {
+		s.countAddr(id, h.Address, true)
+	}
+}
+
+// countAddr counts (or, with add false, stops counting) host id's address.
+func (s *State) countAddr(id, addr string, add bool) {
+	if add {
+		s.hosts.addrs[addr]++
+		s.hosts.addrOf[id] = addr
+		return
+	}
+	if s.hosts.addrs[addr]--; s.hosts.addrs[addr] <= 0 {
+		delete(s.hosts.addrs, addr)
+	}
+	delete(s.hosts.addrOf, id)
 }
 
 // indexAddonHosts brings the index up to date for one addon (created,
@@ -50,9 +71,25 @@ func (s *State) indexAddonHosts(addonID string) (was, is []string) {
 		}
 	}
 	delete(s.hosts.addonHosts, addonID)
+	if ep, ok := s.hosts.epOf[addonID]; ok {
+		delete(s.hosts.epAddons[ep], addonID)
+		if len(s.hosts.epAddons[ep]) == 0 {
+			delete(s.hosts.epAddons, ep)
+		}
+		delete(s.hosts.epOf, addonID)
+	}
 	a, ok := s.Addons[addonID]
 	if !ok {
 		return was, nil
+	}
+	if ep, _, err := net.SplitHostPort(a.Entrypoint); err == nil && ep != "" {
+		set := s.hosts.epAddons[ep]
+		if set == nil {
+			set = map[string]bool{}
+			s.hosts.epAddons[ep] = set
+		}
+		set[addonID] = true
+		s.hosts.epOf[addonID] = ep
 	}
 	for _, m := range a.Members {
 		if m.HostID == "" || contains(is, m.HostID) {
@@ -189,14 +226,33 @@ func (f *FSM) noteHosts(t CommandType, cmd any) {
 		case *HostRemoveCmd:
 			id = c.HostID
 		}
+		w.touch(id)
 		old, had := st.hosts.addrOf[id]
 		h, now := st.Hosts[id]
 		if had == now && old == h.Address {
-			w.touch(id)
 			return
 		}
-		st.reindexAddrs()
-		w.pendingAll = true
+		// The host came, went or changed its address: recount it, and
+		// wake the hosts whose assignments carry it — those of the addons
+		// with a member on it (their members' addresses), and those of
+		// the addons whose entrypoint is at the old or new address
+		// (whether it is a VIP). A new host is in no one's assignments
+		// yet: 10,000 registrations each recounting every address and
+		// waking every watch were quadratic.
+		var addons []map[string]bool
+		if had {
+			st.countAddr(id, old, false)
+			addons = append(addons, st.hosts.epAddons[old])
+		}
+		if now {
+			st.countAddr(id, h.Address, true)
+			addons = append(addons, st.hosts.epAddons[h.Address])
+		}
+		for _, set := range append(addons, st.hosts.hostAddons[id]) {
+			for aid := range set {
+				w.touch(st.hosts.addonHosts[aid]...)
+			}
+		}
 		return
 	case CmdJobReport:
 		if c, ok := cmd.(*JobReportCmd); ok {
@@ -225,15 +281,6 @@ func (f *FSM) noteHosts(t CommandType, cmd any) {
 	// that names none (the catalog) changes no index, but may change any
 	// host's assignments.
 	w.pendingAll = true
-}
-
-// reindexAddrs recounts the hosts' addresses.
-func (s *State) reindexAddrs() {
-	s.hosts.addrs, s.hosts.addrOf = map[string]int{}, map[string]string{}
-	for id, h := range s.Hosts {
-		s.hosts.addrs[h.Address]++
-		s.hosts.addrOf[id] = h.Address
-	}
 }
 
 // addonIDOf finds the addon an entry is about: its AddonID, Addon.ID or

@@ -20,21 +20,41 @@ const preflightFresh = time.Second
 // not a per-request cost. A plan that fitted less than preflightFresh ago
 // is accepted without it; if the fleet filled up meanwhile, the operation
 // waits for capacity (as it does when no host is registered yet). A
-// refusal is always computed.
+// refusal is always computed. While one request asks the scheduler for a
+// plan, the others accept it if it fitted less than preflightStale ago
+// instead of asking too: with 32 clients every request that found the
+// window just closed placed over the whole fleet at once (at 10,000
+// hosts, one placement each, all under the FSM's read lock).
 type preflight struct {
-	mu   sync.Mutex
-	fits map[string]time.Time
+	mu       sync.Mutex
+	fits     map[string]time.Time
+	checking map[string]bool // plans being placed by a request now
 }
+
+// preflightStale bounds how old a fit may be for a request to accept it
+// while another request asks the scheduler again.
+const preflightStale = 5 * time.Second
 
 // check refuses with ErrNoCapacity a plan the fleet cannot place now; a
 // fleet without hosts accepts (the operation waits for the first hosts).
 func (p *preflight) check(fsm *FSM, app string, plan api.Plan, now time.Time) error {
 	p.mu.Lock()
 	at, ok := p.fits[plan.Name]
-	p.mu.Unlock()
-	if ok && now.Sub(at) >= 0 && now.Sub(at) < preflightFresh {
+	age := now.Sub(at)
+	if ok && age >= 0 && (age < preflightFresh || (p.checking[plan.Name] && age < preflightStale)) {
+		p.mu.Unlock()
 		return nil
 	}
+	if p.checking == nil {
+		p.checking = map[string]bool{}
+	}
+	p.checking[plan.Name] = true
+	p.mu.Unlock()
+	defer func() {
+		p.mu.Lock()
+		delete(p.checking, plan.Name)
+		p.mu.Unlock()
+	}()
 	var (
 		st       scheduler.State
 		anyHosts bool

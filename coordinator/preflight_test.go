@@ -44,6 +44,18 @@ func TestPreflight(t *testing.T) {
 	if err := p.check(f, "b", plan("redis-starter-256"), now.Add(preflightFresh/2)); err != nil {
 		t.Fatalf("within the fresh window: %v", err)
 	}
+	// While another request asks the scheduler, a fit younger than
+	// preflightStale is taken; an older one is not.
+	p.checking = map[string]bool{"redis-starter-256": true}
+	if err := p.check(f, "b", plan("redis-starter-256"), now.Add(preflightStale-time.Millisecond)); err != nil {
+		t.Fatalf("another request checking, fit %s old: %v; want accepted", preflightStale-time.Millisecond, err)
+	}
+	if err := p.check(f, "b", plan("redis-starter-256"), now.Add(preflightStale)); !errors.Is(err, api.ErrNoCapacity) {
+		t.Fatalf("another request checking, fit %s old: %v; want no capacity", preflightStale, err)
+	}
+	if p.checking["redis-starter-256"] {
+		t.Fatal("a check left its plan marked as being checked")
+	}
 	if err := p.check(f, "b", plan("redis-starter-256"), now.Add(preflightFresh+time.Millisecond)); !errors.Is(err, api.ErrNoCapacity) {
 		t.Fatalf("after the fresh window on a 100 MB host: %v; want no capacity", err)
 	}

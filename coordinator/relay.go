@@ -176,13 +176,13 @@ func (s *Server) handleFigures(w http.ResponseWriter, r *http.Request) {
 	br := bufio.NewReader(r.Body)
 	var reqs []api.HeartbeatRequest
 	if first, _ := peekNonSpace(br); first == '[' {
-		if err := api.DecodeN(br, &reqs, maxRelayBatchBytes); err != nil {
+		if err := decodeFigures(br, &reqs, maxRelayBatchBytes); err != nil {
 			writeError(w, err)
 			return
 		}
 	} else {
 		var req api.HeartbeatRequest
-		if err := api.DecodeN(br, &req, api.MaxHeartbeatBytes); err != nil {
+		if err := decodeFigures(br, &req, api.MaxHeartbeatBytes); err != nil {
 			writeError(w, err)
 			return
 		}

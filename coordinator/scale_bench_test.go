@@ -1,13 +1,18 @@
 package coordinator
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"strconv"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/raft"
 
@@ -219,6 +224,63 @@ func BenchmarkScaleApplyAddonCreate(b *testing.B) {
 		idx++
 		c := testAddon(fmt.Sprintf("bench-%d-%d", idx, i), fmt.Sprintf("bench-%d-%d-0000", idx, i), "")
 		data, err := Encode(CmdAddonCreate, c)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if res, ok := f.Apply(&raft.Log{Index: idx, Type: raft.LogCommand, Data: data}).(error); ok {
+			b.Fatal(res)
+		}
+	}
+}
+
+// scaleHeartbeat is what a real agent of host h sends about its 20
+// members (each running, with its figures), as `make scale`'s simulated
+// agents do.
+func scaleHeartbeat(b *testing.B, f *FSM, h int, now time.Time) []byte {
+	b.Helper()
+	hostID := fmt.Sprintf("h%05d", h)
+	var as []api.Assignment
+	f.Read(func(s *State, _ uint64) { as = assignmentsFor(s, hostID) })
+	body, err := json.Marshal(sampleHeartbeat(hostID, as, now))
+	if err != nil {
+		b.Fatal(err)
+	}
+	return body
+}
+
+// BenchmarkScaleHeartbeat: the leader's own work for one heartbeat of a
+// host with 20 members (decode, the host's members, the observed state,
+// the figures history), round-robin over 1,000 hosts of the large fleet;
+// no TLS, HTTP/2 or relay (the relay's encoding is the followers' share).
+func BenchmarkScaleHeartbeat(b *testing.B) {
+	f := bigFSM(b)
+	now := time.Now()
+	bodies := make([][]byte, min(1000, scaleHosts))
+	for i := range bodies {
+		bodies[i] = scaleHeartbeat(b, f, i, now)
+	}
+	s := &Server{store: &Store{fsm: f}, log: f.log, now: time.Now, obs: newObserved(), stats: newStatsHistory()}
+	b.ResetTimer()
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		r := httptest.NewRequest(http.MethodPost, "/v1/agent/heartbeat", bytes.NewReader(bodies[i%len(bodies)]))
+		w := httptest.NewRecorder()
+		if err := s.handleHeartbeat(w, r); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkScaleHostRegister: applying a new host's registration into the
+// large state (every member applies it; 10,000 hosts register at start).
+func BenchmarkScaleHostRegister(b *testing.B) {
+	f := bigFSM(b)
+	idx := f.Index()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		idx++
+		data, err := Encode(CmdHostUpsert, HostUpsertCmd{Host: api.Host{ID: fmt.Sprintf("new-%d", idx), Address: fmt.Sprintf("10.200.%d.%d", (idx>>8)&255, idx&255),
+			MemoryMB: 65536, State: api.HostReady}})
 		if err != nil {
 			b.Fatal(err)
 		}
