@@ -313,6 +313,13 @@ func (p *simProc) do(req simReq) (simResp, error) {
 // simFleet is every simulator process of one fleet size.
 type simFleet struct{ procs []*simProc }
 
+// simNice is the simulator processes' niceness (CACHEPLANE_SCALE_SIM_NICE,
+// default 0: as the coordinators). Real agents run on their own hosts; on
+// this machine 10,000 simulated agents share the two CPUs with the three
+// coordinators, and a positive value gives the coordinators, the subject,
+// the CPU first.
+var simNice = envString("CACHEPLANE_SCALE_SIM_NICE", "0")
+
 // simProcs is how many simulator processes hosts agents and addons take:
 // CACHEPLANE_SCALE_SIMS, or enough that each holds at most ~8,000 open
 // files with every agent reconnecting at once (its old and new
@@ -342,7 +349,11 @@ func startSimFleet(t *testing.T, k, hosts int, dir string) *simFleet {
 		if err != nil {
 			t.Fatal(err)
 		}
-		cmd := exec.Command(os.Args[0], "-test.run", "^TestScaleSimulator$", "-test.v", "-test.timeout", "0")
+		args := []string{os.Args[0], "-test.run", "^TestScaleSimulator$", "-test.v", "-test.timeout", "0"}
+		if simNice != "0" {
+			args = append([]string{"nice", "-n", simNice}, args...)
+		}
+		cmd := exec.Command(args[0], args[1:]...)
 		cmd.Env = append(os.Environ(), simEnv+"="+strconv.Itoa(j))
 		cmd.ExtraFiles = []*os.File{reqR, repW}
 		cmd.Stdout, cmd.Stderr = logf, logf
@@ -452,8 +463,9 @@ func (f *simFleet) status(t *testing.T) (watches, fds, hbBytes int) {
 	return watches, fds, rs[0].HBBytes
 }
 
-// lose silences the first host (in host order) that runs a business
-// addon's sentinel and no member of an addon in busy.
+// lose silences a host that runs a business addon's sentinel and no
+// member of an addon in busy: the first such of the first process that
+// has one.
 func (f *simFleet) lose(t *testing.T, busy map[string]bool) (id string, members, healed []string) {
 	var b []string
 	for a := range busy {

@@ -41,6 +41,7 @@ import (
 // coordinators' Raft timeouts (config heartbeat_timeout, election_timeout,
 // leader_lease_timeout; default 500ms/500ms/250ms); CACHEPLANE_SCALE_SIMS,
 // the simulator processes (default: by open files, simProcs);
+// CACHEPLANE_SCALE_SIM_NICE, their niceness (default 0, simNice);
 // CACHEPLANE_SCALE_LOG_LEVEL, the coordinators' (default warn);
 // CACHEPLANE_SCALE_KEEP=DIR, where to copy the logs of every size.
 const (
