@@ -2,15 +2,19 @@ package coordinator
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/cacheplane/cacheplane/api"
 	"github.com/cacheplane/cacheplane/identity"
+	"github.com/cacheplane/cacheplane/internal/testutil"
 )
 
 // TestHandleFiguresBatchAndSingle: a member records a relayed batch (the
@@ -61,4 +65,75 @@ func mustJSON(t *testing.T, v any) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// TestRelayEncodesOnceForEveryPeer: what queued goes to every other member
+// in one request an interval, the same body to each; a member that answers
+// a batch 400 (an older release) then gets one request per heartbeat.
+func TestRelayEncodesOnceForEveryPeer(t *testing.T) {
+	var mu sync.Mutex
+	got := map[string][]string{} // peer → bodies received
+	serve := func(name string, takesBatches bool) *httptest.Server {
+		return httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			b, _ := io.ReadAll(r.Body)
+			mu.Lock()
+			got[name] = append(got[name], string(b))
+			mu.Unlock()
+			if !takesBatches && strings.HasPrefix(string(b), "[") {
+				w.WriteHeader(http.StatusBadRequest)
+				return
+			}
+			w.WriteHeader(http.StatusNoContent)
+		}))
+	}
+	newer, older := serve("newer", true), serve("older", false)
+	defer newer.Close()
+	defer older.Close()
+	f := NewFSM(testutil.Logger(t))
+	for i, c := range []api.CoordinatorMember{{ID: "c1", HTTPAddr: "127.0.0.1:1"},
+		{ID: "c2", HTTPAddr: newer.Listener.Addr().String()}, {ID: "c3", HTTPAddr: older.Listener.Addr().String()}} {
+		f.Apply(entry(t, uint64(i+1), CmdCoordinatorUpsert, CoordinatorUpsertCmd{Member: c}))
+	}
+	r := &figuresRelay{store: &Store{fsm: f}, self: "c1", log: testutil.Logger(t), peers: map[string]chan relayBatch{},
+		hc: &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	beat := func(host string) api.HeartbeatRequest {
+		return api.HeartbeatRequest{HostID: host, Members: []api.MemberStatus{{MemberID: host + "-m", AddonID: "a1", Role: api.RoleRedis, State: api.MemberRunning,
+			Stats: &api.MemberReport{Memory: &api.MemberMemory{CurrentBytes: 7 << 20}}}}}
+	}
+	waitFor := func(what string, ok func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			mu.Lock()
+			done := ok()
+			mu.Unlock()
+			if done {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: received %v", what, got)
+			}
+		}
+	}
+	r.send(ctx, beat("h1"))
+	r.send(ctx, beat("h2"))
+	waitFor("the first batch at both", func() bool { return len(got["newer"]) == 1 && len(got["older"]) == 1 })
+	mu.Lock()
+	if got["newer"][0] != got["older"][0] {
+		t.Fatalf("the peers got different bodies:\n%s\n%s", got["newer"][0], got["older"][0])
+	}
+	var batch []api.HeartbeatRequest
+	if err := json.Unmarshal([]byte(got["newer"][0]), &batch); err != nil || len(batch) != 2 || batch[0].HostID != "h1" || batch[1].Members[0].State != "" {
+		t.Fatalf("batch %s (%v): want h1 and h2, figures only", got["newer"][0], err)
+	}
+	mu.Unlock()
+	r.send(ctx, beat("h3"))
+	r.send(ctx, beat("h4"))
+	waitFor("a batch to the newer, singles to the older", func() bool { return len(got["newer"]) == 2 && len(got["older"]) == 3 })
+	mu.Lock()
+	defer mu.Unlock()
+	if !strings.HasPrefix(got["older"][1], `{"host_id":"h3"`) || !strings.HasPrefix(got["older"][2], `{"host_id":"h4"`) {
+		t.Fatalf("the older release got %v; want h3's and h4's heartbeats one by one", got["older"][1:])
+	}
 }

@@ -289,3 +289,35 @@ func BenchmarkScaleHostRegister(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkScaleRelayBatch: encoding one interval's relayed figures at
+// 10,000 hosts heartbeating every 5 s with 20 members each (2,000
+// heartbeats, figures only): once per interval since the relay encodes
+// once for every peer, before once per peer.
+func BenchmarkScaleRelayBatch(b *testing.B) {
+	var as []api.Assignment
+	for i := range 10 {
+		id := fmt.Sprintf("app-%06d-1000", i)
+		as = append(as, api.Assignment{MemberID: id + "-redis-0", AddonID: id, Role: api.RoleRedis},
+			api.Assignment{MemberID: id + "-haproxy-0", AddonID: id, Role: api.RoleHAProxy})
+	}
+	batch := make([]api.HeartbeatRequest, 2000)
+	for i := range batch {
+		hb := sampleHeartbeat(fmt.Sprintf("h%05d", i), as, time.Now())
+		slim := api.HeartbeatRequest{HostID: hb.HostID, Stats: hb.Stats}
+		for _, m := range hb.Members {
+			slim.Members = append(slim.Members, api.MemberStatus{MemberID: m.MemberID, AddonID: m.AddonID, Role: m.Role, Stats: m.Stats})
+		}
+		batch[i] = slim
+	}
+	b.ResetTimer()
+	var n int
+	for i := 0; i < b.N; i++ {
+		body, err := json.Marshal(batch)
+		if err != nil {
+			b.Fatal(err)
+		}
+		n = len(body)
+	}
+	b.ReportMetric(float64(n)/(1<<20), "MiB")
+}
