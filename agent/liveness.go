@@ -271,8 +271,54 @@ type liveness struct {
 }
 
 type memberLooker struct {
-	pid int
-	l   *redisctl.Looker
+	pid  int
+	l    *redisctl.Looker
+	stat *procStat
+}
+
+func (e *memberLooker) close() {
+	e.l.Close()
+	e.stat.close()
+}
+
+// procStat is a process's /proc/<pid>/stat kept open: its state letter is
+// one pread away (procfs makes the line again at each read from offset 0),
+// and the descriptor names that process only — once it is gone, a read
+// fails (ESRCH), even if its pid was given to another.
+type procStat struct {
+	mu   sync.Mutex
+	path string
+	fd   int // -1: not open
+}
+
+func newProcStat(path string) *procStat { return &procStat{path: path, fd: -1} }
+
+// state reads the state letter, opening the file on first use.
+func (p *procStat) state() (byte, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.fd < 0 {
+		fd, err := syscall.Open(p.path, syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
+		if err != nil {
+			return 0, &os.PathError{Op: "open", Path: p.path, Err: err}
+		}
+		p.fd = fd
+	}
+	var buf [128]byte // the state follows the command name: within 64 bytes
+	n, err := syscall.Pread(p.fd, buf[:], 0)
+	if err != nil {
+		return 0, &os.PathError{Op: "read", Path: p.path, Err: err}
+	}
+	return parseProcStat(buf[:max(n, 0)])
+}
+
+func (p *procStat) close() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.fd >= 0 {
+		_ = syscall.Close(p.fd)
+		p.fd = -1
+	}
 }
 
 type liveAct struct {
@@ -293,22 +339,24 @@ func newLiveness() *liveness {
 	}
 }
 
-// looker returns member id's look connection for process pid at addr with
-// password, replacing (and closing) one made for another.
-func (l *liveness) looker(id string, role api.Role, pid int, addr, password string) *redisctl.Looker {
+// looker returns member id's look connection and kept stat file for process
+// pid (its stat file statPath) at addr with password, replacing (and
+// closing) one made for another.
+func (l *liveness) looker(id string, role api.Role, pid int, statPath, addr, password string) *memberLooker {
 	l.mu.Lock()
 	e := l.lookers[id]
 	if e != nil && e.pid == pid && e.l.Addr == addr && e.l.Password == password {
 		l.mu.Unlock()
-		return e.l
+		return e
 	}
-	n := &memberLooker{pid: pid, l: redisctl.NewLooker(addr, password, role == api.RoleSentinel, role != api.RoleHAProxy, freshLookEvery)}
+	n := &memberLooker{pid: pid, stat: newProcStat(statPath),
+		l: redisctl.NewLooker(addr, password, role == api.RoleSentinel, role != api.RoleHAProxy, freshLookEvery)}
 	l.lookers[id] = n
 	l.mu.Unlock()
 	if e != nil {
-		e.l.Close()
+		e.close()
 	}
-	return n.l
+	return n
 }
 
 // closeLookers closes every look connection (the agent's Close).
@@ -318,7 +366,7 @@ func (l *liveness) closeLookers() {
 	l.lookers = map[string]*memberLooker{}
 	l.mu.Unlock()
 	for _, e := range ls {
-		e.l.Close()
+		e.close()
 	}
 }
 
@@ -327,7 +375,7 @@ func (l *liveness) forget(id string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if e := l.lookers[id]; e != nil {
-		go e.l.Close() // not under l.mu: a look may hold it for busyAfter
+		go e.close() // not under l.mu: a look may hold it for busyAfter
 		delete(l.lookers, id)
 	}
 	delete(l.track, id)
@@ -382,15 +430,16 @@ func (l *liveness) lastKnown(id string, pid int) (string, int64) {
 // reconcile loop.
 func (a *Agent) look(ctx context.Context, p memberPlan, st *runtime.Status, mustFresh bool) liveVerdict {
 	o := liveObs{addr: p.probe}
-	if state, err := a.procState(st.Pid); err == nil && (state == 'T' || state == 't') {
+	password := p.as.FleetPassword.Reveal()
+	if p.as.Role == api.RoleHAProxy {
+		password = "" // a TCP member: the connect only
+	}
+	e := a.live.looker(p.as.MemberID, p.as.Role, st.Pid, a.procStatPath(st.Pid), p.probe, password)
+	if state, err := e.stat.state(); err == nil && (state == 'T' || state == 't') {
 		o.frozen = true
 	}
 	if !o.frozen {
-		password := p.as.FleetPassword.Reveal()
-		if p.as.Role == api.RoleHAProxy {
-			password = "" // a TCP member: the connect only
-		}
-		o.answer, _ = a.live.looker(p.as.MemberID, p.as.Role, st.Pid, p.probe, password).Look(ctx, lookDialTimeout, busyAfter, mustFresh)
+		o.answer, _ = e.l.Look(ctx, lookDialTimeout, busyAfter, mustFresh)
 	}
 	id := p.as.MemberID
 	l := a.live
@@ -416,11 +465,16 @@ func (a *Agent) procState(pid int) (byte, error) {
 	if pid <= 0 {
 		return 0, errors.New("no pid")
 	}
+	return readProcState(a.procStatPath(pid))
+}
+
+// procStatPath is process pid's stat file.
+func (a *Agent) procStatPath(pid int) string {
 	root := a.statsCfg.ProcRoot
 	if root == "" {
 		root = "/proc"
 	}
-	return readProcState(filepath.Join(root, strconv.Itoa(pid), "stat"))
+	return filepath.Join(root, strconv.Itoa(pid), "stat")
 }
 
 // readProcState reads the state letter from a /proc/<pid>/stat file with

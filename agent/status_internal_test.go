@@ -5,14 +5,17 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	goruntime "runtime"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/cacheplane/cacheplane/agent/runtime"
+	"github.com/cacheplane/cacheplane/internal/testutil"
 )
 
 // inspectOnly is a runtime whose Inspect answers fresh (the rest is not
@@ -116,5 +119,33 @@ func TestReadProcState(t *testing.T) {
 	}
 	if _, err := readProcState(filepath.Join(dir, "missing")); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("readProcState(missing) err = %v; want not exist", err)
+	}
+}
+
+// procStat reads a process's state through its kept stat file, again and
+// again, and fails once that process is gone.
+func TestProcStatKept(t *testing.T) {
+	cmd := exec.Command("sleep", "30")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = cmd.Process.Kill() }()
+	p := newProcStat(filepath.Join("/proc", strconv.Itoa(cmd.Process.Pid), "stat"))
+	defer p.close()
+	want := func(w byte) error {
+		if s, err := p.state(); err != nil || s != w {
+			return fmt.Errorf("state %q, %v; want %q", s, err, w)
+		}
+		return nil
+	}
+	testutil.WaitFor(t, 5*time.Second, func() error { return want('S') })
+	if err := cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, 5*time.Second, func() error { return want('T') })
+	_ = cmd.Process.Kill()
+	_ = cmd.Wait()
+	if s, err := p.state(); err == nil {
+		t.Fatalf("state of a process gone = %q; want an error", s)
 	}
 }
