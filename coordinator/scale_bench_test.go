@@ -321,3 +321,28 @@ func BenchmarkScaleRelayBatch(b *testing.B) {
 	}
 	b.ReportMetric(float64(n)/(1<<20), "MiB")
 }
+
+// BenchmarkScaleEngineSnapshot: the operations engine's copy of the state
+// at the start of a pass, with one provision pending (the scheduler's
+// view and usage then included): every admin write wakes a pass.
+func BenchmarkScaleEngineSnapshot(b *testing.B) {
+	f := bigFSM(b)
+	c := testAddon("pending-app", "pending-app-1000", "")
+	idx := f.Index() + 1
+	data, err := Encode(CmdAddonCreate, c)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var have bool
+	f.Read(func(s *State, _ uint64) { _, have = s.Addons[c.Addon.ID] })
+	if res, ok := f.Apply(&raft.Log{Index: idx, Type: raft.LogCommand, Data: data}).(error); ok && !have {
+		b.Fatal(res)
+	}
+	e := &engine{store: &Store{fsm: f}}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if sn := e.snapshot(); len(sn.ops) == 0 {
+			b.Fatal("no active operation in the snapshot")
+		}
+	}
+}
