@@ -82,47 +82,55 @@ func (c *hostsController) Run(ctx context.Context) {
 	since := c.now()
 	tick := time.NewTicker(max(min(c.downAfter/10, 100*time.Millisecond), 20*time.Millisecond))
 	defer tick.Stop()
+	var hosts []hostTick // reused: read every tick
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
 		}
-		var (
-			hosts      []api.Host
-			hasMembers = map[string]bool{}
-		)
-		// Every tick reads the hosts and whether each runs members (the
-		// host index), not every member's address: at 10,000 hosts that
-		// was a fifth of the leader's CPU. Addresses only for a probe.
+		// Every tick reads each host's id, state and whether it runs
+		// members (the host index) — not every member's address (at
+		// 10,000 hosts that was a fifth of the leader's CPU; addresses
+		// only for a probe), nor a sorted copy of every host record (4 %
+		// of the leader at 3,000 hosts under admin writes): a host's
+		// record is read only to mark it down.
+		hosts = hosts[:0]
 		c.store.FSM().Read(func(s *State, _ uint64) {
-			hosts = sortedHosts(s.Hosts)
-			for _, h := range hosts {
-				hasMembers[h.ID] = len(s.hosts.hostAddons[h.ID]) > 0
+			for id, h := range s.Hosts {
+				hosts = append(hosts, hostTick{id: id, down: h.State == api.HostDown, hasMembers: len(s.hosts.hostAddons[id]) > 0})
 			}
 		})
 		now := c.now()
 		var toProbe []string
-		for _, h := range hosts {
-			if h.State == api.HostDown {
+		for _, t := range hosts {
+			if t.down {
 				continue
 			}
-			last := c.obs.lastSeen(h.ID)
+			last := c.obs.lastSeen(t.id)
 			if last.Before(since) {
 				last = since
 			}
 			c.mu.Lock()
-			lp := c.lastProbe[h.ID]
+			lp := c.lastProbe[t.id]
 			probed := lp.After(last) && now.Sub(lp) < probeEvery
-			answering := c.answering[h.ID]
+			answering := c.answering[t.id]
 			c.mu.Unlock()
-			down, probe, lost, why := hostVerdict(now.Sub(last), c.suspectAfter, c.downAfter, hasMembers[h.ID], probed, answering)
+			down, probe, lost, why := hostVerdict(now.Sub(last), c.suspectAfter, c.downAfter, t.hasMembers, probed, answering)
 			if probe {
-				toProbe = append(toProbe, h.ID)
+				toProbe = append(toProbe, t.id)
 				continue
 			}
 			if !down {
 				continue
+			}
+			var (
+				h  api.Host
+				ok bool
+			)
+			c.store.FSM().Read(func(s *State, _ uint64) { h, ok = s.Hosts[t.id] })
+			if !ok || h.State == api.HostDown {
+				continue // removed or marked down since the tick's read
 			}
 			h.State, h.Lost = api.HostDown, lost
 			h.DownSince = now.UTC()
@@ -136,6 +144,12 @@ func (c *hostsController) Run(ctx context.Context) {
 		}
 		c.probeHosts(ctx, toProbe, c.memberAddrs(toProbe))
 	}
+}
+
+// hostTick is what a tick of the hosts controller reads of each host.
+type hostTick struct {
+	id               string
+	down, hasMembers bool
 }
 
 // memberAddrs are the members' addresses on each of hosts.
