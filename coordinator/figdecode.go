@@ -13,7 +13,7 @@ import (
 // every failure an ErrInvalid) but with go-json-experiment's decoder:
 // heartbeats are the leader's most frequent request (2,000 a second at
 // 10,000 hosts every 5 s, ~16 KB each with 20 members and their figures)
-// and encoding/json took ~4 times as long on them (BenchmarkDecodeHeartbeat).
+// and encoding/json took 2–4 times as long on them (BenchmarkDecodeHeartbeat).
 // What agents send decodes to the same value (TestDecodeFiguresAsDecodeN);
 // unlike encoding/json, field names match exactly (the agents' own) and a
 // duplicate name or invalid UTF-8 is refused.
