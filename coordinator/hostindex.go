@@ -26,12 +26,15 @@ type hostIndex struct {
 	// whether it is a host's): a host's new address wakes only them.
 	epAddons map[string]map[string]bool // entrypoint address → addon ids
 	epOf     map[string]string          // addon id → the address in epAddons
+	// ha: the addons with three members or more, the only ones the
+	// topology pass looks at (it walked every addon under the read lock).
+	ha map[string]bool
 }
 
 func newHostIndex() hostIndex {
 	return hostIndex{hostAddons: map[string]map[string]bool{}, addonHosts: map[string][]string{},
 		addrs: map[string]int{}, addrOf: map[string]string{},
-		epAddons: map[string]map[string]bool{}, epOf: map[string]string{}}
+		epAddons: map[string]map[string]bool{}, epOf: map[string]string{}, ha: map[string]bool{}}
 }
 
 // reindexHosts rebuilds the host index from the maps.
@@ -78,9 +81,13 @@ func (s *State) indexAddonHosts(addonID string) (was, is []string) {
 		}
 		delete(s.hosts.epOf, addonID)
 	}
+	delete(s.hosts.ha, addonID)
 	a, ok := s.Addons[addonID]
 	if !ok {
 		return was, nil
+	}
+	if len(a.Members) >= 3 {
+		s.hosts.ha[addonID] = true
 	}
 	if ep, _, err := net.SplitHostPort(a.Entrypoint); err == nil && ep != "" {
 		set := s.hosts.epAddons[ep]
@@ -128,6 +135,10 @@ func (s *State) addonsOn(hostID string) []api.Addon {
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out
 }
+
+// haAddons are the ids of the addons with three members or more (HA
+// addons, and starters while they become business), in no order.
+func (s *State) haAddons() map[string]bool { return s.hosts.ha }
 
 // isHostAddress says whether some host has addr as its address.
 func (s *State) isHostAddress(addr string) bool { return s.hosts.addrs[addr] > 0 }

@@ -83,6 +83,9 @@ func TestHostIndexFollowsMembers(t *testing.T) {
 			if !s.isHostAddress("127.0.0.1") || s.isHostAddress("127.0.1.1") {
 				t.Fatalf("%s: host addresses wrong", when)
 			}
+			if !reflect.DeepEqual(s.haAddons(), map[string]bool{"ha-app-1111": true}) {
+				t.Fatalf("%s: HA addons %v; want ha-app-1111 (3 members)", when, s.haAddons())
+			}
 		})
 	}
 	check("applied")
@@ -106,6 +109,9 @@ func TestHostIndexFollowsMembers(t *testing.T) {
 	f.Read(func(s *State, _ uint64) {
 		if ids := addonsOnIDs(s, "h1"); len(ids) != 0 {
 			t.Fatalf("h1 still lists %v after the delete", ids)
+		}
+		if len(s.haAddons()) != 0 {
+			t.Fatalf("HA addons %v after the delete", s.haAddons())
 		}
 	})
 	// The catalog is in every assignment: every host changes.

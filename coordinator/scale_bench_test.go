@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -344,5 +345,18 @@ func BenchmarkScaleEngineSnapshot(b *testing.B) {
 		if sn := e.snapshot(); len(sn.ops) == 0 {
 			b.Fatal("no active operation in the snapshot")
 		}
+	}
+}
+
+// BenchmarkScaleTopologyPass: a topology pass on the large fleet (every
+// addon a starter: nothing to reconcile; what is left is finding the HA
+// addons under the FSM's read lock).
+func BenchmarkScaleTopologyPass(b *testing.B) {
+	f := bigFSM(b)
+	c := &topologyController{store: &Store{fsm: f}, obs: newObserved(), log: f.log, now: time.Now}
+	ctx := context.Background()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		c.pass(ctx)
 	}
 }

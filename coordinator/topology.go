@@ -80,7 +80,8 @@ func (c *topologyController) pass(ctx context.Context) {
 	var views []haView
 	now := c.now().UTC()
 	c.store.FSM().Read(func(s *State, _ uint64) {
-		for _, a := range s.Addons {
+		for id := range s.haAddons() { // not every addon: at 100,000 most are starters
+			a := s.Addons[id]
 			if a.Status == api.AddonRemoving || a.Status == api.AddonProvisioning || len(a.Members) < 3 {
 				continue
 			}
