@@ -133,6 +133,7 @@ func Start(cfg Config, log *slog.Logger, raftLog io.Writer) (*Coordinator, error
 	peer.HandleFunc("GET "+protocolPath, c.server.handleProtocol)
 	peer.Handle("/", gateFeatures(store, c.server.Handler()))
 	c.peerSrv = &http.Server{Handler: c.server.peerHandler(peer), ReadHeaderTimeout: 10 * time.Second, BaseContext: c.baseContext,
+		HTTP2:    &http.HTTP2Config{MaxConcurrentStreams: peerStreams}, // followers forward on few connections (forwardConns)
 		ErrorLog: slog.NewLogLogger(log.With("component", "peer-api").Handler(), slog.LevelDebug)}
 	peerLn = newPeerListener(peerLn, holder.ServerConfig(false), store.Unsecured)
 	c.peerLn = peerLn

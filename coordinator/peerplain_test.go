@@ -360,3 +360,71 @@ func TestPeerListenerBoundsHandshakes(t *testing.T) {
 		t.Fatal("not served after the slot was freed")
 	}
 }
+
+// TestForwardFewConnections: 2,000 requests in flight at once through a
+// follower's forwarding transport (Server.fwd) to a peer port served as
+// the coordinator serves it (HTTP/2, peerStreams) share at most
+// forwardConns connections, and every one is answered.
+func TestForwardFewConnections(t *testing.T) {
+	holder := &identity.Holder{}
+	holder.Set(testMember(t, "c1"))
+	raw, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	counted := &countingListener{Listener: raw}
+	const n = 2000
+	var waiting sync.WaitGroup
+	waiting.Add(n)
+	release := make(chan struct{})
+	srv := &http.Server{ReadHeaderTimeout: 5 * time.Second, HTTP2: &http.HTTP2Config{MaxConcurrentStreams: peerStreams},
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			waiting.Done()
+			select { // a watch: answered once all are in flight
+			case <-release:
+			case <-r.Context().Done():
+				return
+			}
+			_, _ = io.WriteString(w, r.Proto)
+		})}
+	served := make(chan error, 1)
+	go func() {
+		served <- srv.Serve(newPeerListener(counted, holder.ServerConfig(false), func() bool { return false }))
+	}()
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+		<-served
+	}()
+	fwd := newServer(Config{}, nil, nil, nil, slog.Default(), holder).fwd
+	defer fwd.CloseIdleConnections()
+	cl := &http.Client{Transport: fwd, Timeout: 30 * time.Second}
+	errs := make(chan error, n)
+	for range n {
+		go func() {
+			resp, err := cl.Get("https://" + raw.Addr().String() + "/v1/agent/assignments")
+			if err != nil {
+				errs <- err
+				return
+			}
+			b, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if err == nil && string(b) != "HTTP/2.0" {
+				err = errors.New("answered over " + string(b))
+			}
+			errs <- err
+		}()
+	}
+	waiting.Wait() // all n in flight at once
+	close(release)
+	for range n {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := counted.n.Load(); got > forwardConns {
+		t.Fatalf("%d forwarded requests took %d connections; want at most %d", n, got, forwardConns)
+	}
+	t.Logf("%d forwarded requests in flight on %d connections", n, counted.n.Load())
+}

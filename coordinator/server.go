@@ -62,15 +62,29 @@ func newServer(cfg Config, store *Store, obs *observed, stats *statsHistory, log
 			ResponseHeaderTimeout: maxWait + 15*time.Second, // blocking queries
 			MaxIdleConnsPerHost:   64,
 			IdleConnTimeout:       30 * time.Second,
-			// HTTP/2 to the leader's TLS peer port: the agents' blocking
-			// watches a follower forwards share a few connections (up to
-			// the leader's streams per connection each) instead of one
-			// connection and TLS handshake per watch — thousands at once
-			// on both members after a leader change.
+			// HTTP/2 to the leader's TLS peer port, at most forwardConns
+			// connections: the agents' requests and blocking watches a
+			// follower forwards share them (peerStreams each) instead of
+			// a connection and TLS handshake per request in flight. After
+			// a leader change every agent still talks to the member it
+			// knew; at 10,000 hosts each follower dialled the new leader
+			// thousands of times at once, the handshakes timed out (5 s)
+			// and were dialled again, and the leader's accept queue
+			// overflowed (dial i/o timeouts), with no end to it.
 			ForceAttemptHTTP2: true,
+			MaxConnsPerHost:   forwardConns,
 		},
 	}
 }
+
+// forwardConns bounds a follower's connections to the leader's peer API;
+// peerStreams is the HTTP/2 streams a peer connection may carry at once
+// (http.Server's default is 250): together, 8 × 4,096 requests in flight
+// forwarded, more than the agents' watches and heartbeats of 10,000 hosts.
+const (
+	forwardConns = 8
+	peerStreams  = 4096
+)
 
 // Handler returns the API routes.
 func (s *Server) Handler() http.Handler {
