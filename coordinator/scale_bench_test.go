@@ -219,19 +219,25 @@ func (r *memReader) Read(p []byte) (int, error) {
 // large state (every member applies every entry).
 func BenchmarkScaleApplyAddonCreate(b *testing.B) {
 	f := bigFSM(b)
-	idx := f.Index()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		idx++
-		c := testAddon(fmt.Sprintf("bench-%d-%d", idx, i), fmt.Sprintf("bench-%d-%d-0000", idx, i), "")
-		data, err := Encode(CmdAddonCreate, c)
-		if err != nil {
+		idx := f.Index() + 1
+		if err := benchApply(b, f, CmdAddonCreate, testAddon(fmt.Sprintf("bench-%d-%d", idx, i), fmt.Sprintf("bench-%d-%d-0000", idx, i), "")); err != nil {
 			b.Fatal(err)
 		}
-		if res, ok := f.Apply(&raft.Log{Index: idx, Type: raft.LogCommand, Data: data}).(error); ok {
-			b.Fatal(res)
-		}
 	}
+}
+
+// benchApply applies one entry at the FSM's next index and returns the
+// business failure it answered, if any.
+func benchApply(b *testing.B, f *FSM, ct CommandType, cmd any) error {
+	b.Helper()
+	data, err := Encode(ct, cmd)
+	if err != nil {
+		b.Fatal(err)
+	}
+	res, _ := f.Apply(&raft.Log{Index: f.Index() + 1, Type: raft.LogCommand, Data: data}).(error)
+	return res
 }
 
 // scaleHeartbeat is what a real agent of host h sends about its 20
@@ -276,17 +282,12 @@ func BenchmarkScaleHeartbeat(b *testing.B) {
 // large state (every member applies it; 10,000 hosts register at start).
 func BenchmarkScaleHostRegister(b *testing.B) {
 	f := bigFSM(b)
-	idx := f.Index()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		idx++
-		data, err := Encode(CmdHostUpsert, HostUpsertCmd{Host: api.Host{ID: fmt.Sprintf("new-%d", idx), Address: fmt.Sprintf("10.200.%d.%d", (idx>>8)&255, idx&255),
-			MemoryMB: 65536, State: api.HostReady}})
-		if err != nil {
+		idx := f.Index() + 1
+		if err := benchApply(b, f, CmdHostUpsert, HostUpsertCmd{Host: api.Host{ID: fmt.Sprintf("new-%d", idx), Address: fmt.Sprintf("10.200.%d.%d", (idx>>8)&255, idx&255),
+			MemoryMB: 65536, State: api.HostReady}}); err != nil {
 			b.Fatal(err)
-		}
-		if res, ok := f.Apply(&raft.Log{Index: idx, Type: raft.LogCommand, Data: data}).(error); ok {
-			b.Fatal(res)
 		}
 	}
 }
@@ -330,15 +331,10 @@ func BenchmarkScaleRelayBatch(b *testing.B) {
 func BenchmarkScaleEngineSnapshot(b *testing.B) {
 	f := bigFSM(b)
 	c := testAddon("pending-app", "pending-app-1000", "")
-	idx := f.Index() + 1
-	data, err := Encode(CmdAddonCreate, c)
-	if err != nil {
-		b.Fatal(err)
-	}
 	var have bool
 	f.Read(func(s *State, _ uint64) { _, have = s.Addons[c.Addon.ID] })
-	if res, ok := f.Apply(&raft.Log{Index: idx, Type: raft.LogCommand, Data: data}).(error); ok && !have {
-		b.Fatal(res)
+	if err := benchApply(b, f, CmdAddonCreate, c); err != nil && !have {
+		b.Fatal(err)
 	}
 	e := &engine{store: &Store{fsm: f}}
 	b.Run("whole", func(b *testing.B) {
