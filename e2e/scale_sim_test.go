@@ -39,14 +39,14 @@ const simEnv = "CACHEPLANE_SCALE_SIM_CHILD"
 
 // simReq is one request to a simulator process.
 type simReq struct {
-	Op      string   // join, register, run, lat-start, lat-stop, lat-count, status, lose
-	Hosts   []int    `json:",omitempty"` // join: the shard's host numbers
-	Tokens  []string `json:",omitempty"` // join: their join tokens
-	Leader  string   `json:",omitempty"` // join: the leader's peer address
-	Peers   []string `json:",omitempty"` // join: every coordinator's peer address
-	Workers int      `json:",omitempty"` // join, register: requests at once
-	HB      time.Duration
-	Busy    []string `json:",omitempty"` // lose: addons whose hosts are not to be lost
+	Op      string        // join, register, lat-start, lat-stop, lat-count, status, lose
+	Hosts   []int         `json:",omitempty"` // join: the shard's host numbers
+	Tokens  []string      `json:",omitempty"` // join: their join tokens
+	Leader  string        `json:",omitempty"` // join: the leader's peer address
+	Peers   []string      `json:",omitempty"` // join: every coordinator's peer address
+	Workers int           `json:",omitempty"` // join, register: requests at once
+	HB      time.Duration // register: the agents' heartbeat interval
+	Busy    []string      `json:",omitempty"` // lose: addons whose hosts are not to be lost
 }
 
 // simResp is its answer.
@@ -114,13 +114,7 @@ func (s *simShard) handle(req simReq) simResp {
 	case "join":
 		err = s.join(req)
 	case "register":
-		err = s.register(req.Workers)
-	case "run":
-		ctx, cancel := context.WithCancel(context.Background())
-		s.cancel = cancel
-		for _, a := range s.agents {
-			a.run(ctx, req.HB, &s.lat, &s.watches)
-		}
+		err = s.register(req.Workers, req.HB)
 	case "lat-start":
 		s.lat.start()
 	case "lat-count":
@@ -197,13 +191,23 @@ func (s *simShard) join(req simReq) error {
 	})
 }
 
-func (s *simShard) register(workers int) error {
+// register registers each agent and starts its loops at once, as an agent
+// does: started only once all were registered, the first hosts were
+// silent for longer than --host-down-after at 10,000 hosts (~35 s of
+// registrations) and marked down, a Raft write each.
+func (s *simShard) register(workers int, hb time.Duration) error {
+	ctx, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
 	return forEach(len(s.agents), workers, func(k int) error {
 		a := s.agents[k]
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		rctx, cancel := context.WithTimeout(ctx, time.Minute)
 		defer cancel()
-		return a.call(ctx, http.MethodPost, "/v1/agent/register", api.RegisterRequest{Host: api.Host{
+		err := a.call(rctx, http.MethodPost, "/v1/agent/register", api.RegisterRequest{Host: api.Host{
 			ID: a.id, Address: a.addr, MemoryMB: 64 * 1024, Labels: map[string]string{"zone": fmt.Sprintf("z%d", a.num%3)}}}, nil)
+		if err == nil && a.running.CompareAndSwap(false, true) {
+			a.run(ctx, hb, &s.lat, &s.watches)
+		}
+		return err
 	})
 }
 

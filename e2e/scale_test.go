@@ -199,6 +199,7 @@ type simAgent struct {
 	pinged   map[string]bool // entrypoints listened on
 	started  time.Time
 	stopped  atomic.Bool
+	running  atomic.Bool // its loops started
 }
 
 func hostAddr(i int) string { return fmt.Sprintf("%s%d.%d", scaleNet, 1+i/250, 1+i%250) }
@@ -540,7 +541,7 @@ func runScale(t *testing.T, hosts, addons, business int, hb, measure time.Durati
 	t.Logf("%d tokens: %.0f/s", hosts, r.TokensPerSec)
 
 	// 2. Each host joins (its own key, the token, a certificate) in its
-	// simulator process; 3. registers; then runs.
+	// simulator process; 3. registers, and starts heartbeating at once.
 	peers := []string{cs[0].HTTPAddr, cs[1].HTTPAddr, cs[2].HTTPAddr}
 	perAgent := 2
 	if simHTTP2 {
@@ -564,15 +565,11 @@ func runScale(t *testing.T, hosts, addons, business int, hb, measure time.Durati
 	t.Logf("%d joins (key, CSR, certificate): %.0f/s", hosts, r.JoinsPerSec)
 
 	t0 = time.Now()
-	if _, err := fleet.all(func(*simProc) simReq { return simReq{Op: "register", Workers: workers} }); err != nil {
+	if _, err := fleet.all(func(*simProc) simReq { return simReq{Op: "register", Workers: workers, HB: hb} }); err != nil {
 		t.Fatal(err)
 	}
 	r.RegistersPerSec = float64(hosts) / time.Since(t0).Seconds()
 	t.Logf("%d registrations: %.0f/s", hosts, r.RegistersPerSec)
-
-	if _, err := fleet.all(func(*simProc) simReq { return simReq{Op: "run", HB: hb} }); err != nil {
-		t.Fatal(err)
-	}
 
 	// 4. Place the addons (business ones first: a host loss heals them).
 	t0 = time.Now()
