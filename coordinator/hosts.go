@@ -28,7 +28,9 @@ import (
 //
 // A heartbeat from a down host marks it ready again (in the heartbeat
 // handler). A new leader counts every host as seen at the moment it took
-// over, so a leader change never flaps the fleet.
+// over, so a leader change never flaps the fleet. And when more than half
+// of the hosts fall silent at once, none is marked down (silenceStorm):
+// the likelier cause is the coordinator's own reach, not the hosts.
 type hostsController struct {
 	store        *Store
 	obs          *observed
@@ -74,6 +76,24 @@ func hostVerdict(silence, suspectAfter, downAfter time.Duration, hasMembers, pro
 	return false, false, false, ""
 }
 
+// silenceStorm is the pure rule that holds marking hosts down: more than
+// half of the hosts not already down (at least stormMinHosts of them)
+// silent at once. Hosts fail one by one or a rack at a time; a fleet going
+// quiet together is the coordinator cut off from it, or its agents still
+// reconnecting after a leader change (at 10,000 hosts the new leader
+// marked 13,904 host records down while their agents' requests queued on
+// it) — and marking them down would fail over and move serving members of
+// every addon on the word of the one party that cannot see. Healing
+// resumes by itself when enough hosts are heard again; an operator can
+// still drain a host.
+func silenceStorm(silent, up int) bool {
+	return up >= stormMinHosts && 2*silent > up
+}
+
+// stormMinHosts: below it every silent host is judged alone (two hosts, one
+// silent, is not a storm).
+const stormMinHosts = 3
+
 func (c *hostsController) Run(ctx context.Context) {
 	c.obs.reset()
 	c.mu.Lock()
@@ -83,6 +103,7 @@ func (c *hostsController) Run(ctx context.Context) {
 	tick := time.NewTicker(max(min(c.downAfter/10, 100*time.Millisecond), 20*time.Millisecond))
 	defer tick.Stop()
 	var hosts []hostTick // reused: read every tick
+	storm := false       // silenceStorm held the last tick
 	for {
 		select {
 		case <-ctx.Done():
@@ -102,15 +123,43 @@ func (c *hostsController) Run(ctx context.Context) {
 			}
 		})
 		now := c.now()
+		// Silence first, for every host not down: a storm holds them all.
+		quiet := c.downAfter
+		if c.suspectAfter > 0 && c.suspectAfter < quiet {
+			quiet = c.suspectAfter
+		}
+		up, silent := 0, 0
+		for i := range hosts {
+			t := &hosts[i]
+			if t.down {
+				continue
+			}
+			t.last = c.obs.lastSeen(t.id)
+			if t.last.Before(since) {
+				t.last = since
+			}
+			up++
+			if now.Sub(t.last) >= quiet {
+				silent++
+			}
+		}
+		if silenceStorm(silent, up) {
+			if !storm {
+				c.log.Warn("most hosts are silent at once: marking none down until they are heard again (the coordinator's own reach is the likelier cause)", "silent", silent, "hosts", up)
+			}
+			storm = true
+			continue
+		}
+		if storm {
+			c.log.Info("hosts heard again: judging silent hosts one by one", "silent", silent, "hosts", up)
+			storm = false
+		}
 		var toProbe []string
 		for _, t := range hosts {
 			if t.down {
 				continue
 			}
-			last := c.obs.lastSeen(t.id)
-			if last.Before(since) {
-				last = since
-			}
+			last := t.last
 			c.mu.Lock()
 			lp := c.lastProbe[t.id]
 			probed := lp.After(last) && now.Sub(lp) < probeEvery
@@ -150,6 +199,7 @@ func (c *hostsController) Run(ctx context.Context) {
 type hostTick struct {
 	id               string
 	down, hasMembers bool
+	last             time.Time // last heard, or the leader's start
 }
 
 // memberAddrs are the members' addresses on each of hosts.
