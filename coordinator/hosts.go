@@ -139,7 +139,10 @@ func (c *hostsController) Run(ctx context.Context) {
 				t.last = since
 			}
 			up++
-			if now.Sub(t.last) >= quiet {
+			// Half the threshold: hosts cut off together fell silent
+			// within a liveness period of each other, and the first to
+			// cross the threshold must not be judged alone.
+			if now.Sub(t.last) >= quiet/2 {
 				silent++
 			}
 		}

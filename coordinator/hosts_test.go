@@ -95,11 +95,6 @@ func TestSilenceStormHoldsHostsDown(t *testing.T) {
 	ctx := context.Background()
 	admin := api.NewClient(cfg.Socket)
 	ids := []string{"s1", "s2", "s3", "s4"}
-	for i, id := range ids {
-		if _, err := admin.Register(ctx, api.Host{ID: id, Address: fmt.Sprintf("127.0.0.%d", 44+i), MemoryMB: 1024}); err != nil {
-			t.Fatal(err)
-		}
-	}
 	beat := func(ids ...string) {
 		t.Helper()
 		for _, id := range ids {
@@ -107,6 +102,12 @@ func TestSilenceStormHoldsHostsDown(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
+	}
+	for i, id := range ids {
+		if _, err := admin.Register(ctx, api.Host{ID: id, Address: fmt.Sprintf("127.0.0.%d", 44+i), MemoryMB: 1024}); err != nil {
+			t.Fatal(err)
+		}
+		beat(id)
 	}
 	state := func() map[string]api.HostState {
 		t.Helper()
@@ -120,6 +121,17 @@ func TestSilenceStormHoldsHostsDown(t *testing.T) {
 		}
 		return m
 	}
+	// All four heard (a host registered on a loaded machine may have been
+	// judged alone, silent, before the next registered: heard again).
+	testutil.WaitFor(t, 10*time.Second, func() error {
+		beat(ids...)
+		for id, st := range state() {
+			if st != api.HostReady {
+				return fmt.Errorf("%s is %s", id, st)
+			}
+		}
+		return nil
+	})
 	// Only s1 heartbeats for 3 s (five times host_down_after): none down.
 	held := time.Now().Add(3 * time.Second)
 	for time.Now().Before(held) {
