@@ -469,8 +469,11 @@ func TestRouterLive(t *testing.T) {
 	}
 	t.Logf("failover of a sleeping primary: its session cut %s and new connections on the new primary %s after SENTINEL FAILOVER; +switch-master %s after it",
 		cut.at.Sub(failedOver).Round(time.Millisecond), routedAt.Sub(failedOver).Round(time.Millisecond), at.Sub(failedOver).Round(time.Millisecond))
-	if cut.at.Sub(at) > 200*time.Millisecond || routedAt.Sub(at) > 200*time.Millisecond {
-		t.Errorf("cut %v and routed %v after the +switch-master, want within ~200 ms", cut.at.Sub(at), routedAt.Sub(at))
+	// Within 450 ms: well before the routers' next read of HAProxy's
+	// state would have seen it (their 500 ms tick, up to 5 s while quiet);
+	// typically 100–250 ms, 330 ms seen on a loaded CI machine.
+	if cut.at.Sub(at) > 450*time.Millisecond || routedAt.Sub(at) > 450*time.Millisecond {
+		t.Errorf("cut %v and routed %v after the +switch-master, want within ~450 ms", cut.at.Sub(at), routedAt.Sub(at))
 	}
 	want(time.Second, map[string]string{pName: hapMaint, rName: hapReady})
 	// When the old primary wakes (a stray master until someone demotes
@@ -549,8 +552,11 @@ func TestRouterLive(t *testing.T) {
 	}
 	t.Logf("failover heard through +switch-master only (%s after SENTINEL FAILOVER): old primary's session cut %s and new connections on the new primary %s after the announcement",
 		at.Sub(failedOver).Round(time.Millisecond), cut.at.Sub(at).Round(time.Millisecond), routedAt.Sub(at).Round(time.Millisecond))
-	if cut.at.Sub(at) > 200*time.Millisecond || routedAt.Sub(at) > 200*time.Millisecond {
-		t.Errorf("cut %v and routed %v after the +switch-master, want within ~200 ms", cut.at.Sub(at), routedAt.Sub(at))
+	// Within 450 ms: well before the routers' next read of HAProxy's
+	// state would have seen it (their 500 ms tick, up to 5 s while quiet);
+	// typically 100–250 ms, 330 ms seen on a loaded CI machine.
+	if cut.at.Sub(at) > 450*time.Millisecond || routedAt.Sub(at) > 450*time.Millisecond {
+		t.Errorf("cut %v and routed %v after the +switch-master, want within ~450 ms", cut.at.Sub(at), routedAt.Sub(at))
 	}
 	rs.sync(ctx, testutil.Logger(t), map[string]routeSpec{as.MemberID: spec})
 	// From here on the primary is the first member again.

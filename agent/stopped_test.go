@@ -72,15 +72,20 @@ func TestEngineUpgradeOfAMember(t *testing.T) {
 		conn.Close()
 		t.Fatal("a stopped member still accepts connections")
 	}
-	sts, err := h.agent.Runtime().List(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, st := range sts {
-		if st.ID == as.MemberID {
-			t.Fatalf("the stopped member's container is still there: %+v", st)
+	// Its container goes once the stop is through (reported stopped a
+	// moment before, on a loaded machine).
+	testutil.WaitFor(t, 10*time.Second, func() error {
+		sts, err := h.agent.Runtime().List(ctx)
+		if err != nil {
+			return err
 		}
-	}
+		for _, st := range sts {
+			if st.ID == as.MemberID {
+				return fmt.Errorf("the stopped member's container is still there: %+v", st)
+			}
+		}
+		return nil
+	})
 	if _, err := os.Stat(filepath.Join(h.cfg.DataDir, "members", as.MemberID, "dump.rdb")); err != nil {
 		t.Fatalf("the stopped member's data: %v", err)
 	}
